@@ -1,0 +1,24 @@
+"""Choosing the torch device from the ``--device auto|cpu|cuda`` flag."""
+
+from __future__ import annotations
+
+import torch
+
+from analysis.errors import ConfigError
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``auto`` picks CUDA when present, else the CPU; ``cuda`` without CUDA is an error."""
+    if isinstance(device, torch.device):
+        return device
+    device = (device or "auto").lower()
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {device}: CUDA is not available on this machine; "
+                              "use --device cpu or auto.")
+        return torch.device(device)
+    if device == "cpu":
+        return torch.device("cpu")
+    raise ConfigError(f"--device {device!r} is not one of auto, cpu, cuda.")

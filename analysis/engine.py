@@ -1,0 +1,120 @@
+"""Runs registered steps for one (model, dataset) pair, each result cached by content.
+
+A step's cache key is a sha256 over: the step's name, code version and
+config; the model's weights, architecture, embedding layer and input
+normalisation (only for steps that read the model); the dataset's name,
+split and content fingerprint; and the keys of the steps it requires (so a
+change upstream re-keys everything downstream, and nothing else).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from analysis.datasets import ImageDataset
+from analysis.registry import StepContext, get_step, make_config
+from cache import Artifact, ArtifactStore, stable_hash
+from models.checkpoint import LoadedModel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StepRecord:
+    """How a step's result was obtained: ``computed``, ``cached`` (disk) or ``memory``."""
+
+    name: str
+    status: str
+    seconds: float
+    key: str
+
+
+class Engine:
+    """Computes and caches step artifacts for one model on one dataset.
+
+    Parameters
+    ----------
+    model : LoadedModel
+    dataset : ImageDataset
+    store : ArtifactStore
+    device : torch.device
+    options : dict of step name to dict of config overrides
+    reference : Engine, optional
+        The in-distribution engine when ``dataset`` is an extra (OOD) dataset.
+    """
+
+    def __init__(self, model: LoadedModel, dataset: ImageDataset, store: ArtifactStore,
+                 device: torch.device, options: dict[str, dict[str, Any]] | None = None,
+                 reference: Engine | None = None, progress: bool = True) -> None:
+        self.model = model
+        self.dataset = dataset
+        self.store = store
+        self.device = device
+        self.options = {k: dict(v) for k, v in (options or {}).items()}
+        self.reference = reference
+        self.progress = progress
+        self.records: list[StepRecord] = []
+        self._keys: dict[str, str] = {}
+        self._memory: dict[str, Artifact] = {}
+        self._model_id: str | None = None
+
+    @property
+    def model_id(self) -> str:
+        if self._model_id is None:
+            self._model_id = stable_hash(self.model.fingerprint, self.model.mean, self.model.std,
+                                         list(self.model.input_shape))
+        return self._model_id
+
+    def config(self, name: str) -> Any:
+        return make_config(name, self.options.get(name))
+
+    def key(self, name: str) -> str:
+        """The content address of step ``name``'s result for this model and dataset."""
+        if name not in self._keys:
+            step = get_step(name)
+            ref = [self.reference.key(r) for r in step.uses_reference] if self.reference else []
+            self._keys[name] = stable_hash(
+                "loupe-step", name, step.version, self.config(name),
+                self.model_id if step.uses_model else None,
+                self.dataset.key, self.dataset.fingerprint,
+                [self.key(r) for r in step.requires], ref,
+            )
+        return self._keys[name]
+
+    def is_cached(self, name: str) -> bool:
+        return name in self._memory or self.key(name) in self.store
+
+    def get(self, name: str) -> Artifact:
+        """The artifact of step ``name``: from memory, the disk cache, or computed."""
+        if name in self._memory:
+            return self._memory[name]
+        step = get_step(name)
+        key = self.key(name)
+        started = time.perf_counter()
+        artifact = self.store.get(key)
+        if artifact is not None:
+            self.records.append(StepRecord(name, "cached", time.perf_counter() - started, key))
+        else:
+            inputs = {r: self.get(r) for r in step.requires}
+            reference = {}
+            if self.reference is not None:
+                reference = {r: self.reference.get(r) for r in step.uses_reference}
+            started = time.perf_counter()
+            ctx = StepContext(self.model, self.dataset, self.device, inputs, reference,
+                              self.progress)
+            artifact = step.run(ctx, self.config(name))
+            self.store.put(key, artifact)
+            seconds = time.perf_counter() - started
+            log.info("computed %s in %.2f s", name, seconds)
+            self.records.append(StepRecord(name, "computed", seconds, key))
+        self._memory[name] = artifact
+        return artifact
+
+    def columns(self, name: str) -> dict:
+        """Per-sample columns of step ``name`` (computing it if needed)."""
+        return get_step(name).columns(self.get(name), self.config(name))

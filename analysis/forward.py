@@ -1,0 +1,62 @@
+"""Batched forward passes with an embedding captured by a forward hook."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from analysis.errors import ConfigError
+from models.checkpoint import LoadedModel
+
+
+def last_linear_name(module: nn.Module) -> str:
+    """Name of the last ``nn.Linear`` registered in ``module`` (its input is the embedding)."""
+    names = [name for name, m in module.named_modules() if isinstance(m, nn.Linear)]
+    if not names:
+        raise ConfigError("The model has no nn.Linear layer to take the default embedding from; "
+                          "pass --embedding-layer NAME (a module whose output is the embedding).")
+    return names[-1]
+
+
+def embedding_target(model: LoadedModel) -> tuple[nn.Module, str]:
+    """The hooked module and ``"input"`` or ``"output"`` (which side is the embedding)."""
+    modules = dict(model.module.named_modules())
+    if model.embedding_layer:
+        return modules[model.embedding_layer], "output"
+    return modules[last_linear_name(model.module)], "input"
+
+
+@contextmanager
+def capture_embedding(model: LoadedModel) -> Iterator[list[torch.Tensor]]:
+    """Within the block, each forward pass appends its ``(B, D)`` embedding to the list."""
+    target, side = embedding_target(model)
+    captured: list[torch.Tensor] = []
+
+    if side == "input":
+        def hook(_m, args):
+            captured.append(torch.flatten(args[0], 1))
+        handle = target.register_forward_pre_hook(hook)
+    else:
+        def hook(_m, _args, output):
+            out = output[0] if isinstance(output, tuple) else output
+            captured.append(torch.flatten(out, 1))
+        handle = target.register_forward_hook(hook)
+    try:
+        yield captured
+    finally:
+        handle.remove()
+
+
+def image_batches(model: LoadedModel, images_uint8, device: torch.device,
+                  batch_size: int) -> Iterator[tuple[int, torch.Tensor]]:
+    """Yield ``(start, x)`` with ``x`` the normalised ``(B, C, H, W)`` batch on ``device``.
+
+    The uint8 pixels go to the device once (4x smaller than floats) and are
+    converted per batch.
+    """
+    pixels = torch.as_tensor(images_uint8).to(device)
+    for start in range(0, pixels.shape[0], batch_size):
+        yield start, model.prepare(pixels[start:start + batch_size])

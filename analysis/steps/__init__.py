@@ -1,0 +1,1 @@
+"""Analysis steps; importing a module registers its steps."""

@@ -1,0 +1,75 @@
+"""``attribution``: heatmaps for a chosen set of samples (e.g. the misclassified)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from analysis.attribution import attribute, get_method
+from analysis.errors import ConfigError
+from analysis.registry import Step, StepContext, register
+from cache import Artifact
+
+SUBSETS = ("misclassified", "highest_loss", "all")
+TARGETS = ("pred", "label")
+
+
+def select_subset(subset: str, pred: np.ndarray, labels: np.ndarray, loss: np.ndarray,
+                  limit: int) -> np.ndarray:
+    """Sorted sample indices of ``subset``, at most ``limit`` (highest loss first kept)."""
+    if subset == "misclassified":
+        idx = np.flatnonzero(pred != labels)
+    elif subset == "highest_loss":
+        idx = np.arange(len(loss))
+    elif subset == "all":
+        return np.arange(min(limit, len(loss)))
+    else:
+        raise ConfigError(f"Unknown attribution subset {subset!r}; valid: {', '.join(SUBSETS)}.")
+    order = np.argsort(-loss[idx], kind="stable")[:limit]
+    return np.sort(idx[order])
+
+
+@register
+class Attribution(Step):
+    """Captum heatmaps of a subset, for the predicted (or true) class.
+
+    Artifact arrays
+    ---------------
+    indices : (M,) int64 sample indices
+    targets : (M,) int64 explained classes
+    heatmaps : (M, H, W) float32
+    """
+
+    name = "attribution"
+    version = 1
+    requires = ("inference",)
+
+    @dataclass(frozen=True)
+    class Config:
+        method: str = "integrated_gradients"
+        subset: str = "misclassified"
+        target: str = "pred"
+        limit: int = 200
+        n_steps: int = 50
+
+    def run(self, ctx: StepContext, config: Config) -> Artifact:
+        get_method(config.method)
+        if config.target not in TARGETS:
+            raise ConfigError(f"attribution target {config.target!r}: use one of {TARGETS}.")
+        inf = ctx.inputs["inference"]
+        idx = select_subset(config.subset, inf["pred"], ctx.dataset.labels, inf["loss"],
+                            config.limit)
+        targets = inf["pred"][idx] if config.target == "pred" else ctx.dataset.labels[idx]
+        maps = []
+        batch = 16
+        for start in tqdm(range(0, len(idx), batch), desc=f"attribution ({config.method})",
+                          disable=not ctx.progress, leave=False):
+            sl = slice(start, start + batch)
+            maps.append(attribute(ctx.model, ctx.dataset.images[idx[sl]], targets[sl],
+                                  config.method, device=ctx.device, n_steps=config.n_steps))
+        h, w = ctx.dataset.images.shape[-2:]
+        heatmaps = np.concatenate(maps) if maps else np.zeros((0, h, w), np.float32)
+        return Artifact({"indices": idx.astype(np.int64), "targets": targets.astype(np.int64),
+                         "heatmaps": heatmaps}, summary={"count": int(len(idx))})

@@ -1,0 +1,130 @@
+"""Class-centroid Euclidean distances, in pixel space and in embedding space.
+
+``pixel_centroids`` does not read the model, so it is computed once per dataset
+and reused by every checkpoint. ``centroids`` adds the embedding space and the
+per-sample columns (which need the predictions).
+
+For an *extra* (out-of-distribution) dataset the centroids are those of the
+in-distribution dataset (``ctx.reference``), so distances say how far each
+sample is from what the model was shown.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from analysis.registry import Step, StepContext, register
+from cache import Artifact
+
+
+def class_centroids(features: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """``(C, D)`` mean feature of each class (NaN rows for absent classes)."""
+    feats = torch.as_tensor(features, dtype=torch.float64)
+    lab = torch.as_tensor(labels)
+    sums = torch.zeros(num_classes, feats.shape[1], dtype=torch.float64).index_add_(0, lab, feats)
+    counts = torch.bincount(lab, minlength=num_classes).to(torch.float64)
+    cents = sums / counts[:, None]
+    cents[counts == 0] = float("nan")
+    return cents.float().numpy()
+
+
+def centroid_distances(features: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """``(N, C)`` Euclidean distances from each ``(N, D)`` feature to each centroid (>= 0)."""
+    d = torch.cdist(torch.as_tensor(features, dtype=torch.float32)[None],
+                    torch.as_tensor(centroids, dtype=torch.float32)[None])[0]
+    return d.clamp_min(0).numpy()
+
+
+def distance_columns(dist: np.ndarray, labels: np.ndarray, pred: np.ndarray,
+                     prefix: str) -> dict[str, np.ndarray]:
+    """Per-sample columns from an ``(N, C)`` distance matrix.
+
+    ``{prefix}_dist_label`` to the ground-truth centroid, ``_dist_pred`` to the
+    predicted class's, ``_dist_other`` to the nearest centroid of another class,
+    ``_margin`` = other - label (negative: closer to another class; worse),
+    ``_nearest_class`` the class of the nearest centroid.
+    """
+    n, c = dist.shape
+    rows = np.arange(n)
+    in_range = (labels >= 0) & (labels < c)
+    safe = np.where(in_range, labels, 0)
+    d_label = np.where(in_range, dist[rows, safe], np.nan).astype(np.float32)
+    masked = dist.copy()
+    masked[rows[in_range], safe[in_range]] = np.inf
+    d_other = masked.min(1).astype(np.float32)
+    return {
+        f"{prefix}_dist_label": d_label,
+        f"{prefix}_dist_pred": dist[rows, pred].astype(np.float32),
+        f"{prefix}_dist_other": d_other,
+        f"{prefix}_margin": (d_other - d_label).astype(np.float32),
+        f"{prefix}_nearest_class": np.nanargmin(dist, axis=1).astype(np.int64),
+    }
+
+
+def pixel_features(images: np.ndarray) -> np.ndarray:
+    """``(N, C*H*W)`` float32 pixels scaled to [0, 1]."""
+    return images.reshape(len(images), -1).astype(np.float32) / 255.0
+
+
+@register
+class PixelCentroids(Step):
+    """Mean image per class and every sample's distance to each (``(N, C)``)."""
+
+    name = "pixel_centroids"
+    version = 1
+    uses_model = False
+    uses_reference = ("pixel_centroids",)
+
+    @dataclass(frozen=True)
+    class Config:
+        pass
+
+    def run(self, ctx: StepContext, config: Config) -> Artifact:
+        feats = pixel_features(ctx.dataset.images)
+        if "pixel_centroids" in ctx.reference:
+            cents = ctx.reference["pixel_centroids"]["centroids"]
+        else:
+            cents = class_centroids(feats, ctx.dataset.labels, ctx.dataset.num_classes)
+        return Artifact({"centroids": cents, "distances": centroid_distances(feats, cents)})
+
+
+@register
+class Centroids(Step):
+    """Distances to class centroids in pixel and embedding space.
+
+    Artifact arrays
+    ---------------
+    embedding_centroids : (C, D) float32
+    embedding_distances, pixel_distances : (N, C) float32
+    """
+
+    name = "centroids"
+    version = 1
+    requires = ("inference", "pixel_centroids")
+    uses_reference = ("centroids",)
+
+    @dataclass(frozen=True)
+    class Config:
+        pass
+
+    def run(self, ctx: StepContext, config: Config) -> Artifact:
+        emb = ctx.inputs["inference"]["embedding"]
+        if "centroids" in ctx.reference:
+            cents = ctx.reference["centroids"]["embedding_centroids"]
+        else:
+            cents = class_centroids(emb, ctx.dataset.labels, ctx.dataset.num_classes)
+        return Artifact({
+            "embedding_centroids": cents,
+            "embedding_distances": centroid_distances(emb, cents),
+            "pixel_distances": ctx.inputs["pixel_centroids"]["distances"],
+            "labels": ctx.dataset.labels,
+            "pred": ctx.inputs["inference"]["pred"],
+        })
+
+    def columns(self, artifact: Artifact, config: Config) -> dict[str, np.ndarray]:
+        labels, pred = artifact["labels"], artifact["pred"]
+        return {**distance_columns(artifact["pixel_distances"], labels, pred, "pixel"),
+                **distance_columns(artifact["embedding_distances"], labels, pred, "embedding")}

@@ -1,0 +1,1 @@
+"""Loupe dashboard (Dash)."""

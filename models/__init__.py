@@ -1,0 +1,1 @@
+"""Loupe's model zoo, training loop and checkpoint format."""

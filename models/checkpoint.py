@@ -1,0 +1,203 @@
+"""Checkpoint format and model loading.
+
+A run folder holds ``model.pt`` (a ``state_dict``, loaded with
+``torch.load(..., weights_only=True)``) and ``run.json`` (architecture,
+hyperparameters, dataset, class names, per-epoch history, parameter count,
+seed, wall time, input normalisation).
+
+Bring-your-own models: ``model_spec="package.module:factory"`` plus a weights
+file; the factory returns an ``nn.Module``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from analysis.errors import CheckpointError
+from models import zoo
+
+WEIGHTS_FILE = "model.pt"
+META_FILE = "run.json"
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for analysis.
+
+    Attributes
+    ----------
+    module : nn.Module
+        In eval mode, on the CPU until moved.
+    arch : str
+        Zoo name or ``package.module:factory``.
+    embedding_layer : str or None
+        Module name whose *output* is the embedding; ``None`` means the input
+        of the last ``nn.Linear`` (the penultimate features).
+    mean, std : float
+        Input normalisation applied to pixels scaled to [0, 1].
+    input_shape : tuple of int
+        ``(C, H, W)`` the model expects.
+    meta : dict
+        The run's ``run.json`` (empty for a bare weights file).
+    name : str
+        Display name of the run (its folder name).
+    """
+
+    module: nn.Module
+    arch: str
+    embedding_layer: str | None = None
+    mean: float = MNIST_MEAN
+    std: float = MNIST_STD
+    input_shape: tuple[int, int, int] = (1, 28, 28)
+    meta: dict[str, Any] = field(default_factory=dict)
+    name: str = "model"
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 over the weights' bytes, the architecture and the embedding layer."""
+        return model_fingerprint(self.module, self.arch, self.embedding_layer)
+
+    @property
+    def class_names(self) -> list[str] | None:
+        return self.meta.get("class_names")
+
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """``(N, C, H, W)`` uint8 pixels -> normalised float32 input."""
+        return (images.float() / 255.0 - self.mean) / self.std
+
+
+def model_fingerprint(module: nn.Module, arch: str, embedding_layer: str | None) -> str:
+    h = hashlib.sha256(f"{arch}|{embedding_layer}".encode())
+    for name, tensor in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(tensor.detach().cpu().numpy()).tobytes())
+    return h.hexdigest()
+
+
+def save_run(folder: str | os.PathLike, module: nn.Module, meta: dict[str, Any]) -> Path:
+    """Write ``model.pt`` and ``run.json`` atomically (temp file, then rename)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / (WEIGHTS_FILE + ".tmp")
+    torch.save({k: v.detach().cpu() for k, v in module.state_dict().items()}, tmp)
+    os.replace(tmp, folder / WEIGHTS_FILE)
+    tmp_meta = folder / (META_FILE + ".tmp")
+    tmp_meta.write_text(json.dumps(meta, indent=2))
+    os.replace(tmp_meta, folder / META_FILE)
+    return folder
+
+
+def resolve_factory(spec: str):
+    """Import ``package.module:factory`` and return the callable."""
+    if ":" not in spec:
+        raise CheckpointError(f"--model {spec!r} must look like package.module:factory.")
+    mod_name, attr = spec.split(":", 1)
+    try:
+        module = importlib.import_module(mod_name)
+    except ImportError as exc:
+        raise CheckpointError(f"--model {spec!r}: cannot import {mod_name!r} ({exc}). "
+                              "Is the package on PYTHONPATH?") from None
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise CheckpointError(f"--model {spec!r}: {mod_name} has no attribute {attr!r}.") from None
+
+
+def _load_state(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise CheckpointError(f"Weights file {path} does not exist.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a bad file
+        raise CheckpointError(f"Cannot load weights {path}: {str(exc).splitlines()[0]} "
+                              "(expected a state_dict saved with torch.save).") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} does not hold a state_dict (got {type(state).__name__}).")
+    return state
+
+
+def load_model(
+    checkpoint: str | os.PathLike | None = None,
+    *,
+    model_spec: str | None = None,
+    weights: str | os.PathLike | None = None,
+    embedding_layer: str | None = None,
+) -> LoadedModel:
+    """Load a run folder (or its ``model.pt``), or a bring-your-own model.
+
+    Parameters
+    ----------
+    checkpoint : path, optional
+        A run folder written by ``python -m models train`` or its ``model.pt``.
+    model_spec : str, optional
+        ``package.module:factory`` returning an ``nn.Module``.
+    weights : path, optional
+        State dict for ``model_spec`` (or overriding the run's weights).
+    embedding_layer : str, optional
+        Module name whose output is the embedding.
+    """
+    meta: dict[str, Any] = {}
+    name = "model"
+    if checkpoint is not None:
+        path = Path(checkpoint)
+        folder = path if path.is_dir() else path.parent
+        weights_path = path / WEIGHTS_FILE if path.is_dir() else path
+        if not path.exists():
+            raise CheckpointError(f"Checkpoint {path} does not exist. Train one with "
+                                  "`python -m models train --out {path}` or pass a run folder.")
+        meta_path = folder / META_FILE
+        if meta_path.is_file():
+            try:
+                meta = json.loads(meta_path.read_text())
+            except json.JSONDecodeError as exc:
+                raise CheckpointError(f"{meta_path} is not valid JSON ({exc}).") from None
+        name = folder.name
+        weights = weights or weights_path
+    if model_spec is None:
+        model_spec = meta.get("model_spec")
+    if model_spec:
+        factory = resolve_factory(model_spec)
+        module = factory()
+        if not isinstance(module, nn.Module):
+            raise CheckpointError(f"--model {model_spec}: the factory returned "
+                                  f"{type(module).__name__}, not a torch.nn.Module.")
+        arch = model_spec
+    elif "arch" in meta:
+        arch = meta["arch"]
+        module = zoo.build(arch, num_classes=len(meta.get("class_names", range(10))))
+    else:
+        raise CheckpointError("No model given: pass --checkpoint RUN_FOLDER (with run.json), or "
+                              "--model package.module:factory --weights FILE.pt.")
+    if weights is None:
+        raise CheckpointError(f"--model {model_spec} needs --weights FILE.pt.")
+    state = _load_state(Path(weights))
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CheckpointError(f"Weights {weights} do not fit architecture {arch!r}: "
+                              f"{str(exc).splitlines()[0]}") from None
+    module.eval()
+    norm = meta.get("input", {})
+    layer = embedding_layer or meta.get("embedding_layer")
+    if layer is not None and layer not in dict(module.named_modules()):
+        valid = [n for n, _ in module.named_modules() if n]
+        raise CheckpointError(f"--embedding-layer {layer!r} is not a module of {arch}. "
+                              f"Valid names: {', '.join(valid)}.")
+    return LoadedModel(
+        module=module, arch=arch, embedding_layer=layer,
+        mean=float(norm.get("mean", MNIST_MEAN)), std=float(norm.get("std", MNIST_STD)),
+        input_shape=tuple(norm.get("shape", (1, 28, 28))), meta=meta, name=name,
+    )
