@@ -62,8 +62,13 @@ def knn_preservation(high_knn: np.ndarray, low_knn: np.ndarray, k: int = 10) -> 
 
 
 def map_quality(features: np.ndarray, coords: np.ndarray, high_knn: np.ndarray,
-                k: int = 10, max_queries: int | None = 10_000) -> dict[str, float]:
-    """Trustworthiness and kNN preservation of a map, from the shared kNN graph."""
+                k: int = 10, max_queries: int | None = None) -> dict[str, float]:
+    """Trustworthiness and kNN preservation of a map, from the shared kNN graph.
+
+    kNN preservation is always exact; trustworthiness is exact when
+    ``max_queries`` is None, else averaged over that many seeded query samples
+    (ranks still exact over all N; ``trust_queries`` in the result says which).
+    """
     low_knn = knn_graph(coords, k)[0]
     return {
         "trustworthiness": trustworthiness(features, coords, k, high_knn, low_knn,

@@ -1,0 +1,123 @@
+"""``python -m analysis``: run every analysis step, export the sample table, benchmark.
+
+Expected mistakes (a missing file, a bad flag value) print one ``error:`` line
+and exit with code 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+
+from analysis.errors import LoupeError
+
+log = logging.getLogger("analysis")
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", help="run folder written by `python -m models train`")
+    p.add_argument("--model", dest="model_spec", help="your own model: package.module:factory")
+    p.add_argument("--weights", help="state_dict file for --model")
+    p.add_argument("--embedding-layer", help="module whose output is the embedding "
+                   "(default: the input of the last Linear layer)")
+
+
+def add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", default="mnist",
+                   help="mnist, fashion-mnist, notmnist, mnist-5k or folder:PATH")
+    p.add_argument("--split", default="test", help="train or test")
+    p.add_argument("--limit", type=int, default=None, help="analyse the first N samples")
+    p.add_argument("--data-root", default=None, help="folder searched before $LOUPE_DATA")
+    p.add_argument("--cache-dir", default=None,
+                   help="artifact cache (default $LOUPE_CACHE or ~/.cache/loupe/cache)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+
+
+def add_step_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mc-samples", type=int, default=None,
+                   help="MC-dropout passes (default 20 when the model has dropout; 0 skips)")
+    p.add_argument("--projection", nargs="*", default=["umap", "tsne"],
+                   choices=["umap", "tsne"], help="2D maps to compute")
+    p.add_argument("--k", type=int, default=10, help="nearest neighbours per sample")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m analysis", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="compute every step (cached) and print a summary")
+    export = sub.add_parser("export", help="write the per-sample table as CSV")
+    for sp in (run, export):
+        add_model_args(sp)
+        add_data_args(sp)
+        add_step_args(sp)
+    export.add_argument("--out", required=True, help="CSV file to write")
+    bench = sub.add_parser("bench", help="time each step against the naive way")
+    bench.add_argument("--n", type=int, default=10_000, help="samples of the MNIST test set")
+    bench.add_argument("--checkpoint", default=None,
+                       help="run folder (default: train mnist_cnn for 3 epochs into a temp dir)")
+    bench.add_argument("--data-root", default=None)
+    bench.add_argument("--device", default="auto")
+    bench.add_argument("--repeats", type=int, default=3, help="repeats of each timed step")
+    bench.add_argument("--skip-naive", action="store_true",
+                       help="time only Loupe's way (the naive baselines take minutes)")
+    bench.add_argument("--out", default=None, help="also write the results as JSON")
+    return p
+
+
+def open_session(args: argparse.Namespace):
+    from analysis.session import AnalysisSession
+
+    return AnalysisSession.open(
+        args.checkpoint, args.dataset, args.split, model_spec=args.model_spec,
+        weights=args.weights, embedding_layer=args.embedding_layer, data_root=args.data_root,
+        cache_dir=args.cache_dir, device=args.device, limit=args.limit,
+        mc_samples=args.mc_samples, k=args.k, projections=args.projection)
+
+
+def print_summary(session, records, seconds: float) -> None:
+    inf = session.artifact("inference").summary
+    ds = session.dataset
+    print(f"{session.name} on {ds.key} ({len(ds):,d} samples, {session.device}):")
+    print(f"  accuracy {inf['accuracy']:.4f}   mean loss {inf['mean_loss']:.4f}")
+    if "mc_dropout" in session.steps:
+        mc = session.artifact("mc_dropout").summary
+        print(f"  MC dropout (T={mc['samples']}) accuracy {mc['accuracy']:.4f}")
+    for proj in session.projections:
+        q = session.artifact(proj).summary
+        print(f"  {proj}: trustworthiness {q['trustworthiness']:.4f}, "
+              f"10-NN kept {q['knn_preservation']:.3f}")
+    print("  steps:")
+    for r in records:
+        print(f"    {r.name:16s} {r.status:9s} {r.seconds:7.2f} s")
+    print(f"  total {seconds:.2f} s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "bench":
+            from analysis.bench import run_bench
+
+            return run_bench(args)
+        started = time.perf_counter()
+        session = open_session(args)
+        records = session.run()
+        if args.command == "run":
+            print_summary(session, records, time.perf_counter() - started)
+        else:
+            from analysis.export import export_frame, write_csv
+
+            frame = export_frame(session)
+            out = write_csv(frame, args.out)
+            print(f"wrote {out}: {len(frame):,d} rows x {frame.shape[1]} columns")
+    except LoupeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: finished steps are cached; run again to resume.", file=sys.stderr)
+        return 130
+    return 0

