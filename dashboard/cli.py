@@ -1,0 +1,90 @@
+"""``python -m dashboard``: find or train the default run, analyse it, serve the dashboard."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from analysis.errors import LoupeError
+from dashboard.config import DashboardConfig
+
+log = logging.getLogger("dashboard")
+DEFAULT_RUN = Path("runs/mnist_cnn")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m dashboard",
+        description="Loupe: explore a PyTorch image classifier in the browser. With no "
+                    "arguments, trains (once) and serves runs/mnist_cnn on mnist.")
+    p.add_argument("--checkpoint", action="append", metavar="RUN",
+                   help="run folder (model.pt + run.json) or checkpoint file; repeat to open "
+                        "several runs, switchable in the UI (default: runs/mnist_cnn, trained "
+                        "when missing)")
+    p.add_argument("--dataset", default="mnist",
+                   help="dataset to analyse (mnist falls back to the embedded mnist-5k)")
+    p.add_argument("--split", default="test", help="train or test (default test)")
+    p.add_argument("--extra-dataset", action="append", default=[], metavar="NAME",
+                   help="another dataset (e.g. fashion-mnist) opened as an extra choice")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8050)
+    p.add_argument("--data-root", help="folder holding the datasets (else $LOUPE_DATA)")
+    p.add_argument("--cache-dir", help="analysis cache (else $LOUPE_CACHE or ~/.cache/loupe)")
+    p.add_argument("--model", dest="model_spec", metavar="PKG.MODULE:FACTORY",
+                   help="bring your own model: a factory returning an nn.Module")
+    p.add_argument("--weights", help="state_dict for --model")
+    p.add_argument("--embedding-layer", help="module whose output is the embedding")
+    p.add_argument("--limit", type=int, help="analyse only the first N samples")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--debug", action="store_true", help="Dash debug mode (never on a shared host)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> DashboardConfig:
+    checkpoints = args.checkpoint or ([None] if args.model_spec and args.weights else
+                                      [str(DEFAULT_RUN)])
+    return DashboardConfig(
+        checkpoints=checkpoints, dataset=args.dataset, split=args.split,
+        extra_datasets=list(args.extra_dataset), data_root=args.data_root,
+        cache_dir=args.cache_dir, model_spec=args.model_spec, weights=args.weights,
+        embedding_layer=args.embedding_layer, limit=args.limit, device=args.device,
+        host=args.host, port=args.port, debug=args.debug, progress=not args.quiet)
+
+
+def ensure_default_run(config: DashboardConfig, explicit: bool) -> None:
+    """Train ``runs/mnist_cnn`` when the default run is asked for and missing."""
+    if explicit or (DEFAULT_RUN / "model.pt").is_file():
+        return
+    from models.train import TrainConfig, train
+
+    log.info("no %s yet: training mnist_cnn on %s (about a minute on 2 cores)", DEFAULT_RUN,
+             config.dataset)
+    train(TrainConfig(arch="mnist_cnn", dataset=config.dataset, epochs=3), DEFAULT_RUN,
+          device=config.device, data_root=config.data_root, progress=config.progress)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    config = config_from_args(args)
+    try:
+        ensure_default_run(config, explicit=bool(args.checkpoint or args.model_spec))
+        from dashboard.app import create_app
+
+        app = create_app(config)
+    except LoupeError as exc:
+        log.error("%s", exc)
+        return exc.exit_code
+    if config.host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("serving on %s: anyone who reaches this address can use the dashboard",
+                    config.host)
+    log.info("Loupe is ready on http://%s:%d", config.host, config.port)
+    app.run(host=config.host, port=config.port, debug=config.debug)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Reusable layout pieces: sample galleries, messages, the navbar."""

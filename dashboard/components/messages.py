@@ -1,0 +1,20 @@
+"""User-facing messages: bad input becomes an alert, never a stack trace."""
+
+from __future__ import annotations
+
+import dash_bootstrap_components as dbc
+from dash import html
+
+
+def error_alert(exc: BaseException | str) -> dbc.Alert:
+    """A red alert with the error's message (the message of a ``LoupeError``)."""
+    return dbc.Alert(str(exc), color="danger", className="loupe-error my-2", dismissable=False)
+
+
+def info_alert(text: str) -> dbc.Alert:
+    return dbc.Alert(text, color="info", className="my-2")
+
+
+def card(title: str, *children, **kwargs) -> html.Div:
+    """A titled white panel."""
+    return html.Div([html.H6(title), *children], className="loupe-card", **kwargs)

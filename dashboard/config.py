@@ -1,0 +1,74 @@
+"""What the dashboard serves: runs, datasets and where things live (server side only)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cache.store import default_cache_dir
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DashboardConfig:
+    """Options of ``python -m dashboard`` (see :mod:`dashboard.cli`).
+
+    Attributes
+    ----------
+    checkpoints : list of run folders or checkpoint files (``None``: bring-your-own
+        ``model_spec`` + ``weights``)
+    dataset, split : the dataset every run is analysed on
+    extra_datasets : more datasets (e.g. ``fashion-mnist``) opened as extra choices
+    """
+
+    checkpoints: list[str | None] = field(default_factory=lambda: ["runs/mnist_cnn"])
+    dataset: str = "mnist"
+    split: str = "test"
+    extra_datasets: list[str] = field(default_factory=list)
+    data_root: str | None = None
+    cache_dir: str | None = None
+    model_spec: str | None = None
+    weights: str | None = None
+    embedding_layer: str | None = None
+    limit: int | None = None
+    device: str = "auto"
+    host: str = "127.0.0.1"
+    port: int = 8050
+    debug: bool = False
+    progress: bool = True
+
+    @property
+    def cache_path(self) -> Path:
+        return Path(self.cache_dir).expanduser() if self.cache_dir else default_cache_dir()
+
+    @property
+    def jobs_dir(self) -> Path:
+        """Where Dash's background callbacks keep their results (under the cache dir)."""
+        return self.cache_path / "dashboard-jobs"
+
+
+def open_runs(config: DashboardConfig):
+    """Open and run an :class:`~analysis.session.AnalysisSession` per (checkpoint, dataset).
+
+    Returns
+    -------
+    RunRegistry
+    """
+    from analysis.session import AnalysisSession
+    from dashboard.state import RunRegistry
+
+    registry = RunRegistry()
+    datasets = [(config.dataset, config.split)] + [(d, "test") for d in config.extra_datasets]
+    for checkpoint in config.checkpoints:
+        for name, split in datasets:
+            log.info("opening %s on %s:%s", checkpoint or config.model_spec, name, split)
+            session = AnalysisSession.open(
+                checkpoint, name, split, model_spec=config.model_spec, weights=config.weights,
+                embedding_layer=config.embedding_layer, data_root=config.data_root,
+                cache_dir=config.cache_dir, device=config.device, limit=config.limit,
+                progress=config.progress)
+            session.run()
+            registry.add(session, checkpoint)
+    return registry

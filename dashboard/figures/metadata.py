@@ -1,0 +1,111 @@
+"""Loss against metadata: binned mean loss with counts, and a two-column scatter."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from dashboard.figures.common import base_layout, class_palette
+
+
+def binned_loss(values: np.ndarray, loss: np.ndarray, labels: np.ndarray | None = None,
+                bins: int = 20) -> pd.DataFrame:
+    """Mean loss per bin of ``values`` (equal-width bins over the finite range).
+
+    Parameters
+    ----------
+    values : (N,) float, the metadata column
+    loss : (N,) float, per-sample loss (higher is worse)
+    labels : (N,) int, optional
+        When given, bins are computed per class too (column ``group`` = class
+        index; ``-1`` is all classes).
+    bins : int
+
+    Returns
+    -------
+    DataFrame
+        ``group, bin, left, right, center, mean_loss, count``; empty bins dropped.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    loss = np.asarray(loss, dtype=np.float64)
+    ok = np.isfinite(v) & np.isfinite(loss)
+    if not ok.any():
+        return pd.DataFrame(columns=["group", "bin", "left", "right", "center", "mean_loss",
+                                     "count"])
+    lo, hi = float(v[ok].min()), float(v[ok].max())
+    if hi <= lo:
+        hi = lo + 1.0
+    edges = np.linspace(lo, hi, bins + 1)
+    which = np.clip(np.digitize(v, edges[1:-1]), 0, bins - 1)
+    groups = [(-1, ok)]
+    if labels is not None:
+        labels = np.asarray(labels)
+        groups += [(int(c), ok & (labels == c)) for c in np.unique(labels[ok])]
+    rows = []
+    for group, mask in groups:
+        count = np.bincount(which[mask], minlength=bins)
+        total = np.bincount(which[mask], weights=loss[mask], minlength=bins)
+        for b in np.flatnonzero(count):
+            rows.append((group, b, edges[b], edges[b + 1], (edges[b] + edges[b + 1]) / 2,
+                         total[b] / count[b], int(count[b])))
+    return pd.DataFrame(rows, columns=["group", "bin", "left", "right", "center", "mean_loss",
+                                       "count"])
+
+
+def loss_vs_metadata_figure(binned: pd.DataFrame, column: str, class_names: Sequence[str],
+                            per_class: bool = False) -> go.Figure:
+    """Mean loss per bin (lines, left axis) over the sample count per bin (bars, right axis)."""
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    overall = binned[binned["group"] == -1]
+    width = float((overall["right"] - overall["left"]).median()) if len(overall) else None
+    fig.add_trace(go.Bar(x=overall["center"], y=overall["count"], width=width, name="samples",
+                         marker_color="rgba(108,117,125,0.25)",
+                         hovertemplate="%{x:.3g}: %{y} samples<extra></extra>"),
+                  secondary_y=True)
+    palette = class_palette(len(class_names))
+    if per_class:
+        for c, part in binned[binned["group"] >= 0].groupby("group"):
+            fig.add_trace(go.Scatter(
+                x=part["center"], y=part["mean_loss"], mode="lines+markers",
+                name=f"class {class_names[int(c)]}", line={"color": palette[int(c)]},
+                customdata=part["count"],
+                hovertemplate="%{x:.3g}: mean loss %{y:.4f} (n=%{customdata})<extra></extra>"),
+                secondary_y=False)
+    else:
+        fig.add_trace(go.Scatter(
+            x=overall["center"], y=overall["mean_loss"], mode="lines+markers",
+            name="all classes", line={"color": "#d62728", "width": 3},
+            customdata=overall["count"],
+            hovertemplate="%{x:.3g}: mean loss %{y:.4f} (n=%{customdata})<extra></extra>"),
+            secondary_y=False)
+    fig.update_xaxes(title_text=f"{column} (binned)")
+    fig.update_yaxes(title_text="mean cross-entropy loss (nats)", secondary_y=False,
+                     rangemode="tozero")
+    fig.update_yaxes(title_text="samples per bin", secondary_y=True, showgrid=False,
+                     rangemode="tozero", tickmode="auto", tickformat=",d")
+    fig.update_layout(**base_layout(height=420, bargap=0.05,
+                                    legend={"orientation": "h", "y": 1.12, "x": 0},
+                                    margin={"l": 60, "r": 60, "t": 50, "b": 50}))
+    return fig
+
+
+def scatter_figure(x: np.ndarray, y: np.ndarray, labels: np.ndarray,
+                   class_names: Sequence[str], x_name: str, y_name: str) -> go.Figure:
+    """``y`` against ``x`` (both ``(N,)``), WebGL, one trace per ground-truth class."""
+    x = np.asarray(x, dtype=np.float32)
+    y = np.asarray(y, dtype=np.float32)
+    labels = np.asarray(labels)
+    palette = class_palette(len(class_names))
+    traces = [go.Scattergl(x=x[labels == c], y=y[labels == c], mode="markers",
+                           name=str(name), marker={"size": 4, "color": palette[c],
+                                                   "opacity": 0.6},
+                           hovertemplate=f"class {name}<br>{x_name} %{{x:.3g}}<br>"
+                                         f"{y_name} %{{y:.3g}}<extra></extra>")
+              for c, name in enumerate(class_names)]
+    return go.Figure(traces, base_layout(
+        height=420, xaxis={"title": {"text": x_name}}, yaxis={"title": {"text": y_name}},
+        legend={"title": {"text": "ground truth"}, "itemsizing": "constant"}))

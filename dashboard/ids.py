@@ -1,0 +1,73 @@
+"""Every component id of the dashboard, in one place.
+
+The ids named in the issue (``population-graph`` ... ``export-selection-csv``)
+are stable: tests and automation rely on them.
+"""
+
+from __future__ import annotations
+
+# -- app level -------------------------------------------------------------------------------
+URL = "url"
+RUN_SELECT = "run-select"
+RUN_STORE = "run-store"              # {"run": key}
+SELECTION_STORE = "selection-store"  # {"run": key, "ids": [sample ids], "source": str}
+SAMPLE_STORE = "sample-store"        # {"run": key, "id": sample id}
+APP_MESSAGE = "app-message"
+
+
+# -- population (/) ----------------------------------------------------------------------------
+POPULATION_GRAPH = "population-graph"
+POPULATION_TOOLTIP = "population-tooltip"
+PROJECTION_SELECT = "projection-select"
+COLOR_SELECT = "color-select"
+SIZE_SELECT = "size-select"
+SELECTION_GRID = "selection-grid"
+SELECTION_SUMMARY = "selection-summary"
+POPULATION_MESSAGE = "population-message"
+
+# -- sample analysis (/sample) -----------------------------------------------------------------
+SAMPLE_IMAGE = "sample-image"
+SAMPLE_PROBABILITIES = "sample-probabilities"
+SAMPLE_METADATA = "sample-metadata"
+SAMPLE_TITLE = "sample-title"
+HEATMAP_METHOD = "heatmap-method"
+HEATMAP_TARGET = "heatmap-target"
+SAMPLE_HEATMAP = "sample-heatmap"
+HEATMAP_STATUS = "heatmap-status"
+HEATMAP_ERROR = "heatmap-error"
+SIMILARS_GALLERY = "similars-gallery"
+SIMILARS_MAP = "similars-map"
+SAMPLE_MESSAGE = "sample-message"
+
+# -- errors (/errors) --------------------------------------------------------------------------
+CONFUSION_MATRIX = "confusion-matrix"
+CELL_GRID = "cell-grid"
+CELL_TITLE = "cell-title"
+PER_CLASS_GRAPH = "per-class-graph"
+HIGHEST_LOSS_GALLERY = "highest-loss-gallery"
+MISCLASSIFIED_GALLERY = "misclassified-gallery"
+ERRORS_MESSAGE = "errors-message"
+
+# -- loss vs metadata (/metadata) --------------------------------------------------------------
+METADATA_GRAPH = "metadata-graph"
+METADATA_COLUMN = "metadata-column"
+METADATA_BINS = "metadata-bins"
+METADATA_PER_CLASS = "metadata-per-class"
+SCATTER_GRAPH = "scatter-graph"
+SCATTER_X = "scatter-x"
+SCATTER_Y = "scatter-y"
+METADATA_MESSAGE = "metadata-message"
+
+# -- training (/training) ----------------------------------------------------------------------
+TRAINING_GRAPH = "training-graph"
+MODEL_SUMMARY = "model-summary"
+HYPERPARAMETERS = "hyperparameters"
+TRAINING_MESSAGE = "training-message"
+
+# -- export (/export) --------------------------------------------------------------------------
+EXPORT_CSV = "export-csv"
+EXPORT_SELECTION_CSV = "export-selection-csv"
+EXPORT_DOWNLOAD = "export-download"
+EXPORT_SELECTION_DOWNLOAD = "export-selection-download"
+EXPORT_INFO = "export-info"
+EXPORT_MESSAGE = "export-message"

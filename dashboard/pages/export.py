@@ -1,0 +1,98 @@
+"""Export (``/export``): the per-sample table, or the current selection, as CSV."""
+
+from __future__ import annotations
+
+import dash
+import dash_bootstrap_components as dbc
+import pandas as pd
+from dash import Input, Output, State, dcc, html
+
+from dashboard import ids
+from dashboard.components.messages import card, error_alert
+from dashboard.state import DashboardInputError, RunEntry, get_entry
+
+dash.register_page(__name__, path="/export", name="Export", order=5)
+
+
+def layout(**_ignored) -> html.Div:
+    return html.Div([
+        html.Div(id=ids.EXPORT_MESSAGE),
+        card("Export the per-sample table",
+             html.P("Columns as in `python -m analysis export`: one row per sample with its "
+                    "stable id, label, prediction, loss, uncertainty, centroid distances, map "
+                    "coordinates and nearest neighbours.", className="small text-muted"),
+             html.Div(id=ids.EXPORT_INFO, className="mb-3"),
+             dbc.Button("Download the full table (CSV)", id=ids.EXPORT_CSV, color="primary",
+                        className="me-2"),
+             dbc.Button("Download the selection (CSV)", id=ids.EXPORT_SELECTION_CSV,
+                        color="secondary"),
+             dcc.Download(id=ids.EXPORT_DOWNLOAD), dcc.Download(id=ids.EXPORT_SELECTION_DOWNLOAD)),
+    ])
+
+
+def export_table(entry: RunEntry, sample_ids: list[str] | None = None) -> pd.DataFrame:
+    """The export frame of the run, or of ``sample_ids`` only (in table order)."""
+    from analysis.export import export_frame
+
+    frame = export_frame(entry.session)
+    if sample_ids is None:
+        return frame
+    return frame.iloc[sorted(entry.indices_of(sample_ids).tolist())]
+
+
+def csv_name(entry: RunEntry, suffix: str = "") -> str:
+    """A download file name from the run and dataset names (never a path)."""
+    safe = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in
+                   f"{entry.session.name}-{entry.session.dataset.key}")
+    return f"loupe-{safe}{suffix}.csv"
+
+
+def selected_ids(entry: RunEntry, selection: dict | None) -> list[str]:
+    if isinstance(selection, dict) and selection.get("run") == entry.key:
+        return list(selection.get("ids") or [])
+    return []
+
+
+@dash.callback(Output(ids.EXPORT_INFO, "children"), Output(ids.EXPORT_SELECTION_CSV, "disabled"),
+               Output(ids.EXPORT_MESSAGE, "children"),
+               Input(ids.RUN_STORE, "data"), Input(ids.SELECTION_STORE, "data"))
+def describe_export(run_store, selection):
+    try:
+        entry = get_entry(run_store)
+    except DashboardInputError as exc:
+        return None, True, error_alert(exc)
+    n_sel = len(selected_ids(entry, selection))
+    info = html.Div([html.Div([html.B(entry.label), (f": {len(entry.table):,} samples, "
+                               f"{len(entry.table.columns) + 2} columns")]),
+                     html.Div(f"Current selection: {n_sel:,} samples" if n_sel else
+                              "No selection yet: select points on the map or click a "
+                              "confusion-matrix cell.")])
+    return info, n_sel == 0, None
+
+
+@dash.callback(Output(ids.EXPORT_DOWNLOAD, "data"),
+               Output(ids.EXPORT_MESSAGE, "children", allow_duplicate=True),
+               Input(ids.EXPORT_CSV, "n_clicks"), State(ids.RUN_STORE, "data"),
+               prevent_initial_call=True)
+def download_table(n_clicks, run_store):
+    try:
+        entry = get_entry(run_store)
+    except DashboardInputError as exc:
+        return dash.no_update, error_alert(exc)
+    frame = export_table(entry)
+    return dcc.send_data_frame(frame.to_csv, csv_name(entry), index=False,
+                               float_format="%.6g"), None
+
+
+@dash.callback(Output(ids.EXPORT_SELECTION_DOWNLOAD, "data"),
+               Output(ids.EXPORT_MESSAGE, "children", allow_duplicate=True),
+               Input(ids.EXPORT_SELECTION_CSV, "n_clicks"), State(ids.RUN_STORE, "data"),
+               State(ids.SELECTION_STORE, "data"), prevent_initial_call=True)
+def download_selection(n_clicks, run_store, selection):
+    try:
+        entry = get_entry(run_store)
+    except DashboardInputError as exc:
+        return dash.no_update, error_alert(exc)
+    frame = export_table(entry, selected_ids(entry, selection))
+    return dcc.send_data_frame(frame.to_csv, csv_name(entry, "-selection"), index=False,
+                               float_format="%.6g"), None

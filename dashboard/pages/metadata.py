@@ -1,0 +1,120 @@
+"""Loss vs metadata (``/metadata``): binned mean loss against any column, and a scatter."""
+
+from __future__ import annotations
+
+import dash
+import dash_bootstrap_components as dbc
+from dash import Input, Output, State, dcc, html
+
+from dashboard import figures, ids
+from dashboard.components.messages import card, error_alert
+from dashboard.state import (
+    DashboardInputError,
+    check_column,
+    column_title,
+    get_entry,
+    numeric_columns,
+)
+
+dash.register_page(__name__, path="/metadata", name="Loss vs metadata", order=3)
+
+QUERY_STORE = "metadata-query"
+DEFAULT_COLUMN = "pixel_dist_label"  # the curve that should rise
+
+
+def layout(column: str | None = None, x: str | None = None, y: str | None = None,
+           **_ignored) -> html.Div:
+    """``?column=`` presets the binned column, ``?x=&y=`` the scatter."""
+    binned_controls = dbc.Row([
+        dbc.Col([dbc.Label("metadata column", className="small mb-0"),
+                 dcc.Dropdown(id=ids.METADATA_COLUMN, clearable=False)], md=5),
+        dbc.Col([dbc.Label("bins", className="small mb-0"),
+                 dcc.Slider(id=ids.METADATA_BINS, min=5, max=40, step=5, value=20,
+                            marks={v: str(v) for v in (5, 10, 20, 30, 40)})], md=4),
+        dbc.Col(dbc.Checklist(id=ids.METADATA_PER_CLASS, switch=True,
+                              options=[{"label": "per class", "value": "per_class"}], value=[]),
+                md=3, className="pt-3"),
+    ], className="g-2 align-items-center")
+    scatter_controls = dbc.Row([
+        dbc.Col([dbc.Label("x", className="small mb-0"),
+                 dcc.Dropdown(id=ids.SCATTER_X, clearable=False)], md=6),
+        dbc.Col([dbc.Label("y", className="small mb-0"),
+                 dcc.Dropdown(id=ids.SCATTER_Y, clearable=False)], md=6),
+    ], className="g-2")
+    return html.Div([
+        dcc.Store(id=QUERY_STORE, data={"column": column, "x": x, "y": y}),
+        html.Div(id=ids.METADATA_MESSAGE),
+        dbc.Row([
+            dbc.Col(card("Average loss against a metadata column (bars: samples per bin)",
+                         binned_controls, dcc.Graph(id=ids.METADATA_GRAPH)), lg=7),
+            dbc.Col(card("Any two columns, coloured by ground truth", scatter_controls,
+                         dcc.Graph(id=ids.SCATTER_GRAPH)), lg=5),
+        ], className="g-3"),
+    ])
+
+
+def metadata_controls(columns: list[str], query: dict | None) -> tuple:
+    """``(options, column, x, y)`` validated against the run's numeric columns."""
+    query = query or {}
+    default = DEFAULT_COLUMN if DEFAULT_COLUMN in columns else columns[0]
+    col = check_column(query.get("column"), columns, default, "metadata")
+    x = check_column(query.get("x"), columns, default, "scatter x")
+    y = check_column(query.get("y"), columns, "loss" if "loss" in columns else columns[0],
+                     "scatter y")
+    return [{"label": c, "value": c} for c in columns], col, x, y
+
+
+@dash.callback(Output(ids.METADATA_COLUMN, "options"), Output(ids.METADATA_COLUMN, "value"),
+               Output(ids.SCATTER_X, "options"), Output(ids.SCATTER_X, "value"),
+               Output(ids.SCATTER_Y, "options"), Output(ids.SCATTER_Y, "value"),
+               Output(ids.METADATA_MESSAGE, "children"),
+               Input(ids.RUN_STORE, "data"), State(QUERY_STORE, "data"))
+def init_metadata(run_store, query):
+    try:
+        entry = get_entry(run_store)
+    except DashboardInputError as exc:
+        return [], None, [], None, [], None, error_alert(exc)
+    columns = numeric_columns(entry.table)
+    message = None
+    try:
+        opts, col, x, y = metadata_controls(columns, query)
+    except DashboardInputError as exc:
+        opts, col, x, y = metadata_controls(columns, {})
+        message = error_alert(exc)
+    return opts, col, opts, x, opts, y, message
+
+
+@dash.callback(Output(ids.METADATA_GRAPH, "figure"),
+               Input(ids.METADATA_COLUMN, "value"), Input(ids.METADATA_BINS, "value"),
+               Input(ids.METADATA_PER_CLASS, "value"), State(ids.RUN_STORE, "data"))
+def draw_binned(column, bins, per_class, run_store):
+    if not column:
+        raise dash.exceptions.PreventUpdate
+    try:
+        entry = get_entry(run_store)
+        check_column(column, numeric_columns(entry.table), column, "metadata")
+    except DashboardInputError as exc:
+        return figures.empty_figure(str(exc))
+    t = entry.table
+    binned = figures.binned_loss(t[column].to_numpy(), t["loss"].to_numpy(),
+                                 t["label"].to_numpy(), int(bins or 20))
+    return figures.loss_vs_metadata_figure(binned, column_title(column), entry.class_names,
+                                           "per_class" in (per_class or []))
+
+
+@dash.callback(Output(ids.SCATTER_GRAPH, "figure"),
+               Input(ids.SCATTER_X, "value"), Input(ids.SCATTER_Y, "value"),
+               State(ids.RUN_STORE, "data"))
+def draw_scatter(x, y, run_store):
+    if not x or not y:
+        raise dash.exceptions.PreventUpdate
+    try:
+        entry = get_entry(run_store)
+        cols = numeric_columns(entry.table)
+        check_column(x, cols, x, "scatter x")
+        check_column(y, cols, y, "scatter y")
+    except DashboardInputError as exc:
+        return figures.empty_figure(str(exc))
+    t = entry.table
+    return figures.scatter_figure(t[x].to_numpy(), t[y].to_numpy(), t["label"].to_numpy(),
+                                  entry.class_names, column_title(x), column_title(y))

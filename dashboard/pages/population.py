@@ -1,0 +1,162 @@
+"""Population exploration (``/``): the embedding map, colour/size by any column, selection grid."""
+
+from __future__ import annotations
+
+import dash
+import dash_bootstrap_components as dbc
+import numpy as np
+from dash import Input, Output, State, ctx, dcc, html
+
+from dashboard import ids
+from dashboard.components.gallery import sample_gallery, sample_href
+from dashboard.components.messages import card, error_alert
+from dashboard.state import DashboardInputError, get_entry
+from dashboard.views.population import (
+    control_options,
+    highlight_patch,
+    map_figure,
+    recolor_patch,
+    resize_patch,
+    selection_summary,
+)
+
+dash.register_page(__name__, path="/", name="Population", order=0)
+
+QUERY_STORE = "population-query"
+
+
+def layout(color: str | None = None, size: str | None = None, projection: str | None = None,
+           **_ignored) -> html.Div:
+    """The page; ``?color=&size=&projection=`` in the URL preset the controls."""
+    controls = dbc.Row([
+        dbc.Col([dbc.Label("map", className="small mb-0"),
+                 dcc.RadioItems(id=ids.PROJECTION_SELECT, options=[], value=None, inline=True,
+                                inputClassName="me-1", labelClassName="me-3")], md=3),
+        dbc.Col([dbc.Label("colour by", className="small mb-0"),
+                 dcc.Dropdown(id=ids.COLOR_SELECT, options=[], value=None, clearable=False)],
+                md=4),
+        dbc.Col([dbc.Label("size by", className="small mb-0"),
+                 dcc.Dropdown(id=ids.SIZE_SELECT, options=[], value=None, clearable=False)],
+                md=4),
+    ], className="g-2 align-items-end")
+    return html.Div([
+        dcc.Store(id=QUERY_STORE, data={"color": color, "size": size, "projection": projection}),
+        html.Div(id=ids.POPULATION_MESSAGE),
+        dbc.Row([
+            dbc.Col(card("Population map: drag to select, click a point to open it", controls,
+                         dcc.Loading(dcc.Graph(id=ids.POPULATION_GRAPH, clear_on_unhover=True,
+                                               config={"scrollZoom": True,
+                                                       "displaylogo": False},
+                                               style={"height": "calc(100vh - 250px)", "minHeight": "420px"}), delay_show=300),
+                         dcc.Tooltip(id=ids.POPULATION_TOOLTIP, className="loupe-tooltip")),
+                    lg=8),
+            dbc.Col(card("Selection", html.Div(id=ids.SELECTION_SUMMARY),
+                         html.Div(id=ids.SELECTION_GRID)), lg=4),
+        ], className="g-3"),
+    ])
+
+
+# -- callbacks -------------------------------------------------------------------------------
+@dash.callback(Output(ids.PROJECTION_SELECT, "options"), Output(ids.PROJECTION_SELECT, "value"),
+               Output(ids.COLOR_SELECT, "options"), Output(ids.COLOR_SELECT, "value"),
+               Output(ids.SIZE_SELECT, "options"), Output(ids.SIZE_SELECT, "value"),
+               Output(ids.POPULATION_MESSAGE, "children"),
+               Input(ids.RUN_STORE, "data"), State(QUERY_STORE, "data"))
+def init_controls(run_store, query):
+    """Fill the controls for the run; a bad URL value is reported and replaced by the default."""
+    try:
+        entry = get_entry(run_store)
+    except DashboardInputError as exc:
+        return [], None, [], None, [], None, error_alert(exc)
+    try:
+        return (*control_options(entry, query), None)
+    except DashboardInputError as exc:
+        return (*control_options(entry, {}), error_alert(exc))
+
+
+@dash.callback(Output(ids.POPULATION_GRAPH, "figure"),
+               Output(ids.POPULATION_MESSAGE, "children", allow_duplicate=True),
+               Input(ids.PROJECTION_SELECT, "value"), Input(ids.COLOR_SELECT, "value"),
+               Input(ids.SIZE_SELECT, "value"), Input(ids.SAMPLE_STORE, "data"),
+               State(ids.RUN_STORE, "data"), prevent_initial_call="initial_duplicate")
+def draw_map(projection, color, size, sample_store, run_store):
+    """Full figure on a new projection; a ``Patch`` for colour, size or highlight changes."""
+    if not projection or not color or not size:
+        raise dash.exceptions.PreventUpdate
+    try:
+        entry = get_entry(run_store)
+        trigger = ctx.triggered_id
+        if trigger == ids.COLOR_SELECT:
+            return recolor_patch(entry, color), None
+        if trigger == ids.SIZE_SELECT:
+            return resize_patch(entry, size), None
+        if trigger == ids.SAMPLE_STORE:
+            return highlight_patch(entry, projection, sample_store), None
+        return map_figure(entry, projection, color, size, sample_store), None
+    except DashboardInputError as exc:
+        return dash.no_update, error_alert(exc)
+
+
+@dash.callback(Output(ids.POPULATION_TOOLTIP, "show"), Output(ids.POPULATION_TOOLTIP, "bbox"),
+               Output(ids.POPULATION_TOOLTIP, "children"),
+               Input(ids.POPULATION_GRAPH, "hoverData"), State(ids.RUN_STORE, "data"))
+def hover_thumbnail(hover, run_store):
+    """Thumbnail, label, prediction and loss of the hovered point."""
+    if not hover or not hover.get("points"):
+        return False, dash.no_update, dash.no_update
+    try:
+        entry = get_entry(run_store)
+    except DashboardInputError:
+        return False, dash.no_update, dash.no_update
+    point = hover["points"][0]
+    found = entry.points_to_indices([point])
+    if len(found) == 0:
+        return False, dash.no_update, dash.no_update
+    i = int(found[0])
+    row = entry.table.iloc[i]
+    body = [html.Img(src=entry.thumbnail(i, 3)),
+            html.Div(html.B(str(row["sample_id"]))),
+            html.Div(f"true {row['label_name']} · predicted {row['pred_name']}"),
+            html.Div(f"loss {row['loss']:.4f} nats")]
+    return True, point.get("bbox"), body
+
+
+@dash.callback(Output(ids.URL, "href", allow_duplicate=True),
+               Input(ids.POPULATION_GRAPH, "clickData"), State(ids.RUN_STORE, "data"),
+               prevent_initial_call=True)
+def open_clicked(click, run_store):
+    """A clicked point opens its sample analysis (mapped server side, see RunEntry.members)."""
+    if not click:
+        raise dash.exceptions.PreventUpdate
+    entry = get_entry(run_store)
+    found = entry.points_to_indices(click.get("points", [])[:1])
+    if len(found) == 0:
+        raise dash.exceptions.PreventUpdate
+    return sample_href(entry.session.dataset.sample_ids[int(found[0])])
+
+
+@dash.callback(Output(ids.SELECTION_STORE, "data", allow_duplicate=True),
+               Input(ids.POPULATION_GRAPH, "selectedData"), State(ids.RUN_STORE, "data"),
+               prevent_initial_call=True)
+def store_selection(selected, run_store):
+    """Box/lasso selection -> the ids of the selected samples in the app-level store."""
+    if selected is None:
+        raise dash.exceptions.PreventUpdate
+    entry = get_entry(run_store)
+    idx = np.unique(entry.points_to_indices(selected.get("points", [])))
+    return {"run": entry.key, "ids": entry.session.dataset.sample_ids[idx].tolist(),
+            "source": "map selection"}
+
+
+@dash.callback(Output(ids.SELECTION_SUMMARY, "children"), Output(ids.SELECTION_GRID, "children"),
+               Input(ids.SELECTION_STORE, "data"), State(ids.RUN_STORE, "data"))
+def show_selection(selection, run_store):
+    """Summary and thumbnail grid (highest loss first) of the shared selection."""
+    try:
+        entry = get_entry(run_store)
+    except DashboardInputError as exc:
+        return error_alert(exc), None
+    sel = selection if isinstance(selection, dict) and selection.get("run") == entry.key else {}
+    idx = entry.indices_of(sel.get("ids", []))
+    order = idx[np.argsort(-entry.table["loss"].to_numpy()[idx], kind="stable")]
+    return selection_summary(entry, idx), sample_gallery(entry, order, limit=80, empty="")

@@ -1,0 +1,123 @@
+"""Sample analysis (``/sample?id=mnist:test:17``): image, probabilities, heatmaps, similars."""
+
+from __future__ import annotations
+
+import dash
+import dash_bootstrap_components as dbc
+from dash import Input, Output, State, dcc, html
+
+from analysis.attribution import METHODS
+from analysis.errors import LoupeError
+from dashboard import figures, ids
+from dashboard.components.gallery import sample_gallery
+from dashboard.components.messages import card, error_alert
+from dashboard.state import DashboardInputError, get_entry
+from dashboard.views.population import map_figure
+from dashboard.views.sample import (
+    SIMILARS_K,
+    heatmap_view,
+    metadata_table,
+    resolve_sample,
+    sample_index,
+    target_options,
+)
+
+dash.register_page(__name__, path="/sample", name="Sample", order=1)
+
+QUERY_STORE = "sample-query"
+
+
+def layout(id: str | None = None, **_ignored) -> html.Div:
+    heat_controls = dbc.Row([
+        dbc.Col(dcc.Dropdown(id=ids.HEATMAP_METHOD, clearable=False,
+                             value="integrated_gradients",
+                             options=[{"label": m.label, "value": k} for k, m in METHODS.items()]),
+                md=6),
+        dbc.Col(dcc.Dropdown(id=ids.HEATMAP_TARGET, clearable=False, value="pred",
+                             options=target_options([])), md=6),
+    ], className="g-2 mb-2")
+    return html.Div([
+        dcc.Store(id=QUERY_STORE, data={"id": id}),
+        html.Div(id=ids.SAMPLE_MESSAGE),
+        dbc.Row([
+            dbc.Col(card("Sample", html.Div(id=ids.SAMPLE_TITLE, className="mb-2"),
+                         html.Img(id=ids.SAMPLE_IMAGE, className="loupe-sample-image mb-2"),
+                         html.Div(id=ids.SAMPLE_METADATA)), lg=3),
+            dbc.Col(card("Probabilities", dcc.Graph(id=ids.SAMPLE_PROBABILITIES,
+                                                    config={"displayModeBar": False})), lg=4),
+            dbc.Col(card("Heatmap", heat_controls,
+                         html.Div(id=ids.HEATMAP_STATUS, className="small text-muted mb-1"),
+                         html.Div(id=ids.HEATMAP_ERROR),
+                         dcc.Graph(id=ids.SAMPLE_HEATMAP, config={"displayModeBar": False},
+                                   figure=figures.empty_figure())), lg=5),
+        ], className="g-3"),
+        dbc.Row([
+            dbc.Col(card(f"Similar samples: the {SIMILARS_K} nearest in embedding space",
+                         html.Div(id=ids.SIMILARS_GALLERY)), lg=7),
+            dbc.Col(card("The sample (star) and its similars (rings) on the map",
+                         dcc.Graph(id=ids.SIMILARS_MAP, style={"height": "380px"},
+                                   config={"displaylogo": False})), lg=5),
+        ], className="g-3"),
+    ])
+
+
+# -- callbacks -------------------------------------------------------------------------------
+@dash.callback(Output(ids.SAMPLE_STORE, "data"), Output(ids.SAMPLE_MESSAGE, "children"),
+               Input(QUERY_STORE, "data"), State(ids.RUN_STORE, "data"),
+               State(ids.SAMPLE_STORE, "data"))
+def choose_sample(query, run_store, current):
+    """The URL's ``?id=`` becomes the app-level clicked sample (validated first)."""
+    try:
+        entry = get_entry(run_store)
+        return resolve_sample(entry, (query or {}).get("id"), current), None
+    except DashboardInputError as exc:
+        return dash.no_update, error_alert(exc)
+
+
+@dash.callback(Output(ids.SAMPLE_TITLE, "children"), Output(ids.SAMPLE_IMAGE, "src"),
+               Output(ids.SAMPLE_METADATA, "children"), Output(ids.SAMPLE_PROBABILITIES, "figure"),
+               Output(ids.HEATMAP_TARGET, "options"), Output(ids.SIMILARS_GALLERY, "children"),
+               Output(ids.SIMILARS_MAP, "figure"),
+               Output(ids.SAMPLE_MESSAGE, "children", allow_duplicate=True),
+               Input(ids.SAMPLE_STORE, "data"), State(ids.RUN_STORE, "data"),
+               prevent_initial_call=True)
+def show_sample(store, run_store):
+    """Everything about the sample except the heatmap (which runs in the background)."""
+    try:
+        entry = get_entry(run_store)
+        i = sample_index(entry, store)
+    except DashboardInputError as exc:
+        return (*[dash.no_update] * 7, error_alert(exc))
+    row = entry.table.iloc[i]
+    title = html.Div([html.B(str(row["sample_id"])), html.Br(),
+                      f"true {row['label_name']} · predicted {row['pred_name']}",
+                      html.Br(), f"loss {row['loss']:.4f} nats"],
+                     className="text-danger" if not row["correct"] else "")
+    probs = figures.probability_figure(entry.session.probabilities[i], entry.class_names,
+                                       int(row["label"]), int(row["pred"]))
+    sim, dist = entry.session.similars(i, SIMILARS_K)
+    captions = [f"{entry.table['label_name'].iat[j]}→{entry.table['pred_name'].iat[j]} · d {d:.2f}"
+                for j, d in zip(sim, dist)]
+    mini = map_figure(entry, entry.session.projections[0], "label", "none", store)
+    mini.update_layout(showlegend=False, dragmode="zoom", margin={"l": 50, "r": 10, "t": 10,
+                                                                  "b": 45})
+    return (title, entry.thumbnail(i, 6), metadata_table(entry, i), probs,
+            target_options(entry.class_names), sample_gallery(entry, sim, captions), mini, None)
+
+
+@dash.callback(Output(ids.SAMPLE_HEATMAP, "figure"), Output(ids.HEATMAP_ERROR, "children"),
+               Input(ids.SAMPLE_STORE, "data"), Input(ids.HEATMAP_METHOD, "value"),
+               Input(ids.HEATMAP_TARGET, "value"), State(ids.RUN_STORE, "data"),
+               background=True, interval=150, prevent_initial_call=True,
+               running=[(Output(ids.HEATMAP_STATUS, "children"),
+                         [dbc.Spinner(size="sm", spinner_class_name="me-2"),
+                          "computing the heatmap…"], ""),
+                        (Output(ids.SAMPLE_HEATMAP, "style"), {"opacity": 0.35},
+                         {"opacity": 1})])
+def show_heatmap(store, method, target, run_store):
+    """Captum heatmap(s), computed (or read from the cache) in a background job."""
+    try:
+        entry = get_entry(run_store)
+        return heatmap_view(entry, sample_index(entry, store), method, target or "pred"), None
+    except LoupeError as exc:
+        return figures.empty_figure(), error_alert(exc)

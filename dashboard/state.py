@@ -1,0 +1,255 @@
+"""The server-side registry: opaque run keys to opened analysis sessions.
+
+The browser only ever holds a run *key* (a short hash) and sample ids; every
+array stays here. The registry hangs on the Flask server
+(``server.extensions["loupe"]``), so two apps (or two tests) never share it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from analysis.errors import LoupeError
+from cache import stable_hash
+
+if TYPE_CHECKING:
+    from analysis.session import AnalysisSession
+
+log = logging.getLogger(__name__)
+EXTENSION = "loupe"
+
+# Columns that identify a sample rather than describe it.
+ID_COLUMNS = ("sample_id", "dataset", "split", "index")
+# Integer columns holding a class index: coloured with the class palette.
+CLASS_COLUMNS = ("label", "pred", "mc_pred", "pixel_nearest_class", "embedding_nearest_class")
+BOOL_COLUMNS = ("correct", "mc_correct")
+
+
+class DashboardInputError(LoupeError):
+    """Bad input reaching the dashboard (URL, store, stale key): shown as a message."""
+
+
+@dataclass
+class RunEntry:
+    """One analysed (model, dataset) pair and the data the pages draw from.
+
+    Attributes
+    ----------
+    key : str
+        Opaque id sent to the browser (never a path).
+    label : str
+        What the run selector shows: ``<run name> · <dataset>:<split>``.
+    session : AnalysisSession
+    """
+
+    key: str
+    label: str
+    session: AnalysisSession
+    _thumbs: dict = field(default_factory=dict, repr=False)
+
+    @cached_property
+    def table(self) -> pd.DataFrame:
+        """The session's per-sample table, built once."""
+        return self.session.table()
+
+    @cached_property
+    def id_to_index(self) -> dict[str, int]:
+        return {sid: i for i, sid in enumerate(self.session.dataset.sample_ids)}
+
+    @cached_property
+    def members(self) -> list[np.ndarray]:
+        """Per class ``c``, the ``(n_c,)`` sample indices of the map's trace ``c``.
+
+        A point the browser reports as (``curveNumber``, ``pointIndex``) is
+        ``members[curveNumber][pointIndex]``: this survives plotly sending the
+        arrays base64-encoded (``customdata`` is then missing from click data).
+        """
+        labels = self.session.dataset.labels
+        return [np.flatnonzero(labels == c) for c in range(len(self.session.class_names))]
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.session.class_names
+
+    def check_available(self) -> None:
+        """Raise when the run's cache folder was deleted while the dashboard runs."""
+        folder = self.session.store.directory / "artifacts"
+        if not folder.is_dir():
+            raise DashboardInputError(
+                f"The analysis cache of run '{self.label}' was deleted while the dashboard was "
+                "running. Restart `python -m dashboard` to recompute it.")
+
+    def index_of(self, sample_id: str) -> int:
+        """Row index of ``sample_id``; a :class:`DashboardInputError` names a bad one."""
+        try:
+            return self.id_to_index[str(sample_id)]
+        except KeyError:
+            raise DashboardInputError(
+                f"Sample '{sample_id}' does not exist in run '{self.label}' "
+                f"(ids look like {self.session.dataset.sample_ids[0]}).") from None
+
+    def indices_of(self, sample_ids: Iterable[str]) -> np.ndarray:
+        """``(M,)`` int64 row indices of known ids (unknown ids are skipped and logged)."""
+        lookup = self.id_to_index
+        ids = list(sample_ids or [])
+        out = [lookup[s] for s in ids if s in lookup]
+        if len(out) != len(ids):
+            log.warning("%d unknown sample id(s) ignored", len(ids) - len(out))
+        return np.asarray(out, dtype=np.int64)
+
+    def points_to_indices(self, points: Sequence[dict]) -> np.ndarray:
+        """Map plotly click/selection points to ``(M,)`` sample indices.
+
+        Points of the class traces are looked up by (``curveNumber``,
+        ``pointIndex``); points of any other trace (the highlight overlay) carry
+        their sample index in ``customdata``, sent as a plain list.
+        """
+        out = []
+        members = self.members
+        for p in points or []:
+            curve, point = p.get("curveNumber"), p.get("pointIndex", p.get("pointNumber"))
+            if curve is None or point is None:
+                continue
+            if curve < len(members):
+                if 0 <= point < len(members[curve]):
+                    out.append(int(members[curve][point]))
+            elif isinstance(p.get("customdata"), int | float):
+                out.append(int(p["customdata"]))
+        return np.asarray(out, dtype=np.int64)
+
+    def thumbnail(self, index: int, scale: int = 2) -> str:
+        """PNG data URI of sample ``index`` (memoised)."""
+        from dashboard.images import image_data_uri
+
+        key = (int(index), scale)
+        if key not in self._thumbs:
+            self._thumbs[key] = image_data_uri(self.session.dataset.images[int(index)], scale)
+        return self._thumbs[key]
+
+
+class RunRegistry:
+    """Opaque run keys to :class:`RunEntry`, in the order they were added."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, RunEntry] = {}
+
+    def add(self, session: AnalysisSession, checkpoint: str | None = None) -> RunEntry:
+        """Register an opened (and run) session; returns its entry."""
+        ds = session.dataset
+        key = stable_hash("loupe-dashboard-run", session.engine.model_id, ds.key,
+                          ds.fingerprint, str(checkpoint))[:12]
+        label = f"{session.name} · {ds.key}"
+        entry = RunEntry(key, label, session)
+        self._entries[key] = entry
+        return entry
+
+    def keys(self) -> list[str]:
+        return list(self._entries)
+
+    def options(self) -> list[dict]:
+        """Dropdown options ``[{"label", "value"}]``."""
+        return [{"label": e.label, "value": e.key} for e in self._entries.values()]
+
+    @property
+    def default_key(self) -> str | None:
+        return next(iter(self._entries), None)
+
+    def get(self, key: str | None) -> RunEntry:
+        """The entry for ``key`` (the default run when ``None``).
+
+        Raises
+        ------
+        DashboardInputError
+            Unknown key (e.g. a stale store after a restart) or a deleted cache.
+        """
+        if not self._entries:
+            raise DashboardInputError("No run is open. Start the dashboard with --checkpoint.")
+        key = key or self.default_key
+        try:
+            entry = self._entries[key]
+        except KeyError:
+            raise DashboardInputError(
+                f"Unknown run '{key}'. It may come from an earlier session of the dashboard; "
+                "pick a run from the selector.") from None
+        entry.check_available()
+        return entry
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def attach_registry(server, registry: RunRegistry) -> None:
+    """Hang ``registry`` on a Flask ``server``."""
+    server.extensions[EXTENSION] = registry
+
+
+def get_registry() -> RunRegistry:
+    """The registry of the app serving the current callback."""
+    import dash
+
+    return dash.get_app().server.extensions[EXTENSION]
+
+
+def run_key_of(store: dict | None) -> str | None:
+    """The run key held in an app-level store (``None`` when unset or malformed)."""
+    if isinstance(store, dict) and isinstance(store.get("run"), str):
+        return store["run"]
+    return None
+
+
+def get_entry(store: dict | None) -> RunEntry:
+    """The :class:`RunEntry` selected by the run store."""
+    return get_registry().get(run_key_of(store))
+
+
+# -- columns ---------------------------------------------------------------------------------
+def numeric_columns(table: pd.DataFrame) -> list[str]:
+    """Per-sample numeric columns one can colour, size or bin by."""
+    return [c for c in table.columns
+            if c not in ID_COLUMNS and c not in BOOL_COLUMNS
+            and pd.api.types.is_numeric_dtype(table[c]) and not pd.api.types.is_bool_dtype(table[c])]
+
+
+def color_columns(table: pd.DataFrame) -> list[str]:
+    """Columns the map can be coloured by: class columns, booleans and numbers."""
+    out = [c for c in CLASS_COLUMNS if c in table.columns]
+    out += [c for c in BOOL_COLUMNS if c in table.columns]
+    out += [c for c in numeric_columns(table) if c not in out]
+    return out
+
+
+def check_column(name: str | None, valid: Sequence[str], default: str, what: str) -> str:
+    """``name`` when valid, ``default`` when empty; else a :class:`DashboardInputError`."""
+    if name in (None, ""):
+        return default
+    if name not in valid:
+        raise DashboardInputError(f"Unknown {what} column '{name}'. Valid: {', '.join(valid)}.")
+    return name
+
+
+UNITS = {
+    "loss": "cross-entropy, nats", "entropy": "nats", "mc_entropy": "nats",
+    "mc_mutual_info": "nats", "confidence": "probability", "uncertainty": "1 - confidence",
+    "margin": "top-2 probability gap", "mc_confidence": "probability",
+    "mc_uncertainty": "1 - mean confidence", "mc_top_var": "variance",
+}
+
+
+def column_title(name: str) -> str:
+    """``name (unit)`` for axis and colour-bar titles."""
+    if name in UNITS:
+        return f"{name} ({UNITS[name]})"
+    if name.startswith("pixel_"):
+        return f"{name} (L2, pixels in [0, 1])"
+    if name.startswith("embedding_"):
+        return f"{name} (L2, embedding space)"
+    if name.endswith(("_x", "_y")) and name.split("_")[0] in ("umap", "tsne"):
+        return f"{name} (arbitrary units)"
+    return name

@@ -1,0 +1,125 @@
+"""Population map helpers: controls, colour and size specs, patches, selection summary.
+
+Used by :mod:`dashboard.pages.population` (and the sample page's mini map);
+no callbacks here, so everything is testable as plain functions.
+"""
+
+from __future__ import annotations
+
+import dash_bootstrap_components as dbc
+import numpy as np
+from dash import Patch, html
+
+from dashboard import figures
+from dashboard.state import (
+    BOOL_COLUMNS,
+    CLASS_COLUMNS,
+    RunEntry,
+    check_column,
+    color_columns,
+    column_title,
+    numeric_columns,
+)
+
+NO_SIZE = "none"
+SIMILARS_K = 10
+
+
+def control_options(entry: RunEntry, query: dict | None) -> tuple:
+    """Options and validated values of the three controls.
+
+    Returns ``(projection options, projection, colour options, colour, size
+    options, size)``; raises :class:`DashboardInputError` for an unknown
+    column or projection in ``query`` (the caller shows it and uses defaults).
+    """
+    table = entry.table
+    query = query or {}
+    projections = list(entry.session.projections)
+    colors = color_columns(table)
+    sizes = [NO_SIZE] + numeric_columns(table)
+    proj = check_column(query.get("projection"), projections, projections[0], "projection")
+    color = check_column(query.get("color"), colors, "label", "colour")
+    size = check_column(query.get("size"), sizes, "loss" if "loss" in sizes else NO_SIZE, "size")
+    return ([{"label": p.upper().replace("TSNE", "t-SNE"), "value": p} for p in projections], proj,
+            [{"label": c, "value": c} for c in colors], color,
+            [{"label": s, "value": s} for s in sizes], size)
+
+
+def make_color(entry: RunEntry, column: str) -> figures.ColorSpec:
+    """The :class:`~dashboard.figures.ColorSpec` of a table column."""
+    table = entry.table
+    check_column(column, color_columns(table), "label", "colour")
+    values = table[column].to_numpy()
+    if column in CLASS_COLUMNS:
+        return figures.color_spec(values, "class", column, entry.class_names)
+    if column in BOOL_COLUMNS:
+        return figures.color_spec(values, "bool", column)
+    return figures.color_spec(values, "numeric", column_title(column))
+
+
+def make_sizes(entry: RunEntry, column: str):
+    table = entry.table
+    check_column(column, [NO_SIZE] + numeric_columns(table), NO_SIZE, "size")
+    return figures.size_spec(None if column == NO_SIZE else table[column].to_numpy())
+
+
+def highlight_of(entry: RunEntry, sample_store: dict | None) -> tuple[list[int], int | None]:
+    """The clicked sample (if it belongs to this run) and its similars."""
+    if not isinstance(sample_store, dict) or sample_store.get("run") != entry.key:
+        return [], None
+    focus = entry.index_of(sample_store.get("id"))
+    similar, _ = entry.session.similars(focus, SIMILARS_K)
+    return [int(i) for i in similar], focus
+
+
+def map_figure(entry: RunEntry, projection: str, color: str, size: str,
+               sample_store: dict | None = None):
+    """The whole population figure for the current controls."""
+    coords = entry.session.projection(projection)
+    highlight, focus = highlight_of(entry, sample_store)
+    return figures.population_figure(coords, entry.members, entry.class_names,
+                                     make_color(entry, color), make_sizes(entry, size),
+                                     projection, highlight, focus)
+
+
+def recolor_patch(entry: RunEntry, color: str) -> Patch:
+    """Only ``marker.color`` of each class trace and the colour axis: no coordinates."""
+    per_trace, axis = figures.recolor_payload(make_color(entry, color), entry.members)
+    patch = Patch()
+    for i, values in enumerate(per_trace):
+        patch["data"][i]["marker"]["color"] = values
+    patch["layout"]["coloraxis"] = axis
+    return patch
+
+
+def resize_patch(entry: RunEntry, size: str) -> Patch:
+    patch = Patch()
+    for i, values in enumerate(figures.resize_payload(make_sizes(entry, size), entry.members)):
+        patch["data"][i]["marker"]["size"] = values
+    return patch
+
+
+def highlight_patch(entry: RunEntry, projection: str, sample_store: dict | None) -> Patch:
+    """Replace the overlay trace (index ``C``) with the clicked sample and its similars."""
+    highlight, focus = highlight_of(entry, sample_store)
+    trace = figures.highlight_trace(entry.session.projection(projection), highlight, focus)
+    patch = Patch()
+    patch["data"][len(entry.members)] = trace.to_plotly_json()
+    return patch
+
+
+def selection_summary(entry: RunEntry, indices: np.ndarray) -> html.Div:
+    """Count, accuracy, mean loss and class mix of the selected samples."""
+    if len(indices) == 0:
+        return html.Div("Drag a box or lasso on the map to select samples.",
+                        className="text-muted small")
+    rows = entry.table.iloc[indices]
+    mix = rows["label_name"].value_counts()
+    badges = [dbc.Badge(f"{name}: {n}", color="light", text_color="dark", className="me-1 border")
+              for name, n in mix.items()]
+    return html.Div([
+        html.Div([html.B(f"{len(rows):,}"), " samples · accuracy ",
+                  html.B(f"{rows['correct'].mean():.1%}"), " · mean loss ",
+                  html.B(f"{rows['loss'].mean():.3f}"), " nats"], className="mb-1"),
+        html.Div(["class mix: ", *badges], className="small mb-2"),
+    ], id="selection-stats")

@@ -1,0 +1,79 @@
+"""Sample analysis helpers: choosing the sample, its metadata, the heatmap figures."""
+
+from __future__ import annotations
+
+import numpy as np
+from dash import html
+
+from analysis.attribution import METHODS, normalize_heatmap
+from dashboard import figures
+from dashboard.state import ID_COLUMNS, DashboardInputError, RunEntry
+
+ALL_CLASSES = "all"
+SIMILARS_K = 10
+
+
+def target_options(class_names) -> list[dict]:
+    """Heatmap targets: the prediction, the label, each class, or all classes at once."""
+    opts = [{"label": "predicted class", "value": "pred"},
+            {"label": "ground-truth class", "value": "label"},
+            {"label": "all classes (small multiples)", "value": ALL_CLASSES}]
+    return opts + [{"label": f"class {n}", "value": str(c)} for c, n in enumerate(class_names)]
+
+
+def resolve_sample(entry: RunEntry, query_id: str | None, current: dict | None) -> dict:
+    """The sample store for this page: the URL's id, else the last one, else the worst sample."""
+    if query_id:
+        entry.index_of(query_id)  # raises a DashboardInputError naming a bad id
+        return {"run": entry.key, "id": str(query_id)}
+    if isinstance(current, dict) and current.get("run") == entry.key and current.get("id") \
+            in entry.id_to_index:
+        return current
+    worst = int(np.argmax(entry.table["loss"].to_numpy()))
+    return {"run": entry.key, "id": str(entry.session.dataset.sample_ids[worst])}
+
+
+def metadata_table(entry: RunEntry, index: int) -> html.Table:
+    """Every per-sample column of the row, formatted."""
+    row = entry.table.iloc[index]
+    cells = []
+    for col, value in row.items():
+        if col in ID_COLUMNS:
+            continue
+        text = f"{value:.4g}" if isinstance(value, float | np.floating) else str(value)
+        cells.append(html.Tr([html.Td(col), html.Td(text)]))
+    return html.Table(html.Tbody(cells), className="loupe-meta")
+
+
+def sample_index(entry: RunEntry, store: dict | None) -> int:
+    if not isinstance(store, dict) or store.get("run") != entry.key:
+        raise DashboardInputError("No sample chosen for this run: click one on any page.")
+    return entry.index_of(store.get("id"))
+
+
+def heatmap_view(entry: RunEntry, index: int, method: str, target: str):
+    """The heatmap figure: one target over the image, or all classes as small multiples."""
+    spec = METHODS.get(method)
+    if spec is None:
+        raise DashboardInputError(f"Unknown heatmap method '{method}'; valid: "
+                                  f"{', '.join(METHODS)}.")
+    session = entry.session
+    image = session.dataset.images[index]
+    names = entry.class_names
+    if target == ALL_CLASSES:
+        heats = np.stack([session.attribute(index, method, c) for c in range(len(names))])
+        heats = normalize_heatmap(heats, spec.signed)  # one scale so panels compare
+        probs = session.probabilities[index]
+        titles = [f"{n} ({probs[c]:.0%})" for c, n in enumerate(names)]
+        return figures.heatmap_grid_figure(image, list(heats), spec.signed, titles)
+    if target not in ("pred", "label"):
+        if not str(target).isdigit() or not 0 <= int(target) < len(names):
+            raise DashboardInputError(f"Unknown heatmap target '{target}'.")
+        target = int(target)
+    heat = normalize_heatmap(session.attribute(index, method, target), spec.signed)
+    row = entry.table.iloc[index]
+    cls = {"pred": row["pred_name"], "label": row["label_name"]}.get(target) \
+        if isinstance(target, str) else names[target]
+    return figures.heatmap_figure(image, heat, spec.signed,
+                                  f"{spec.label} for class {cls} (red: for, blue: against)"
+                                  if spec.signed else f"{spec.label} for class {cls}")

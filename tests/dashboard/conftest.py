@@ -1,0 +1,127 @@
+"""Dashboard fixtures: headless Chromium options, a small analysed run, a fresh app per test."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "_artifacts"
+ANALYSED_SAMPLES = 600
+CHROME_FLAGS = (
+    "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--no-first-run", "--window-size=1280,800",
+)
+
+
+def pytest_setup_options():
+    """Chrome options for dash's ``dash_duo`` (we run as root in a container)."""
+    from selenium.webdriver.chrome.options import Options
+
+    options = Options()
+    for flag in CHROME_FLAGS:
+        options.add_argument(flag)
+    if Path("/usr/bin/chromium").exists():
+        options.binary_location = "/usr/bin/chromium"
+    return options
+
+
+@pytest.fixture(autouse=True)
+def reset_dash_registry():
+    """Each test gets a clean page registry and no callbacks left by an earlier app."""
+    import dash
+    from dash import _callback
+
+    def clear():
+        dash.page_registry.clear()
+        _callback.GLOBAL_CALLBACK_LIST.clear()
+        _callback.GLOBAL_CALLBACK_MAP.clear()
+        _callback.GLOBAL_INLINE_SCRIPTS.clear()
+
+    clear()
+    yield
+    clear()
+
+
+@pytest.fixture(scope="session")
+def analysed_session(tiny_run, digits, data_root, tmp_path_factory):
+    """The tiny run analysed on the first 600 test digits (every step, cached)."""
+    from analysis.session import AnalysisSession
+
+    session = AnalysisSession.open(tiny_run, digits, "test", data_root=data_root,
+                                   cache_dir=tmp_path_factory.mktemp("dashboard-cache"), device="cpu", limit=ANALYSED_SAMPLES,
+                                   progress=False)
+    session.run()
+    return session
+
+
+@pytest.fixture
+def registry(analysed_session):
+    """A fresh registry holding the analysed run (cheap: the session is shared)."""
+    from dashboard.state import RunRegistry
+
+    reg = RunRegistry()
+    reg.add(analysed_session, "tiny_cnn")
+    return reg
+
+
+@pytest.fixture
+def entry(registry):
+    return registry.get(None)
+
+
+@pytest.fixture
+def dash_config(tmp_path):
+    from dashboard.config import DashboardConfig
+
+    return DashboardConfig(checkpoints=[], cache_dir=str(tmp_path / "cache"), progress=False)
+
+
+@pytest.fixture
+def app(dash_config, registry):
+    from dashboard.app import create_app
+
+    return create_app(dash_config, registry)
+
+
+@pytest.fixture
+def deleted_cache_registry(analysed_session, tmp_path):
+    """A run whose cache folder is copied, opened, then deleted (as a user might)."""
+    from analysis.session import AnalysisSession
+    from dashboard.state import RunRegistry
+
+    copy = tmp_path / "doomed-cache"
+    shutil.copytree(analysed_session.store.directory, copy)
+    session = AnalysisSession(analysed_session.model, analysed_session.dataset,
+                              type(analysed_session.store)(copy), "cpu", progress=False)
+    session.run()
+    reg = RunRegistry()
+    reg.add(session, "doomed")
+    session.store.close()
+    shutil.rmtree(copy)
+    return reg
+
+
+def set_viewport(dash_duo, width: int = 1280, height: int = 800) -> None:
+    """Make the page's viewport (not the window) ``width`` x ``height``."""
+    driver = dash_duo.driver
+    driver.set_window_size(width, height)
+    inner = driver.execute_script("return [window.innerWidth, window.innerHeight];")
+    driver.set_window_size(2 * width - inner[0], 2 * height - inner[1])
+
+
+def open_page(dash_duo, app, path: str = "/") -> None:
+    """Serve ``app``, size the viewport to 1280x800 and open ``path``."""
+    dash_duo.start_server(app)
+    set_viewport(dash_duo)
+    dash_duo.wait_for_page(url=dash_duo.server_url + path)
+
+
+def save_screenshot(dash_duo, name: str) -> Path:
+    """Save the browser window to ``tests/_artifacts/<name>.png`` (git-ignored)."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    dash_duo.driver.save_screenshot(str(path))
+    return path
