@@ -48,3 +48,40 @@ def tiny_run(tmp_path_factory, digits, data_root) -> Path:
 def cache_dir(tmp_path) -> Path:
     """An empty artifact cache for one test."""
     return tmp_path / "cache"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def numba_cache_dir(tmp_path_factory) -> str:
+    """One numba cache per test session: UMAP compiles once and subprocesses reuse it."""
+    if "NUMBA_CACHE_DIR" not in os.environ:
+        os.environ["NUMBA_CACHE_DIR"] = str(tmp_path_factory.mktemp("numba"))
+    return os.environ["NUMBA_CACHE_DIR"]
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_run):
+    """The tiny run loaded as a ``LoadedModel``."""
+    from models.checkpoint import load_model
+
+    return load_model(tiny_run)
+
+
+@pytest.fixture(scope="session")
+def shared_store(tmp_path_factory):
+    """An artifact store for tests that only read results (each computed once per session)."""
+    from cache import ArtifactStore
+
+    store = ArtifactStore(tmp_path_factory.mktemp("shared-cache"))
+    yield store
+    store.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_session(tiny_model, digits, data_root, shared_store):
+    """The tiny run on the first 300 test digits: MC dropout T=5, no projections."""
+    from analysis.datasets import load_dataset
+    from analysis.session import AnalysisSession
+
+    ds = load_dataset(digits, "test", data_root=data_root, limit=300)
+    return AnalysisSession(tiny_model, ds, shared_store, "cpu", mc_samples=5, projections=(),
+                           progress=False)
