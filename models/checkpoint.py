@@ -157,7 +157,7 @@ def load_model(
         weights_path = path / WEIGHTS_FILE if path.is_dir() else path
         if not path.exists():
             raise CheckpointError(f"Checkpoint {path} does not exist. Train one with "
-                                  "`python -m models train --out {path}` or pass a run folder.")
+                                  f"`python -m models train --out {path}` or pass a run folder.")
         meta_path = folder / META_FILE
         if meta_path.is_file():
             try:
