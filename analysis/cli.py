@@ -11,7 +11,7 @@ import logging
 import sys
 import time
 
-from analysis.errors import LoupeError
+from analysis.errors import ConfigError, LoupeError
 
 log = logging.getLogger("analysis")
 
@@ -41,6 +41,9 @@ def add_step_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--projection", nargs="*", default=["umap", "tsne"],
                    choices=["umap", "tsne"], help="2D maps to compute")
     p.add_argument("--k", type=int, default=10, help="nearest neighbours per sample")
+    p.add_argument("--extra-dataset", action="append", default=[], metavar="NAME",
+                   help="an out-of-distribution dataset analysed against --dataset "
+                        "(repeatable; e.g. fashion-mnist, notmnist, folder:PATH)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,11 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="compute every step (cached) and print a summary")
     export = sub.add_parser("export", help="write the per-sample table as CSV")
-    for sp in (run, export):
+    ood = sub.add_parser("ood", help="how well each uncertainty score separates --dataset "
+                                     "from each --extra-dataset (AUROC, FPR@95)")
+    for sp in (run, export, ood):
         add_model_args(sp)
         add_data_args(sp)
         add_step_args(sp)
     export.add_argument("--out", required=True, help="CSV file to write")
+    ood.add_argument("--out", default=None, help="CSV file for the score table")
     bench = sub.add_parser("bench", help="time each step against the naive way")
     bench.add_argument("--n", type=int, default=10_000, help="samples of the MNIST test set")
     bench.add_argument("--checkpoint", default=None,
@@ -74,7 +80,8 @@ def open_session(args: argparse.Namespace):
         args.checkpoint, args.dataset, args.split, model_spec=args.model_spec,
         weights=args.weights, embedding_layer=args.embedding_layer, data_root=args.data_root,
         cache_dir=args.cache_dir, device=args.device, limit=args.limit,
-        mc_samples=args.mc_samples, k=args.k, projections=args.projection)
+        mc_samples=args.mc_samples, k=args.k, projections=args.projection,
+        extra_datasets=args.extra_dataset)
 
 
 def print_summary(session, records, seconds: float) -> None:
@@ -104,10 +111,23 @@ def main(argv: list[str] | None = None) -> int:
 
             return run_bench(args)
         started = time.perf_counter()
+        if args.command == "ood" and not args.extra_dataset:
+            raise ConfigError("analysis ood needs at least one --extra-dataset "
+                              "(e.g. fashion-mnist).")
         session = open_session(args)
         records = session.run()
         if args.command == "run":
             print_summary(session, records, time.perf_counter() - started)
+        elif args.command == "ood":
+            from analysis.report import ood_report, print_ood_report
+
+            frame = ood_report(session)
+            print_ood_report(session, frame)
+            if args.out:
+                from analysis.export import write_csv
+
+                write_csv(frame, args.out)
+                print(f"wrote {args.out}")
         else:
             from analysis.export import export_frame, write_csv
 

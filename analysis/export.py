@@ -13,16 +13,28 @@ from analysis.errors import ConfigError
 def export_frame(session) -> pd.DataFrame:
     """The full table plus ``neighbor_ids`` and ``neighbor_distances`` (``;``-separated).
 
+    Rows of the extra datasets follow the analysed dataset's (the ``dataset``
+    column tells them apart); their neighbours are the nearest samples of the
+    analysed (in-distribution) dataset.
+
     Parameters
     ----------
     session : AnalysisSession
     """
-    table = session.table()
-    idx, dist = session.neighbors()
     ids = session.dataset.sample_ids
-    table["neighbor_ids"] = [";".join(ids[row]) for row in idx]
-    table["neighbor_distances"] = [";".join(f"{d:.6g}" for d in row) for row in dist]
-    return table
+    k = session.k
+    frames = []
+    for key in [None, *session.extras]:
+        table = session.table(key)
+        if key is None:
+            idx, dist = session.neighbors()
+        else:
+            art = session.extra(key).get("distances")
+            idx, dist = art["reference_neighbors"][:, :k], art["reference_distances"][:, :k]
+        table["neighbor_ids"] = [";".join(ids[row]) for row in idx]
+        table["neighbor_distances"] = [";".join(f"{d:.6g}" for d in row) for row in dist]
+        frames.append(table)
+    return pd.concat(frames, ignore_index=True, sort=False)
 
 
 def write_csv(frame: pd.DataFrame, out: str | os.PathLike) -> Path:

@@ -117,4 +117,4 @@ def _load_builtin_steps() -> None:
     # Importing the modules registers their steps; done lazily so importing the
     # registry stays cheap.
     from analysis.steps import attribution, centroids, inference, mc_dropout, neighbors  # noqa: F401
-    from analysis.steps import projection  # noqa: F401
+    from analysis.steps import ood, projection  # noqa: F401

@@ -31,8 +31,12 @@ log = logging.getLogger(__name__)
 ATTRIBUTION_VERSION = 1
 
 
-def plan_steps(mc_samples: int, projections: Sequence[str]) -> list[str]:
-    """The steps of a full run, in dependency order."""
+def plan_steps(mc_samples: int, projections: Sequence[str], extra: bool = False) -> list[str]:
+    """The steps of a full run, in dependency order.
+
+    ``extra=True`` plans an extra (out-of-distribution) dataset: its own
+    per-sample steps plus the joint maps with the in-distribution set.
+    """
     unknown = set(projections) - set(PROJECTIONS)
     if unknown:
         raise ConfigError(f"Unknown projection(s) {', '.join(sorted(unknown))}; "
@@ -40,7 +44,18 @@ def plan_steps(mc_samples: int, projections: Sequence[str]) -> list[str]:
     steps = ["inference"]
     if mc_samples > 0:
         steps.append("mc_dropout")
-    steps += ["pixel_centroids", "centroids", "neighbors", *projections]
+    steps += ["pixel_centroids", "centroids", "neighbors", "distances"]
+    if mc_samples > 0:
+        steps.append("mc_distances")
+    if not extra:
+        return steps + list(projections)
+    from analysis.steps.ood import JOINT_MAPS
+
+    steps.append("joint_neighbors")
+    steps += [JOINT_MAPS[(p, "plain")] for p in projections]
+    if mc_samples > 0:
+        steps.append("mc_joint_neighbors")
+        steps += [JOINT_MAPS[(p, "mc")] for p in projections]
     return steps
 
 
@@ -60,11 +75,15 @@ class AnalysisSession:
         Neighbours reported per sample (the shared graph holds more).
     projections : sequence of str
         Maps to compute: ``umap``, ``tsne``.
+    extra_datasets : sequence of ImageDataset
+        Out-of-distribution datasets analysed with the same model and cache,
+        against this (in-distribution) one.
     """
 
     def __init__(self, model: LoadedModel, dataset: ImageDataset, store: ArtifactStore,
                  device: str = "auto", *, mc_samples: int | None = None, k: int = 10,
-                 projections: Sequence[str] = PROJECTIONS, progress: bool = True) -> None:
+                 projections: Sequence[str] = PROJECTIONS, progress: bool = True,
+                 extra_datasets: Sequence[ImageDataset] = ()) -> None:
         if mc_samples is None:
             mc_samples = 20 if dropout_modules(model.module) else 0
         self.model = model
@@ -77,7 +96,29 @@ class AnalysisSession:
         self.steps = plan_steps(mc_samples, self.projections)
         os.environ.setdefault("NUMBA_CACHE_DIR", str(store.directory / "numba"))
         options = {"mc_dropout": {"samples": mc_samples}, "neighbors": {"k": k}}
+        self.options = options
         self.engine = Engine(model, dataset, store, self.device, options, progress=progress)
+        self.extras: dict[str, Engine] = {}
+        self.extra_steps = plan_steps(mc_samples, self.projections, extra=True)
+        for extra in extra_datasets:
+            self.add_extra(extra)
+
+    def add_extra(self, dataset: ImageDataset) -> Engine:
+        """Analyse ``dataset`` as out-of-distribution data against the main one."""
+        if dataset.key == self.dataset.key:
+            raise ConfigError(f"--extra-dataset {dataset.key} is the analysed dataset itself.")
+        engine = Engine(self.model, dataset, self.store, self.device, self.options,
+                        reference=self.engine, progress=self.engine.progress)
+        self.extras[dataset.key] = engine
+        return engine
+
+    def extra(self, key: str) -> Engine:
+        """The engine of the extra dataset ``key`` (``name:split``)."""
+        try:
+            return self.extras[key]
+        except KeyError:
+            raise ConfigError(f"No extra dataset {key!r}; opened: "
+                              f"{', '.join(self.extras) or 'none'}.") from None
 
     @classmethod
     def open(cls, checkpoint: str | os.PathLike | None = None, dataset: str = "mnist",
@@ -85,57 +126,52 @@ class AnalysisSession:
              weights: str | os.PathLike | None = None, embedding_layer: str | None = None,
              data_root: str | os.PathLike | None = None,
              cache_dir: str | os.PathLike | None = None, device: str = "auto",
-             limit: int | None = None, **kwargs: Any) -> AnalysisSession:
-        """Load the model, the dataset and the cache; compute nothing yet."""
+             limit: int | None = None, extra_datasets: Sequence[str] = (),
+             **kwargs: Any) -> AnalysisSession:
+        """Load the model, the dataset(s) and the cache; compute nothing yet.
+
+        ``extra_datasets`` are names (``fashion-mnist``, ``notmnist:test``,
+        ``folder:PATH``); their split defaults to ``split``, or to the one
+        split a dataset has.
+        """
         model = load_model(checkpoint, model_spec=model_spec, weights=weights,
                            embedding_layer=embedding_layer)
         ds = load_dataset(dataset, split, data_root=data_root, limit=limit,
                           image_shape=model.input_shape)
-        return cls(model, ds, ArtifactStore(cache_dir), device, **kwargs)
+        check_classes(model, ds)
+        extras = [load_extra(name, split, data_root, limit, model.input_shape)
+                  for name in extra_datasets]
+        return cls(model, ds, ArtifactStore(cache_dir), device, extra_datasets=extras, **kwargs)
 
     # -- running ---------------------------------------------------------------------------
     def run(self, steps: Sequence[str] | None = None) -> list[StepRecord]:
         """Compute (or read back) every planned step; returns what happened to each."""
         from tqdm.auto import tqdm
 
-        first = len(self.engine.records)
-        todo = list(steps or self.steps)
-        for name in tqdm(todo, desc="analysis", unit="step", disable=not self.engine.progress):
-            self.engine.get(name)
-        return self.engine.records[first:]
+        todo = [(self.engine, name) for name in (steps or self.steps)]
+        if steps is None:
+            todo += [(eng, name) for eng in self.extras.values() for name in self.extra_steps]
+        engines = [self.engine, *self.extras.values()]
+        first = [len(e.records) for e in engines]
+        for eng, name in tqdm(todo, desc="analysis", unit="step",
+                              disable=not self.engine.progress):
+            eng.get(name)
+        return [r for e, f in zip(engines, first, strict=True) for r in e.records[f:]]
 
     def artifact(self, name: str) -> Artifact:
         return self.engine.get(name)
 
     # -- per-sample table ----------------------------------------------------------------------
-    def table(self) -> pd.DataFrame:
+    def table(self, dataset: str | None = None) -> pd.DataFrame:
         """One row per sample: ids, label, prediction, loss, MC, centroid and map columns.
 
-        Two-dimensional step outputs (the neighbour lists) are not columns here:
-        see :meth:`neighbors` and :func:`analysis.export.export_table`.
+        ``dataset`` selects an extra dataset by key (``fashion-mnist:test``);
+        the default is the analysed dataset. Two-dimensional step outputs (the
+        neighbour lists) are not columns here: see :meth:`neighbors`.
         """
-        ds = self.dataset
-        cols: dict[str, Any] = {
-            "sample_id": ds.sample_ids,
-            "dataset": ds.name,
-            "split": ds.split,
-            "index": np.arange(len(ds)),
-            "label": ds.labels,
-            "label_name": np.asarray(ds.class_names, dtype=object)[ds.labels],
-        }
-        for name in self.steps:
-            for col, values in self.engine.columns(name).items():
-                if np.ndim(values) == 1:
-                    cols[col] = values
-        cols["correct"] = cols["pred"] == ds.labels
-        names = self.class_names
-        cols["pred_name"] = np.asarray(names, dtype=object)[cols["pred"]]
-        if "mc_pred" in cols:
-            cols["mc_correct"] = cols["mc_pred"] == ds.labels
-        front = ["sample_id", "dataset", "split", "index", "label", "label_name", "pred",
-                 "pred_name", "correct", "loss", "confidence", "uncertainty"]
-        order = front + [c for c in cols if c not in front]
-        return pd.DataFrame({c: cols[c] for c in order})
+        if dataset is None or dataset == self.dataset.key:
+            return build_table(self.engine, self.steps, self.class_names)
+        return build_table(self.extra(dataset), self.extra_steps, self.class_names)
 
     @property
     def class_names(self) -> list[str]:
@@ -233,3 +269,55 @@ class AnalysisSession:
     @property
     def name(self) -> str:
         return self.model.name
+
+
+def build_table(engine: Engine, steps: Sequence[str], class_names: Sequence[str]) -> pd.DataFrame:
+    """The per-sample table of one engine's dataset (see :meth:`AnalysisSession.table`)."""
+    ds = engine.dataset
+    cols: dict[str, Any] = {
+        "sample_id": ds.sample_ids,
+        "dataset": ds.name,
+        "split": ds.split,
+        "index": np.arange(len(ds)),
+        "label": ds.labels,
+        "label_name": np.asarray(ds.class_names, dtype=object)[ds.labels],
+    }
+    for name in steps:
+        for col, values in engine.columns(name).items():
+            if np.ndim(values) == 1:
+                cols[col] = values
+    cols["pred_name"] = np.asarray(class_names, dtype=object)[cols["pred"]]
+    # "Correct" only means something when the dataset's classes are the model's.
+    same_classes = list(ds.class_names) == list(class_names)
+    cols["correct"] = cols["pred"] == ds.labels if same_classes else np.nan
+    if "mc_pred" in cols:
+        cols["mc_correct"] = cols["mc_pred"] == ds.labels if same_classes else np.nan
+    cols["neg_margin"] = -cols["margin"]
+    if "mc_margin" in cols:
+        cols["mc_neg_margin"] = -cols["mc_margin"]
+    front = ["sample_id", "dataset", "split", "index", "label", "label_name", "pred",
+             "pred_name", "correct", "loss", "confidence", "uncertainty"]
+    order = front + [c for c in cols if c not in front]
+    return pd.DataFrame({c: cols[c] for c in order})
+
+
+def check_classes(model: LoadedModel, dataset: ImageDataset) -> None:
+    """The analysed dataset must have the classes the model was trained on."""
+    names = model.class_names
+    if names is not None and len(names) != dataset.num_classes:
+        raise ConfigError(f"The model was trained on {len(names)} classes "
+                          f"({model.meta.get('dataset', '?')}) but dataset {dataset.key} has "
+                          f"{dataset.num_classes}; analyse it with --extra-dataset instead.")
+
+
+def load_extra(name: str, split: str, data_root, limit: int | None,
+               image_shape: tuple[int, int, int]) -> ImageDataset:
+    """Load an extra dataset ``name[:split]``; falls back to its only split."""
+    from analysis.datasets import SPLITS_AVAILABLE
+
+    if not name.startswith("folder:") and name.count(":") == 1:
+        name, split = name.split(":")
+    if split not in SPLITS_AVAILABLE.get(name, (split,)):
+        split = SPLITS_AVAILABLE[name][0]
+    return load_dataset(name, split, data_root=data_root, limit=limit, image_shape=image_shape,
+                        fallback=False)

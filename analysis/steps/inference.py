@@ -45,14 +45,12 @@ class Inference(Step):
                 logits_parts.append(model(x).float())
                 emb_parts.append(captured.pop().float())
         logits = torch.cat(logits_parts)
-        if logits.shape[1] < ctx.dataset.num_classes:
-            from analysis.errors import ConfigError
-            raise ConfigError(f"The model outputs {logits.shape[1]} classes but dataset "
-                              f"{ctx.dataset.name} has {ctx.dataset.num_classes}.")
         probs = logits.softmax(1)
-        # The loss is only defined against in-range labels; an extra dataset
-        # with more classes than the model gets NaN loss.
-        loss = F.cross_entropy(logits, labels, reduction="none")
+        # The loss is only defined for labels the model can output; an extra
+        # (out-of-distribution) dataset with more classes gets NaN there.
+        in_range = labels < logits.shape[1]
+        loss = torch.full((len(labels),), float("nan"), device=logits.device)
+        loss[in_range] = F.cross_entropy(logits[in_range], labels[in_range], reduction="none")
         conf, pred = probs.max(1)
         return Artifact({
             "logits": logits.cpu().numpy(),
@@ -63,7 +61,7 @@ class Inference(Step):
             "embedding": torch.cat(emb_parts).cpu().numpy(),
         }, summary={
             "accuracy": float((pred == labels).float().mean().item()),
-            "mean_loss": float(loss.mean().item()),
+            "mean_loss": float(loss[in_range].mean().item()) if in_range.any() else None,
             "embedding_dim": int(emb_parts[0].shape[1]),
         })
 

@@ -204,7 +204,9 @@ class MCDropout(Step):
         return torch.stack(probs), emb
 
     def columns(self, artifact: Artifact, config: Config) -> dict[str, np.ndarray]:
+        top2 = np.sort(artifact["mean_probs"], axis=1)[:, -2:]
         return {
+            "mc_margin": top2[:, 1] - top2[:, 0],
             "mc_pred": artifact["pred"],
             "mc_confidence": 1.0 - artifact["uncertainty"],
             "mc_uncertainty": artifact["uncertainty"],

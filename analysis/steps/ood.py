@@ -1,0 +1,185 @@
+"""Steps for out-of-distribution analysis: distances to the training data, joint maps.
+
+``distances`` / ``mc_distances`` run on every dataset: the embedding distance
+to the nearest in-distribution class centroid and to the k-th nearest
+in-distribution sample (for the in-distribution set itself, excluding the
+sample). The ``mc_`` variant uses the embedding averaged over the MC-dropout
+passes, against the in-distribution set's MC-averaged embeddings.
+
+``joint_*`` steps run on an *extra* dataset: the in-distribution and the extra
+embeddings stacked (in-distribution first) in one kNN graph and one UMAP or
+t-SNE, plain and MC-averaged, so the overlap can be seen and measured.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from analysis.errors import ConfigError
+from analysis.ood import neighbor_overlap
+from analysis.quality import map_quality
+from analysis.registry import Step, StepContext, register
+from analysis.steps.centroids import class_centroids, centroid_distances
+from analysis.steps.neighbors import knn_graph, knn_search
+from analysis.steps.projection import tsne_map, umap_map
+from cache import Artifact
+
+# (artifact step, array key) of the plain and the MC-averaged embedding
+SOURCES = {"plain": ("inference", "embedding"), "mc": ("mc_dropout", "mean_embedding")}
+
+
+class _Distances(Step):
+    variant: str
+
+    @dataclass(frozen=True)
+    class Config:
+        k: int = 10
+
+    def run(self, ctx: StepContext, config: Config) -> Artifact:
+        step, key = SOURCES[self.variant]
+        feats = ctx.inputs[step][key]
+        if ctx.reference:
+            ref_feats = ctx.reference[step][key]
+            ref_labels = ctx.reference["centroids"]["labels"]
+            if config.k > len(ref_feats):
+                raise ConfigError(f"k={config.k} is more than the {len(ref_feats)} "
+                                  "in-distribution samples.")
+            idx, dist = knn_search(ref_feats, feats, config.k, ctx.device)
+        else:
+            ref_feats, ref_labels = feats, ctx.dataset.labels
+            if "neighbors" in ctx.inputs:  # reuse the shared graph
+                graph = ctx.inputs["neighbors"]
+                idx, dist = graph["indices"][:, :config.k], graph["distances"][:, :config.k]
+            else:
+                idx, dist = knn_graph(feats, config.k, ctx.device)
+        n_classes = int(ref_labels.max()) + 1
+        cents = class_centroids(ref_feats, ref_labels, n_classes)
+        return Artifact({
+            "knn_distance": dist[:, -1].astype(np.float32),
+            "reference_neighbors": idx.astype(np.int64),
+            "reference_distances": dist.astype(np.float32),
+            "centroid_distance": np.nanmin(centroid_distances(feats, cents), 1).astype(np.float32),
+        })
+
+    def columns(self, artifact: Artifact, config: Config) -> dict[str, np.ndarray]:
+        prefix = "mc_" if self.variant == "mc" else ""
+        return {f"{prefix}knn_distance": artifact["knn_distance"],
+                f"{prefix}centroid_distance": artifact["centroid_distance"]}
+
+
+@register
+class Distances(_Distances):
+    """Distance to in-distribution data, plain embeddings. Higher = farther (more OOD)."""
+
+    name = "distances"
+    variant = "plain"
+    requires = ("inference", "neighbors")
+    uses_reference = ("inference", "centroids")
+
+
+@register
+class MCDistances(_Distances):
+    """Distance to in-distribution data, MC-averaged embeddings. Higher = farther."""
+
+    name = "mc_distances"
+    variant = "mc"
+    requires = ("mc_dropout",)
+    uses_reference = ("mc_dropout", "centroids")
+
+
+class _JointNeighbors(Step):
+    variant: str
+
+    @dataclass(frozen=True)
+    class Config:
+        graph_k: int = 90
+
+    def run(self, ctx: StepContext, config: Config) -> Artifact:
+        if not ctx.reference:
+            raise ConfigError(f"{self.name} runs on an extra dataset only (--extra-dataset).")
+        step, key = SOURCES[self.variant]
+        ref = ctx.reference[step][key]
+        feats = np.concatenate([ref, ctx.inputs[step][key]])
+        k = min(config.graph_k, len(feats) - 1)
+        idx, dist = knn_graph(feats, k, ctx.device)
+        return Artifact({"indices": idx, "distances": dist, "features": feats},
+                        summary={"n_in": len(ref), "n_extra": len(feats) - len(ref)})
+
+
+@register
+class JointNeighbors(_JointNeighbors):
+    """kNN graph over in-distribution + extra plain embeddings (in-distribution first)."""
+
+    name = "joint_neighbors"
+    variant = "plain"
+    requires = ("inference",)
+    uses_reference = ("inference",)
+
+
+@register
+class MCJointNeighbors(_JointNeighbors):
+    """kNN graph over in-distribution + extra MC-averaged embeddings."""
+
+    name = "mc_joint_neighbors"
+    variant = "mc"
+    requires = ("mc_dropout",)
+    uses_reference = ("mc_dropout",)
+
+
+class _JointMap(Step):
+    method: str
+    graph: str
+
+    @dataclass(frozen=True)
+    class Config:
+        seed: int = 0
+        overlap_k: int = 10
+
+    def run(self, ctx: StepContext, config: Config) -> Artifact:
+        g = ctx.inputs[self.graph]
+        feats, idx, dist = g["features"], g["indices"], g["distances"]
+        if self.method == "umap":
+            coords = umap_map(feats, idx, dist, seed=config.seed)
+        else:
+            coords = tsne_map(feats, idx, dist, seed=config.seed, progress=ctx.progress)
+        n_in = int(g.summary["n_in"])
+        k = min(config.overlap_k, len(feats) - 2)
+        low = knn_graph(coords, k)[0]
+        frac_2d = neighbor_overlap(low, n_in)
+        frac_emb = neighbor_overlap(idx[:, :k], n_in)
+        summary = map_quality(feats, coords, idx, k=k, max_queries=2000)
+        summary.update({
+            "n_in": n_in,
+            "ood_in_dist_neighbors_2d": float(frac_2d[n_in:].mean()),
+            "ood_in_dist_neighbors_embedding": float(frac_emb[n_in:].mean()),
+            "in_in_dist_neighbors_2d": float(frac_2d[:n_in].mean()),
+        })
+        return Artifact({"coords": coords, "in_dist_fraction_2d": frac_2d,
+                         "in_dist_fraction_embedding": frac_emb}, summary=summary)
+
+    def columns(self, artifact: Artifact, config: Config) -> dict[str, np.ndarray]:
+        n_in = artifact.summary["n_in"]
+        c = artifact["coords"][n_in:]
+        return {f"{self.name}_x": c[:, 0], f"{self.name}_y": c[:, 1],
+                f"{self.name}_in_dist_nn": artifact["in_dist_fraction_2d"][n_in:]}
+
+
+def _joint(name: str, method: str, variant: str) -> type[Step]:
+    graph = "joint_neighbors" if variant == "plain" else "mc_joint_neighbors"
+    source = SOURCES[variant][0]
+    doc = (f"Joint {method.upper()} of in-distribution + extra "
+           f"{'MC-averaged ' if variant == 'mc' else ''}embeddings. "
+           "Artifact: coords (N_in + N_extra, 2), in-distribution rows first.")
+    return register(type(name, (_JointMap,), {
+        "name": name, "method": method, "graph": graph, "__doc__": doc,
+        "requires": (source, graph), "uses_reference": (source,)}))
+
+
+JOINT_MAPS = {
+    ("umap", "plain"): _joint("joint_umap", "umap", "plain").name,
+    ("tsne", "plain"): _joint("joint_tsne", "tsne", "plain").name,
+    ("umap", "mc"): _joint("mc_joint_umap", "umap", "mc").name,
+    ("tsne", "mc"): _joint("mc_joint_tsne", "tsne", "mc").name,
+}
