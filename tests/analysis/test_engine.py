@@ -1,0 +1,189 @@
+"""analysis/engine.py: content-addressed keys, reading back, recomputing only what changed."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from analysis.datasets import load_dataset
+from analysis.engine import Engine
+from analysis.registry import STEPS, all_steps, get_step
+from analysis.session import AnalysisSession
+from cache import ArtifactStore
+
+REPO = Path(__file__).resolve().parents[2]
+FAST = ("inference", "mc_dropout", "pixel_centroids", "centroids", "neighbors")
+MODEL_FREE = {"pixel_centroids"}
+
+
+def dependents(name: str) -> set[str]:
+    """``name`` and every registered step that requires it, directly or not."""
+    all_steps()
+    found = {name}
+    changed = True
+    while changed:
+        changed = False
+        for step, cls in STEPS.items():
+            if step not in found and found & set(cls.requires):
+                found.add(step)
+                changed = True
+    return found
+
+
+@pytest.fixture(scope="module")
+def small_ds(digits, data_root):
+    return load_dataset(digits, "test", data_root=data_root, limit=200)
+
+
+def make_session(model, ds, directory, **kw):
+    kw.setdefault("mc_samples", 4)
+    kw.setdefault("projections", ())
+    return AnalysisSession(model, ds, ArtifactStore(directory), "cpu", progress=False, **kw)
+
+
+def test_second_run_reads_everything_back(tiny_model, small_ds, cache_dir):
+    first = make_session(tiny_model, small_ds, cache_dir)
+    records = first.run(FAST)
+    assert [r.name for r in records] == list(FAST)
+    assert {r.status for r in records} == {"computed"}
+    second = make_session(tiny_model, small_ds, cache_dir)
+    again = second.run(FAST)
+    assert [(r.name, r.status) for r in again] == [(n, "cached") for n in FAST]
+    assert [r.key for r in again] == [r.key for r in records]
+    for name in FAST:
+        for array, value in first.artifact(name).items():
+            np.testing.assert_array_equal(second.artifact(name)[array], value)
+    assert second.artifact("inference").summary == first.artifact("inference").summary
+    assert second.run(FAST) == []  # the third time: held in memory, not even read
+
+
+def test_changing_k_recomputes_only_the_neighbour_steps(tiny_model, small_ds, cache_dir):
+    k10 = make_session(tiny_model, small_ds, cache_dir, projections=("umap", "tsne"))
+    k5 = make_session(tiny_model, small_ds, cache_dir, k=5, projections=("umap", "tsne"))
+    changed = {s for s in k10.steps if k10.engine.key(s) != k5.engine.key(s)}
+    assert changed == dependents("neighbors") & set(k10.steps)
+    assert {"neighbors", "umap", "tsne"} <= changed
+    assert not changed & {"inference", "mc_dropout", "pixel_centroids", "centroids"}
+    k10.run(FAST)
+    status = {r.name: r.status for r in k5.run(FAST)}
+    assert status == {"inference": "cached", "mc_dropout": "cached", "pixel_centroids": "cached",
+                      "centroids": "cached", "neighbors": "computed"}
+
+
+def perturbed(model, param_index: int, position: int, delta: float):
+    clone = copy.deepcopy(model)
+    params = list(clone.module.parameters())
+    p = params[param_index % len(params)]
+    with torch.no_grad():
+        p.view(-1)[position % p.numel()] += delta
+    return clone
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.integers(0, 100), st.integers(0, 10**6),
+       st.floats(1e-4, 1.0) | st.floats(-1.0, -1e-4))
+def test_new_weights_rekey_model_steps_only(tiny_model, small_ds, tmp_path, param_index,
+                                            position, delta):
+    store = ArtifactStore(tmp_path / "unused")
+    plan = list(FAST) + ["umap", "tsne"]
+    old = Engine(tiny_model, small_ds, store, torch.device("cpu"))
+    new = Engine(perturbed(tiny_model, param_index, position, delta), small_ds, store,
+                 torch.device("cpu"))
+    for name in plan:
+        same = old.key(name) == new.key(name)
+        assert same == (name in MODEL_FREE), name
+    assert not get_step("pixel_centroids").uses_model
+
+
+def test_other_key_parts(tiny_model, small_ds, tmp_path, digits, data_root):
+    store = ArtifactStore(tmp_path / "unused")
+    cpu = torch.device("cpu")
+    base = Engine(tiny_model, small_ds, store, cpu)
+    other_data = Engine(tiny_model, small_ds.head(150), store, cpu)
+    layer = copy.deepcopy(tiny_model)
+    layer.embedding_layer = "9"
+    other_layer = Engine(layer, small_ds, store, cpu)
+    other_mc = Engine(tiny_model, small_ds, store, cpu, {"mc_dropout": {"seed": 1}})
+    for name in FAST:
+        assert base.key(name) != other_data.key(name)  # content fingerprint
+        assert (base.key(name) == other_layer.key(name)) == (name in MODEL_FREE)
+        assert (base.key(name) == other_mc.key(name)) == (name not in dependents("mc_dropout"))
+    v = get_step("inference").__class__
+    old_version = v.version
+    try:
+        v.version = old_version + 1  # a new version of a step's code
+        bumped = Engine(tiny_model, small_ds, store, cpu)
+        assert bumped.key("inference") != base.key("inference")
+        assert bumped.key("pixel_centroids") == base.key("pixel_centroids")
+    finally:
+        v.version = old_version
+
+
+def test_corrupted_entry_is_recomputed_by_the_engine(tiny_model, small_ds, cache_dir, caplog):
+    first = make_session(tiny_model, small_ds, cache_dir)
+    first.run(["inference"])
+    key = first.engine.key("inference")
+    store = first.store
+    (filename,) = store.cache._sql("SELECT filename FROM Cache WHERE key = ?", (key,)).fetchone()
+    value_file = Path(store.cache.directory) / filename
+    raw = bytearray(value_file.read_bytes())
+    raw[len(raw) // 2] ^= 0x55
+    value_file.write_bytes(bytes(raw))
+    second = make_session(tiny_model, small_ds, cache_dir)
+    with caplog.at_level(logging.WARNING, logger="cache.store"):
+        (record,) = second.run(["inference"])
+    assert record.status == "computed"
+    assert any(key[:12] in r.getMessage() and "corrupted" in r.getMessage()
+               for r in caplog.records)
+    np.testing.assert_array_equal(second.artifact("inference")["logits"],
+                                  first.artifact("inference")["logits"])
+    third = make_session(tiny_model, small_ds, cache_dir)
+    assert third.run(["inference"])[0].status == "cached"  # the recomputed value was stored
+
+
+def test_killed_cli_run_recovers(tiny_run, tiny_model, digits, data_root, cache_dir):
+    limit = 400
+    ds = load_dataset(digits, "test", data_root=data_root, limit=limit)
+    inference_key = Engine(tiny_model, ds, ArtifactStore(cache_dir / "unused"),
+                           torch.device("cpu")).key("inference")
+    cmd = [sys.executable, "-m", "analysis", "run", "--checkpoint", str(tiny_run),
+           "--dataset", digits, "--limit", str(limit), "--cache-dir", str(cache_dir),
+           "--device", "cpu", "--mc-samples", "20"]
+    if data_root:
+        cmd += ["--data-root", data_root]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(cmd + ["--projection", "tsne"], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    store = ArtifactStore(cache_dir)
+    deadline = time.monotonic() + 120
+    while inference_key not in store and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    assert inference_key in store
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    store.close()
+    rerun = subprocess.run(cmd + ["--projection"], cwd=REPO, env=env, capture_output=True,
+                           text=True, timeout=180)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "Traceback" not in rerun.stderr
+    status = {line.split()[0]: line.split()[1] for line in rerun.stdout.splitlines()
+              if line.startswith("    ")}
+    assert status["inference"] == "cached"
+    assert set(status) >= {"inference", "mc_dropout", "pixel_centroids", "centroids",
+                           "neighbors"}
+    assert set(status.values()) <= {"cached", "computed"}
+    assert "tsne" not in status
