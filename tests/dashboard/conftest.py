@@ -104,24 +104,35 @@ def deleted_cache_registry(analysed_session, tmp_path):
     return reg
 
 
-def set_viewport(dash_duo, width: int = 1280, height: int = 800) -> None:
-    """Make the page's viewport (not the window) ``width`` x ``height``."""
-    driver = dash_duo.driver
-    driver.set_window_size(width, height)
-    inner = driver.execute_script("return [window.innerWidth, window.innerHeight];")
-    driver.set_window_size(2 * width - inner[0], 2 * height - inner[1])
+class Browser:
+    """Helpers around ``dash_duo`` for the dashboard's browser tests."""
+
+    def __init__(self, dash_duo):
+        self.duo = dash_duo
+
+    def set_viewport(self, width: int = 1280, height: int = 800) -> None:
+        """Make the page's viewport (not the window) ``width`` x ``height``."""
+        driver = self.duo.driver
+        driver.set_window_size(width, height)
+        inner = driver.execute_script("return [window.innerWidth, window.innerHeight];")
+        driver.set_window_size(2 * width - inner[0], 2 * height - inner[1])
+
+    def open(self, app, path: str = "/") -> None:
+        """Serve ``app`` (first call), size the viewport to 1280x800 and open ``path``."""
+        if not getattr(self, "_started", False):
+            self.duo.start_server(app)
+            self.set_viewport()
+            self._started = True
+        self.duo.wait_for_page(url=self.duo.server_url + path)
+
+    def screenshot(self, name: str) -> Path:
+        """Save the window to ``tests/_artifacts/<name>.png`` (git-ignored)."""
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        path = ARTIFACTS / f"{name}.png"
+        self.duo.driver.save_screenshot(str(path))
+        return path
 
 
-def open_page(dash_duo, app, path: str = "/") -> None:
-    """Serve ``app``, size the viewport to 1280x800 and open ``path``."""
-    dash_duo.start_server(app)
-    set_viewport(dash_duo)
-    dash_duo.wait_for_page(url=dash_duo.server_url + path)
-
-
-def save_screenshot(dash_duo, name: str) -> Path:
-    """Save the browser window to ``tests/_artifacts/<name>.png`` (git-ignored)."""
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    path = ARTIFACTS / f"{name}.png"
-    dash_duo.driver.save_screenshot(str(path))
-    return path
+@pytest.fixture
+def browser(dash_duo) -> Browser:
+    return Browser(dash_duo)

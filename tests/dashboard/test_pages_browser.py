@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from conftest import open_page, save_screenshot
-
 from dashboard import ids
 
 PAGES = [
     ("population", "/", ids.POPULATION_GRAPH, ".js-plotly-plot .scatterlayer, #population-graph canvas"),
-    ("sample", "/sample", ids.SAMPLE_PROBABILITIES, "#sample-probabilities .bars"),
+    ("sample", "/sample", ids.SAMPLE_PROBABILITIES, "#sample-heatmap .hm image"),
     ("errors", "/errors", ids.CONFUSION_MATRIX, "#confusion-matrix .hm, #confusion-matrix image"),
     ("metadata", "/metadata", ids.METADATA_GRAPH, "#metadata-graph .scatterlayer .trace"),
     ("training", "/training", ids.TRAINING_GRAPH, "#training-graph .scatterlayer .trace"),
@@ -19,9 +17,10 @@ PAGES = [
 
 @pytest.mark.parametrize(("name", "path", "component", "drawn"), PAGES,
                          ids=[p[0] for p in PAGES])
-def test_page_loads_without_console_errors(dash_duo, app, name, path, component, drawn):
-    open_page(dash_duo, app, path)
+def test_page_loads_without_console_errors(dash_duo, browser, app, name, path, component,
+                                           drawn):
+    browser.open(app, path)
     dash_duo.wait_for_element(f"#{component}", timeout=20)
     dash_duo.wait_for_element(drawn, timeout=30)
-    save_screenshot(dash_duo, name)
+    browser.screenshot(name)
     assert dash_duo.get_logs() == []

@@ -1,0 +1,216 @@
+"""Real clicks, drags and downloads in headless Chromium.
+
+The click test is the proof for the plotly-6 trap: the map's arrays go to the
+browser base64-encoded, so ``clickData`` carries no ``customdata``; the sample
+must still be identified (``curveNumber`` + ``pointIndex`` mapped server side).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.spatial import cKDTree
+from dash.testing.wait import until
+from selenium.webdriver.common.action_chains import ActionChains
+
+from dashboard import ids
+
+PIXEL_JS = """
+const gd = document.getElementById(arguments[0]).querySelector('.js-plotly-plot');
+const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
+const r = gd.getBoundingClientRect();
+return [r.left + xa._offset + xa.d2p(arguments[1]), r.top + ya._offset + ya.d2p(arguments[2])];
+"""
+DATA_JS = """
+const gd = document.getElementById(arguments[0]).querySelector('.js-plotly-plot');
+const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
+const r = gd.getBoundingClientRect();
+return [xa.p2d(arguments[1] - r.left - xa._offset), ya.p2d(arguments[2] - r.top - ya._offset)];
+"""
+TRACE_LEN_JS = """
+const gd = document.getElementById(arguments[0]).querySelector('.js-plotly-plot');
+const t = gd._fullData[arguments[1]];
+return t ? t.x.length : -1;
+"""
+
+
+def to_pixel(duo, graph_id, x, y) -> tuple[int, int]:
+    px, py = duo.driver.execute_script(PIXEL_JS, graph_id, x, y)
+    return int(round(px)), int(round(py))
+
+
+def click_at(duo, x: int, y: int) -> None:
+    actions = ActionChains(duo.driver)
+    actions.w3c_actions.pointer_action.move_to_location(x, y)
+    actions.w3c_actions.pointer_action.click()
+    actions.perform()
+
+
+def drag(duo, start: tuple[int, int], end: tuple[int, int]) -> None:
+    actions = ActionChains(duo.driver)
+    pointer = actions.w3c_actions.pointer_action
+    pointer.move_to_location(*start)
+    pointer.pointer_down()
+    for f in (0.25, 0.5, 0.75, 1.0):
+        pointer.move_to_location(int(start[0] + f * (end[0] - start[0])),
+                                 int(start[1] + f * (end[1] - start[1])))
+    pointer.pointer_up()
+    actions.perform()
+
+
+def wait_for_map(duo) -> None:
+    duo.wait_for_element(f"#{ids.POPULATION_GRAPH} .nsewdrag", timeout=30)
+    until(lambda: duo.driver.execute_script(TRACE_LEN_JS, ids.POPULATION_GRAPH, 0) > 0,
+                   timeout=30)
+    time.sleep(0.5)  # let the WebGL scene settle before pointing at it
+
+
+def isolated_sample(entry) -> int:
+    """A sample far from every other on the map, so a click cannot hit a neighbour."""
+    xy = entry.session.projection("umap").astype(np.float64)
+    xy = (xy - xy.min(0)) / np.ptp(xy, 0)
+    inner = np.all((xy > 0.1) & (xy < 0.9), axis=1)
+    dist, _ = cKDTree(xy).query(xy, k=2)
+    score = np.where(inner, dist[:, 1], -1)
+    return int(np.argmax(score))
+
+
+def test_click_on_map_opens_sample_with_heatmap_and_similars(dash_duo, browser, app, entry):
+    browser.open(app, "/")
+    wait_for_map(dash_duo)
+    target = isolated_sample(entry)
+    xy = entry.session.projection("umap")[target]
+    click_at(dash_duo, *to_pixel(dash_duo, ids.POPULATION_GRAPH, float(xy[0]), float(xy[1])))
+    sample_id = entry.session.dataset.sample_ids[target]
+
+    dash_duo.wait_for_contains_text(f"#{ids.SAMPLE_TITLE}", sample_id, timeout=20)
+    assert f"id={sample_id}" in dash_duo.driver.current_url
+    dash_duo.wait_for_element(f"#{ids.SAMPLE_HEATMAP} .hm image", timeout=30)
+    dash_duo.wait_for_element(f"#{ids.SIMILARS_GALLERY} a.loupe-thumb", timeout=20)
+    expected, _ = entry.session.similars(target, 10)
+    links = dash_duo.find_elements(f"#{ids.SIMILARS_GALLERY} a.loupe-thumb")
+    assert [a.get_attribute("href").split("id=")[1] for a in links] == \
+        entry.session.dataset.sample_ids[expected].tolist()
+    # The similars (and the sample) are highlighted on the map: the overlay trace holds 11.
+    overlay = len(entry.members)
+    assert dash_duo.driver.execute_script(TRACE_LEN_JS, ids.SIMILARS_MAP, overlay) == 11
+    browser.screenshot("sample-clicked")
+
+    # A similar's thumbnail opens that sample; the main map highlights it too.
+    dash_duo.driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", links[0])
+    time.sleep(0.3)
+    links[0].click()
+    dash_duo.wait_for_contains_text(f"#{ids.SAMPLE_TITLE}",
+                                    entry.session.dataset.sample_ids[expected[0]], timeout=20)
+    dash_duo.driver.execute_script("window.scrollTo(0, 0);")
+    dash_duo.find_element(".navbar a[href='/']").click()
+    wait_for_map(dash_duo)
+    until(lambda: dash_duo.driver.execute_script(
+        TRACE_LEN_JS, ids.POPULATION_GRAPH, overlay) == 11, timeout=20)
+    assert dash_duo.get_logs() == []
+
+
+def test_box_selection_fills_grid(dash_duo, browser, app, entry):
+    browser.open(app, "/")
+    wait_for_map(dash_duo)
+    drag_el = dash_duo.find_element(f"#{ids.POPULATION_GRAPH} .nsewdrag")
+    r = drag_el.rect
+    start = (int(r["x"] + 0.3 * r["width"]), int(r["y"] + 0.3 * r["height"]))
+    end = (int(r["x"] + 0.7 * r["width"]), int(r["y"] + 0.7 * r["height"]))
+    drag(dash_duo, start, end)
+    dash_duo.wait_for_element(f"#{ids.SELECTION_GRID} a.loupe-thumb", timeout=20)
+
+    x0, y0 = dash_duo.driver.execute_script(DATA_JS, ids.POPULATION_GRAPH, *start)
+    x1, y1 = dash_duo.driver.execute_script(DATA_JS, ids.POPULATION_GRAPH, *end)
+    xy = entry.session.projection("umap")
+    inside = ((xy[:, 0] >= min(x0, x1)) & (xy[:, 0] <= max(x0, x1))
+              & (xy[:, 1] >= min(y0, y1)) & (xy[:, 1] <= max(y0, y1)))
+    text = dash_duo.find_element("#selection-stats").text
+    count = int(text.split(" samples")[0].replace(",", ""))
+    assert abs(count - int(inside.sum())) <= max(2, int(0.01 * inside.sum()))  # edge pixels
+    shown = len(dash_duo.find_elements(f"#{ids.SELECTION_GRID} a.loupe-thumb"))
+    assert shown == min(count, 80)
+    browser.screenshot("population-selection")
+    assert dash_duo.get_logs() == []
+
+
+def click_confusion_cell(duo, true_name: str, pred_name: str) -> None:
+    duo.wait_for_element(f"#{ids.CONFUSION_MATRIX} .hm image", timeout=30)
+    time.sleep(0.3)
+    click_at(duo, *to_pixel(duo, ids.CONFUSION_MATRIX, pred_name, true_name))
+
+
+def confusion_count(entry, t: int, p: int) -> int:
+    table = entry.table
+    return int(((table["label"] == t) & (table["pred"] == p)).sum())
+
+
+def off_diagonal_cell(entry) -> tuple[int, int]:
+    table = entry.table
+    wrong = table[~table["correct"]]
+    pair = wrong.groupby(["label", "pred"]).size().idxmax()
+    return int(pair[0]), int(pair[1])
+
+
+def test_confusion_cell_opens_its_samples(dash_duo, browser, app, entry):
+    browser.open(app, "/errors")
+    t, p = off_diagonal_cell(entry)
+    names = entry.class_names
+    click_confusion_cell(dash_duo, names[t], names[p])
+    n = confusion_count(entry, t, p)
+    dash_duo.wait_for_contains_text(f"#{ids.CELL_TITLE}",
+                                    f"true {names[t]} → predicted {names[p]}: {n} samples",
+                                    timeout=20)
+    thumbs = dash_duo.find_elements(f"#{ids.CELL_GRID} a.loupe-thumb")
+    assert len(thumbs) == min(n, 120)
+    table = entry.table.set_index("sample_id")
+    for a in thumbs:
+        row = table.loc[a.get_attribute("href").split("id=")[1]]
+        assert (row["label"], row["pred"]) == (t, p)
+    browser.screenshot("errors-cell")
+    assert dash_duo.get_logs() == []
+
+
+def wait_for_file(folder: str, pattern: str, timeout: float = 20) -> Path:
+    end = time.time() + timeout
+    while time.time() < end:
+        files = [f for f in Path(folder).glob(pattern) if not f.name.endswith(".crdownload")]
+        if files:
+            time.sleep(0.3)  # let the browser finish writing
+            return files[0]
+        time.sleep(0.2)
+    raise AssertionError(f"no {pattern} downloaded to {folder}")
+
+
+def test_csv_downloads_hold_the_right_rows(dash_duo, browser, app, entry):
+    from analysis.export import export_frame
+
+    expected = export_frame(entry.session)
+    browser.open(app, "/export")
+    dash_duo.wait_for_element(f"#{ids.EXPORT_CSV}").click()
+    full = pd.read_csv(wait_for_file(dash_duo.download_path, "*.csv"))
+    assert full["sample_id"].tolist() == expected["sample_id"].tolist()
+    assert list(full.columns) == list(expected.columns)
+    np.testing.assert_allclose(full["loss"], expected["loss"], rtol=1e-5)
+
+    # A selection made on another page (a confusion cell) exports only its rows.
+    dash_duo.find_element(".navbar a[href='/errors']").click()
+    t, p = off_diagonal_cell(entry)
+    click_confusion_cell(dash_duo, entry.class_names[t], entry.class_names[p])
+    dash_duo.wait_for_contains_text(f"#{ids.CELL_TITLE}", "samples", timeout=20)
+    dash_duo.find_element(".navbar a[href='/export']").click()
+    button = dash_duo.wait_for_element(f"#{ids.EXPORT_SELECTION_CSV}")
+    until(lambda: button.is_enabled(), timeout=10)
+    for f in Path(dash_duo.download_path).glob("*.csv"):
+        f.unlink()
+    button.click()
+    sel = pd.read_csv(wait_for_file(dash_duo.download_path, "*-selection.csv"))
+    table = entry.table
+    want = table[(table["label"] == t) & (table["pred"] == p)]["sample_id"].tolist()
+    assert sel["sample_id"].tolist() == want
+    assert list(sel.columns) == list(expected.columns)
+    browser.screenshot("export")
+    assert dash_duo.get_logs() == []
