@@ -85,3 +85,20 @@ def tiny_session(tiny_model, digits, data_root, shared_store):
     ds = load_dataset(digits, "test", data_root=data_root, limit=300)
     return AnalysisSession(tiny_model, ds, shared_store, "cpu", mc_samples=5, projections=(),
                            progress=False)
+
+
+BYO_DIR = Path(__file__).resolve().parent / "models"
+
+
+@pytest.fixture(scope="session")
+def byo_factory():
+    """tests/models/byo_factory.py, importable by name as ``--model byo_factory:NAME`` needs.
+
+    Subprocesses get the folder through ``PYTHONPATH`` (see :data:`BYO_DIR`).
+    """
+    import importlib
+    import sys
+
+    if str(BYO_DIR) not in sys.path:
+        sys.path.insert(0, str(BYO_DIR))
+    return importlib.import_module("byo_factory")
