@@ -53,6 +53,7 @@ class RunEntry:
     label: str
     session: AnalysisSession
     _thumbs: dict = field(default_factory=dict, repr=False)
+    _extra_tables: dict = field(default_factory=dict, repr=False)
 
     @cached_property
     def table(self) -> pd.DataFrame:
@@ -132,6 +133,28 @@ class RunEntry:
         if key not in self._thumbs:
             self._thumbs[key] = image_data_uri(self.session.dataset.images[int(index)], scale)
         return self._thumbs[key]
+
+    # -- extra (out-of-distribution) datasets ---------------------------------------------
+    def extra_table(self, key: str) -> pd.DataFrame:
+        """The per-sample table of extra dataset ``key`` (``fashion-mnist:test``), built once."""
+        if key not in self._extra_tables:
+            try:
+                self._extra_tables[key] = self.session.table(key)
+            except LoupeError as exc:
+                raise DashboardInputError(str(exc)) from None
+        return self._extra_tables[key]
+
+    def locate_extra(self, sample_id: str | None) -> tuple[str, int] | None:
+        """``(extra dataset key, row)`` of an extra dataset's sample id; ``None`` otherwise.
+
+        Ids are ``<dataset>:<split>:<row>`` (``fashion-mnist:test:5``), so the
+        extra dataset's key is the id without its last field.
+        """
+        key, _, row = str(sample_id).rpartition(":")
+        engine = self.session.extras.get(key)
+        if engine is None or not row.isdigit() or int(row) >= len(engine.dataset):
+            return None
+        return key, int(row)
 
 
 class RunRegistry:
