@@ -33,6 +33,22 @@ SUMMARY_KEY = "__summary__"
 DEFAULT_SIZE_LIMIT_GB = 20.0
 
 
+def default_size_limit_gb() -> float:
+    """``$LOUPE_CACHE_LIMIT_GB`` or 20 GB."""
+    value = os.environ.get("LOUPE_CACHE_LIMIT_GB")
+    if value is None:
+        return DEFAULT_SIZE_LIMIT_GB
+    try:
+        limit = float(value)
+    except ValueError:
+        limit = -1.0
+    if limit <= 0:
+        from analysis.errors import ConfigError
+
+        raise ConfigError(f"LOUPE_CACHE_LIMIT_GB={value!r} must be a positive number of GB.")
+    return limit
+
+
 def default_cache_dir() -> Path:
     """``$LOUPE_CACHE`` or ``~/.cache/loupe/cache``."""
     env = os.environ.get("LOUPE_CACHE")
@@ -91,14 +107,15 @@ class ArtifactStore:
     ----------
     directory : path, optional
         Defaults to :func:`default_cache_dir`.
-    size_limit_gb : float
-        diskcache evicts least-recently-used entries beyond this size.
+    size_limit_gb : float, optional
+        diskcache evicts least-recently-used entries beyond this size
+        (default :func:`default_size_limit_gb`).
     """
 
     def __init__(self, directory: str | os.PathLike | None = None,
-                 size_limit_gb: float = DEFAULT_SIZE_LIMIT_GB) -> None:
+                 size_limit_gb: float | None = None) -> None:
         self.directory = Path(directory).expanduser() if directory else default_cache_dir()
-        self.size_limit_gb = size_limit_gb
+        self.size_limit_gb = size_limit_gb or default_size_limit_gb()
         self._cache = None
 
     @property
