@@ -41,6 +41,9 @@ def add_step_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--projection", nargs="*", default=["umap", "tsne"],
                    choices=["umap", "tsne"], help="2D maps to compute")
     p.add_argument("--k", type=int, default=10, help="nearest neighbours per sample")
+    p.add_argument("--attribution", default=None, metavar="METHOD",
+                   help="also compute heatmaps of the misclassified samples "
+                        "(integrated_gradients, saliency, gradcam, occlusion)")
     p.add_argument("--extra-dataset", action="append", default=[], metavar="NAME",
                    help="an out-of-distribution dataset analysed against --dataset "
                         "(repeatable; e.g. fashion-mnist, notmnist, folder:PATH)")
@@ -81,7 +84,7 @@ def open_session(args: argparse.Namespace):
         weights=args.weights, embedding_layer=args.embedding_layer, data_root=args.data_root,
         cache_dir=args.cache_dir, device=args.device, limit=args.limit,
         mc_samples=args.mc_samples, k=args.k, projections=args.projection,
-        extra_datasets=args.extra_dataset)
+        extra_datasets=args.extra_dataset, attribution=args.attribution)
 
 
 def print_summary(session, records, seconds: float) -> None:
@@ -96,10 +99,17 @@ def print_summary(session, records, seconds: float) -> None:
         q = session.artifact(proj).summary
         print(f"  {proj}: trustworthiness {q['trustworthiness']:.4f}, "
               f"10-NN kept {q['knn_preservation']:.3f}")
+    if "attribution" in session.steps:
+        a = session.artifact("attribution").summary
+        print(f"  heatmaps of {a['count']} misclassified samples ({args_method(session)})")
     print("  steps:")
     for r in records:
         print(f"    {r.name:16s} {r.status:9s} {r.seconds:7.2f} s")
     print(f"  total {seconds:.2f} s")
+
+
+def args_method(session) -> str:
+    return session.engine.config("attribution").method
 
 
 def main(argv: list[str] | None = None) -> int:

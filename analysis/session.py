@@ -78,12 +78,16 @@ class AnalysisSession:
     extra_datasets : sequence of ImageDataset
         Out-of-distribution datasets analysed with the same model and cache,
         against this (in-distribution) one.
+    attribution : str, optional
+        Also compute this attribution method's heatmaps for the misclassified
+        samples (see :mod:`analysis.steps.attribution`).
     """
 
     def __init__(self, model: LoadedModel, dataset: ImageDataset, store: ArtifactStore,
                  device: str = "auto", *, mc_samples: int | None = None, k: int = 10,
                  projections: Sequence[str] = PROJECTIONS, progress: bool = True,
-                 extra_datasets: Sequence[ImageDataset] = ()) -> None:
+                 extra_datasets: Sequence[ImageDataset] = (),
+                 attribution: str | None = None) -> None:
         if mc_samples is None:
             mc_samples = 20 if dropout_modules(model.module) else 0
         self.model = model
@@ -94,8 +98,12 @@ class AnalysisSession:
         self.k = k
         self.projections = tuple(projections)
         self.steps = plan_steps(mc_samples, self.projections)
-        os.environ.setdefault("NUMBA_CACHE_DIR", str(store.directory / "numba"))
         options = {"mc_dropout": {"samples": mc_samples}, "neighbors": {"k": k}}
+        if attribution:
+            get_method(attribution)
+            self.steps.append("attribution")
+            options["attribution"] = {"method": attribution}
+        os.environ.setdefault("NUMBA_CACHE_DIR", str(store.directory / "numba"))
         self.options = options
         self.engine = Engine(model, dataset, store, self.device, options, progress=progress)
         self.extras: dict[str, Engine] = {}
