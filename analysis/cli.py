@@ -63,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
         add_step_args(sp)
     export.add_argument("--out", required=True, help="CSV file to write")
     ood.add_argument("--out", default=None, help="CSV file for the score table")
+    compare = sub.add_parser("compare", help="per-sample differences between two runs")
+    compare.add_argument("--checkpoint", action="append", required=True,
+                         help="run folder; give exactly two (A then B)")
+    add_data_args(compare)
+    compare.add_argument("--out", default=None, help="CSV of the per-sample differences")
     bench = sub.add_parser("bench", help="time each step against the naive way")
     bench.add_argument("--n", type=int, default=10_000, help="samples of the MNIST test set")
     bench.add_argument("--checkpoint", default=None,
@@ -108,6 +113,26 @@ def print_summary(session, records, seconds: float) -> None:
     print(f"  total {seconds:.2f} s")
 
 
+def run_compare(args: argparse.Namespace) -> int:
+    from analysis.compare import compare_sessions, print_comparison
+    from analysis.session import AnalysisSession
+
+    if len(args.checkpoint) != 2:
+        raise ConfigError(f"compare needs exactly two --checkpoint, got {len(args.checkpoint)}.")
+    a, b = (AnalysisSession.open(c, args.dataset, args.split, data_root=args.data_root,
+                                 cache_dir=args.cache_dir, device=args.device, limit=args.limit,
+                                 mc_samples=0, projections=())
+            for c in args.checkpoint)
+    cmp = compare_sessions(a, b)
+    print_comparison(cmp)
+    if args.out:
+        from analysis.export import write_csv
+
+        write_csv(cmp.frame, args.out)
+        print(f"wrote {args.out}")
+    return 0
+
+
 def args_method(session) -> str:
     return session.engine.config("attribution").method
 
@@ -121,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
 
             return run_bench(args)
         started = time.perf_counter()
+        if args.command == "compare":
+            return run_compare(args)
         if args.command == "ood" and not args.extra_dataset:
             raise ConfigError("analysis ood needs at least one --extra-dataset "
                               "(e.g. fashion-mnist).")
