@@ -9,7 +9,8 @@ from dash import Input, Output, State, dcc, html
 from dashboard import ids
 
 PAGES = (("Population", "/"), ("Sample", "/sample"), ("Errors", "/errors"),
-         ("Loss vs metadata", "/metadata"), ("Training", "/training"), ("Export", "/export"))
+         ("Uncertainty & OOD", "/uncertainty"), ("Loss vs metadata", "/metadata"),
+         ("Training", "/training"), ("Export", "/export"))
 
 
 def navbar(run_options: list[dict], default_run: str | None) -> dbc.Navbar:

@@ -12,6 +12,7 @@ from dashboard import figures, ids
 from dashboard.components.gallery import sample_gallery
 from dashboard.components.messages import card, error_alert
 from dashboard.state import DashboardInputError, get_entry
+from dashboard.views.ood_sample import extra_heatmap_view, extra_sample_of, extra_sample_view
 from dashboard.views.population import map_figure
 from dashboard.views.sample import (
     SIMILARS_K,
@@ -85,6 +86,9 @@ def show_sample(store, run_store):
     """Everything about the sample except the heatmap (which runs in the background)."""
     try:
         entry = get_entry(run_store)
+        extra = extra_sample_of(entry, store)
+        if extra is not None:  # an extra (out-of-distribution) dataset's sample
+            return (*extra_sample_view(entry, *extra), None)
         i = sample_index(entry, store)
     except DashboardInputError as exc:
         return (*[dash.no_update] * 7, error_alert(exc))
@@ -118,6 +122,9 @@ def show_heatmap(store, method, target, run_store):
     """Captum heatmap(s), computed (or read from the cache) in a background job."""
     try:
         entry = get_entry(run_store)
+        extra = extra_sample_of(entry, store)
+        if extra is not None:
+            return extra_heatmap_view(entry, *extra, method, target or "pred"), None
         return heatmap_view(entry, sample_index(entry, store), method, target or "pred"), None
     except LoupeError as exc:
         return figures.empty_figure(), error_alert(exc)

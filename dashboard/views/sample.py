@@ -24,7 +24,8 @@ def target_options(class_names) -> list[dict]:
 def resolve_sample(entry: RunEntry, query_id: str | None, current: dict | None) -> dict:
     """The sample store for this page: the URL's id, else the last one, else the worst sample."""
     if query_id:
-        entry.index_of(query_id)  # raises a DashboardInputError naming a bad id
+        if entry.locate_extra(query_id) is None:  # extra datasets: see views.ood_sample
+            entry.index_of(query_id)  # raises a DashboardInputError naming a bad id
         return {"run": entry.key, "id": str(query_id)}
     if isinstance(current, dict) and current.get("run") == entry.key and current.get("id") \
             in entry.id_to_index:

@@ -1,0 +1,221 @@
+"""Uncertainty & OOD (``/uncertainty``): does the model know when it does not know?
+
+The analysed (in-distribution) dataset against an extra one (``--extra-dataset
+fashion-mnist``): each score's histograms without and with MC dropout, the
+joint map, every score's AUROC and FPR@95, and galleries of what a score misses.
+"""
+
+from __future__ import annotations
+
+import dash
+import dash_bootstrap_components as dbc
+from dash import Input, Output, State, ctx, dash_table, dcc, html
+
+from analysis.errors import LoupeError
+from dashboard import figures, ids
+from dashboard.components.gallery import sample_href
+from dashboard.components.messages import card, error_alert, info_alert
+from dashboard.state import DashboardInputError, get_entry
+from dashboard.views.uncertainty import (
+    COLOR_CHOICES,
+    NO_DROPOUT,
+    NO_EXTRA,
+    check_extra,
+    extra_options,
+    galleries_view,
+    histograms_view,
+    hover_body,
+    map_options,
+    map_view,
+    overlap_caption,
+    point_sample_id,
+    recolor_map_patch,
+    run_summary,
+    score_options,
+    score_table,
+    table_columns,
+    table_records,
+)
+
+dash.register_page(__name__, path="/uncertainty", name="Uncertainty & OOD", order=3)
+
+QUERY_STORE = "uncertainty-query"
+
+
+def _radio(id_: str) -> dcc.RadioItems:
+    return dcc.RadioItems(id=id_, options=[], value=None, inline=True, inputClassName="me-1",
+                          labelClassName="me-3 small")
+
+
+def layout(dataset: str | None = None, **_ignored) -> html.Div:
+    """The page; ``?dataset=fashion-mnist:test`` presets the extra dataset."""
+    header = dbc.Row([
+        dbc.Col([dbc.Label("out-of-distribution dataset", className="small mb-0"),
+                 dcc.Dropdown(id=ids.OOD_DATASET_SELECT, options=[], value=None,
+                              clearable=False)], md=4),
+        dbc.Col(html.Div(id=ids.OOD_SUMMARY), md=8, className="align-self-end"),
+    ], className="g-2 mb-2")
+    map_controls = html.Div([
+        html.Div([html.Span("map ", className="small text-muted me-1"),
+                  _radio(ids.OOD_MAP_SELECT)]),
+        html.Div([html.Span("colour by ", className="small text-muted me-1"),
+                  dcc.RadioItems(id=ids.OOD_COLOR_SELECT, value="dataset", inline=True,
+                                 options=[{"label": lab, "value": v} for lab, v in COLOR_CHOICES],
+                                 inputClassName="me-1", labelClassName="me-3 small")]),
+    ])
+    table = dash_table.DataTable(
+        id=ids.OOD_TABLE, columns=table_columns(), data=[], sort_action="native",
+        style_table={"overflowX": "auto"}, style_as_list_view=True,
+        style_cell={"fontFamily": "system-ui, sans-serif", "fontSize": 13, "padding": "4px 6px",
+                    "textAlign": "left", "whiteSpace": "normal", "height": "auto"},
+        style_header={"fontWeight": 600, "backgroundColor": "#f1f3f5"},
+        style_cell_conditional=[{"if": {"column_id": c}, "textAlign": "right"}
+                                for c in ("auroc", "fpr_at_95tpr", "mean_in", "mean_ood")],
+        style_data_conditional=[{"if": {"column_id": "auroc", "filter_query": "{auroc} >= 0.9"},
+                                 "fontWeight": 700, "color": "#146c43"}])
+    return html.Div([
+        dcc.Store(id=QUERY_STORE, data={"dataset": dataset}),
+        html.Div(id=ids.UNCERTAINTY_MESSAGE),
+        header,
+        dbc.Row([
+            dbc.Col(card("Joint map of both datasets: click a point to open it", map_controls,
+                         dcc.Loading(dcc.Graph(id=ids.OOD_MAP, clear_on_unhover=True,
+                                               config={"scrollZoom": True, "displaylogo": False},
+                                               style={"height": "520px"}), delay_show=300),
+                         html.Div(id=ids.OOD_MAP_OVERLAP),
+                         dcc.Tooltip(id=ids.OOD_MAP_TOOLTIP, className="loupe-tooltip")), lg=7),
+            dbc.Col(card("How well each score separates the datasets (click a header to sort)",
+                         html.Div("Higher score = more out-of-distribution. AUROC: 0.5 is "
+                                  "chance, 1 perfect. FPR@95: share of OOD samples accepted "
+                                  "when 95% of in-distribution ones are (lower is better).",
+                                  className="small text-muted mb-2"), table), lg=5),
+        ], className="g-3"),
+        card("Score histograms, in-distribution vs out-of-distribution (AUROC in each title)",
+             dcc.Loading(dcc.Graph(id=ids.UNCERTAINTY_HISTOGRAMS,
+                                   config={"displayModeBar": False}), delay_show=300)),
+        card("Galleries: what a score misses", html.Div([
+            html.Span("rank by ", className="small text-muted me-1"),
+            dcc.Dropdown(id=ids.OOD_GALLERY_SCORE, options=[], value=None, clearable=False,
+                         style={"minWidth": "360px"})], className="d-flex align-items-center mb-2"),
+             dbc.Row([
+                 dbc.Col([html.Div("Most in-distribution-looking OOD samples (lowest score "
+                                   "first; with 1 - max p: the most confident)",
+                                   className="small fw-semibold mb-1"),
+                          html.Div(id=ids.OOD_CONFIDENT_GALLERY)], lg=6),
+                 dbc.Col([html.Div("Most OOD-looking in-distribution samples (highest score "
+                                   "first; with 1 - max p: the most uncertain)",
+                                   className="small fw-semibold mb-1"),
+                          html.Div(id=ids.IN_UNCERTAIN_GALLERY)], lg=6),
+             ], className="g-3")),
+    ])
+
+
+# -- callbacks -------------------------------------------------------------------------------
+@dash.callback(Output(ids.OOD_DATASET_SELECT, "options"), Output(ids.OOD_DATASET_SELECT, "value"),
+               Output(ids.OOD_MAP_SELECT, "options"), Output(ids.OOD_MAP_SELECT, "value"),
+               Output(ids.UNCERTAINTY_MESSAGE, "children"),
+               Input(ids.RUN_STORE, "data"), State(QUERY_STORE, "data"))
+def init_controls(run_store, query):
+    """The run's extra datasets and joint maps; tell the user when there is nothing to show."""
+    try:
+        entry = get_entry(run_store)
+        if not entry.session.extras:
+            return [], None, [], None, info_alert(NO_EXTRA)
+        maps = map_options(entry)
+        note = None if entry.session.mc_samples else info_alert(NO_DROPOUT)
+        try:
+            key = check_extra(entry, (query or {}).get("dataset"))
+        except DashboardInputError as exc:
+            key, note = check_extra(entry, None), error_alert(exc)
+        return (extra_options(entry), key, maps, maps[0]["value"] if maps else None, note)
+    except DashboardInputError as exc:
+        return [], None, [], None, error_alert(exc)
+
+
+@dash.callback(Output(ids.UNCERTAINTY_HISTOGRAMS, "figure"), Output(ids.OOD_TABLE, "data"),
+               Output(ids.OOD_SUMMARY, "children"), Output(ids.OOD_GALLERY_SCORE, "options"),
+               Output(ids.OOD_GALLERY_SCORE, "value"),
+               Output(ids.UNCERTAINTY_MESSAGE, "children", allow_duplicate=True),
+               Input(ids.OOD_DATASET_SELECT, "value"), State(ids.RUN_STORE, "data"),
+               State(ids.OOD_GALLERY_SCORE, "value"), prevent_initial_call=True)
+def draw_scores(key, run_store, score):
+    """Histograms, the AUROC / FPR@95 table and the summary line for the chosen dataset."""
+    if not key:
+        raise dash.exceptions.PreventUpdate
+    try:
+        entry = get_entry(run_store)
+        key = check_extra(entry, key)
+        options = score_options(entry, key)
+        valid = [o["value"] for o in options]
+        return (histograms_view(entry, key), table_records(score_table(entry, key)),
+                run_summary(entry, key), options, score if score in valid else "uncertainty",
+                dash.no_update)
+    except LoupeError as exc:
+        empty = figures.empty_figure()
+        return empty, [], None, [], None, error_alert(exc)
+
+
+@dash.callback(Output(ids.OOD_MAP, "figure"), Output(ids.OOD_MAP_OVERLAP, "children"),
+               Output(ids.UNCERTAINTY_MESSAGE, "children", allow_duplicate=True),
+               Input(ids.OOD_DATASET_SELECT, "value"), Input(ids.OOD_MAP_SELECT, "value"),
+               Input(ids.OOD_COLOR_SELECT, "value"), State(ids.RUN_STORE, "data"),
+               State(ids.SAMPLE_STORE, "data"), prevent_initial_call=True)
+def draw_map(key, name, color, run_store, sample_store):
+    """The joint map; a ``Patch`` of the marker colours when only the colouring changes."""
+    if not key or not name:
+        raise dash.exceptions.PreventUpdate
+    try:
+        entry = get_entry(run_store)
+        if ctx.triggered_id == ids.OOD_COLOR_SELECT:
+            return recolor_map_patch(entry, key, color), dash.no_update, dash.no_update
+        return (map_view(entry, key, name, color, sample_store),
+                overlap_caption(entry, key, name), dash.no_update)
+    except LoupeError as exc:
+        return dash.no_update, None, error_alert(exc)
+
+
+@dash.callback(Output(ids.OOD_CONFIDENT_GALLERY, "children"),
+               Output(ids.IN_UNCERTAIN_GALLERY, "children"),
+               Input(ids.OOD_GALLERY_SCORE, "value"), State(ids.OOD_DATASET_SELECT, "value"),
+               State(ids.RUN_STORE, "data"), prevent_initial_call=True)
+def draw_galleries(score, key, run_store):
+    if not key or not score:
+        raise dash.exceptions.PreventUpdate
+    try:
+        entry = get_entry(run_store)
+        ood, in_dist, _ = galleries_view(entry, key, score)
+        return ood, in_dist
+    except LoupeError as exc:
+        return error_alert(exc), None
+
+
+@dash.callback(Output(ids.URL, "href", allow_duplicate=True),
+               Input(ids.OOD_MAP, "clickData"), State(ids.OOD_DATASET_SELECT, "value"),
+               State(ids.RUN_STORE, "data"), prevent_initial_call=True)
+def open_clicked(click, key, run_store):
+    """A clicked point opens its sample analysis (identified server side, see point_sample_id)."""
+    if not click or not click.get("points") or not key:
+        raise dash.exceptions.PreventUpdate
+    sample_id = point_sample_id(get_entry(run_store), key, click["points"][0])
+    if sample_id is None:
+        raise dash.exceptions.PreventUpdate
+    return sample_href(sample_id)
+
+
+@dash.callback(Output(ids.OOD_MAP_TOOLTIP, "show"), Output(ids.OOD_MAP_TOOLTIP, "bbox"),
+               Output(ids.OOD_MAP_TOOLTIP, "children"),
+               Input(ids.OOD_MAP, "hoverData"), State(ids.OOD_DATASET_SELECT, "value"),
+               State(ids.RUN_STORE, "data"))
+def hover_thumbnail(hover, key, run_store):
+    """Thumbnail and prediction of the hovered point."""
+    if not hover or not hover.get("points") or not key:
+        return False, dash.no_update, dash.no_update
+    try:
+        entry = get_entry(run_store)
+        point = hover["points"][0]
+        sample_id = point_sample_id(entry, key, point)
+        if sample_id is None:
+            return False, dash.no_update, dash.no_update
+        return True, point.get("bbox"), hover_body(entry, key, sample_id)
+    except DashboardInputError:
+        return False, dash.no_update, dash.no_update  # a stale hover: nothing to show

@@ -1,0 +1,147 @@
+"""The sample analysis of an extra-dataset (out-of-distribution) sample.
+
+``/sample?id=fashion-mnist:test:5`` shows what the model thought the sample
+was (its probabilities, with and without MC dropout), the heatmap of that
+belief, and its nearest in-distribution samples (from the ``distances``
+step), on the joint map. :mod:`dashboard.pages.sample` calls in here when
+the id belongs to an extra dataset (:meth:`RunEntry.locate_extra`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from dash import html
+
+from analysis.attribution import METHODS, attribute, normalize_heatmap
+from analysis.session import ATTRIBUTION_VERSION
+from cache import Artifact, stable_hash
+from dashboard import figures
+from dashboard.components.gallery import sample_gallery
+from dashboard.figures import uncertainty as ufig
+from dashboard.images import image_data_uri
+from dashboard.state import ID_COLUMNS, DashboardInputError, RunEntry
+from dashboard.views.sample import ALL_CLASSES, target_options
+from dashboard.views.uncertainty import NEAREST_K, map_options
+
+EXTRA_TARGETS_NOTE = "ground-truth class"  # not among the model's classes: left out
+
+
+def extra_sample_of(entry: RunEntry, store: dict | None) -> tuple[str, int] | None:
+    """``(extra dataset key, row)`` when the sample store holds an extra dataset's sample."""
+    if not isinstance(store, dict) or store.get("run") != entry.key:
+        return None
+    return entry.locate_extra(store.get("id"))
+
+
+def extra_target_options(class_names) -> list[dict]:
+    """Heatmap targets without the ground truth (an OOD label is not one of the model's)."""
+    return [o for o in target_options(class_names) if o["label"] != EXTRA_TARGETS_NOTE]
+
+
+def extra_metadata(row) -> html.Table:
+    """Every per-sample column of an extra dataset's row, formatted."""
+    cells = []
+    for col, value in row.items():
+        if col in ID_COLUMNS or col in ("correct", "mc_correct", "loss"):
+            continue  # no ground truth among the model's classes
+        text = f"{value:.4g}" if isinstance(value, float | np.floating) else str(value)
+        cells.append(html.Tr([html.Td(col), html.Td(text)]))
+    return html.Table(html.Tbody(cells), className="loupe-meta")
+
+
+def extra_sample_view(entry: RunEntry, key: str, row: int) -> tuple:
+    """The sample page's outputs for an extra dataset's sample.
+
+    Returns ``(title, image src, metadata, probabilities figure, heatmap target
+    options, nearest in-distribution gallery, joint map)``.
+    """
+    session = entry.session
+    engine = session.extra(key)
+    table = entry.extra_table(key)
+    r = table.iloc[row]
+    lines = [html.B(str(r["sample_id"])), html.Br(),
+             f"{key} '{r['label_name']}' (out of distribution)", html.Br(),
+             f"predicted {r['pred_name']} with {r['confidence']:.1%}"]
+    mc_probs = None
+    if "mc_dropout" in session.extra_steps:
+        mc_probs = engine.get("mc_dropout")["mean_probs"][row]
+        lines += [html.Br(), f"with MC dropout: {entry.class_names[int(r['mc_pred'])]} "
+                             f"with {r['mc_confidence']:.1%}, mutual information "
+                             f"{r['mc_mutual_info']:.3f} nats"]
+    probs = ufig.ood_probability_figure(engine.get("inference")["probs"][row],
+                                        entry.class_names, mc_probs)
+    dist = engine.get("distances")
+    nearest = dist["reference_neighbors"][row][:NEAREST_K]
+    d = dist["reference_distances"][row][:NEAREST_K]
+    names = entry.table["label_name"]
+    captions = [f"{names.iat[j]} · d {dj:.2f}" for j, dj in zip(nearest, d, strict=True)]
+    gallery = sample_gallery(entry, nearest, captions)
+    return (html.Div(lines, className="text-danger"),
+            image_data_uri(engine.dataset.images[row], 6), extra_metadata(r), probs,
+            extra_target_options(entry.class_names), gallery,
+            extra_mini_map(entry, key, row, nearest))
+
+
+def extra_mini_map(entry: RunEntry, key: str, row: int, nearest: np.ndarray):
+    """The joint map with the sample (star) and its nearest in-distribution samples (rings)."""
+    options = map_options(entry)
+    if not options:
+        return figures.empty_figure("no joint map computed")
+    name = options[0]["value"]
+    n_in = len(entry.session.dataset)
+    fig = ufig.joint_map_figure(entry.session.extra(key).get(name)["coords"], n_in,
+                                entry.session.dataset.key, key, map_name=name,
+                                highlight=nearest, focus=n_in + row)
+    fig.update_layout(showlegend=False, margin={"l": 50, "r": 10, "t": 10, "b": 45})
+    return fig
+
+
+def extra_attribution(entry: RunEntry, key: str, row: int, method: str, target: int,
+                      n_steps: int = 50) -> np.ndarray:
+    """``(H, W)`` heatmap of extra sample ``row`` for class ``target``, cached like the session's.
+
+    The key mirrors :meth:`AnalysisSession.attribute` with the extra dataset's
+    key and fingerprint (that method only covers the analysed dataset).
+    """
+    session = entry.session
+    ds = session.extra(key).dataset
+    cache_key = stable_hash("loupe-attribution", ATTRIBUTION_VERSION, session.engine.model_id,
+                            ds.key, ds.fingerprint, int(row), method, int(target), n_steps)
+    cached = session.store.get(cache_key)
+    if cached is not None:
+        return cached["heatmap"]
+    heat = attribute(session.model, ds.images[[row]], int(target), method,
+                     device=session.device, n_steps=n_steps)[0]
+    session.store.put(cache_key, Artifact({"heatmap": heat}))
+    return heat
+
+
+def extra_heatmap_view(entry: RunEntry, key: str, row: int, method: str, target: str):
+    """The heatmap figure of an extra sample: one target, or every class as small multiples."""
+    spec = METHODS.get(method)
+    if spec is None:
+        raise DashboardInputError(f"Unknown heatmap method '{method}'; valid: "
+                                  f"{', '.join(METHODS)}.")
+    names = entry.class_names
+    engine = entry.session.extra(key)
+    image = engine.dataset.images[row]
+    probs = engine.get("inference")["probs"][row]
+    if target == ALL_CLASSES:
+        heats = np.stack([extra_attribution(entry, key, row, method, c)
+                          for c in range(len(names))])
+        heats = normalize_heatmap(heats, spec.signed)  # one scale so panels compare
+        titles = [f"{n} ({probs[c]:.0%})" for c, n in enumerate(names)]
+        return figures.heatmap_grid_figure(image, list(heats), spec.signed, titles)
+    if target == "label":
+        raise DashboardInputError(f"A {key} sample has no ground-truth class among the "
+                                  "model's; pick the predicted class or a class.")
+    if target == "pred":
+        cls = int(np.argmax(probs))
+    elif str(target).isdigit() and 0 <= int(target) < len(names):
+        cls = int(target)
+    else:
+        raise DashboardInputError(f"Unknown heatmap target '{target}'.")
+    heat = normalize_heatmap(extra_attribution(entry, key, row, method, cls), spec.signed)
+    title = f"{spec.label} for class {names[cls]}"
+    return figures.heatmap_figure(image, heat, spec.signed,
+                                  title + " (red: for, blue: against)" if spec.signed else title)

@@ -1,0 +1,261 @@
+"""Uncertainty & OOD page helpers: choices, the figures' inputs, the score table, galleries.
+
+Used by :mod:`dashboard.pages.uncertainty`; no callbacks here, so everything
+is testable as plain functions on a :class:`~dashboard.state.RunEntry`.
+Scores follow :mod:`analysis.ood`: higher = more likely out-of-distribution.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from dash import Patch, dcc, html
+
+from analysis.ood import SCORES, separation_table
+from analysis.steps.ood import JOINT_MAPS
+from dashboard import figures
+from dashboard.components.gallery import sample_gallery, sample_href
+from dashboard.figures import uncertainty as ufig
+from dashboard.images import image_data_uri
+from dashboard.state import DashboardInputError, RunEntry, check_column, column_title
+
+NO_EXTRA = ("No extra dataset is open for this run, so there is nothing to compare the "
+            "in-distribution data with. Start the dashboard with an out-of-distribution set, "
+            "e.g. `python -m dashboard --extra-dataset fashion-mnist` (or notmnist, "
+            "folder:PATH).")
+NO_DROPOUT = ("This model has no dropout layer, so there are no MC-dropout scores (mc_*): "
+              "the right-hand histograms stay empty and only the plain scores are compared.")
+COLOR_CHOICES = (("dataset", "dataset"), ("the model's prediction", "class"))
+GALLERY_SIZE = 40
+NEAREST_K = 10
+
+
+def extra_options(entry: RunEntry) -> list[dict]:
+    """Dropdown options of the run's extra datasets (empty when none was opened)."""
+    return [{"label": f"{key} ({len(eng.dataset):,} samples)", "value": key}
+            for key, eng in entry.session.extras.items()]
+
+
+def check_extra(entry: RunEntry, key: str | None) -> str:
+    """A valid extra dataset key (``None``: the first); a :class:`DashboardInputError` else."""
+    keys = list(entry.session.extras)
+    if not keys:
+        raise DashboardInputError(NO_EXTRA)
+    return check_column(key, keys, keys[0], "extra dataset")
+
+
+def map_options(entry: RunEntry) -> list[dict]:
+    """The joint maps the run computed, t-SNE first (the study's map)."""
+    done = set(entry.session.extra_steps)
+    order = sorted(JOINT_MAPS.items(), key=lambda kv: (kv[0][1] != "plain", kv[0][0] != "tsne"))
+    return [{"label": ufig.MAP_LABELS[name], "value": name} for _, name in order if name in done]
+
+
+def score_columns(entry: RunEntry, key: str) -> list[str]:
+    """The score columns of :data:`analysis.ood.SCORES` present in both tables."""
+    extra = entry.extra_table(key)
+    return [col for col, _, _ in SCORES if col in entry.table and col in extra]
+
+
+def score_options(entry: RunEntry, key: str) -> list[dict]:
+    labels = {col: f"{desc}{' (MC dropout)' if mc else ''}" for col, desc, mc in SCORES}
+    return [{"label": labels[c], "value": c} for c in score_columns(entry, key)]
+
+
+def run_summary(entry: RunEntry, key: str) -> html.Div:
+    """Sizes of both datasets and the in-distribution accuracy with and without MC dropout."""
+    session = entry.session
+    acc = session.artifact("inference").summary["accuracy"]
+    parts = [html.B(session.dataset.key), f" ({len(session.dataset):,}) vs ",
+             html.B(key), f" ({len(session.extra(key).dataset):,}) · in-distribution accuracy ",
+             html.B(f"{acc:.2%}"), " without MC dropout"]
+    if "mc_dropout" in session.steps:
+        mc = session.artifact("mc_dropout").summary
+        parts += [", ", html.B(f"{mc['accuracy']:.2%}"), f" with (T={mc['samples']})"]
+    return html.Div(parts, className="small")
+
+
+def histograms_view(entry: RunEntry, key: str):
+    """The histogram grid of every score, in-distribution vs ``key``."""
+    cols = score_columns(entry, key)
+    extra = entry.extra_table(key)
+    return ufig.uncertainty_histograms_figure(
+        {c: entry.table[c].to_numpy() for c in cols}, {c: extra[c].to_numpy() for c in cols},
+        entry.session.dataset.key, key, entry.session.mc_samples)
+
+
+# -- the score table ------------------------------------------------------------------------
+TABLE_COLUMNS = (("description", "score", "text"), ("mc", "MC dropout", "text"),
+                 ("auroc", "AUROC ↑", "numeric"), ("fpr_at_95tpr", "FPR@95 ↓", "numeric"),
+                 ("mean_in", "mean in", "numeric"), ("mean_ood", "mean OOD", "numeric"),
+                 ("score", "column", "text"))
+
+
+def table_columns() -> list[dict]:
+    """``DataTable`` columns; numbers with 3 decimals."""
+    from dash.dash_table.Format import Format, Scheme
+
+    return [{"id": cid, "name": name, "type": kind,
+             **({"format": Format(precision=3, scheme=Scheme.fixed)} if kind == "numeric" else {})}
+            for cid, name, kind in TABLE_COLUMNS]
+
+
+def score_table(entry: RunEntry, key: str) -> pd.DataFrame:
+    """:func:`analysis.ood.separation_table` of the run vs ``key``, best AUROC first."""
+    sep = separation_table(entry.table, entry.extra_table(key))
+    sep["mc"] = np.where(sep["mc_dropout"], "yes", "no")
+    return sep.sort_values("auroc", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def table_records(frame: pd.DataFrame) -> list[dict]:
+    return frame[[c for c, _, _ in TABLE_COLUMNS]].to_dict("records")
+
+
+# -- the joint map ----------------------------------------------------------------------------
+def check_map(entry: RunEntry, name: str | None) -> str:
+    valid = [o["value"] for o in map_options(entry)]
+    if not valid:
+        raise DashboardInputError("This run computed no joint map (no --projection).")
+    return check_column(name, valid, valid[0], "joint map")
+
+
+def map_coords(entry: RunEntry, key: str, name: str) -> np.ndarray:
+    """``(N_in + N_extra, 2)`` float32 joint coordinates, in-distribution rows first."""
+    return entry.session.extra(key).get(check_map(entry, name))["coords"]
+
+
+def _color_kwargs(entry: RunEntry, key: str, color: str) -> dict:
+    check_column(color, [v for _, v in COLOR_CHOICES], "dataset", "colour")
+    if color == "class":
+        preds = np.concatenate([entry.table["pred"].to_numpy(),
+                                entry.extra_table(key)["pred"].to_numpy()])
+        return {"color_by": "class", "classes": preds, "class_names": entry.class_names,
+                "value_title": "predicted class"}
+    return {"color_by": "dataset"}
+
+
+def focus_of(entry: RunEntry, key: str, sample_store: dict | None
+             ) -> tuple[list[int], int | None]:
+    """Joint rows of the open sample (when it is one of ``key``'s) and its in-dist neighbours."""
+    if not isinstance(sample_store, dict) or sample_store.get("run") != entry.key:
+        return [], None
+    found = entry.locate_extra(sample_store.get("id"))
+    if found is None or found[0] != key:
+        return [], None
+    nearest = entry.session.extra(key).get("distances")["reference_neighbors"][found[1]]
+    return [int(i) for i in nearest[:NEAREST_K]], len(entry.session.dataset) + found[1]
+
+
+def map_view(entry: RunEntry, key: str, name: str, color: str,
+             sample_store: dict | None = None):
+    """The joint map figure for the current controls."""
+    highlight, focus = focus_of(entry, key, sample_store)
+    return ufig.joint_map_figure(map_coords(entry, key, name), len(entry.session.dataset),
+                                 entry.session.dataset.key, key, map_name=name,
+                                 highlight=highlight, focus=focus,
+                                 **_color_kwargs(entry, key, color))
+
+
+def recolor_map_patch(entry: RunEntry, key: str, color: str) -> Patch:
+    """Only the two data traces' ``marker.color`` and the colour axis: no coordinates."""
+    per_trace, axis = ufig.map_colors(len(entry.session.dataset),
+                                      **_color_kwargs(entry, key, color))
+    patch = Patch()
+    for t, values in enumerate(per_trace):
+        patch["data"][t]["marker"]["color"] = values if isinstance(values, str) \
+            else figures.typed_array(values)
+        patch["data"][t]["marker"]["coloraxis"] = "coloraxis" if axis else None
+    patch["layout"]["coloraxis"] = axis or {}
+    return patch
+
+
+def overlap_caption(entry: RunEntry, key: str, name: str) -> html.Div:
+    """The map's overlap measures (from the joint step's summary)."""
+    s = entry.session.extra(key).get(check_map(entry, name)).summary
+    return html.Div([
+        "Of each OOD sample's 10 nearest neighbours, in-distribution on average: ",
+        html.B(f"{s['ood_in_dist_neighbors_2d']:.1%}"), " on the map, ",
+        html.B(f"{s['ood_in_dist_neighbors_embedding']:.1%}"), " in embedding space ",
+        "(lower = better separated) · trustworthiness ", html.B(f"{s['trustworthiness']:.3f}"),
+    ], className="small text-muted")
+
+
+def point_sample_id(entry: RunEntry, key: str, point: dict) -> str | None:
+    """The sample id of a clicked map point: (``curveNumber``, ``pointIndex``) server side.
+
+    Plotly sends the data traces' arrays base64-encoded, so their click data
+    carries no ``customdata``; the overlay trace's plain-list ``customdata``
+    holds joint rows.
+    """
+    curve = point.get("curveNumber")
+    index = point.get("pointIndex", point.get("pointNumber"))
+    if curve is None or index is None:
+        return None
+    n_in = len(entry.session.dataset)
+    if curve == ufig.OVERLAY_TRACE:
+        if not isinstance(point.get("customdata"), int | float):
+            return None
+        curve, index = (0, int(point["customdata"])) if point["customdata"] < n_in \
+            else (1, int(point["customdata"]) - n_in)
+    ids = entry.session.dataset.sample_ids if curve == ufig.IN_TRACE \
+        else entry.session.extra(key).dataset.sample_ids
+    return str(ids[index]) if curve in (0, 1) and 0 <= index < len(ids) else None
+
+
+def hover_body(entry: RunEntry, key: str, sample_id: str) -> list:
+    """Thumbnail, id, prediction and confidence of a hovered sample."""
+    found = entry.locate_extra(sample_id)
+    if found is None:
+        i = entry.index_of(sample_id)
+        row, src = entry.table.iloc[i], entry.thumbnail(i, 3)
+        truth = f"true {row['label_name']} · "
+    else:
+        row = entry.extra_table(found[0]).iloc[found[1]]
+        src = image_data_uri(entry.session.extra(found[0]).dataset.images[found[1]], 3)
+        truth = f"{row['label_name']} · "
+    return [html.Img(src=src), html.Div(html.B(sample_id)),
+            html.Div(f"{truth}predicted {row['pred_name']} ({row['confidence']:.1%})")]
+
+
+# -- galleries --------------------------------------------------------------------------------
+def extra_gallery(entry: RunEntry, key: str, rows: Sequence[int], captions: Sequence[str],
+                  empty: str = "No samples.") -> html.Div:
+    """Thumbnails of extra dataset ``key``'s ``rows``, each a link to its sample page."""
+    rows = [int(r) for r in rows]
+    if not rows:
+        return html.Div(empty, className="text-muted small")
+    ds = entry.session.extra(key).dataset
+    table = entry.extra_table(key)
+    cards = []
+    for r, cap in zip(rows, captions, strict=True):
+        sid = str(ds.sample_ids[r])
+        cards.append(dcc.Link(
+            [html.Img(src=image_data_uri(ds.images[r], 2), alt=sid),
+             html.Span(cap, className="cap")],
+            href=sample_href(sid), className="loupe-thumb",
+            title=f"{sid}: {table['label_name'].iat[r]}, predicted {table['pred_name'].iat[r]} "
+                  f"with confidence {table['confidence'].iat[r]:.1%}"))
+    return html.Div(cards, className="loupe-gallery")
+
+
+def galleries_view(entry: RunEntry, key: str, score: str | None
+                   ) -> tuple[html.Div, html.Div, str]:
+    """The OOD samples a score misses (lowest first) and its in-distribution false alarms.
+
+    With the default score (``uncertainty`` = 1 - max p) these are the most
+    confident OOD samples and the most uncertain in-distribution ones.
+
+    Returns ``(ood gallery, in-distribution gallery, score column)``.
+    """
+    score = check_column(score, score_columns(entry, key), "uncertainty", "score")
+    extra = entry.extra_table(key)
+    low = np.argsort(extra[score].to_numpy(), kind="stable")[:GALLERY_SIZE]
+    ood_caps = [f"→{extra['pred_name'].iat[r]} · {extra['confidence'].iat[r]:.0%}" for r in low]
+    high = np.argsort(-entry.table[score].to_numpy(), kind="stable")[:GALLERY_SIZE]
+    t = entry.table
+    in_caps = [f"{t['label_name'].iat[i]}→{t['pred_name'].iat[i]} · {t[score].iat[i]:.2g}"
+               for i in high]
+    return (extra_gallery(entry, key, low, ood_caps),
+            sample_gallery(entry, high, in_caps), column_title(score))
