@@ -27,7 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dataset to analyse (mnist falls back to the embedded mnist-5k)")
     p.add_argument("--split", default="test", help="train or test (default test)")
     p.add_argument("--extra-dataset", action="append", default=[], metavar="NAME",
-                   help="another dataset (e.g. fashion-mnist) opened as an extra choice")
+                   help="an out-of-distribution dataset (e.g. fashion-mnist, notmnist, "
+                        "folder:PATH) analysed against --dataset for the Uncertainty & OOD "
+                        "page; repeatable")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8050)
     p.add_argument("--data-root", help="folder holding the datasets (else $LOUPE_DATA)")

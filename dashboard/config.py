@@ -20,7 +20,8 @@ class DashboardConfig:
     checkpoints : list of run folders or checkpoint files (``None``: bring-your-own
         ``model_spec`` + ``weights``)
     dataset, split : the dataset every run is analysed on
-    extra_datasets : more datasets (e.g. ``fashion-mnist``) opened as extra choices
+    extra_datasets : out-of-distribution datasets (e.g. ``fashion-mnist``) analysed against
+        ``dataset`` (the Uncertainty & OOD page)
     """
 
     checkpoints: list[str | None] = field(default_factory=lambda: ["runs/mnist_cnn"])
@@ -60,15 +61,16 @@ def open_runs(config: DashboardConfig):
     from dashboard.state import RunRegistry
 
     registry = RunRegistry()
-    datasets = [(config.dataset, config.split)] + [(d, "test") for d in config.extra_datasets]
     for checkpoint in config.checkpoints:
-        for name, split in datasets:
-            log.info("opening %s on %s:%s", checkpoint or config.model_spec, name, split)
-            session = AnalysisSession.open(
-                checkpoint, name, split, model_spec=config.model_spec, weights=config.weights,
-                embedding_layer=config.embedding_layer, data_root=config.data_root,
-                cache_dir=config.cache_dir, device=config.device, limit=config.limit,
-                progress=config.progress)
-            session.run()
-            registry.add(session, checkpoint)
+        log.info("opening %s on %s:%s%s", checkpoint or config.model_spec, config.dataset,
+                 config.split, "".join(f" + {d}" for d in config.extra_datasets))
+        # Extra datasets are analysed against the main one (MC dropout, distances to it,
+        # joint maps): the Uncertainty & OOD page.
+        session = AnalysisSession.open(
+            checkpoint, config.dataset, config.split, model_spec=config.model_spec,
+            weights=config.weights, embedding_layer=config.embedding_layer,
+            data_root=config.data_root, cache_dir=config.cache_dir, device=config.device,
+            limit=config.limit, extra_datasets=config.extra_datasets, progress=config.progress)
+        session.run()
+        registry.add(session, checkpoint)
     return registry
