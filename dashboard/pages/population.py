@@ -87,12 +87,14 @@ def draw_map(projection, color, size, sample_store, run_store):
         entry = get_entry(run_store)
         trigger = ctx.triggered_id
         if trigger == ids.COLOR_SELECT:
-            return recolor_patch(entry, color), None
-        if trigger == ids.SIZE_SELECT:
-            return resize_patch(entry, size), None
-        if trigger == ids.SAMPLE_STORE:
-            return highlight_patch(entry, projection, sample_store), None
-        return map_figure(entry, projection, color, size, sample_store), None
+            figure = recolor_patch(entry, color)
+        elif trigger == ids.SIZE_SELECT:
+            figure = resize_patch(entry, size)
+        elif trigger == ids.SAMPLE_STORE:
+            figure = highlight_patch(entry, projection, sample_store)
+        else:
+            figure = map_figure(entry, projection, color, size, sample_store)
+        return figure, dash.no_update  # keep a message about the URL on screen
     except DashboardInputError as exc:
         return dash.no_update, error_alert(exc)
 
