@@ -1,0 +1,46 @@
+"""analysis/quality.py: trustworthiness as scikit-learn defines it, kNN preservation."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.manifold import trustworthiness as sk_trustworthiness
+
+from analysis.quality import knn_preservation, map_quality, trustworthiness
+from analysis.steps.neighbors import knn_graph
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(12, 60), st.integers(2, 8), st.integers(1, 5), st.integers(0, 10**6),
+       st.floats(0.0, 3.0))
+def test_trustworthiness_equals_sklearn(n, d, k, seed, noise):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d))
+    coords = x[:, :2] + noise * rng.normal(size=(n, 2))  # from faithful to random
+    k = min(k, n // 2 - 1)
+    ours = trustworthiness(x.astype(np.float32), coords.astype(np.float32), k)
+    expected = sk_trustworthiness(x, coords, n_neighbors=k)
+    assert abs(ours - expected) < 1e-6
+
+
+def test_trustworthiness_on_real_embeddings(tiny_session):
+    emb = tiny_session.embeddings[:150]
+    rng = np.random.default_rng(0)
+    coords = emb[:, :2] + 0.05 * rng.normal(size=(150, 2)).astype(np.float32)
+    assert abs(trustworthiness(emb, coords, 10) - sk_trustworthiness(emb, coords, n_neighbors=10)) \
+        < 1e-5
+    # the query estimate is close to the exact value
+    est = trustworthiness(emb, coords, 10, max_queries=100)
+    assert abs(est - trustworthiness(emb, coords, 10)) < 0.05
+
+
+def test_knn_preservation():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(40, 2)).astype(np.float32)
+    high = knn_graph(x, 5)[0]
+    assert knn_preservation(high, high, 5) == 1.0
+    shuffled = knn_graph(rng.permutation(x), 5)[0]
+    assert knn_preservation(high, shuffled, 5) < 0.5
+    q = map_quality(x, x, high, k=5)
+    assert q["trustworthiness"] == 1.0 and q["knn_preservation"] == 1.0
