@@ -235,9 +235,10 @@ def get_entry(store: dict | None) -> RunEntry:
 # -- columns ---------------------------------------------------------------------------------
 def numeric_columns(table: pd.DataFrame) -> list[str]:
     """Per-sample numeric columns one can colour, size or bin by."""
+    types = pd.api.types
     return [c for c in table.columns
             if c not in ID_COLUMNS and c not in BOOL_COLUMNS
-            and pd.api.types.is_numeric_dtype(table[c]) and not pd.api.types.is_bool_dtype(table[c])]
+            and types.is_numeric_dtype(table[c]) and not types.is_bool_dtype(table[c])]
 
 
 def color_columns(table: pd.DataFrame) -> list[str]:

@@ -40,7 +40,8 @@ def layout(**_ignored) -> html.Div:
 # -- callbacks -------------------------------------------------------------------------------
 @dash.callback(Output(ids.CONFUSION_MATRIX, "figure"), Output(ids.PER_CLASS_GRAPH, "figure"),
                Output(ids.HIGHEST_LOSS_GALLERY, "children"),
-               Output(ids.MISCLASSIFIED_GALLERY, "children"), Output(ids.ERRORS_MESSAGE, "children"),
+               Output(ids.MISCLASSIFIED_GALLERY, "children"),
+               Output(ids.ERRORS_MESSAGE, "children"),
                Input(ids.RUN_STORE, "data"))
 def draw_errors(run_store):
     try:

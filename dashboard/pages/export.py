@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import dash
 import dash_bootstrap_components as dbc
-import pandas as pd
 from dash import Input, Output, State, dcc, html
 
 from dashboard import ids
 from dashboard.components.messages import card, error_alert
-from dashboard.state import DashboardInputError, RunEntry, get_entry
+from dashboard.state import DashboardInputError, get_entry
+from dashboard.views.export import csv_name, export_table, selected_ids
 
 dash.register_page(__name__, path="/export", name="Export", order=5)
 
@@ -28,29 +28,6 @@ def layout(**_ignored) -> html.Div:
                         color="secondary"),
              dcc.Download(id=ids.EXPORT_DOWNLOAD), dcc.Download(id=ids.EXPORT_SELECTION_DOWNLOAD)),
     ])
-
-
-def export_table(entry: RunEntry, sample_ids: list[str] | None = None) -> pd.DataFrame:
-    """The export frame of the run, or of ``sample_ids`` only (in table order)."""
-    from analysis.export import export_frame
-
-    frame = export_frame(entry.session)
-    if sample_ids is None:
-        return frame
-    return frame.iloc[sorted(entry.indices_of(sample_ids).tolist())]
-
-
-def csv_name(entry: RunEntry, suffix: str = "") -> str:
-    """A download file name from the run and dataset names (never a path)."""
-    safe = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in
-                   f"{entry.session.name}-{entry.session.dataset.key}")
-    return f"loupe-{safe}{suffix}.csv"
-
-
-def selected_ids(entry: RunEntry, selection: dict | None) -> list[str]:
-    if isinstance(selection, dict) and selection.get("run") == entry.key:
-        return list(selection.get("ids") or [])
-    return []
 
 
 @dash.callback(Output(ids.EXPORT_INFO, "children"), Output(ids.EXPORT_SELECTION_CSV, "disabled"),

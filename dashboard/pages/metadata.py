@@ -15,11 +15,11 @@ from dashboard.state import (
     get_entry,
     numeric_columns,
 )
+from dashboard.views.metadata import metadata_controls
 
 dash.register_page(__name__, path="/metadata", name="Loss vs metadata", order=3)
 
 QUERY_STORE = "metadata-query"
-DEFAULT_COLUMN = "pixel_dist_label"  # the curve that should rise
 
 
 def layout(column: str | None = None, x: str | None = None, y: str | None = None,
@@ -51,17 +51,6 @@ def layout(column: str | None = None, x: str | None = None, y: str | None = None
                          dcc.Graph(id=ids.SCATTER_GRAPH)), lg=5),
         ], className="g-3"),
     ])
-
-
-def metadata_controls(columns: list[str], query: dict | None) -> tuple:
-    """``(options, column, x, y)`` validated against the run's numeric columns."""
-    query = query or {}
-    default = DEFAULT_COLUMN if DEFAULT_COLUMN in columns else columns[0]
-    col = check_column(query.get("column"), columns, default, "metadata")
-    x = check_column(query.get("x"), columns, default, "scatter x")
-    y = check_column(query.get("y"), columns, "loss" if "loss" in columns else columns[0],
-                     "scatter y")
-    return [{"label": c, "value": c} for c in columns], col, x, y
 
 
 @dash.callback(Output(ids.METADATA_COLUMN, "options"), Output(ids.METADATA_COLUMN, "value"),

@@ -100,8 +100,8 @@ def show_sample(store, run_store):
     probs = figures.probability_figure(entry.session.probabilities[i], entry.class_names,
                                        int(row["label"]), int(row["pred"]))
     sim, dist = entry.session.similars(i, SIMILARS_K)
-    captions = [f"{entry.table['label_name'].iat[j]}→{entry.table['pred_name'].iat[j]} · d {d:.2f}"
-                for j, d in zip(sim, dist)]
+    names = entry.table[["label_name", "pred_name"]].to_numpy()
+    captions = [f"{names[j, 0]}→{names[j, 1]} · d {d:.2f}" for j, d in zip(sim, dist, strict=True)]
     mini = map_figure(entry, entry.session.projections[0], "label", "none", store)
     mini.update_layout(showlegend=False, dragmode="zoom", margin={"l": 50, "r": 10, "t": 10,
                                                                   "b": 45})

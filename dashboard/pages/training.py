@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import json
-
 import dash
 import dash_bootstrap_components as dbc
 from dash import Input, Output, dcc, html
 
 from dashboard import figures, ids
 from dashboard.components.messages import card, error_alert
-from dashboard.state import DashboardInputError, RunEntry, get_entry
+from dashboard.state import DashboardInputError, get_entry
+from dashboard.views.training import run_facts
 
 dash.register_page(__name__, path="/training", name="Training", order=4)
-
-# run.json keys worth showing next to the curves (paths and the history itself are left out).
-META_KEYS = ("arch", "dataset", "train_samples", "parameters", "best_test_acc",
-             "best_train_acc", "wall_time_s", "device", "seed")
-
 
 def layout(**_ignored) -> html.Div:
     return html.Div([
@@ -30,21 +24,6 @@ def layout(**_ignored) -> html.Div:
             dbc.Col(card("Run", html.Div(id=ids.HYPERPARAMETERS)), lg=4),
         ], className="g-3"),
     ])
-
-
-def run_facts(entry: RunEntry) -> html.Table:
-    """The run's metadata and hyperparameters as a two-column table."""
-    meta = entry.session.model.meta
-    rows = [(k, meta[k]) for k in META_KEYS if k in meta]
-    rows += [(f"hp.{k}", v) for k, v in (meta.get("hyperparameters") or {}).items()]
-    cells = []
-    for key, value in rows:
-        text = f"{value:.4g}" if isinstance(value, float) else (
-            json.dumps(value) if isinstance(value, dict | list) else str(value))
-        cells.append(html.Tr([html.Td(key), html.Td(text)]))
-    if not cells:
-        return html.Div("No run.json metadata (a bare weights file).", className="text-muted")
-    return html.Table(html.Tbody(cells), className="loupe-meta")
 
 
 @dash.callback(Output(ids.TRAINING_GRAPH, "figure"), Output(ids.MODEL_SUMMARY, "children"),

@@ -51,7 +51,8 @@ def analysed_session(tiny_run, digits, data_root, tmp_path_factory):
     from analysis.session import AnalysisSession
 
     session = AnalysisSession.open(tiny_run, digits, "test", data_root=data_root,
-                                   cache_dir=tmp_path_factory.mktemp("dashboard-cache"), device="cpu", limit=ANALYSED_SAMPLES,
+                                   cache_dir=tmp_path_factory.mktemp("dashboard-cache"),
+                                   device="cpu", limit=ANALYSED_SAMPLES,
                                    progress=False)
     session.run()
     return session

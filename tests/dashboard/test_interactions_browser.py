@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.spatial import cKDTree
 from dash.testing.wait import until
+from scipy.spatial import cKDTree
 from selenium.webdriver.common.action_chains import ActionChains
 
 from dashboard import ids

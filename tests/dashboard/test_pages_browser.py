@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
+
 from dashboard import ids
 
 PAGES = [
-    ("population", "/", ids.POPULATION_GRAPH, ".js-plotly-plot .scatterlayer, #population-graph canvas"),
+    ("population", "/", ids.POPULATION_GRAPH, "#population-graph .nsewdrag"),
     ("sample", "/sample", ids.SAMPLE_PROBABILITIES, "#sample-heatmap .hm image"),
     ("errors", "/errors", ids.CONFUSION_MATRIX, "#confusion-matrix .hm, #confusion-matrix image"),
     ("metadata", "/metadata", ids.METADATA_GRAPH, "#metadata-graph .scatterlayer .trace"),

@@ -1,0 +1,201 @@
+"""``python -m dashboard.bench``: server-side timings of the dashboard's hot paths.
+
+Measured with the same functions the callbacks call:
+
+* **click -> heatmap**: a click's (curveNumber, pointIndex) mapped to the sample,
+  the sample chosen, and its Integrated Gradients heatmap figure built and
+  serialised, for samples never explained before (computed) and again (read
+  back from the cache). The background job's process start is timed apart.
+* **population figure at N points** (default 70,000): the run's real table
+  tiled to N rows with jitter, figure built and serialised to JSON as Dash does.
+* **re-colour / re-size**: the ``dash.Patch`` built and serialised (no coordinates).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+log = logging.getLogger("dashboard.bench")
+
+
+@dataclass
+class Timing:
+    name: str
+    seconds: list[float]
+
+    def row(self) -> str:
+        ms = np.asarray(self.seconds) * 1000
+        return (f"{self.name:<46} n={len(ms):<4d} median {np.median(ms):8.1f} ms   "
+                f"p95 {np.percentile(ms, 95):8.1f} ms   max {ms.max():8.1f} ms")
+
+
+def timed(fn: Callable[[], object], repeat: int) -> list[float]:
+    out = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def to_json(obj) -> str:
+    """Serialise like Dash does (plotly's encoder)."""
+    from plotly.io.json import to_json_plotly
+
+    return to_json_plotly(obj)
+
+
+def bench_click_to_heatmap(entry, samples: int, seed: int) -> list[Timing]:
+    """(curveNumber, pointIndex) -> sample -> heatmap figure JSON, uncached then cached."""
+    from dashboard.views.sample import heatmap_view, resolve_sample
+
+    rng = np.random.default_rng(seed)
+    members = entry.members
+    picks = []
+    for _ in range(samples):
+        curve = int(rng.integers(len(members)))
+        picks.append((curve, int(rng.integers(len(members[curve])))))
+
+    def click(curve: int, point: int) -> None:
+        index = int(entry.points_to_indices([{"curveNumber": curve, "pointIndex": point}])[0])
+        store = resolve_sample(entry, str(entry.session.dataset.sample_ids[index]), None)
+        i = entry.index_of(store["id"])
+        to_json(heatmap_view(entry, i, "integrated_gradients", "pred"))
+
+    first = [timed(lambda c=c, p=p: click(c, p), 1)[0] for c, p in picks]
+    again = [timed(lambda c=c, p=p: click(c, p), 1)[0] for c, p in picks]
+    return [Timing("click -> IG heatmap (computed)", first),
+            Timing("click -> IG heatmap (cached)", again)]
+
+
+def bench_background_spawn(repeat: int) -> Timing:
+    """Starting and joining the subprocess a DiskcacheManager job runs in."""
+    from multiprocess import Process
+
+    def job() -> None:
+        proc = Process(target=lambda: None)
+        proc.start()
+        proc.join()
+
+    return Timing("background job process start+exit", timed(job, repeat))
+
+
+def tiled_entry_arrays(entry, points: int, seed: int) -> dict:
+    """The run's coordinates, labels and columns tiled to ``points`` rows (jittered)."""
+    rng = np.random.default_rng(seed)
+    n = len(entry.table)
+    take = np.resize(np.arange(n), points)
+    coords = entry.session.projection(entry.session.projections[0])[take]
+    coords = (coords + rng.normal(0, 0.05, coords.shape)).astype(np.float32)
+    labels = entry.session.dataset.labels[take]
+    members = [np.flatnonzero(labels == c) for c in range(len(entry.class_names))]
+    return {"coords": coords, "labels": labels, "members": members,
+            "loss": entry.table["loss"].to_numpy()[take],
+            "uncertainty": entry.table["uncertainty"].to_numpy()[take],
+            "pred": entry.table["pred"].to_numpy()[take]}
+
+
+def bench_population(entry, points: int, repeat: int, seed: int) -> tuple[list[Timing], dict]:
+    from dash import Patch
+
+    from dashboard import figures
+
+    a = tiled_entry_arrays(entry, points, seed)
+    names = entry.class_names
+    label_color = figures.color_spec(a["labels"], "class", "label", names)
+    sizes = figures.size_spec(a["loss"])
+    sizes_unc = figures.size_spec(a["uncertainty"])
+
+    def build() -> str:
+        return to_json(figures.population_figure(a["coords"], a["members"], names, label_color,
+                                                 sizes, "umap", [], None))
+
+    def recolor(values, kind, title) -> str:
+        spec = figures.color_spec(values, kind, title, names)
+        per_trace, axis = figures.recolor_payload(spec, a["members"])
+        patch = Patch()
+        for i, v in enumerate(per_trace):
+            patch["data"][i]["marker"]["color"] = v
+        patch["layout"]["coloraxis"] = axis
+        return to_json(patch.to_plotly_json())
+
+    def resize() -> str:
+        patch = Patch()
+        for i, v in enumerate(figures.resize_payload(sizes_unc, a["members"])):
+            patch["data"][i]["marker"]["size"] = v
+        return to_json(patch.to_plotly_json())
+
+    sizes_bytes = {"figure": len(build()),
+                   "recolour patch": len(recolor(a["uncertainty"], "numeric", "uncertainty")),
+                   "resize patch": len(resize())}
+    return [Timing(f"population figure build+JSON ({points:,} pts)", timed(build, repeat)),
+            Timing(f"re-colour by uncertainty, patch ({points:,} pts)",
+                   timed(lambda: recolor(a["uncertainty"], "numeric", "uncertainty"), repeat)),
+            Timing(f"re-colour by prediction, patch ({points:,} pts)",
+                   timed(lambda: recolor(a["pred"], "class", "pred"), repeat)),
+            Timing(f"re-size by uncertainty, patch ({points:,} pts)", timed(resize, repeat))
+            ], sizes_bytes
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    p = argparse.ArgumentParser(prog="python -m dashboard.bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", default="runs/mnist_cnn")
+    p.add_argument("--dataset", default="mnist")
+    p.add_argument("--split", default="test")
+    p.add_argument("--data-root")
+    p.add_argument("--cache-dir")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--samples", type=int, default=40, help="clicks to time")
+    p.add_argument("--points", type=int, default=70_000, help="points on the map")
+    p.add_argument("--repeat", type=int, default=7)
+    p.add_argument("--seed", type=int, default=None,
+                   help="sample choice (default: from the clock, so heatmaps are new)")
+    p.add_argument("--json", help="also write the timings to this file")
+    args = p.parse_args(argv)
+
+    import torch
+
+    from analysis.errors import LoupeError
+    from analysis.session import AnalysisSession
+    from dashboard.state import RunRegistry
+
+    seed = args.seed if args.seed is not None else int(time.time())
+    try:
+        session = AnalysisSession.open(args.checkpoint, args.dataset, args.split,
+                                       data_root=args.data_root, cache_dir=args.cache_dir,
+                                       device=args.device, progress=False)
+        session.run()
+    except LoupeError as exc:
+        log.error("%s", exc)
+        return exc.exit_code
+    entry = RunRegistry().add(session, args.checkpoint)
+    _ = entry.table, entry.members  # built once at start-up in the app too
+    log.info("%s: %d samples, torch threads %d", entry.label, len(entry.table),
+             torch.get_num_threads())
+    timings = bench_click_to_heatmap(entry, args.samples, seed)
+    timings.append(bench_background_spawn(args.repeat))
+    pop, sizes = bench_population(entry, args.points, args.repeat, seed)
+    timings += pop
+    lines = [t.row() for t in timings]
+    lines += [f"payload {k}: {v / 1e6:.2f} MB" for k, v in sizes.items()]
+    sys.stdout.write("\n".join(lines) + "\n")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"dataset": entry.label, "samples": len(entry.table), "seed": seed,
+                       "timings_s": {t.name: t.seconds for t in timings},
+                       "payload_bytes": sizes}, fh, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""The run registry (dashboard/state.py) on a small real run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dashboard.state import (
+    DashboardInputError,
+    RunRegistry,
+    check_column,
+    color_columns,
+    column_title,
+    get_registry,
+    numeric_columns,
+)
+
+
+def test_registry_keys_are_opaque_and_stable(registry, analysed_session):
+    (key,) = registry.keys()
+    assert len(key) == 12 and "/" not in key
+    again = RunRegistry().add(analysed_session, "tiny_cnn")
+    assert again.key == key
+    (option,) = registry.options()
+    assert option == {"label": "tiny_cnn · " + analysed_session.dataset.key, "value": key}
+    assert str(analysed_session.store.directory) not in str(option)
+
+
+def test_registry_get_default_and_unknown(registry):
+    assert registry.get(None).key == registry.default_key
+    with pytest.raises(DashboardInputError, match="Unknown run 'nope'"):
+        registry.get("nope")
+    with pytest.raises(DashboardInputError, match="No run is open"):
+        RunRegistry().get(None)
+
+
+def test_deleted_cache_is_reported(deleted_cache_registry):
+    with pytest.raises(DashboardInputError, match="was deleted"):
+        deleted_cache_registry.get(None)
+
+
+def test_points_map_to_samples_by_trace_and_point_index(entry):
+    members = entry.members
+    labels = entry.session.dataset.labels
+    assert sum(len(m) for m in members) == len(labels)
+    points = [{"curveNumber": 2, "pointIndex": 3}, {"curveNumber": 0, "pointNumber": 0},
+              {"curveNumber": len(members), "pointIndex": 0, "customdata": 42},
+              {"curveNumber": 1, "pointIndex": 10**6}, {"x": 1.0}]
+    idx = entry.points_to_indices(points)
+    assert idx.tolist() == [members[2][3], members[0][0], 42]
+    assert labels[idx[0]] == 2 and labels[idx[1]] == 0
+
+
+def test_sample_ids(entry):
+    ids = entry.session.dataset.sample_ids
+    assert entry.index_of(ids[7]) == 7
+    with pytest.raises(DashboardInputError, match="does not exist"):
+        entry.index_of("mnist:test:999999")
+    assert entry.indices_of([ids[3], "bogus", ids[1]]).tolist() == [3, 1]
+
+
+def test_thumbnail_is_memoised(entry):
+    assert entry.thumbnail(0) is entry.thumbnail(0)
+    assert entry.thumbnail(0, 3) != entry.thumbnail(0)
+
+
+def test_columns(entry):
+    table = entry.table
+    numeric = numeric_columns(table)
+    assert "loss" in numeric and "index" not in numeric and "correct" not in numeric
+    colors = color_columns(table)
+    assert colors[:2] == ["label", "pred"] and "correct" in colors and "loss" in colors
+    assert check_column(None, colors, "label", "colour") == "label"
+    with pytest.raises(DashboardInputError, match="Unknown colour column 'zz'"):
+        check_column("zz", colors, "label", "colour")
+    assert column_title("loss") == "loss (cross-entropy, nats)"
+    assert "pixels" in column_title("pixel_dist_label")
+
+
+def test_registry_hangs_on_the_app(app, registry):
+    import dash
+
+    assert app.server.extensions["loupe"] is registry
+    assert dash.get_app() is app and get_registry() is registry
+    assert np.all(registry.get(None).table.index == np.arange(len(registry.get(None).table)))
