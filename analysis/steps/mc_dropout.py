@@ -22,7 +22,7 @@ from torch.fx import GraphModule, Interpreter, Node, symbolic_trace
 from tqdm.auto import tqdm
 
 from analysis.errors import ConfigError
-from analysis.forward import capture_embedding, image_batches
+from analysis.forward import capture_embedding, embedding_target, image_batches
 from analysis.registry import Step, StepContext, register
 from cache import Artifact
 
@@ -92,6 +92,13 @@ class StochasticSplit:
         return out
 
 
+def _calls_module(split: StochasticSplit, target: nn.Module) -> bool:
+    """Whether ``target`` runs as a ``call_module`` node of the traced graph."""
+    gm = split.graph_module
+    return any(n.op == "call_module" and gm.get_submodule(n.target) is target
+               for n in gm.graph.nodes)
+
+
 def mc_statistics(probs: torch.Tensor) -> dict[str, torch.Tensor]:
     """Uncertainty statistics from ``(T, B, C)`` per-pass probabilities.
 
@@ -154,6 +161,12 @@ class MCDropout(Step):
         except Exception as exc:  # fx raises many types on untraceable code
             log.info("torch.fx cannot trace %s (%s); MC dropout runs T full passes",
                      ctx.model.arch, exc)
+            split = None
+        if split is not None and not _calls_module(split, embedding_target(ctx.model)[0]):
+            # fx inlines container modules (an nn.Sequential ``features``), so a hook on
+            # the embedding layer would never fire inside the split: run full passes.
+            log.info("embedding layer of %s is not a leaf of the traced graph; MC dropout "
+                     "runs T full passes", ctx.model.arch)
             split = None
         gen_state = torch.random.get_rng_state()
         cuda_state = torch.cuda.get_rng_state_all() if ctx.device.type == "cuda" else None
