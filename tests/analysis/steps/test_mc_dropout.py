@@ -182,3 +182,20 @@ def test_columns(tiny_session):
                          "mc_mutual_info", "mc_top_var"}
     np.testing.assert_allclose(cols["mc_confidence"] + cols["mc_uncertainty"], 1.0, atol=1e-6)
     assert MCDropout.requires == ("inference",)
+
+
+def test_embedding_layer_that_fx_traces_through(byo_factory, digits, data_root, tmp_path):
+    """``features`` is an nn.Sequential: fx inlines it, so its hook never fires in the split."""
+    torch.manual_seed(0)
+    module = byo_factory.small_net().eval()
+    model = LoadedModel(module, "byo_factory:small_net", embedding_layer="features")
+    ds = load_dataset(digits, "test", data_root=data_root, limit=40)
+    engine = Engine(model, ds, ArtifactStore(tmp_path), CPU,
+                    {"mc_dropout": {"samples": 4, "seed": 5}}, progress=False)
+    art = engine.get("mc_dropout")
+    # the embedding sits before the dropout: every pass sees the plain one
+    np.testing.assert_allclose(art["mean_embedding"], engine.get("inference")["embedding"],
+                               rtol=1e-5, atol=1e-6)
+    _, x = next(image_batches(model, ds.images, CPU, 1000))
+    expected = full_passes(module, x, 4, seed=5).mean(0)
+    np.testing.assert_array_equal(art["mean_probs"], expected.numpy())
