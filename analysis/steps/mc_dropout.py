@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from torch.fx import GraphModule, Interpreter, Node, symbolic_trace
+from torch.fx import GraphModule, Interpreter, Node
 from tqdm.auto import tqdm
 
 from analysis.errors import ConfigError
@@ -56,19 +56,20 @@ class StochasticSplit:
         Must be traceable by ``torch.fx`` and contain dropout modules.
     """
 
-    def __init__(self, module: nn.Module) -> None:
-        self.graph_module: GraphModule = symbolic_trace(module)
+    def __init__(self, module: nn.Module, leaves: tuple[nn.Module, ...] = ()) -> None:
+        self.graph_module: GraphModule = _trace(module, leaves)
         modules = dict(self.graph_module.named_modules())
         nodes = list(self.graph_module.graph.nodes)
         stochastic: set[Node] = set()
         for node in nodes:
-            is_drop = node.op == "call_module" and isinstance(modules.get(node.target),
-                                                              DROPOUT_TYPES)
+            # A kept-whole leaf (e.g. the embedding layer) is stochastic if it holds a dropout.
+            is_drop = node.op == "call_module" and bool(dropout_modules(modules[node.target]))
             if is_drop or any(a in stochastic for a in node.all_input_nodes):
                 stochastic.add(node)
         self.tail = [n for n in nodes if n in stochastic or n.op == "output"]
         self.trunk = [n for n in nodes if n not in stochastic and n.op != "output"]
         self.boundary = {a for n in self.tail for a in n.all_input_nodes if a not in stochastic}
+        # Share of module calls that run T times (the rest run once).
         self.tail_fraction = len([n for n in self.tail if n.op == "call_module"]) / max(
             1, len([n for n in nodes if n.op == "call_module"]))
 
@@ -90,6 +91,21 @@ class StochasticSplit:
             out = interp.run_node(node)
             interp.env[node] = out
         return out
+
+
+def _trace(module: nn.Module, leaves: tuple[nn.Module, ...]) -> GraphModule:
+    """``torch.fx`` trace keeping ``leaves`` as single ``call_module`` nodes.
+
+    fx inlines container modules; the embedding layer must stay a node so its
+    forward hook fires inside the trunk/tail split.
+    """
+    keep = {id(m) for m in leaves}
+
+    class Tracer(torch.fx.Tracer):
+        def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+            return id(m) in keep or super().is_leaf_module(m, qualname)
+
+    return GraphModule(module, Tracer().trace(module))
 
 
 def _calls_module(split: StochasticSplit, target: nn.Module) -> bool:
@@ -157,7 +173,8 @@ class MCDropout(Step):
         if config.samples < 1:
             raise ConfigError(f"--mc-samples must be at least 1, got {config.samples}.")
         try:
-            split: StochasticSplit | None = StochasticSplit(module)
+            split: StochasticSplit | None = StochasticSplit(
+                module, leaves=(embedding_target(ctx.model)[0],))
         except Exception as exc:  # fx raises many types on untraceable code
             log.info("torch.fx cannot trace %s (%s); MC dropout runs T full passes",
                      ctx.model.arch, exc)

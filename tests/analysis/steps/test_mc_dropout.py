@@ -199,3 +199,5 @@ def test_embedding_layer_that_fx_traces_through(byo_factory, digits, data_root, 
     _, x = next(image_batches(model, ds.images, CPU, 1000))
     expected = full_passes(module, x, 4, seed=5).mean(0)
     np.testing.assert_array_equal(art["mean_probs"], expected.numpy())
+    # the container stays one node of the traced graph, so the trunk still runs once
+    assert art.summary["trunk_once"] is True
