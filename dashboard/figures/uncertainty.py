@@ -19,14 +19,13 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from analysis.ood import auroc
-from dashboard.figures.common import PALETTE, base_layout, class_palette
+from dashboard.figures.common import base_layout, class_palette
 
 IN_COLOR = "#1f77b4"   # digits in the study's figures: blue
 OOD_COLOR = "#d62728"  # clothing: red
 IN_TRACE, OOD_TRACE, OVERLAY_TRACE = 0, 1, 2
 MAP_LABELS = {"joint_tsne": "t-SNE", "joint_umap": "UMAP",
-              "mc_joint_tsne": "t-SNE, MC-averaged embeddings",
-              "mc_joint_umap": "UMAP, MC-averaged embeddings"}
+              "mc_joint_tsne": "t-SNE, MC dropout", "mc_joint_umap": "UMAP, MC dropout"}
 
 
 @dataclass(frozen=True)
@@ -85,7 +84,7 @@ def uncertainty_histograms_figure(in_scores: Mapping[str, np.ndarray],
                                   ood_scores: Mapping[str, np.ndarray], in_name: str,
                                   ood_name: str, mc_samples: int = 0,
                                   families: Sequence[ScoreFamily] = FAMILIES,
-                                  bins: int = 40) -> go.Figure:
+                                  bins: int = 40, log_y: bool = False) -> go.Figure:
     """Histograms of each score, in-distribution vs the extra dataset.
 
     One row per score family with data, two columns: without MC dropout (left)
@@ -98,6 +97,7 @@ def uncertainty_histograms_figure(in_scores: Mapping[str, np.ndarray],
         Score columns of the two sample tables; absent columns leave a panel empty.
     in_name, ood_name : legend names of the two datasets
     mc_samples : MC-dropout passes T (column title); 0 when the model has none
+    log_y : logarithmic y axes, so the OOD tail shows next to the in-distribution peak
 
     Returns
     -------
@@ -137,14 +137,16 @@ def uncertainty_histograms_figure(in_scores: Mapping[str, np.ndarray],
                     row=r, col=c)
             fig.update_xaxes(title_text=fam.label, title_font_size=11, row=r, col=c)
         fig.update_yaxes(title_text="% of samples", title_font_size=11, row=r, col=1)
+    if log_y:
+        fig.update_yaxes(type="log", dtick=1, exponentformat="none")
     head = ["without MC dropout", f"with MC dropout (T={mc_samples})" if mc_samples
             else "with MC dropout (the model has no dropout)"]
     for c, text in enumerate(head):
         fig.add_annotation(text=f"<b>{text}</b>", x=0.22 + 0.56 * c, y=1.0, xref="paper",
-                           yref="paper", yshift=42, showarrow=False, font={"size": 14})
+                           yref="paper", yshift=34, showarrow=False, font={"size": 14})
     fig.update_layout(**base_layout(
         barmode="overlay", bargap=0, height=230 * len(rows) + 90,
-        margin={"l": 60, "r": 20, "t": 90, "b": 50},
+        margin={"l": 60, "r": 20, "t": 75, "b": 50},
         legend={"orientation": "h", "x": 1.0, "xanchor": "right", "y": 1.0, "yanchor": "bottom",
                 "yref": "container"}))
     return fig
@@ -197,7 +199,7 @@ def joint_map_figure(coords: np.ndarray, n_in: int, in_name: str, ood_name: str,
                 "itemsizing": "constant"},
         xaxis={"title": {"text": f"{label} 1 (arbitrary units)"}, "zeroline": False},
         yaxis={"title": {"text": f"{label} 2 (arbitrary units)"}, "zeroline": False},
-        margin={"l": 60, "r": 10, "t": 30, "b": 50}, **layout_extra))
+        margin={"l": 60, "r": 10, "t": 55, "b": 50}, **layout_extra))
     return fig
 
 
@@ -257,15 +259,12 @@ def ood_probability_figure(probs: np.ndarray, class_names: Sequence[str],
     probs : (C,) softmax probabilities of the plain pass
     mc_probs : (C,) mean probabilities over the MC-dropout passes, optional
 
-    There is no ground truth among the model's classes, so no bar is green:
-    the plain prediction is red.
+    There is no ground truth among the model's classes, so no bar is green.
     """
     names = [str(n) for n in class_names]
     probs = np.asarray(probs, dtype=np.float64)
-    colors = [PALETTE[7]] * len(names)
-    colors[int(np.argmax(probs))] = OOD_COLOR
     traces = [go.Bar(x=probs * 100, y=names, orientation="h", name="without MC dropout",
-                     marker_color=colors, text=[f"{p:.1%}" for p in probs],
+                     marker_color=OOD_COLOR, text=[f"{p:.1%}" for p in probs],
                      textposition="outside", cliponaxis=False,
                      hovertemplate="%{y}: %{x:.2f} %<extra>without MC</extra>")]
     if mc_probs is not None:
@@ -282,6 +281,5 @@ def ood_probability_figure(probs: np.ndarray, class_names: Sequence[str],
         yaxis={"title": {"text": "the model's classes"}, "autorange": "reversed",
                "type": "category"},
         legend={"orientation": "h", "y": -0.22, "x": 0},
-        title={"text": "What the model thought (no ground truth among its classes)",
-               "font": {"size": 13}}))
+        title={"text": "What the model thought it was", "font": {"size": 13}}))
     return fig

@@ -28,6 +28,7 @@ from dashboard.views.uncertainty import (
     map_options,
     map_view,
     overlap_caption,
+    overlap_table,
     point_sample_id,
     recolor_map_patch,
     run_summary,
@@ -35,6 +36,7 @@ from dashboard.views.uncertainty import (
     score_table,
     table_columns,
     table_records,
+    table_tooltips,
 )
 
 dash.register_page(__name__, path="/uncertainty", name="Uncertainty & OOD", order=3)
@@ -56,17 +58,19 @@ def layout(dataset: str | None = None, **_ignored) -> html.Div:
         dbc.Col(html.Div(id=ids.OOD_SUMMARY), md=8, className="align-self-end"),
     ], className="g-2 mb-2")
     map_controls = html.Div([
-        html.Div([html.Span("map ", className="small text-muted me-1"),
-                  _radio(ids.OOD_MAP_SELECT)]),
-        html.Div([html.Span("colour by ", className="small text-muted me-1"),
+        html.Div([html.Span("map", className="small text-muted me-2"),
+                  _radio(ids.OOD_MAP_SELECT)], className="d-flex align-items-center"),
+        html.Div([html.Span("colour by", className="small text-muted me-2"),
                   dcc.RadioItems(id=ids.OOD_COLOR_SELECT, value="dataset", inline=True,
                                  options=[{"label": lab, "value": v} for lab, v in COLOR_CHOICES],
-                                 inputClassName="me-1", labelClassName="me-3 small")]),
-    ])
+                                 inputClassName="me-1", labelClassName="me-3 small")],
+                 className="d-flex align-items-center"),
+    ], className="d-flex flex-wrap column-gap-3")
     table = dash_table.DataTable(
         id=ids.OOD_TABLE, columns=table_columns(), data=[], sort_action="native",
+        tooltip_delay=300, tooltip_duration=None,
         style_table={"overflowX": "auto"}, style_as_list_view=True,
-        style_cell={"fontFamily": "system-ui, sans-serif", "fontSize": 13, "padding": "4px 6px",
+        style_cell={"fontFamily": "system-ui, sans-serif", "fontSize": 12, "padding": "3px 5px",
                     "textAlign": "left", "whiteSpace": "normal", "height": "auto"},
         style_header={"fontWeight": 600, "backgroundColor": "#f1f3f5"},
         style_cell_conditional=[{"if": {"column_id": c}, "textAlign": "right"}
@@ -84,13 +88,25 @@ def layout(dataset: str | None = None, **_ignored) -> html.Div:
                                                style={"height": "520px"}), delay_show=300),
                          html.Div(id=ids.OOD_MAP_OVERLAP),
                          dcc.Tooltip(id=ids.OOD_MAP_TOOLTIP, className="loupe-tooltip")), lg=7),
-            dbc.Col(card("How well each score separates the datasets (click a header to sort)",
-                         html.Div("Higher score = more out-of-distribution. AUROC: 0.5 is "
-                                  "chance, 1 perfect. FPR@95: share of OOD samples accepted "
-                                  "when 95% of in-distribution ones are (lower is better).",
-                                  className="small text-muted mb-2"), table), lg=5),
+            dbc.Col([
+                card("How well each score separates the datasets (click a header to sort)",
+                     html.Div("Higher score = more out-of-distribution. AUROC: 0.5 is chance, "
+                              "1 perfect. FPR@95: share of OOD samples accepted when 95% of "
+                              "in-distribution ones are (lower is better). MC: with MC dropout.",
+                              className="small text-muted mb-2"), table),
+                card("Overlap: share of OOD samples' 10 nearest neighbours that are "
+                     "in-distribution (lower = better separated)",
+                     html.Div(id=ids.OOD_OVERLAP_TABLE)),
+            ], lg=5),
         ], className="g-3"),
         card("Score histograms, in-distribution vs out-of-distribution (AUROC in each title)",
+             html.Div([html.Span("y axis", className="small text-muted me-2"),
+                       dcc.RadioItems(id=ids.OOD_HISTOGRAM_SCALE, value="log", inline=True,
+                                      options=[{"label": "log", "value": "log"},
+                                               {"label": "linear (as in the study)",
+                                                "value": "linear"}],
+                                      inputClassName="me-1", labelClassName="me-3 small")],
+                      className="d-flex align-items-center"),
              dcc.Loading(dcc.Graph(id=ids.UNCERTAINTY_HISTOGRAMS,
                                    config={"displayModeBar": False}), delay_show=300)),
         card("Galleries: what a score misses", html.Div([
@@ -132,14 +148,29 @@ def init_controls(run_store, query):
         return [], None, [], None, error_alert(exc)
 
 
-@dash.callback(Output(ids.UNCERTAINTY_HISTOGRAMS, "figure"), Output(ids.OOD_TABLE, "data"),
-               Output(ids.OOD_SUMMARY, "children"), Output(ids.OOD_GALLERY_SCORE, "options"),
-               Output(ids.OOD_GALLERY_SCORE, "value"),
+@dash.callback(Output(ids.UNCERTAINTY_HISTOGRAMS, "figure"),
+               Output(ids.UNCERTAINTY_MESSAGE, "children", allow_duplicate=True),
+               Input(ids.OOD_DATASET_SELECT, "value"), Input(ids.OOD_HISTOGRAM_SCALE, "value"),
+               State(ids.RUN_STORE, "data"), prevent_initial_call=True)
+def draw_histograms(key, scale, run_store):
+    """Each score's histograms without and with MC dropout, AUROC in the titles."""
+    if not key:
+        raise dash.exceptions.PreventUpdate
+    try:
+        entry = get_entry(run_store)
+        return histograms_view(entry, check_extra(entry, key), scale), dash.no_update
+    except LoupeError as exc:
+        return figures.empty_figure(), error_alert(exc)
+
+
+@dash.callback(Output(ids.OOD_TABLE, "data"), Output(ids.OOD_TABLE, "tooltip_data"),
+               Output(ids.OOD_OVERLAP_TABLE, "children"), Output(ids.OOD_SUMMARY, "children"),
+               Output(ids.OOD_GALLERY_SCORE, "options"), Output(ids.OOD_GALLERY_SCORE, "value"),
                Output(ids.UNCERTAINTY_MESSAGE, "children", allow_duplicate=True),
                Input(ids.OOD_DATASET_SELECT, "value"), State(ids.RUN_STORE, "data"),
                State(ids.OOD_GALLERY_SCORE, "value"), prevent_initial_call=True)
 def draw_scores(key, run_store, score):
-    """Histograms, the AUROC / FPR@95 table and the summary line for the chosen dataset."""
+    """The AUROC / FPR@95 table, the summary line and the galleries' score choices."""
     if not key:
         raise dash.exceptions.PreventUpdate
     try:
@@ -147,12 +178,12 @@ def draw_scores(key, run_store, score):
         key = check_extra(entry, key)
         options = score_options(entry, key)
         valid = [o["value"] for o in options]
-        return (histograms_view(entry, key), table_records(score_table(entry, key)),
+        records = table_records(score_table(entry, key))
+        return (records, table_tooltips(records), overlap_table(entry, key),
                 run_summary(entry, key), options, score if score in valid else "uncertainty",
                 dash.no_update)
     except LoupeError as exc:
-        empty = figures.empty_figure()
-        return empty, [], None, [], None, error_alert(exc)
+        return [], [], None, None, [], None, error_alert(exc)
 
 
 @dash.callback(Output(ids.OOD_MAP, "figure"), Output(ids.OOD_MAP_OVERLAP, "children"),

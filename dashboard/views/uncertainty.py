@@ -77,20 +77,20 @@ def run_summary(entry: RunEntry, key: str) -> html.Div:
     return html.Div(parts, className="small")
 
 
-def histograms_view(entry: RunEntry, key: str):
-    """The histogram grid of every score, in-distribution vs ``key``."""
+def histograms_view(entry: RunEntry, key: str, scale: str | None = "log"):
+    """The histogram grid of every score, in-distribution vs ``key`` (``scale``: log or linear)."""
+    scale = check_column(scale, ["log", "linear"], "log", "y-axis scale")
     cols = score_columns(entry, key)
     extra = entry.extra_table(key)
     return ufig.uncertainty_histograms_figure(
         {c: entry.table[c].to_numpy() for c in cols}, {c: extra[c].to_numpy() for c in cols},
-        entry.session.dataset.key, key, entry.session.mc_samples)
+        entry.session.dataset.key, key, entry.session.mc_samples, log_y=scale == "log")
 
 
 # -- the score table ------------------------------------------------------------------------
-TABLE_COLUMNS = (("description", "score", "text"), ("mc", "MC dropout", "text"),
+TABLE_COLUMNS = (("description", "score", "text"), ("mc", "MC", "text"),
                  ("auroc", "AUROC ↑", "numeric"), ("fpr_at_95tpr", "FPR@95 ↓", "numeric"),
-                 ("mean_in", "mean in", "numeric"), ("mean_ood", "mean OOD", "numeric"),
-                 ("score", "column", "text"))
+                 ("mean_in", "mean in", "numeric"), ("mean_ood", "mean OOD", "numeric"))
 
 
 def table_columns() -> list[dict]:
@@ -110,7 +110,13 @@ def score_table(entry: RunEntry, key: str) -> pd.DataFrame:
 
 
 def table_records(frame: pd.DataFrame) -> list[dict]:
-    return frame[[c for c, _, _ in TABLE_COLUMNS]].to_dict("records")
+    """The table's rows; each keeps its column name under ``score`` (shown as a tooltip)."""
+    return frame[["score"] + [c for c, _, _ in TABLE_COLUMNS]].to_dict("records")
+
+
+def table_tooltips(records: list[dict]) -> list[dict]:
+    """Per row, the score's column in the sample table (hover the score's name)."""
+    return [{"description": f"column `{r['score']}` of the sample table"} for r in records]
 
 
 # -- the joint map ----------------------------------------------------------------------------
@@ -180,6 +186,22 @@ def overlap_caption(entry: RunEntry, key: str, name: str) -> html.Div:
         html.B(f"{s['ood_in_dist_neighbors_embedding']:.1%}"), " in embedding space ",
         "(lower = better separated) · trustworthiness ", html.B(f"{s['trustworthiness']:.3f}"),
     ], className="small text-muted")
+
+
+def overlap_table(entry: RunEntry, key: str) -> html.Table:
+    """Every joint map's overlap (:func:`analysis.report.map_overlap`), plain vs MC dropout."""
+    from analysis.report import map_overlap
+
+    head = html.Tr([html.Th(h) for h in ("map", "embeddings", "on the map", "in embedding",
+                                          "trustworthiness")])
+    rows = [html.Tr([html.Td(r["map"].upper().replace("TSNE", "t-SNE")),
+                     html.Td("MC-averaged" if r["embedding"] == "mc" else "plain"),
+                     html.Td(f"{r['ood_nn_in_dist_2d']:.1%}"),
+                     html.Td(f"{r['ood_nn_in_dist_embedding']:.1%}"),
+                     html.Td(f"{r['trustworthiness']:.3f}")])
+            for r in map_overlap(entry.session, key)]
+    return html.Table([html.Thead(head), html.Tbody(rows)],
+                      className="table table-sm small mb-0 loupe-overlap")
 
 
 def point_sample_id(entry: RunEntry, key: str, point: dict) -> str | None:

@@ -52,6 +52,9 @@ def test_histograms_are_percentages_on_shared_bins():
     assert {bar.name for bar in fig.data} == {"in", "ood"}
     assert fig.layout.xaxis.title.text.startswith("least confident")
     assert fig.layout.yaxis.title.text == "% of samples"
+    assert fig.layout.yaxis.type is None
+    log = ufig.uncertainty_histograms_figure(in_s, ood_s, "in", "ood", 5, log_y=True)
+    assert (log.layout.yaxis.type, log.layout.yaxis2.type) == ("log", "log")
 
 
 def test_histograms_without_mc_columns_say_so():
@@ -116,5 +119,5 @@ def test_ood_probabilities_show_plain_and_mc_without_ground_truth():
     fig = ufig.ood_probability_figure(probs, ["a", "b", "c"], mc)
     assert [t.name for t in fig.data] == ["without MC dropout", "with MC dropout (mean)"]
     np.testing.assert_allclose(fig.data[1].x, mc * 100)
-    assert list(fig.data[0].marker.color).count(ufig.OOD_COLOR) == 1
-    assert "#2ca02c" not in list(fig.data[0].marker.color)  # no ground-truth green
+    assert (fig.data[0].marker.color, fig.data[1].marker.color) == (ufig.OOD_COLOR, "#ff9896")
+    assert fig.layout.barmode == "group"

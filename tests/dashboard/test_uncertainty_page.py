@@ -96,7 +96,7 @@ def test_score_table_is_the_ood_report(ood_entry):
         assert row["fpr_at_95tpr"] == pytest.approx(report.loc[row["score"], "fpr_at_95tpr"])
     assert table["auroc"].is_monotonic_decreasing
     records = views.table_records(table)
-    assert set(records[0]) == {c["id"] for c in views.table_columns()}
+    assert set(records[0]) == {"score"} | {c["id"] for c in views.table_columns()}
 
 
 def test_map_points_resolve_to_sample_ids(ood_entry):
@@ -122,6 +122,14 @@ def test_map_view_counts_and_open_sample_highlight(ood_entry):
     assert list(fig.data[2].customdata) == [SLICE + 9, *nearest[:views.NEAREST_K].tolist()]
     with pytest.raises(DashboardInputError, match="Unknown joint map"):
         views.map_view(ood_entry, OOD, "joint_pca", "dataset")
+
+
+def test_overlap_table_reports_each_joint_map(ood_entry):
+    table = views.overlap_table(ood_entry, OOD)
+    rows = table.children[1].children
+    assert [r.children[1].children for r in rows] == ["plain", "MC-averaged"]  # t-SNE only
+    summary = ood_entry.session.extra(OOD).get(MAP).summary
+    assert rows[0].children[2].children == f"{summary['ood_in_dist_neighbors_2d']:.1%}"
 
 
 def test_galleries_rank_by_the_score(ood_entry):
