@@ -19,7 +19,7 @@ from dashboard import figures
 from dashboard.components.gallery import sample_gallery, sample_href
 from dashboard.figures import uncertainty as ufig
 from dashboard.images import image_data_uri
-from dashboard.state import DashboardInputError, RunEntry, check_column, column_title
+from dashboard.state import DashboardInputError, RunEntry, column_title
 
 NO_EXTRA = ("No extra dataset is open for this run, so there is nothing to compare the "
             "in-distribution data with. Start the dashboard with an out-of-distribution set, "
@@ -43,7 +43,16 @@ def check_extra(entry: RunEntry, key: str | None) -> str:
     keys = list(entry.session.extras)
     if not keys:
         raise DashboardInputError(NO_EXTRA)
-    return check_column(key, keys, keys[0], "extra dataset")
+    return _check_choice(key, keys, "extra dataset")
+
+
+def _check_choice(name: str | None, valid: list[str], what: str) -> str:
+    """``name`` when valid, the first choice when empty; else a :class:`DashboardInputError`."""
+    if name in (None, ""):
+        return valid[0]
+    if name not in valid:
+        raise DashboardInputError(f"Unknown {what} '{name}'; this run has: {', '.join(valid)}.")
+    return name
 
 
 def map_options(entry: RunEntry) -> list[dict]:
@@ -79,7 +88,7 @@ def run_summary(entry: RunEntry, key: str) -> html.Div:
 
 def histograms_view(entry: RunEntry, key: str, scale: str | None = "log"):
     """The histogram grid of every score, in-distribution vs ``key`` (``scale``: log or linear)."""
-    scale = check_column(scale, ["log", "linear"], "log", "y-axis scale")
+    scale = _check_choice(scale, ["log", "linear"], "y-axis scale")
     cols = score_columns(entry, key)
     extra = entry.extra_table(key)
     return ufig.uncertainty_histograms_figure(
@@ -124,7 +133,7 @@ def check_map(entry: RunEntry, name: str | None) -> str:
     valid = [o["value"] for o in map_options(entry)]
     if not valid:
         raise DashboardInputError("This run computed no joint map (no --projection).")
-    return check_column(name, valid, valid[0], "joint map")
+    return _check_choice(name, valid, "joint map")
 
 
 def map_coords(entry: RunEntry, key: str, name: str) -> np.ndarray:
@@ -133,7 +142,7 @@ def map_coords(entry: RunEntry, key: str, name: str) -> np.ndarray:
 
 
 def _color_kwargs(entry: RunEntry, key: str, color: str) -> dict:
-    check_column(color, [v for _, v in COLOR_CHOICES], "dataset", "colour")
+    _check_choice(color, [v for _, v in COLOR_CHOICES], "colour")
     if color == "class":
         preds = np.concatenate([entry.table["pred"].to_numpy(),
                                 entry.extra_table(key)["pred"].to_numpy()])
@@ -271,7 +280,7 @@ def galleries_view(entry: RunEntry, key: str, score: str | None
 
     Returns ``(ood gallery, in-distribution gallery, score column)``.
     """
-    score = check_column(score, score_columns(entry, key), "uncertainty", "score")
+    score = _check_choice(score, score_columns(entry, key), "score")
     extra = entry.extra_table(key)
     low = np.argsort(extra[score].to_numpy(), kind="stable")[:GALLERY_SIZE]
     ood_caps = [f"→{extra['pred_name'].iat[r]} · {extra['confidence'].iat[r]:.0%}" for r in low]

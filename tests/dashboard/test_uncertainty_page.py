@@ -170,6 +170,33 @@ def test_no_extra_dataset_and_no_dropout(ood_session):
     assert [o["value"] for o in views.map_options(no_mc)] == [MAP]
 
 
+def page_module(app):
+    """The ``/uncertainty`` page module the app loaded (its callbacks are plain functions)."""
+    import sys
+
+    import dash
+
+    name = next(p["module"] for p in dash.page_registry.values() if p["path"] == "/uncertainty")
+    return sys.modules[name]
+
+
+def test_controls_callback_tells_about_missing_dropout(dash_config, ood_session):
+    from dashboard.app import create_app
+    from dashboard.state import RunRegistry
+
+    registry = RunRegistry()
+    entry = registry.add(plain_session(ood_session, 0, extras=True), "no-mc")
+    page = page_module(create_app(dash_config, registry))
+    options, key, maps, map_name, message = page.init_controls({"run": entry.key}, {})
+    assert (key, map_name) == (OOD, MAP) and len(options) == 1 and len(maps) == 1
+    assert message.children == views.NO_DROPOUT
+    *_, message = page.init_controls({"run": entry.key}, {"dataset": "cifar:test"})
+    assert message.children == \
+        f"Unknown extra dataset 'cifar:test'; this run has: {OOD}."
+    *_, message = page.init_controls({"run": "stale"}, {})
+    assert "Unknown run 'stale'" in message.children
+
+
 # -- in the browser --------------------------------------------------------------------------
 def wait_for_ood_map(duo) -> None:
     duo.wait_for_element(f"#{ids.OOD_MAP} .nsewdrag", timeout=30)
