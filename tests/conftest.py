@@ -102,3 +102,33 @@ def byo_factory():
     if str(BYO_DIR) not in sys.path:
         sys.path.insert(0, str(BYO_DIR))
     return importlib.import_module("byo_factory")
+
+
+@pytest.fixture(scope="session")
+def cli_run(tmp_path_factory, digits, data_root) -> dict:
+    """The README's path as subprocesses, once: ``models train`` -> ``analysis run`` -> ``export``.
+
+    500 test digits, every step (MC dropout T=20, UMAP and t-SNE). Returns the
+    folders, the CSV path and each finished process.
+    """
+    import subprocess
+    import sys
+
+    root = tmp_path_factory.mktemp("cli")
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    extra = ["--data-root", data_root] if data_root else []
+    run_dir, cache, csv = root / "runs" / "cnn", root / "cache", root / "x.csv"
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", *args], cwd=repo, env=env, text=True,
+                              capture_output=True, timeout=600)
+
+    train = cli("models", "train", "--arch", "mnist_cnn", "--dataset", digits, "--limit", "2000",
+                "--epochs", "1", "--device", "cpu", "--out", str(run_dir), *extra)
+    common = ["--checkpoint", str(run_dir), "--dataset", digits, "--limit", "500",
+              "--cache-dir", str(cache), "--device", "cpu", *extra]
+    run = cli("analysis", "run", *common) if train.returncode == 0 else None
+    export = cli("analysis", "export", *common, "--out", str(csv)) if run else None
+    return {"run_dir": run_dir, "cache": cache, "csv": csv, "limit": 500, "dataset": digits,
+            "train": train, "run": run, "export": export}

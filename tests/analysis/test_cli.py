@@ -46,33 +46,53 @@ def test_bad_data_exits_2_without_traceback(case, tiny_run, tmp_path):
     assert_user_error(proc, str(bad))
 
 
+def main_in_process(capsys, module: str, *args: str) -> tuple[int, str]:
+    """The CLI's ``main`` in this process (same code path as the subprocess, cheaper)."""
+    import importlib
+
+    code = importlib.import_module(f"{module}.cli").main(list(args))
+    return code, capsys.readouterr().err
+
+
 @pytest.mark.parametrize("args, fragments", [
     (["--dataset", "cifar10"], ["Unknown dataset 'cifar10'"]),
     (["--dataset", "notmnist", "--split", "train"], ["notmnist", "'train'"]),
     (["--device", "tpu"], ["--device 'tpu'"]),
     (["--embedding-layer", "nope"], ["--embedding-layer 'nope'"]),
-    (["--k", "0", "--limit", "50"], ["--k must be at least 1"]),
+    (["--k", "0", "--limit", "50", "--mc-samples", "0"], ["--k must be at least 1"]),
 ])
-def test_bad_flags_exit_2(args, fragments, tiny_run, tmp_path, data_root):
+def test_bad_flags_exit_2(args, fragments, tiny_run, tmp_path, data_root, capsys):
     if "notmnist" in args and data_root is None:
         pytest.skip("notmnist not found")
     extra = ["--data-root", data_root] if data_root else []
-    proc = cli("analysis", "run", "--checkpoint", str(tiny_run), "--cache-dir",
-               str(tmp_path / "cache"), "--projection", *extra, *args)
-    assert_user_error(proc, *fragments)
+    code, err = main_in_process(capsys, "analysis", "run", "--checkpoint", str(tiny_run),
+                                "--cache-dir", str(tmp_path / "cache"), "--device", "cpu",
+                                "--projection", *extra, *args)
+    assert code == 2 and "error: " in err and "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in err
 
 
-def test_bad_checkpoints_exit_2(tmp_path, tiny_run):
+def test_bad_checkpoints_exit_2(tmp_path, tiny_run, capsys):
     garbage = tmp_path / "w.pt"
     garbage.write_bytes(b"\x00" * 64)
+    # one through a real process: exit status 2 and no traceback
     assert_user_error(cli("analysis", "run", "--model", "byo_factory:small_net", "--weights",
                           str(garbage)), str(garbage))
-    assert_user_error(cli("analysis", "export", "--checkpoint", str(tmp_path / "missing"),
-                          "--out", str(tmp_path / "x.csv")), str(tmp_path / "missing"))
-    assert_user_error(cli("analysis", "run", "--model", "byo_factory:small_net", "--weights",
-                          str(tiny_run / "model.pt")), "do not fit architecture")
-    assert_user_error(cli("models", "train", "--arch", "resnet", "--out", str(tmp_path / "r")),
-                      "Unknown architecture 'resnet'")
+    cases = [
+        (("analysis", "export", "--checkpoint", str(tmp_path / "missing"), "--out",
+          str(tmp_path / "x.csv")), str(tmp_path / "missing")),
+        (("analysis", "run", "--model", "byo_factory:small_net", "--weights",
+          str(tiny_run / "model.pt")), "do not fit architecture"),
+        (("analysis", "run", "--model", "no_such_module:f", "--weights", str(garbage)),
+         "cannot import 'no_such_module'"),
+        (("models", "train", "--arch", "resnet", "--out", str(tmp_path / "r")),
+         "Unknown architecture 'resnet'"),
+    ]
+    for (module, *args), fragment in cases:
+        code, err = main_in_process(capsys, module, *args)
+        assert code == 2 and fragment in err, err
+    assert not (tmp_path / "x.csv").exists() and not (tmp_path / "r").exists()
 
 
 def test_bring_your_own_model_through_the_cli(tmp_path, digits, data_root, byo_factory):
@@ -91,19 +111,14 @@ def test_bring_your_own_model_through_the_cli(tmp_path, digits, data_root, byo_f
     assert "umap_x" not in table
 
 
-def test_train_run_export_end_to_end(tmp_path, digits, data_root):
-    extra = ["--data-root", data_root] if data_root else []
-    run_dir, cache, csv = tmp_path / "runs" / "cnn", tmp_path / "cache", tmp_path / "x.csv"
-    train = cli("models", "train", "--arch", "mnist_cnn", "--dataset", digits, "--limit",
-                "2000", "--epochs", "1", "--device", "cpu", "--out", str(run_dir), *extra)
+def test_train_run_export_end_to_end(cli_run):
+    train, run, export = cli_run["train"], cli_run["run"], cli_run["export"]
+    run_dir, csv, digits = cli_run["run_dir"], cli_run["csv"], cli_run["dataset"]
     assert train.returncode == 0, train.stderr
     assert f"wrote {run_dir}" in train.stdout
     meta = json.loads((run_dir / "run.json").read_text())
     assert meta["history"][0]["test_acc"] > 0.5 and meta["train_samples"] == 2000
 
-    common = ["--checkpoint", str(run_dir), "--dataset", digits, "--limit", "500",
-              "--cache-dir", str(cache), "--device", "cpu", *extra]
-    run = cli("analysis", "run", *common)
     assert run.returncode == 0, run.stderr
     assert "Traceback" not in run.stderr
     assert f"on {digits}:test (500 samples, cpu)" in run.stdout
@@ -113,7 +128,6 @@ def test_train_run_export_end_to_end(tmp_path, digits, data_root):
     assert {"inference", "mc_dropout", "centroids", "neighbors", "umap", "tsne"} <= set(status)
     assert set(status.values()) == {"computed"}
 
-    export = cli("analysis", "export", *common, "--out", str(csv))
     assert export.returncode == 0, export.stderr
     assert f"wrote {csv}: 500 rows" in export.stdout
     table = pd.read_csv(csv)
