@@ -111,7 +111,8 @@ def attribute(model: LoadedModel, images: np.ndarray, target: int | Sequence[int
     targets = np.broadcast_to(np.asarray(target, dtype=np.int64), (len(images),))
     num_classes = model.meta.get("class_names")
     if num_classes is not None and (targets.min() < 0 or targets.max() >= len(num_classes)):
-        raise ConfigError(f"Target class {int(targets.max())} is outside 0..{len(num_classes) - 1}.")
+        raise ConfigError(f"Target class {int(targets.max())} is outside "
+                          f"0..{len(num_classes) - 1}.")
     out = []
     for start in range(0, len(images), batch_size):
         pix = torch.as_tensor(images[start:start + batch_size]).to(device)

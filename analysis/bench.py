@@ -198,7 +198,8 @@ def _format(results: dict) -> str:
     for label, key in (("first run ever (numba compiles)", "first_ever"),
                        ("empty artifact cache", "empty_cache"), ("everything cached", "cached")):
         r = e2e[key]
-        lines.append(f"  {label:34s} {r['wall_s']:7.2f} s wall   peak RSS {r['peak_rss_mb']:7.0f} MB")
+        lines.append(f"  {label:34s} {r['wall_s']:7.2f} s wall   "
+                     f"peak RSS {r['peak_rss_mb']:7.0f} MB")
     lines += ["", f"{'step':26s} {'loupe s':>9s} {'naive s':>9s} {'speed-up':>9s}  quality"]
     for name, row in results["steps"].items():
         naive = row.get("naive_s")

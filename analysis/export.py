@@ -41,7 +41,8 @@ def write_csv(frame: pd.DataFrame, out: str | os.PathLike) -> Path:
     """Write ``frame`` to ``out`` atomically (a temp file renamed into place)."""
     out = Path(out)
     if out.is_dir():
-        raise ConfigError(f"--out {out} is a directory; give a file name such as {out}/samples.csv.")
+        raise ConfigError(f"--out {out} is a directory; give a file name such as "
+                          f"{out}/samples.csv.")
     if not out.parent.exists():
         raise ConfigError(f"--out {out}: folder {out.parent} does not exist.")
     tmp = out.with_name(out.name + ".tmp")

@@ -116,5 +116,12 @@ def all_steps() -> list[str]:
 def _load_builtin_steps() -> None:
     # Importing the modules registers their steps; done lazily so importing the
     # registry stays cheap.
-    from analysis.steps import attribution, centroids, inference, mc_dropout, neighbors  # noqa: F401
-    from analysis.steps import ood, projection  # noqa: F401
+    from analysis.steps import (  # noqa: F401  # noqa: F401
+        attribution,
+        centroids,
+        inference,
+        mc_dropout,
+        neighbors,
+        ood,
+        projection,
+    )

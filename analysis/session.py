@@ -249,7 +249,8 @@ class AnalysisSession:
             target = int(self.dataset.labels[index])
         target = int(target)
         if not 0 <= target < self.probabilities.shape[1]:
-            raise ConfigError(f"Target class {target} out of range 0..{self.probabilities.shape[1] - 1}.")
+            raise ConfigError(f"Target class {target} out of range "
+                              f"0..{self.probabilities.shape[1] - 1}.")
         key = stable_hash("loupe-attribution", ATTRIBUTION_VERSION, self.engine.model_id,
                           self.dataset.key, self.dataset.fingerprint, int(index), method, target,
                           n_steps)

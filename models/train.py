@@ -51,7 +51,8 @@ class TrainConfig:
         if not self.lr > 0:
             raise ConfigError(f"--lr must be positive, got {self.lr}.")
         if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"--optimizer {self.optimizer!r}: use one of {', '.join(OPTIMIZERS)}.")
+            raise ConfigError(f"--optimizer {self.optimizer!r}: use one of "
+                              f"{', '.join(OPTIMIZERS)}.")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"--schedule {self.schedule!r}: use one of {', '.join(SCHEDULES)}.")
 

@@ -21,7 +21,7 @@ from analysis.errors import ConfigError
 from analysis.ood import neighbor_overlap
 from analysis.quality import map_quality
 from analysis.registry import Step, StepContext, register
-from analysis.steps.centroids import class_centroids, centroid_distances
+from analysis.steps.centroids import centroid_distances, class_centroids
 from analysis.steps.neighbors import knn_graph, knn_search
 from analysis.steps.projection import tsne_map, umap_map
 from cache import Artifact
