@@ -73,7 +73,7 @@ def test_bad_flags_exit_2(args, fragments, tiny_run, tmp_path, data_root, capsys
         assert fragment in err
 
 
-def test_bad_checkpoints_exit_2(tmp_path, tiny_run, capsys):
+def test_bad_checkpoints_exit_2(tmp_path, tiny_run, capsys, byo_factory):
     garbage = tmp_path / "w.pt"
     garbage.write_bytes(b"\x00" * 64)
     # one through a real process: exit status 2 and no traceback
