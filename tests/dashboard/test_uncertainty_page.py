@@ -225,8 +225,16 @@ def test_page_renders_histograms_map_and_table(dash_duo, browser, ood_app, ood_e
     assert dash_duo.driver.execute_script(TRACE_LEN_JS, ids.OOD_MAP, 0) == SLICE
     rows = dash_duo.find_elements(f"#{ids.OOD_TABLE} tbody tr")
     assert len(rows) == 1 + 11  # header + one row per score
-    best = views.score_table(ood_entry, OOD).iloc[0]
-    assert f"{best['auroc']:.3f}" in rows[1].text
+    table = views.score_table(ood_entry, OOD)
+    assert f"{table['auroc'].iat[0]:.3f}" in rows[1].text
+    # Sorting is the table's own: FPR@95's arrow sorts ascending, then descending.
+    sort = f"#{ids.OOD_TABLE} th[data-dash-column='fpr_at_95tpr'] .column-header--sort"
+    fpr = table["fpr_at_95tpr"]
+    assert fpr.iat[0] != fpr.max()  # the default order (best AUROC first) is not this one
+    for want in (fpr.min(), fpr.max()):
+        dash_duo.find_element(sort).click()
+        until(lambda want=want: dash_duo.find_elements(f"#{ids.OOD_TABLE} tbody tr")[1]
+              .find_elements("css selector", "td")[3].text == f"{want:.3f}", timeout=10)
     dash_duo.wait_for_element(f"#{ids.OOD_CONFIDENT_GALLERY} a.loupe-thumb", timeout=20)
     assert "AUROC" in dash_duo.find_element(f"#{ids.UNCERTAINTY_HISTOGRAMS}").text
     dash_duo.find_elements(f"#{ids.OOD_COLOR_SELECT} input")[1].click()  # by predicted class
