@@ -112,6 +112,12 @@ def test_map_points_resolve_to_sample_ids(ood_entry):
     assert ood_entry.locate_extra(f"{OOD}:12") == (OOD, 12)
     assert ood_entry.locate_extra(ds.sample_ids[12]) is None
     assert ood_entry.locate_extra(f"{OOD}:{SLICE}") is None
+    img, name, text = views.hover_body(ood_entry, OOD, f"{OOD}:7")
+    row = ood_entry.extra_table(OOD).iloc[7]
+    assert img.src.startswith("data:image/png") and name.children.children == f"{OOD}:7"
+    assert text.children == f"{row['label_name']} · predicted {row['pred_name']} " \
+                            f"({row['confidence']:.1%})"
+    assert views.hover_body(ood_entry, OOD, ds.sample_ids[3])[2].children.startswith("true ")
 
 
 def test_map_view_counts_and_open_sample_highlight(ood_entry):
