@@ -290,3 +290,25 @@ def test_run_without_extra_dataset_says_how_to_add_one(dash_duo, browser, dash_c
     dash_duo.wait_for_contains_text(f"#{ids.UNCERTAINTY_MESSAGE}",
                                     "--extra-dataset fashion-mnist", timeout=20)
     assert dash_duo.get_logs() == []
+
+
+def test_cli_passes_extra_datasets_to_the_session(ood_session, monkeypatch):
+    """``python -m dashboard --extra-dataset fashion-mnist`` opens ONE run with an extra set."""
+    from analysis.session import AnalysisSession
+    from dashboard.cli import build_parser, config_from_args
+    from dashboard.config import open_runs
+
+    calls = []
+
+    def fake_open(checkpoint, dataset, split, **kwargs):
+        calls.append((checkpoint, dataset, split, kwargs))
+        return ood_session
+
+    monkeypatch.setattr(AnalysisSession, "open", staticmethod(fake_open))
+    args = build_parser().parse_args(["--checkpoint", "runs/x", "--extra-dataset",
+                                      "fashion-mnist", "--extra-dataset", "notmnist"])
+    registry = open_runs(config_from_args(args))
+    assert len(registry) == 1 and len(calls) == 1
+    assert calls[0][:3] == ("runs/x", "mnist", "test")
+    assert calls[0][3]["extra_datasets"] == ["fashion-mnist", "notmnist"]
+    assert list(registry.get(None).session.extras) == [OOD]
