@@ -228,8 +228,8 @@ def load_idx_split(name: str, split: str, folder: Path) -> ImageDataset:
     if split == "all":
         raise ConfigError(f"Dataset {name!r} has separate 'train' and 'test' splits; pick one.")
     if split not in SPLITS_AVAILABLE.get(name, ("train", "test")):
-        raise ConfigError(f"Dataset {name!r} has only the {SPLITS_AVAILABLE[name]} split(s), "
-                          f"not {split!r}.")
+        raise ConfigError(f"Dataset {name!r} has only the {' and '.join(SPLITS_AVAILABLE[name])} "
+                          f"split, not {split!r}.")
     prefix = SPLIT_PREFIX[split]
     img_path = _idx_file(folder, f"{prefix}-images-idx3-ubyte")
     lbl_path = _idx_file(folder, f"{prefix}-labels-idx1-ubyte")

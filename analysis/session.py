@@ -90,6 +90,12 @@ class AnalysisSession:
                  attribution: str | None = None) -> None:
         if mc_samples is None:
             mc_samples = 20 if dropout_modules(model.module) else 0
+        if mc_samples < 0:
+            raise ConfigError(f"--mc-samples must be 0 (skip) or a positive number of passes, "
+                              f"got {mc_samples}.")
+        if not 1 <= k < len(dataset):
+            raise ConfigError(f"--k must be between 1 and {len(dataset) - 1} (one less than the "
+                              f"{len(dataset)} samples of {dataset.key}), got {k}.")
         self.model = model
         self.dataset = dataset
         self.store = store
