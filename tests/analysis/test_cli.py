@@ -59,7 +59,7 @@ def main_in_process(capsys, module: str, *args: str) -> tuple[int, str]:
     (["--dataset", "notmnist", "--split", "train"], ["notmnist", "'train'"]),
     (["--device", "tpu"], ["--device 'tpu'"]),
     (["--embedding-layer", "nope"], ["--embedding-layer 'nope'"]),
-    (["--k", "0", "--limit", "50", "--mc-samples", "0"], ["--k must be at least 1"]),
+    (["--k", "0", "--limit", "50", "--mc-samples", "0"], ["--k must be between 1 and 49"]),
 ])
 def test_bad_flags_exit_2(args, fragments, tiny_run, tmp_path, data_root, capsys):
     if "notmnist" in args and data_root is None:
