@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from idx_writer import tiny_digits, write_split
 from test_datasets import BAD_IDX
 
 REPO = Path(__file__).resolve().parents[2]
@@ -148,7 +147,7 @@ def test_train_run_export_end_to_end(cli_run):
     ids = table["neighbor_ids"].str.split(";")
     dists = table["neighbor_distances"].str.split(";").apply(lambda r: [float(d) for d in r])
     assert (ids.str.len() == 10).all() and (dists.str.len() == 10).all()
-    assert all(sid not in row for sid, row in zip(table["sample_id"], ids))
+    assert all(sid not in row for sid, row in zip(table["sample_id"], ids, strict=True))
     assert all(row == sorted(row) and row[0] >= 0 for row in dists)
     assert set(ids.explode()) <= set(table["sample_id"])
     # the run's accuracy is the table's

@@ -7,11 +7,11 @@ import logging
 
 import numpy as np
 import pytest
+from conftest import require_dataset
 from idx_writer import IMAGE_MAGIC, LABEL_MAGIC, tiny_digits, write_idx, write_split
 
 from analysis.datasets import find_idx_dir, load_dataset, read_idx, search_roots
 from analysis.errors import ConfigError, DataError
-from conftest import require_dataset
 
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
@@ -139,7 +139,8 @@ def test_embedded_stratified_splits():
     train, test = load_dataset("mnist-5k", "train"), load_dataset("mnist-5k", "test")
     assert np.bincount(train.labels).tolist() == [400] * 10
     assert np.bincount(test.labels).tolist() == [100] * 10
-    assert test.sample_ids[0] == "mnist-5k:test:0" and train.sample_ids[3999] == "mnist-5k:train:3999"
+    assert test.sample_ids[0] == "mnist-5k:test:0"
+    assert train.sample_ids[3999] == "mnist-5k:train:3999"
     # disjoint: no test image is a training image
     seen = {im.tobytes() for im in train.images}
     assert not any(im.tobytes() in seen for im in test.images)

@@ -91,7 +91,8 @@ def perturbed(model, param_index: int, position: int, delta: float):
     return clone
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=15, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.integers(0, 100), st.integers(0, 10**6),
        st.floats(1e-4, 1.0) | st.floats(-1.0, -1e-4))
 def test_new_weights_rekey_model_steps_only(tiny_model, small_ds, tmp_path, param_index,

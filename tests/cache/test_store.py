@@ -127,7 +127,7 @@ def test_missing_value_file_is_a_miss_and_rewritten(cache_dir):
 
 # -- processes --------------------------------------------------------------------------------
 WRITER = textwrap.dedent("""
-    import os, signal, sys, numpy as np
+    import os, signal, sys, time, numpy as np
     import diskcache.core
     from cache import Artifact, ArtifactStore
     directory, count, size, keys, kill_at = sys.argv[1:]
@@ -148,6 +148,7 @@ WRITER = textwrap.dedent("""
             diskcache.core.Disk._write = write_half_then_die
         store.put(f"entry-{i % keys}", Artifact({"x": x}, {"i": i}))
         print(i, flush=True)
+        time.sleep(0.01)  # let a concurrent reader in between puts
 """)
 
 

@@ -39,5 +39,6 @@ def test_output_shapes(arch):
 
 
 def test_unknown_architecture_lists_valid_names():
-    with pytest.raises(ConfigError, match="Unknown architecture 'resnet'.*mnist_cnn, s5_net, tiny_bn"):
+    with pytest.raises(ConfigError,
+                       match="Unknown architecture 'resnet'.*mnist_cnn, s5_net, tiny_bn"):
         zoo.build("resnet")

@@ -7,8 +7,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from analysis.steps.centroids import (class_centroids, centroid_distances, distance_columns,
-                                      pixel_features)
+from analysis.steps.centroids import (
+    centroid_distances,
+    class_centroids,
+    distance_columns,
+    pixel_features,
+)
 
 
 def brute_distances(features, centroids):

@@ -41,7 +41,8 @@ def full_passes(module, x, t, seed):
 def test_split_puts_only_the_head_in_the_tail(tiny_model):
     split = StochasticSplit(tiny_model.module)
     tail_modules = [n.target for n in split.tail if n.op == "call_module"]
-    # mnist_cnn: ... Linear(1600,128)=7, ReLU=8 | Dropout=9, Linear=10, ReLU=11, Dropout=12, Linear=13
+    # mnist_cnn: ... Linear(1600, 128)=7, ReLU=8 | Dropout=9, Linear=10, ReLU=11, Dropout=12,
+    # Linear=13
     assert tail_modules == ["9", "10", "11", "12", "13"]
     assert 0 < split.tail_fraction < 0.5
 
@@ -161,7 +162,7 @@ def test_untraceable_model_falls_back_and_still_works(digits, data_root, tmp_pat
                                                       byo_factory):
     torch.manual_seed(0)
     module = byo_factory.untraceable_net().eval()
-    with pytest.raises(Exception):
+    with pytest.raises(torch.fx.proxy.TraceError):
         torch.fx.symbolic_trace(copy.deepcopy(module))
     model = LoadedModel(module, "byo_factory:untraceable_net")
     ds = load_dataset(digits, "test", data_root=data_root, limit=50)

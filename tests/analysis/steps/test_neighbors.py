@@ -98,7 +98,8 @@ def test_step_on_real_embeddings(tiny_session):
     graph = tiny_session.artifact("neighbors")
     emb = tiny_session.embeddings
     n = len(emb)
-    assert graph["indices"].shape == (n, graph.summary["graph_k"]) and graph.summary["graph_k"] == 90
+    assert graph.summary["graph_k"] == 90
+    assert graph["indices"].shape == (n, 90)
     np.testing.assert_allclose(graph["distances"][:, :10], brute_force(emb, 10), atol=1e-3,
                                rtol=1e-4)
     cols = tiny_session.engine.columns("neighbors")
