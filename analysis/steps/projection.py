@@ -39,13 +39,16 @@ def umap_map(features: np.ndarray, knn_idx: np.ndarray, knn_dist: np.ndarray, *,
 
     ``n_epochs=200`` is what umap-learn itself uses above 10,000 samples; at
     exactly 10,000 its default would be 500 epochs for the same trustworthiness.
+    ``init="pca"`` replaces the spectral initialisation: on 10k MNIST embeddings
+    it is about twice as fast end to end with the same trustworthiness (0.9944).
     """
     import umap  # lazy: numba compiles on first import (cached under NUMBA_CACHE_DIR)
 
     n_neighbors = min(n_neighbors, knn_idx.shape[1] + 1, len(features) - 1)
     idx, dist = with_self(knn_idx[:, :n_neighbors - 1], knn_dist[:, :n_neighbors - 1])
     reducer = umap.UMAP(n_neighbors=n_neighbors, min_dist=min_dist, random_state=seed,
-                        precomputed_knn=(idx, dist), n_jobs=1, n_epochs=n_epochs)
+                        precomputed_knn=(idx, dist), n_jobs=1, n_epochs=n_epochs,
+                        init="pca")
     return reducer.fit_transform(np.asarray(features, np.float32)).astype(np.float32)
 
 
@@ -114,7 +117,7 @@ class UMAPProjection(_Projection):
 
     name = "umap"
     method = "umap"
-    version = 1
+    version = 2  # 2: PCA initialisation
 
     @dataclass(frozen=True)
     class Config:
