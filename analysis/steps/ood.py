@@ -131,6 +131,7 @@ class MCJointNeighbors(_JointNeighbors):
 class _JointMap(Step):
     method: str
     graph: str
+    version = 2  # 2: UMAP with PCA initialisation
 
     @dataclass(frozen=True)
     class Config:
