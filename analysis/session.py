@@ -241,29 +241,35 @@ class AnalysisSession:
         return idx[0][keep][:k_eff], dist[0][keep][:k_eff]
 
     def attribute(self, index: int, method: str = "integrated_gradients",
-                  target: int | str = "pred", n_steps: int = 50) -> np.ndarray:
+                  target: int | str = "pred", n_steps: int = 50,
+                  dataset: str | None = None) -> np.ndarray:
         """One sample's ``(H, W)`` float32 heatmap, cached like every other result.
 
-        ``target`` is a class index, ``"pred"`` or ``"label"``.
+        ``target`` is a class index, ``"pred"`` or ``"label"``; ``dataset`` an
+        extra dataset's key (default: the analysed dataset).
         """
         get_method(method)
-        if not 0 <= int(index) < len(self.dataset):
-            raise ConfigError(f"Sample index {index} out of range 0..{len(self.dataset) - 1}.")
+        engine = self.engine if dataset in (None, self.dataset.key) else self.extra(dataset)
+        ds = engine.dataset
+        if not 0 <= int(index) < len(ds):
+            raise ConfigError(f"Sample index {index} out of range 0..{len(ds) - 1}.")
         if target == "pred":
-            target = int(self.artifact("inference")["pred"][index])
+            target = int(engine.get("inference")["pred"][index])
         elif target == "label":
-            target = int(self.dataset.labels[index])
+            if engine is not self.engine and list(ds.class_names) != self.class_names:
+                raise ConfigError(f"A {ds.key} sample has no ground-truth class among the "
+                                  "model's; explain the predicted class or a class index.")
+            target = int(ds.labels[index])
         target = int(target)
         if not 0 <= target < self.probabilities.shape[1]:
             raise ConfigError(f"Target class {target} out of range "
                               f"0..{self.probabilities.shape[1] - 1}.")
         key = stable_hash("loupe-attribution", ATTRIBUTION_VERSION, self.engine.model_id,
-                          self.dataset.key, self.dataset.fingerprint, int(index), method, target,
-                          n_steps)
+                          ds.key, ds.fingerprint, int(index), method, target, n_steps)
         cached = self.store.get(key)
         if cached is not None:
             return cached["heatmap"]
-        heat = attribute(self.model, self.dataset.images[[index]], target, method,
+        heat = attribute(self.model, ds.images[[index]], target, method,
                          device=self.device, n_steps=n_steps)[0]
         self.store.put(key, Artifact({"heatmap": heat}))
         return heat

@@ -12,9 +12,7 @@ from __future__ import annotations
 import numpy as np
 from dash import html
 
-from analysis.attribution import METHODS, attribute, normalize_heatmap
-from analysis.session import ATTRIBUTION_VERSION
-from cache import Artifact, stable_hash
+from analysis.attribution import METHODS, normalize_heatmap
 from dashboard import figures
 from dashboard.components.gallery import sample_gallery
 from dashboard.figures import uncertainty as ufig
@@ -98,22 +96,8 @@ def extra_mini_map(entry: RunEntry, key: str, row: int, nearest: np.ndarray):
 
 def extra_attribution(entry: RunEntry, key: str, row: int, method: str, target: int,
                       n_steps: int = 50) -> np.ndarray:
-    """``(H, W)`` heatmap of extra sample ``row`` for class ``target``, cached like the session's.
-
-    The key mirrors :meth:`AnalysisSession.attribute` with the extra dataset's
-    key and fingerprint (that method only covers the analysed dataset).
-    """
-    session = entry.session
-    ds = session.extra(key).dataset
-    cache_key = stable_hash("loupe-attribution", ATTRIBUTION_VERSION, session.engine.model_id,
-                            ds.key, ds.fingerprint, int(row), method, int(target), n_steps)
-    cached = session.store.get(cache_key)
-    if cached is not None:
-        return cached["heatmap"]
-    heat = attribute(session.model, ds.images[[row]], int(target), method,
-                     device=session.device, n_steps=n_steps)[0]
-    session.store.put(cache_key, Artifact({"heatmap": heat}))
-    return heat
+    """``(H, W)`` heatmap of extra sample ``row`` for class ``target`` (cached by the session)."""
+    return entry.session.attribute(row, method, int(target), n_steps, dataset=key)
 
 
 def extra_heatmap_view(entry: RunEntry, key: str, row: int, method: str, target: str):
