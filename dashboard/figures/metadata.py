@@ -11,10 +11,16 @@ from plotly.subplots import make_subplots
 
 from dashboard.figures.common import base_layout, class_palette
 
+COLUMNS = ["group", "bin", "left", "right", "center", "mean_loss", "sem", "count"]
+
 
 def binned_loss(values: np.ndarray, loss: np.ndarray, labels: np.ndarray | None = None,
                 bins: int = 20) -> pd.DataFrame:
-    """Mean loss per bin of ``values`` (equal-width bins over the finite range).
+    """Mean loss per equal-width bin of ``values``, with its standard error.
+
+    The bins span the 0.5th to 99.5th percentile of ``values`` (the rare values
+    beyond fall into the first and last bins), so one far outlier does not
+    squeeze every other sample into a few bins.
 
     Parameters
     ----------
@@ -28,19 +34,22 @@ def binned_loss(values: np.ndarray, loss: np.ndarray, labels: np.ndarray | None 
     Returns
     -------
     DataFrame
-        ``group, bin, left, right, center, mean_loss, count``; empty bins dropped.
+        ``group, bin, left, right, center, mean_loss, sem, count``; ``center``
+        is the mean of the values in the bin, ``sem`` the standard error of the
+        mean loss; empty bins dropped.
     """
     v = np.asarray(values, dtype=np.float64)
     loss = np.asarray(loss, dtype=np.float64)
     ok = np.isfinite(v) & np.isfinite(loss)
     if not ok.any():
-        return pd.DataFrame(columns=["group", "bin", "left", "right", "center", "mean_loss",
-                                     "count"])
-    lo, hi = float(v[ok].min()), float(v[ok].max())
-    if hi <= lo:
+        return pd.DataFrame(columns=COLUMNS)
+    lo, hi = np.percentile(v[ok], [0.5, 99.5])
+    if not hi > lo:
+        lo, hi = float(v[ok].min()), float(v[ok].max())
+    if not hi > lo:
         hi = lo + 1.0
     edges = np.linspace(lo, hi, bins + 1)
-    which = np.clip(np.digitize(v, edges[1:-1]), 0, bins - 1)
+    which = np.clip(np.searchsorted(edges, v, side="right") - 1, 0, bins - 1)
     groups = [(-1, ok)]
     if labels is not None:
         labels = np.asarray(labels)
@@ -49,11 +58,14 @@ def binned_loss(values: np.ndarray, loss: np.ndarray, labels: np.ndarray | None 
     for group, mask in groups:
         count = np.bincount(which[mask], minlength=bins)
         total = np.bincount(which[mask], weights=loss[mask], minlength=bins)
+        squares = np.bincount(which[mask], weights=loss[mask] ** 2, minlength=bins)
+        value_sum = np.bincount(which[mask], weights=v[mask], minlength=bins)
         for b in np.flatnonzero(count):
-            rows.append((group, b, edges[b], edges[b + 1], (edges[b] + edges[b + 1]) / 2,
-                         total[b] / count[b], int(count[b])))
-    return pd.DataFrame(rows, columns=["group", "bin", "left", "right", "center", "mean_loss",
-                                       "count"])
+            mean = total[b] / count[b]
+            var = max(squares[b] / count[b] - mean ** 2, 0.0) * count[b] / max(count[b] - 1, 1)
+            rows.append((group, b, edges[b], edges[b + 1], value_sum[b] / count[b], mean,
+                         float(np.sqrt(var / count[b])), int(count[b])))
+    return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def loss_vs_metadata_figure(binned: pd.DataFrame, column: str, class_names: Sequence[str],
@@ -61,8 +73,8 @@ def loss_vs_metadata_figure(binned: pd.DataFrame, column: str, class_names: Sequ
     """Mean loss per bin (lines, left axis) over the sample count per bin (bars, right axis)."""
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     overall = binned[binned["group"] == -1]
-    width = float((overall["right"] - overall["left"]).median()) if len(overall) else None
-    fig.add_trace(go.Bar(x=overall["center"], y=overall["count"], width=width, name="samples",
+    fig.add_trace(go.Bar(x=(overall["left"] + overall["right"]) / 2, y=overall["count"],
+                         width=overall["right"] - overall["left"], name="samples per bin",
                          marker_color="rgba(108,117,125,0.25)",
                          hovertemplate="%{x:.3g}: %{y} samples<extra></extra>"),
                   secondary_y=True)
@@ -78,7 +90,9 @@ def loss_vs_metadata_figure(binned: pd.DataFrame, column: str, class_names: Sequ
     else:
         fig.add_trace(go.Scatter(
             x=overall["center"], y=overall["mean_loss"], mode="lines+markers",
-            name="all classes", line={"color": "#d62728", "width": 3},
+            name="all classes (± 95% CI)", line={"color": "#d62728", "width": 3},
+            error_y={"type": "data", "array": 1.96 * overall["sem"], "thickness": 1.2,
+                     "width": 3, "color": "rgba(214,39,40,0.6)"},
             customdata=overall["count"],
             hovertemplate="%{x:.3g}: mean loss %{y:.4f} (n=%{customdata})<extra></extra>"),
             secondary_y=False)

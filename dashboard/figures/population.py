@@ -186,11 +186,14 @@ def population_figure(coords: np.ndarray, members: Sequence[np.ndarray],
     name = PROJECTION_LABELS.get(projection, projection)
     layout = base_layout(
         coloraxis=color.coloraxis, dragmode="select", uirevision=projection,
-        legend={"title": {"text": "ground truth"}, "itemsizing": "constant",
-                "orientation": "v", "x": 1.0, "xanchor": "left"},
+        # Legend under the plot: the colour bar (numeric colourings) keeps the right side
+        # and the mode bar the top.
+        legend={"title": {"text": "true class "}, "itemsizing": "constant",
+                "orientation": "h", "x": 0.5, "xanchor": "center", "y": -0.12,
+                "yanchor": "top"},
         xaxis={"title": {"text": f"{name} 1 (arbitrary units)"}, "zeroline": False},
         yaxis={"title": {"text": f"{name} 2 (arbitrary units)"}, "zeroline": False},
-        margin={"l": 60, "r": 10, "t": 30, "b": 50},
+        margin={"l": 60, "r": 10, "t": 30, "b": 40},
         hovermode="closest",
     )
     return go.Figure(traces, layout)

@@ -99,7 +99,7 @@ def heatmap_grid_figure(image: np.ndarray, heatmaps: Sequence[np.ndarray], signe
             fig.add_trace(trace, row=i // columns + 1, col=i % columns + 1)
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False, autorange="reversed")
-    fig.update_layout(**base_layout(height=190 * rows + 40,
+    fig.update_layout(**base_layout(height=125 * rows + 50,
                                     margin={"l": 10, "r": 10, "t": 40, "b": 10}))
     fig.update_annotations(font_size=12)
     return fig

@@ -46,9 +46,11 @@ def layout(column: str | None = None, x: str | None = None, y: str | None = None
         html.Div(id=ids.METADATA_MESSAGE),
         dbc.Row([
             dbc.Col(card("Average loss against a metadata column (bars: samples per bin)",
-                         binned_controls, dcc.Graph(id=ids.METADATA_GRAPH)), lg=7),
+                         binned_controls,
+                         dcc.Graph(id=ids.METADATA_GRAPH, config={"displaylogo": False})), lg=7),
             dbc.Col(card("Any two columns, coloured by ground truth", scatter_controls,
-                         dcc.Graph(id=ids.SCATTER_GRAPH)), lg=5),
+                         dcc.Graph(id=ids.SCATTER_GRAPH, config={"displaylogo": False})),
+                    lg=5),
         ], className="g-3"),
     ])
 

@@ -23,6 +23,11 @@ from dashboard.views.population import (
 dash.register_page(__name__, path="/", name="Population", order=0)
 
 QUERY_STORE = "population-query"
+# A short mode bar (zoom, pan, box, lasso, reset) leaves the top row to the legend.
+MAP_CONFIG = {"scrollZoom": True, "displaylogo": False,
+              "modeBarButtonsToRemove": ["toImage", "sendDataToCloud", "zoomIn2d", "zoomOut2d",
+                                         "autoScale2d", "hoverClosestCartesian",
+                                         "hoverCompareCartesian", "toggleSpikelines"]}
 
 
 def layout(color: str | None = None, size: str | None = None, projection: str | None = None,
@@ -45,8 +50,7 @@ def layout(color: str | None = None, size: str | None = None, projection: str | 
         dbc.Row([
             dbc.Col(card("Population map: drag to select, click a point to open it", controls,
                          dcc.Loading(dcc.Graph(id=ids.POPULATION_GRAPH, clear_on_unhover=True,
-                                               config={"scrollZoom": True,
-                                                       "displaylogo": False},
+                                               config=MAP_CONFIG,
                                                style={"height": "calc(100vh - 250px)",
                                                       "minHeight": "420px"}),
                                      delay_show=300),

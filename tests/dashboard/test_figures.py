@@ -154,8 +154,10 @@ def test_binned_loss_counts_and_means():
     overall = binned[binned["group"] == -1]
     assert overall["count"].sum() == 100 and len(overall) == 10
     assert np.all(np.diff(overall["mean_loss"]) > 0)  # loss rises with the column
-    np.testing.assert_allclose(overall["mean_loss"].iloc[0], loss[:10].mean())
+    first = loss[values <= overall["right"].iloc[0]]
+    np.testing.assert_allclose(overall["mean_loss"].iloc[0], first.mean())
     assert binned[binned["group"] == 1]["count"].sum() == 50
+    np.testing.assert_allclose(overall["sem"].iloc[0], first.std(ddof=1) / np.sqrt(len(first)))
     fig = figures.loss_vs_metadata_figure(binned, "x (units)", ["even", "odd"], per_class=True)
     assert [t.type for t in fig.data] == ["bar", "scatter", "scatter"]
     assert fig.layout.xaxis.title.text == "x (units) (binned)"

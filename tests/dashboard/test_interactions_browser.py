@@ -214,3 +214,65 @@ def test_csv_downloads_hold_the_right_rows(dash_duo, browser, app, entry):
     assert list(sel.columns) == list(expected.columns)
     browser.screenshot("export")
     assert dash_duo.get_logs() == []
+
+
+MARKER_JS = """
+const gd = document.getElementById(arguments[0]).querySelector('.js-plotly-plot');
+const t = gd._fullData[arguments[1]];
+const c = t.marker.color, s = t.marker.size;
+return {color: (typeof c === 'string') ? c : Array.from(c).slice(0, 5),
+        n_color: (typeof c === 'string') ? 1 : c.length,
+        size: (typeof s === 'number') ? s : Array.from(s).slice(0, 5),
+        x0: t.x[0], showscale: !!(gd._fullLayout.coloraxis && gd._fullLayout.coloraxis.showscale)};
+"""
+
+
+def set_prop(duo, component_id: str, **props) -> None:
+    duo.driver.execute_script("window.dash_clientside.set_props(arguments[0], arguments[1]);",
+                              component_id, props)
+
+
+def test_recolour_and_resize_patch_the_map_in_the_browser(dash_duo, browser, app, entry):
+    browser.open(app, "/")
+    wait_for_map(dash_duo)
+    before = dash_duo.driver.execute_script(MARKER_JS, ids.POPULATION_GRAPH, 1)
+    assert before["color"] == "#ff7f0e" and not before["showscale"]
+    set_prop(dash_duo, ids.COLOR_SELECT, value="uncertainty")
+    until(lambda: dash_duo.driver.execute_script(MARKER_JS, ids.POPULATION_GRAPH, 1)["n_color"]
+          == len(entry.members[1]), timeout=20)
+    after = dash_duo.driver.execute_script(MARKER_JS, ids.POPULATION_GRAPH, 1)
+    want = entry.table["uncertainty"].to_numpy()[entry.members[1][:5]]
+    np.testing.assert_allclose(after["color"], want, rtol=1e-5)  # typed arrays decoded
+    assert after["showscale"] and after["x0"] == before["x0"]
+    set_prop(dash_duo, ids.SIZE_SELECT, value="none")
+    until(lambda: dash_duo.driver.execute_script(MARKER_JS, ids.POPULATION_GRAPH, 1)["size"]
+          == 5, timeout=20)
+    # Hovering a point shows its thumbnail.
+    target = isolated_sample(entry)
+    xy = entry.session.projection("umap")[target]
+    actions = ActionChains(dash_duo.driver)
+    px = to_pixel(dash_duo, ids.POPULATION_GRAPH, float(xy[0]), float(xy[1]))
+    actions.w3c_actions.pointer_action.move_to_location(px[0] - 30, px[1] - 30)
+    actions.w3c_actions.pointer_action.move_to_location(*px)
+    actions.perform()
+    dash_duo.wait_for_contains_text(f"#{ids.POPULATION_TOOLTIP}",
+                                    entry.session.dataset.sample_ids[target], timeout=20)
+    assert dash_duo.find_element(f"#{ids.POPULATION_TOOLTIP} img").get_attribute(
+        "src").startswith("data:image/png;base64,")
+    browser.screenshot("population-recoloured")
+    assert dash_duo.get_logs() == []
+
+
+def test_all_classes_heatmaps_as_small_multiples(dash_duo, browser, app, entry):
+    sid = entry.session.dataset.sample_ids[3]
+    browser.open(app, f"/sample?id={sid}")
+    dash_duo.wait_for_element(f"#{ids.SAMPLE_HEATMAP} .hm image", timeout=30)
+    set_prop(dash_duo, ids.HEATMAP_TARGET, value="all")
+    until(lambda: len(dash_duo.find_elements(f"#{ids.SAMPLE_HEATMAP} .hm image"))
+          == len(entry.class_names), timeout=60)
+    set_prop(dash_duo, ids.HEATMAP_METHOD, value="gradcam")
+    dash_duo.wait_for_text_to_equal(f"#{ids.HEATMAP_STATUS}", "", timeout=60)
+    until(lambda: len(dash_duo.find_elements(f"#{ids.SAMPLE_HEATMAP} .hm image"))
+          == len(entry.class_names), timeout=60)
+    browser.screenshot("sample-all-classes")
+    assert dash_duo.get_logs() == []

@@ -1,0 +1,76 @@
+"""Screenshots of every page of a running dashboard for the README (``docs/*.png``).
+
+Not a test (pytest does not collect it). Run the dashboard on the real default
+run, then::
+
+    python -m dashboard --port 8050 &
+    python tests/dashboard/make_docs_screenshots.py --url http://127.0.0.1:8050 --out docs
+
+Same headless Chromium flags as the browser tests; the viewport is 1280x800.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from selenium import webdriver
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as ec
+from selenium.webdriver.support.ui import WebDriverWait
+
+FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--no-first-run")
+# (file name, path, CSS selector that means "drawn", optional script run before the shot)
+SHOTS = (
+    ("population", "/?color=label&size=loss", "#population-graph .nsewdrag", None),
+    ("sample", "/sample", "#sample-heatmap .hm image", None),
+    ("errors", "/errors", "#confusion-matrix .hm image", None),
+    ("metadata", "/metadata", "#metadata-graph .scatterlayer .trace", None),
+    ("training", "/training", "#training-graph .scatterlayer .trace", None),
+    ("export", "/export", "#export-info b", None),
+)
+
+
+def driver(width: int = 1280, height: int = 800) -> webdriver.Chrome:
+    options = Options()
+    for flag in FLAGS:
+        options.add_argument(flag)
+    if Path("/usr/bin/chromium").exists():
+        options.binary_location = "/usr/bin/chromium"
+    d = webdriver.Chrome(options=options)
+    d.set_window_size(width, height)
+    inner = d.execute_script("return [window.innerWidth, window.innerHeight];")
+    d.set_window_size(2 * width - inner[0], 2 * height - inner[1])
+    return d
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--url", default="http://127.0.0.1:8050")
+    p.add_argument("--out", default="docs")
+    p.add_argument("--only", nargs="*", help="file names to take (default: all)")
+    args = p.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    d = driver()
+    try:
+        for name, path, drawn, script in SHOTS:
+            if args.only and name not in args.only:
+                continue
+            d.get(args.url + path)
+            WebDriverWait(d, 60).until(ec.presence_of_element_located((By.CSS_SELECTOR, drawn)))
+            if script:
+                d.execute_script(script)
+            time.sleep(1.5)  # let plots finish their transitions
+            d.save_screenshot(str(out / f"{name}.png"))
+            print(out / f"{name}.png")
+    finally:
+        d.quit()
+
+
+if __name__ == "__main__":
+    main()
