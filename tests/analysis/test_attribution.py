@@ -21,15 +21,16 @@ def images(tiny_session):
 
 @pytest.mark.parametrize("method", list(METHODS))
 def test_every_method_returns_finite_maps_shaped_like_the_input(method, tiny_model, images):
-    maps = attribute(tiny_model, images, [7, 2, 1], method, n_steps=16)
-    assert maps.shape == (3, 28, 28) and maps.dtype == np.float32
+    b = 1 if method == "occlusion" else 3  # occlusion is the slow one: 169 windows an image
+    maps = attribute(tiny_model, images[:b], [7, 2, 1][:b], method, n_steps=16)
+    assert maps.shape == (b, 28, 28) and maps.dtype == np.float32
     assert np.isfinite(maps).all()
     assert np.abs(maps).max() > 0  # something was attributed
     if not METHODS[method].signed:
         assert (maps >= 0).all()
-    if method != "occlusion":  # (occlusion is the slow one: 169 windows an image)
-        single = attribute(tiny_model, images[:1], 7, method, n_steps=16)
-        np.testing.assert_allclose(single[0], maps[0], rtol=1e-4, atol=1e-5)  # batch-invariant
+    if b > 1:
+        single = attribute(tiny_model, images[1:2], 2, method, n_steps=16)
+        np.testing.assert_allclose(single[0], maps[1], rtol=1e-4, atol=1e-5)  # batch-invariant
 
 
 def test_target_changes_the_map(tiny_model, images):
