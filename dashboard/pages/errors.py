@@ -11,7 +11,7 @@ from dashboard import figures, ids
 from dashboard.components.gallery import sample_gallery
 from dashboard.components.messages import card, error_alert
 from dashboard.state import DashboardInputError, get_entry
-from dashboard.views.errors import cell_indices, worst_indices
+from dashboard.views.errors import cell_indices, most_confused, worst_indices
 
 dash.register_page(__name__, path="/errors", name="Errors", order=2)
 
@@ -24,7 +24,8 @@ def layout(**_ignored) -> html.Div:
             dbc.Col(card("Confusion matrix: click a cell to see its samples",
                          dcc.Graph(id=ids.CONFUSION_MATRIX, config={"displayModeBar": False})),
                     lg=5),
-            dbc.Col(card("Samples of the selection", html.Div(id=ids.CELL_TITLE, className="mb-2"),
+            dbc.Col(card("Samples of the cell (or of the selection made on another page)",
+                         html.Div(id=ids.CELL_TITLE, className="mb-2"),
                          html.Div(id=ids.CELL_GRID)), lg=7),
         ], className="g-3"),
         card("Accuracy and mean loss per class",
@@ -85,10 +86,14 @@ def show_cell(selection, run_store):
         return error_alert(exc), None
     sel = selection if isinstance(selection, dict) and selection.get("run") == entry.key else {}
     idx = entry.indices_of(sel.get("ids", []))
+    source = sel.get("source") or "selection"
     if len(idx) == 0:
-        return html.Span("Click a confusion-matrix cell (or select points on the map).",
-                         className="text-muted small"), None
+        worst = most_confused(entry)
+        if worst is None:
+            return html.Span("No misclassified samples.", className="text-muted small"), None
+        idx = cell_indices(entry, *worst)
+        source = f"most confused: true {worst[0]} → predicted {worst[1]}"
     order = idx[np.argsort(-entry.table["loss"].to_numpy()[idx], kind="stable")]
-    title = html.Span([html.B(sel.get("source") or "selection"), f": {len(idx):,} samples",
+    title = html.Span([html.B(source), f": {len(idx):,} samples",
                        " (highest loss first)" if len(idx) > 1 else ""])
     return title, sample_gallery(entry, order, limit=120)

@@ -19,6 +19,16 @@ def cell_indices(entry: RunEntry, true_name: str, pred_name: str) -> np.ndarray:
     return np.flatnonzero((table["label"].to_numpy() == t) & (table["pred"].to_numpy() == p))
 
 
+def most_confused(entry: RunEntry) -> tuple[str, str] | None:
+    """``(true name, predicted name)`` of the largest off-diagonal cell; ``None`` if no error."""
+    t = entry.table
+    wrong = t[~t["correct"].to_numpy()]
+    if wrong.empty:
+        return None
+    true, pred = wrong.groupby(["label_name", "pred_name"]).size().idxmax()
+    return str(true), str(pred)
+
+
 def worst_indices(entry: RunEntry, misclassified_only: bool, limit: int = GALLERY_SIZE
                   ) -> np.ndarray:
     """Indices of the highest-loss samples (optionally only the misclassified)."""

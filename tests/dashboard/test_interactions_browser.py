@@ -149,9 +149,10 @@ def confusion_count(entry, t: int, p: int) -> int:
 
 
 def off_diagonal_cell(entry) -> tuple[int, int]:
+    """The second most confused cell: the page already shows the first one unclicked."""
     table = entry.table
     wrong = table[~table["correct"]]
-    pair = wrong.groupby(["label", "pred"]).size().idxmax()
+    pair = wrong.groupby(["label", "pred"]).size().sort_values(ascending=False).index[1]
     return int(pair[0]), int(pair[1])
 
 
@@ -161,9 +162,9 @@ def test_confusion_cell_opens_its_samples(dash_duo, browser, app, entry):
     names = entry.class_names
     click_confusion_cell(dash_duo, names[t], names[p])
     n = confusion_count(entry, t, p)
-    dash_duo.wait_for_contains_text(f"#{ids.CELL_TITLE}",
-                                    f"true {names[t]} → predicted {names[p]}: {n} samples",
-                                    timeout=20)
+    until(lambda: dash_duo.find_element(f"#{ids.CELL_TITLE}").text
+          == f"true {names[t]} → predicted {names[p]}: {n} samples"
+          + (" (highest loss first)" if n > 1 else ""), timeout=20)
     thumbs = dash_duo.find_elements(f"#{ids.CELL_GRID} a.loupe-thumb")
     assert len(thumbs) == min(n, 120)
     table = entry.table.set_index("sample_id")
@@ -200,7 +201,8 @@ def test_csv_downloads_hold_the_right_rows(dash_duo, browser, app, entry):
     dash_duo.find_element(".navbar a[href='/errors']").click()
     t, p = off_diagonal_cell(entry)
     click_confusion_cell(dash_duo, entry.class_names[t], entry.class_names[p])
-    dash_duo.wait_for_contains_text(f"#{ids.CELL_TITLE}", "samples", timeout=20)
+    until(lambda: dash_duo.find_element(f"#{ids.CELL_TITLE}").text.startswith(
+        f"true {entry.class_names[t]} → predicted"), timeout=20)
     dash_duo.find_element(".navbar a[href='/export']").click()
     button = dash_duo.wait_for_element(f"#{ids.EXPORT_SELECTION_CSV}")
     until(lambda: button.is_enabled(), timeout=10)

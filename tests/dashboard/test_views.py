@@ -13,7 +13,7 @@ from dashboard.components.gallery import sample_gallery, sample_href
 from dashboard.components.navbar import select_run_store
 from dashboard.state import DashboardInputError
 from dashboard.views import population as pop
-from dashboard.views.errors import cell_indices, worst_indices
+from dashboard.views.errors import cell_indices, most_confused, worst_indices
 from dashboard.views.sample import (
     ALL_CLASSES,
     heatmap_view,
@@ -119,6 +119,9 @@ def test_cell_indices_and_worst(entry):
     assert len(idx) == int(((t["label"] == 3) & (t["pred"] == 5)).sum())
     with pytest.raises(DashboardInputError):
         cell_indices(entry, "3", "Z")
+    true, pred = most_confused(entry)
+    biggest = t[~t["correct"]].groupby(["label", "pred"]).size().max()
+    assert len(cell_indices(entry, true, pred)) == biggest and true != pred
     worst = worst_indices(entry, False, 5)
     assert np.all(np.diff(t["loss"].to_numpy()[worst]) <= 0)
     wrong = worst_indices(entry, True, 100)
