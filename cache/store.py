@@ -128,6 +128,9 @@ class ArtifactStore:
                 str(self.directory / "artifacts"),
                 size_limit=int(self.size_limit_gb * 1024**3),
                 eviction_policy="least-recently-used",
+                # Evict one entry per write: diskcache's default (10) can evict the entry
+                # just written when the store holds few, large artifacts.
+                cull_limit=1,
                 timeout=60,
             )
         return self._cache
