@@ -224,3 +224,17 @@ def test_concurrent_reader_while_a_writer_writes(cache_dir):
     assert reads > 0  # the reader saw entries while the writer was still writing
     assert len(check_every_entry(reader, size)) == 40
     reader.close()
+
+
+def test_size_limit_evicts_least_recently_used(cache_dir):
+    limit = 1_000_000
+    with ArtifactStore(cache_dir, size_limit_gb=limit / 1024**3) as store:
+        for i in range(30):
+            store.put(f"k{i}", Artifact({"x": np.full(25_000, i, np.float32)}))  # ~100 KB
+            # what was just written is never evicted by its own put
+            assert store.get(f"k{i}")["x"][0] == i
+            if i == 5:
+                assert store.get("k0")["x"][0] == 0  # used: now more recent than k1..k5
+            if i == 12:  # over the limit since about the 10th put
+                assert "k0" in store and "k1" not in store  # the least recently used went
+        assert 5 <= len(store) < 30 and store.volume_bytes() <= limit + 150_000
