@@ -9,6 +9,9 @@ Measured with the same functions the callbacks call:
 * **population figure at N points** (default 70,000): the run's real table
   tiled to N rows with jitter, figure built and serialised to JSON as Dash does.
 * **re-colour / re-size**: the ``dash.Patch`` built and serialised (no coordinates).
+* with ``--browser``: the same in headless Chromium, end to end
+  (:mod:`dashboard.bench_browser`): first render of the map, a re-colour,
+  a click on the map until the heatmap is drawn.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -160,6 +164,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=7)
     p.add_argument("--seed", type=int, default=None,
                    help="sample choice (default: from the clock, so heatmaps are new)")
+    p.add_argument("--mc-samples", type=int, default=None,
+                   help="MC-dropout passes of the session (0 skips the step)")
+    p.add_argument("--projections", nargs="+", default=["umap", "tsne"])
+    p.add_argument("--browser", action="store_true",
+                   help="also time the population page in headless Chromium")
+    p.add_argument("--port", type=int, default=8123, help="port of the --browser server")
     p.add_argument("--json", help="also write the timings to this file")
     args = p.parse_args(argv)
 
@@ -173,12 +183,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         session = AnalysisSession.open(args.checkpoint, args.dataset, args.split,
                                        data_root=args.data_root, cache_dir=args.cache_dir,
-                                       device=args.device, progress=False)
+                                       device=args.device, progress=False,
+                                       mc_samples=args.mc_samples,
+                                       projections=tuple(args.projections))
         session.run()
     except LoupeError as exc:
         log.error("%s", exc)
         return exc.exit_code
-    entry = RunRegistry().add(session, args.checkpoint)
+    registry = RunRegistry()
+    entry = registry.add(session, args.checkpoint)
     _ = entry.table, entry.members  # built once at start-up in the app too
     log.info("%s: %d samples, torch threads %d", entry.label, len(entry.table),
              torch.get_num_threads())
@@ -186,7 +199,21 @@ def main(argv: list[str] | None = None) -> int:
     timings.append(bench_background_spawn(args.repeat))
     pop, sizes = bench_population(entry, args.points, args.repeat, seed)
     timings += pop
-    lines = [t.row() for t in timings]
+    if args.browser:
+        import tempfile
+
+        from dashboard.app import create_app
+        from dashboard.bench_browser import browser_timings
+        from dashboard.config import DashboardConfig
+
+        with tempfile.TemporaryDirectory() as jobs:
+            app = create_app(DashboardConfig(checkpoints=[], cache_dir=jobs, progress=False),
+                             registry)
+            for name, secs in browser_timings(app, entry, args.port, args.repeat).items():
+                timings.append(Timing(f"browser: {name} ({len(entry.table):,} pts)", secs))
+    lines = [f"{entry.label}, {len(entry.table):,} samples; load average "
+             + " ".join(f"{v:.2f}" for v in os.getloadavg()) + f" on {os.cpu_count()} CPUs"]
+    lines += [t.row() for t in timings]
     lines += [f"payload {k}: {v / 1e6:.2f} MB" for k, v in sizes.items()]
     sys.stdout.write("\n".join(lines) + "\n")
     if args.json:

@@ -78,8 +78,12 @@ def test_columns(entry):
 
 
 def test_registry_hangs_on_the_app(app, registry):
-    import dash
+    from dash._get_app import app_context  # what Dash sets while it runs a callback
 
     assert app.server.extensions["loupe"] is registry
-    assert dash.get_app() is app and get_registry() is registry
+    token = app_context.set(app)
+    try:
+        assert get_registry() is registry
+    finally:
+        app_context.reset(token)
     assert np.all(registry.get(None).table.index == np.arange(len(registry.get(None).table)))
