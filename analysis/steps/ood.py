@@ -131,7 +131,7 @@ class MCJointNeighbors(_JointNeighbors):
 class _JointMap(Step):
     method: str
     graph: str
-    version = 2  # 2: UMAP with PCA initialisation
+    version = 3  # 2: UMAP with PCA initialisation; 3: t-SNE Barnes-Hut below 5,000
 
     @dataclass(frozen=True)
     class Config:
