@@ -33,8 +33,11 @@ def class_centroids(features: np.ndarray, labels: np.ndarray, num_classes: int) 
 
 def centroid_distances(features: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     """``(N, C)`` Euclidean distances from each ``(N, D)`` feature to each centroid (>= 0)."""
+    # Direct differences, not the matrix-multiply expansion: exact near zero, and
+    # cheap with only C centroids.
     d = torch.cdist(torch.as_tensor(features, dtype=torch.float32)[None],
-                    torch.as_tensor(centroids, dtype=torch.float32)[None])[0]
+                    torch.as_tensor(centroids, dtype=torch.float32)[None],
+                    compute_mode="donot_use_mm_for_euclid_dist")[0]
     return d.clamp_min(0).numpy()
 
 
@@ -74,7 +77,7 @@ class PixelCentroids(Step):
     """Mean image per class and every sample's distance to each (``(N, C)``)."""
 
     name = "pixel_centroids"
-    version = 1
+    version = 2  # 2: exact distances
     uses_model = False
     uses_reference = ("pixel_centroids",)
 
@@ -102,7 +105,7 @@ class Centroids(Step):
     """
 
     name = "centroids"
-    version = 1
+    version = 2  # 2: exact distances
     requires = ("inference", "pixel_centroids")
     uses_reference = ("centroids",)
 
