@@ -33,12 +33,16 @@ def reset_dash_registry():
     """Each test gets a clean page registry and no callbacks left by an earlier app."""
     import dash
     from dash import _callback
+    from dash._get_app import app_context
 
     def clear():
         dash.page_registry.clear()
         _callback.GLOBAL_CALLBACK_LIST.clear()
         _callback.GLOBAL_CALLBACK_MAP.clear()
         _callback.GLOBAL_INLINE_SCRIPTS.clear()
+        # Dash's layout and dependency views set this context variable and never reset it:
+        # a test-client request would make dash.get_app() name an old app in later tests.
+        app_context.set(None)
 
     clear()
     yield
