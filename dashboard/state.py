@@ -169,6 +169,10 @@ class RunRegistry:
         key = stable_hash("loupe-dashboard-run", session.engine.model_id, ds.key,
                           ds.fingerprint, str(checkpoint))[:12]
         label = f"{session.name} · {ds.key}"
+        taken = {e.label for k, e in self._entries.items() if k != key}
+        if label in taken:  # two run folders of the same name: number them
+            label = next(f"{label} ({n})" for n in range(2, len(taken) + 3)
+                         if f"{label} ({n})" not in taken)
         entry = RunEntry(key, label, session)
         self._entries[key] = entry
         return entry

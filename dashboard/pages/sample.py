@@ -13,7 +13,7 @@ from dashboard.components.gallery import sample_gallery
 from dashboard.components.messages import card, error_alert
 from dashboard.state import DashboardInputError, get_entry
 from dashboard.views.ood_sample import extra_heatmap_view, extra_sample_of, extra_sample_view
-from dashboard.views.population import map_figure
+from dashboard.views.population import context_map_figure
 from dashboard.views.sample import (
     SIMILARS_K,
     heatmap_view,
@@ -102,9 +102,7 @@ def show_sample(store, run_store):
     sim, dist = entry.session.similars(i, SIMILARS_K)
     names = entry.table[["label_name", "pred_name"]].to_numpy()
     captions = [f"{names[j, 0]}→{names[j, 1]} · d {d:.2f}" for j, d in zip(sim, dist, strict=True)]
-    mini = map_figure(entry, entry.session.projections[0], "label", "none", store)
-    mini.update_layout(showlegend=False, dragmode="zoom", margin={"l": 50, "r": 10, "t": 10,
-                                                                  "b": 45})
+    mini = context_map_figure(entry, store)
     return (title, entry.thumbnail(i, 6), metadata_table(entry, i), probs,
             target_options(entry.class_names), sample_gallery(entry, sim, captions), mini, None)
 

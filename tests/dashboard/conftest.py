@@ -130,6 +130,11 @@ class Browser:
             self._started = True
         self.duo.wait_for_page(url=self.duo.server_url + path)
 
+    def nav(self, path: str) -> None:
+        """Follow the navbar's link to ``path`` (client-side navigation, stores kept)."""
+        link = self.duo.find_element(f".navbar a[href='{path}']")
+        self.duo.driver.execute_script("arguments[0].click();", link)
+
     def screenshot(self, name: str) -> Path:
         """Save the window to ``tests/_artifacts/<name>.png`` (git-ignored)."""
         ARTIFACTS.mkdir(parents=True, exist_ok=True)

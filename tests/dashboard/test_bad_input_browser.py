@@ -20,10 +20,10 @@ def assert_no_stack_trace(dash_duo) -> None:
     assert "Traceback" not in source and 'File "' not in source
 
 
-def assert_map_works(dash_duo) -> None:
+def assert_map_works(dash_duo, browser) -> None:
     """The server still serves: the population map draws all its traces."""
     dash_duo.driver.execute_script("window.scrollTo(0, 0);")
-    dash_duo.find_element(".navbar a[href='/']").click()
+    browser.nav("/")
     until(lambda: dash_duo.driver.execute_script(TRACE_LEN_JS, ids.POPULATION_GRAPH) > 1,
           timeout=30)
 
@@ -34,7 +34,7 @@ def test_unknown_sample_id_shows_a_message(dash_duo, browser, app):
     assert "mnist:test:999999" in dash_duo.find_element(f"#{ids.SAMPLE_MESSAGE}").text
     assert_no_stack_trace(dash_duo)
     browser.screenshot("bad-sample-id")
-    assert_map_works(dash_duo)
+    assert_map_works(dash_duo, browser)
     assert dash_duo.get_logs() == []
 
 

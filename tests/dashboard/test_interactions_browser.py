@@ -106,7 +106,7 @@ def test_click_on_map_opens_sample_with_heatmap_and_similars(dash_duo, browser, 
     dash_duo.wait_for_contains_text(f"#{ids.SAMPLE_TITLE}",
                                     entry.session.dataset.sample_ids[expected[0]], timeout=20)
     dash_duo.driver.execute_script("window.scrollTo(0, 0);")
-    dash_duo.find_element(".navbar a[href='/']").click()
+    browser.nav("/")
     wait_for_map(dash_duo)
     until(lambda: dash_duo.driver.execute_script(
         TRACE_LEN_JS, ids.POPULATION_GRAPH, overlay) == 11, timeout=20)
@@ -198,12 +198,12 @@ def test_csv_downloads_hold_the_right_rows(dash_duo, browser, app, entry):
     np.testing.assert_allclose(full["loss"], expected["loss"], rtol=1e-5)
 
     # A selection made on another page (a confusion cell) exports only its rows.
-    dash_duo.find_element(".navbar a[href='/errors']").click()
+    browser.nav("/errors")
     t, p = off_diagonal_cell(entry)
     click_confusion_cell(dash_duo, entry.class_names[t], entry.class_names[p])
     until(lambda: dash_duo.find_element(f"#{ids.CELL_TITLE}").text.startswith(
         f"true {entry.class_names[t]} → predicted"), timeout=20)
-    dash_duo.find_element(".navbar a[href='/export']").click()
+    browser.nav("/export")
     button = dash_duo.wait_for_element(f"#{ids.EXPORT_SELECTION_CSV}")
     until(lambda: button.is_enabled(), timeout=10)
     for f in Path(dash_duo.download_path).glob("*.csv"):
@@ -277,4 +277,31 @@ def test_all_classes_heatmaps_as_small_multiples(dash_duo, browser, app, entry):
     until(lambda: len(dash_duo.find_elements(f"#{ids.SAMPLE_HEATMAP} .hm image"))
           == len(entry.class_names), timeout=60)
     browser.screenshot("sample-all-classes")
+    assert dash_duo.get_logs() == []
+
+
+def test_switching_runs_clears_the_selection(dash_duo, browser, dash_config, analysed_session):
+    from dashboard.app import create_app
+    from dashboard.state import RunRegistry
+
+    registry = RunRegistry()
+    first = registry.add(analysed_session, "runs/a/tiny_cnn")
+    second = registry.add(analysed_session, "runs/b/tiny_cnn")
+    app = create_app(dash_config, registry)
+    browser.open(app, "/")
+    wait_for_map(dash_duo)
+    r = dash_duo.find_element(f"#{ids.POPULATION_GRAPH} .nsewdrag").rect
+    drag(dash_duo, (int(r["x"] + 0.2 * r["width"]), int(r["y"] + 0.2 * r["height"])),
+         (int(r["x"] + 0.8 * r["width"]), int(r["y"] + 0.8 * r["height"])))
+    dash_duo.wait_for_element("#selection-stats", timeout=20)
+    assert dash_duo.find_element(f"#{ids.RUN_SELECT}").text.startswith(first.label)
+    # Choose the second run in the navbar's selector (Dash 4 dropdown: open, pick).
+    dash_duo.find_element(f"#{ids.RUN_SELECT}").click()
+    xpath = f"//*[normalize-space(text())='{second.label}']"
+    until(lambda: dash_duo.driver.find_elements("xpath", xpath), timeout=10)
+    dash_duo.driver.find_elements("xpath", xpath)[-1].click()
+    dash_duo.wait_for_contains_text(f"#{ids.SELECTION_SUMMARY}", "Drag a box", timeout=20)
+    assert second.label in dash_duo.find_element(f"#{ids.RUN_SELECT}").text
+    until(lambda: dash_duo.driver.execute_script(TRACE_LEN_JS, ids.POPULATION_GRAPH, 0) > 0,
+          timeout=20)
     assert dash_duo.get_logs() == []

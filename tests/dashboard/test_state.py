@@ -26,6 +26,14 @@ def test_registry_keys_are_opaque_and_stable(registry, analysed_session):
     assert str(analysed_session.store.directory) not in str(option)
 
 
+def test_same_named_runs_get_distinct_labels(analysed_session):
+    reg = RunRegistry()
+    a = reg.add(analysed_session, "runs/a/tiny_cnn")
+    b = reg.add(analysed_session, "runs/b/tiny_cnn")
+    assert a.key != b.key and b.label == a.label + " (2)"
+    assert reg.add(analysed_session, "runs/a/tiny_cnn").label == a.label  # re-adding keeps it
+
+
 def test_registry_get_default_and_unknown(registry):
     assert registry.get(None).key == registry.default_key
     with pytest.raises(DashboardInputError, match="Unknown run 'nope'"):

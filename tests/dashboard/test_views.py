@@ -68,6 +68,13 @@ def test_highlight_follows_the_clicked_sample_of_this_run(entry):
     assert op["params"]["value"]["customdata"] == [5, *similars]
 
 
+def test_context_map_is_light_but_keeps_the_overlay(entry):
+    sid = entry.session.dataset.sample_ids[5]
+    fig = pop.context_map_figure(entry, {"run": entry.key, "id": sid}, max_points=100)
+    assert sum(len(t.x) for t in fig.data[:-1]) <= 100 + len(entry.class_names)
+    assert fig.data[-1].customdata[0] == 5 and len(fig.data[-1].customdata) == 11
+
+
 def test_selection_summary(entry):
     idx = np.arange(20)
     text = json.dumps(pop.selection_summary(entry, idx).to_plotly_json(), default=str)
