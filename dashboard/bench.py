@@ -205,10 +205,12 @@ def main(argv: list[str] | None = None) -> int:
         from dashboard.app import create_app
         from dashboard.bench_browser import browser_timings
         from dashboard.config import DashboardConfig
+        from dashboard.views.sample import warm_up_attribution
 
         with tempfile.TemporaryDirectory() as jobs:
             app = create_app(DashboardConfig(checkpoints=[], cache_dir=jobs, progress=False),
                              registry)
+            warm_up_attribution(entry)  # as python -m dashboard does before serving
             for name, secs in browser_timings(app, entry, args.port, args.repeat).items():
                 timings.append(Timing(f"browser: {name} ({len(entry.table):,} pts)", secs))
     lines = [f"{entry.label}, {len(entry.table):,} samples; load average "

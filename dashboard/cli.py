@@ -75,8 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ensure_default_run(config, explicit=bool(args.checkpoint or args.model_spec))
         from dashboard.app import create_app
+        from dashboard.state import get_registry_of
+        from dashboard.views.sample import warm_up_attribution
 
         app = create_app(config)
+        for entry in get_registry_of(app):
+            warm_up_attribution(entry)
     except LoupeError as exc:
         log.error("%s", exc)
         return exc.exit_code

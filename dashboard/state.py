@@ -211,10 +211,19 @@ class RunRegistry:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def __iter__(self):
+        """The entries, in the order they were added."""
+        return iter(self._entries.values())
+
 
 def attach_registry(server, registry: RunRegistry) -> None:
     """Hang ``registry`` on a Flask ``server``."""
     server.extensions[EXTENSION] = registry
+
+
+def get_registry_of(app) -> RunRegistry:
+    """The registry attached to a Dash ``app`` (see :func:`attach_registry`)."""
+    return app.server.extensions[EXTENSION]
 
 
 def get_registry() -> RunRegistry:

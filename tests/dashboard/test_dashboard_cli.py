@@ -9,7 +9,6 @@ import dash
 import pytest
 
 from dashboard import cli, ids
-from dashboard.app import create_app
 from dashboard.config import DashboardConfig, open_runs
 
 ISSUE_IDS = ("population-graph", "projection-select", "color-select", "size-select",

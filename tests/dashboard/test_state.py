@@ -12,6 +12,7 @@ from dashboard.state import (
     color_columns,
     column_title,
     get_registry,
+    get_registry_of,
     numeric_columns,
 )
 
@@ -89,6 +90,7 @@ def test_registry_hangs_on_the_app(app, registry):
     from dash._get_app import app_context  # what Dash sets while it runs a callback
 
     assert app.server.extensions["loupe"] is registry
+    assert get_registry_of(app) is registry and list(registry) == [registry.get(None)]
     token = app_context.set(app)
     try:
         assert get_registry() is registry

@@ -110,6 +110,19 @@ def test_heatmap_view_single_and_all_classes(entry):
         heatmap_view(entry, 0, "saliency", "99")
 
 
+def test_heatmaps_run_on_one_torch_thread_and_restore_the_count(entry):
+    import torch
+
+    from dashboard.views.sample import single_torch_thread
+
+    before = torch.get_num_threads()
+    with single_torch_thread():
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    heatmap_view(entry, 1, "saliency", "label")
+    assert torch.get_num_threads() == before
+
+
 def test_target_options_and_metadata(entry):
     values = [o["value"] for o in target_options(entry.class_names)]
     assert values[:3] == ["pred", "label", ALL_CLASSES] and values[3:] == [
