@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from analysis.forward import capture_embedding, image_batches
+from analysis.forward import auto_batch_size, capture_embedding, image_batches
 from analysis.registry import Step, StepContext, register
 from cache import Artifact
 
@@ -31,16 +31,17 @@ class Inference(Step):
 
     @dataclass(frozen=True)
     class Config:
-        batch_size: int = 1000
+        batch_size: int = 0  # 0: chosen for the device (see forward.auto_batch_size)
 
     def run(self, ctx: StepContext, config: Config) -> Artifact:
         model = ctx.model.module.to(ctx.device).eval()
         labels = torch.as_tensor(ctx.dataset.labels).to(ctx.device)
         logits_parts, emb_parts = [], []
         n = len(ctx.dataset)
+        bs = auto_batch_size(ctx.device, config.batch_size)
         with torch.inference_mode(), capture_embedding(ctx.model) as captured:
-            batches = image_batches(ctx.model, ctx.dataset.images, ctx.device, config.batch_size)
-            for _, x in tqdm(batches, total=-(-n // config.batch_size), desc="inference",
+            batches = image_batches(ctx.model, ctx.dataset.images, ctx.device, bs)
+            for _, x in tqdm(batches, total=-(-n // bs), desc="inference",
                              disable=not ctx.progress, leave=False):
                 logits_parts.append(model(x).float())
                 emb_parts.append(captured.pop().float())

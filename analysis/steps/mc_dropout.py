@@ -22,7 +22,7 @@ from torch.fx import GraphModule, Interpreter, Node
 from tqdm.auto import tqdm
 
 from analysis.errors import ConfigError
-from analysis.forward import capture_embedding, embedding_target, image_batches
+from analysis.forward import auto_batch_size, capture_embedding, embedding_target, image_batches
 from analysis.registry import Step, StepContext, register
 from cache import Artifact
 
@@ -163,7 +163,7 @@ class MCDropout(Step):
     class Config:
         samples: int = 20
         seed: int = 0
-        batch_size: int = 1000
+        batch_size: int = 0  # 0: chosen for the device (see forward.auto_batch_size)
 
     def run(self, ctx: StepContext, config: Config) -> Artifact:
         module = ctx.model.module.to(ctx.device).eval()
@@ -193,9 +193,9 @@ class MCDropout(Step):
         try:
             with torch.inference_mode(), dropout_active(module), \
                     capture_embedding(ctx.model) as captured:
-                batches = image_batches(ctx.model, ctx.dataset.images, ctx.device,
-                                        config.batch_size)
-                for _, x in tqdm(batches, total=-(-n // config.batch_size),
+                bs = auto_batch_size(ctx.device, config.batch_size)
+                batches = image_batches(ctx.model, ctx.dataset.images, ctx.device, bs)
+                for _, x in tqdm(batches, total=-(-n // bs),
                                  desc=f"mc_dropout T={config.samples}",
                                  disable=not ctx.progress, leave=False):
                     probs, emb = self._passes(module, split, x, config.samples, captured)
