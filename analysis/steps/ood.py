@@ -131,7 +131,7 @@ class MCJointNeighbors(_JointNeighbors):
 class _JointMap(Step):
     method: str
     graph: str
-    version = 3  # 2: UMAP with PCA initialisation; 3: t-SNE Barnes-Hut below 5,000
+    version = 4  # 2: UMAP PCA init; 3: t-SNE Barnes-Hut below 5,000; 4: 150 iterations
 
     @dataclass(frozen=True)
     class Config:
