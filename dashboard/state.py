@@ -96,6 +96,12 @@ class RunEntry:
                 f"Sample '{sample_id}' does not exist in run '{self.label}' "
                 f"(ids look like {self.session.dataset.sample_ids[0]}).") from None
 
+    def selected_ids(self, selection: dict | None) -> list[str]:
+        """The sample ids of the shared selection store, if it belongs to this run."""
+        if isinstance(selection, dict) and selection.get("run") == self.key:
+            return list(selection.get("ids") or [])
+        return []
+
     def indices_of(self, sample_ids: Iterable[str]) -> np.ndarray:
         """``(M,)`` int64 row indices of known ids (unknown ids are skipped and logged)."""
         lookup = self.id_to_index

@@ -9,7 +9,7 @@ from dash import Input, Output, State, dcc, html
 from dashboard import ids
 from dashboard.components.messages import card, error_alert
 from dashboard.state import DashboardInputError, get_entry
-from dashboard.views.export import csv_name, export_table, selected_ids
+from dashboard.views.export import csv_name, export_table
 
 dash.register_page(__name__, path="/export", name="Export", order=5)
 
@@ -38,7 +38,7 @@ def describe_export(run_store, selection):
         entry = get_entry(run_store)
     except DashboardInputError as exc:
         return None, True, error_alert(exc)
-    n_sel = len(selected_ids(entry, selection))
+    n_sel = len(entry.selected_ids(selection))
     info = html.Div([html.Div([html.B(entry.label), (f": {len(entry.table):,} samples, "
                                f"{len(entry.table.columns) + 2} columns")]),
                      html.Div(f"Current selection: {n_sel:,} samples" if n_sel else
@@ -70,6 +70,6 @@ def download_selection(n_clicks, run_store, selection):
         entry = get_entry(run_store)
     except DashboardInputError as exc:
         return dash.no_update, error_alert(exc)
-    frame = export_table(entry, selected_ids(entry, selection))
+    frame = export_table(entry, entry.selected_ids(selection))
     return dcc.send_data_frame(frame.to_csv, csv_name(entry, "-selection"), index=False,
                                float_format="%.6g"), None

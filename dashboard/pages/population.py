@@ -164,7 +164,6 @@ def show_selection(selection, run_store):
         entry = get_entry(run_store)
     except DashboardInputError as exc:
         return error_alert(exc), None
-    sel = selection if isinstance(selection, dict) and selection.get("run") == entry.key else {}
-    idx = entry.indices_of(sel.get("ids", []))
+    idx = entry.indices_of(entry.selected_ids(selection))
     order = idx[np.argsort(-entry.table["loss"].to_numpy()[idx], kind="stable")]
     return selection_summary(entry, idx), sample_gallery(entry, order, limit=80, empty="")

@@ -22,9 +22,3 @@ def csv_name(entry: RunEntry, suffix: str = "") -> str:
     safe = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in
                    f"{entry.session.name}-{entry.session.dataset.key}")
     return f"loupe-{safe}{suffix}.csv"
-
-
-def selected_ids(entry: RunEntry, selection: dict | None) -> list[str]:
-    if isinstance(selection, dict) and selection.get("run") == entry.key:
-        return list(selection.get("ids") or [])
-    return []
