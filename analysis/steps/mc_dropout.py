@@ -193,7 +193,7 @@ class MCDropout(Step):
         try:
             with torch.inference_mode(), dropout_active(module), \
                     capture_embedding(ctx.model) as captured:
-                bs = auto_batch_size(ctx.device, config.batch_size)
+                bs = auto_batch_size(ctx.device, config.batch_size, cpu=256)
                 batches = image_batches(ctx.model, ctx.dataset.images, ctx.device, bs)
                 for _, x in tqdm(batches, total=-(-n // bs),
                                  desc=f"mc_dropout T={config.samples}",
