@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="run folder; give exactly two (A then B)")
     add_data_args(compare)
     compare.add_argument("--out", default=None, help="CSV of the per-sample differences")
+    runs = sub.add_parser("runs", help="list every run under a runs folder")
+    runs.add_argument("--runs-dir", default="runs", help="folder of run folders (default runs)")
+    runs.add_argument("--out", default=None, help="also write the table as CSV")
     bench = sub.add_parser("bench", help="time each step against the naive way")
     bench.add_argument("--n", type=int, default=10_000, help="samples of the MNIST test set")
     bench.add_argument("--checkpoint", default=None,
@@ -133,6 +136,24 @@ def run_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def list_runs(args: argparse.Namespace) -> int:
+    from analysis.runs import discover_runs, runs_table
+
+    frame = runs_table(discover_runs(args.runs_dir), args.runs_dir)
+    if frame.empty:
+        print(f"no runs under {args.runs_dir}")
+        return 0
+    shown = frame[["name", "arch", "parameters", "mult_adds", "epochs", "best_train_acc",
+                   "best_test_acc", "final_test_loss", "training_time_s", "augment"]]
+    print(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    if args.out:
+        from analysis.export import write_csv
+
+        write_csv(frame, args.out)
+        print(f"wrote {args.out}")
+    return 0
+
+
 def args_method(session) -> str:
     return session.engine.config("attribution").method
 
@@ -148,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         if args.command == "compare":
             return run_compare(args)
+        if args.command == "runs":
+            return list_runs(args)
         if args.command == "ood" and not args.extra_dataset:
             raise ConfigError("analysis ood needs at least one --extra-dataset "
                               "(e.g. fashion-mnist).")
