@@ -244,9 +244,11 @@ def test_page_renders_histograms_map_and_table(dash_duo, browser, ood_app, ood_e
     dash_duo.wait_for_element(f"#{ids.OOD_CONFIDENT_GALLERY} a.loupe-thumb", timeout=20)
     assert "AUROC" in dash_duo.find_element(f"#{ids.UNCERTAINTY_HISTOGRAMS}").text
     dash_duo.find_elements(f"#{ids.OOD_COLOR_SELECT} input")[1].click()  # by predicted class
+    # Null-safe: until the re-colour lands the layout has no colour axis yet.
     until(lambda: dash_duo.driver.execute_script(
-        "return document.getElementById(arguments[0]).querySelector('.js-plotly-plot')"
-        "._fullLayout.coloraxis.cmax", ids.OOD_MAP) == 9.5, timeout=20)
+        "const p = document.getElementById(arguments[0]).querySelector('.js-plotly-plot');"
+        "return ((p && p._fullLayout && p._fullLayout.coloraxis) || {}).cmax;",
+        ids.OOD_MAP) == 9.5, timeout=20)
     browser.screenshot("uncertainty")
     assert dash_duo.get_logs() == []
 
