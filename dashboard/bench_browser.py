@@ -16,13 +16,9 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 
-CHROME_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--no-first-run")
 DRAWN_JS = """
 const el = document.getElementById('population-graph');
 const gd = el && el.querySelector('.js-plotly-plot');
@@ -52,14 +48,10 @@ return [r.left + xa._offset + xa.d2p(arguments[0]), r.top + ya._offset + ya.d2p(
 
 def _driver():
     from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
 
-    options = Options()
-    for flag in CHROME_FLAGS:
-        options.add_argument(flag)
-    if Path("/usr/bin/chromium").exists():
-        options.binary_location = "/usr/bin/chromium"
-    driver = webdriver.Chrome(options=options)
+    from dashboard.browser import chrome_options
+
+    driver = webdriver.Chrome(options=chrome_options())
     driver.set_window_size(1280, 900)
     driver.set_script_timeout(60)
     return driver

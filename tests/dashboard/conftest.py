@@ -9,23 +9,14 @@ import pytest
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "_artifacts"
 ANALYSED_SAMPLES = 600
-CHROME_FLAGS = (
-    "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--no-first-run", "--window-size=1280,800",
-)
-
-
 def pytest_setup_options():
-    """Chrome options for dash's ``dash_duo`` (we run as root in a container)."""
-    from selenium.webdriver.chrome.options import Options
+    """Chrome options for dash's ``dash_duo`` (we run as root in a container).
 
-    options = Options()
-    for flag in CHROME_FLAGS:
-        options.add_argument(flag)
-    if Path("/usr/bin/chromium").exists():
-        options.binary_location = "/usr/bin/chromium"
-    return options
+    ``--headless`` itself comes from pytest's ``--headless`` flag (pyproject addopts).
+    """
+    from dashboard.browser import chrome_options
+
+    return chrome_options("--window-size=1280,800", headless=False)
 
 
 @pytest.fixture(autouse=True)

@@ -16,14 +16,12 @@ import time
 from pathlib import Path
 
 from selenium import webdriver
-from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--no-first-run")
+from dashboard.browser import chrome_options
+
 # (file name, path, CSS selector that means "drawn", optional script run before the shot)
 SHOTS = (
     ("population", "/?color=label&size=loss", "#population-graph .nsewdrag", None),
@@ -36,12 +34,7 @@ SHOTS = (
 
 
 def driver(width: int = 1280, height: int = 800) -> webdriver.Chrome:
-    options = Options()
-    for flag in FLAGS:
-        options.add_argument(flag)
-    if Path("/usr/bin/chromium").exists():
-        options.binary_location = "/usr/bin/chromium"
-    d = webdriver.Chrome(options=options)
+    d = webdriver.Chrome(options=chrome_options())
     d.set_window_size(width, height)
     inner = d.execute_script("return [window.innerWidth, window.innerHeight];")
     d.set_window_size(2 * width - inner[0], 2 * height - inner[1])
