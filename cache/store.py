@@ -119,13 +119,22 @@ class ArtifactStore:
         self._cache = None
 
     @property
+    def folder(self) -> Path:
+        """The diskcache folder holding the artifacts."""
+        return self.directory / "artifacts"
+
+    def is_available(self) -> bool:
+        """Whether the store's folder still exists (it may be deleted under a running reader)."""
+        return self.folder.is_dir()
+
+    @property
     def cache(self):
         if self._cache is None:
             import diskcache
 
             self.directory.mkdir(parents=True, exist_ok=True)
             self._cache = diskcache.Cache(
-                str(self.directory / "artifacts"),
+                str(self.folder),
                 size_limit=int(self.size_limit_gb * 1024**3),
                 eviction_policy="least-recently-used",
                 # Evict one entry per write: diskcache's default (10) can evict the entry

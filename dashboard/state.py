@@ -81,8 +81,7 @@ class RunEntry:
 
     def check_available(self) -> None:
         """Raise when the run's cache folder was deleted while the dashboard runs."""
-        folder = self.session.store.directory / "artifacts"
-        if not folder.is_dir():
+        if not self.session.store.is_available():
             raise DashboardInputError(
                 f"The analysis cache of run '{self.label}' was deleted while the dashboard was "
                 "running. Restart `python -m dashboard` to recompute it.")
