@@ -28,42 +28,49 @@ def last_conv(module: nn.Module) -> nn.Module:
 
 @dataclass(frozen=True)
 class AttributionMethod:
-    """A Captum method behind the common ``attribute`` signature."""
+    """A Captum method behind the common ``attribute`` signature.
+
+    ``run(forward, module, x, target, baseline, n_steps, extra)``: ``forward``
+    maps the image (and the ``extra`` side inputs, passed to Captum as
+    ``additional_forward_args``) to the explained head's logits.
+    """
 
     label: str
     signed: bool  # True: positive and negative evidence; False: magnitudes only
-    run: Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor]
+    run: Callable[..., torch.Tensor]
 
 
-def _ig(module, x, target, baseline, n_steps):
+def _ig(forward, module, x, target, baseline, n_steps, extra):
     from captum.attr import IntegratedGradients
 
-    return IntegratedGradients(module).attribute(
-        x, baselines=baseline, target=target, n_steps=n_steps,
+    return IntegratedGradients(forward).attribute(
+        x, baselines=baseline, target=target, n_steps=n_steps, additional_forward_args=extra,
         internal_batch_size=max(n_steps, 1) * min(len(x), 8))
 
 
-def _saliency(module, x, target, baseline, n_steps):
+def _saliency(forward, module, x, target, baseline, n_steps, extra):
     from captum.attr import Saliency
 
-    return Saliency(module).attribute(x, target=target, abs=True)
+    return Saliency(forward).attribute(x, target=target, abs=True,
+                                       additional_forward_args=extra)
 
 
-def _gradcam(module, x, target, baseline, n_steps):
+def _gradcam(forward, module, x, target, baseline, n_steps, extra):
     from captum.attr import LayerAttribution, LayerGradCam
 
-    layer_attr = LayerGradCam(module, last_conv(module)).attribute(
-        x, target=target, relu_attributions=True)
+    layer_attr = LayerGradCam(forward, last_conv(module)).attribute(
+        x, target=target, relu_attributions=True, additional_forward_args=extra)
     up = LayerAttribution.interpolate(layer_attr, tuple(x.shape[-2:]), interpolate_mode="bilinear")
     return up.expand(-1, x.shape[1], -1, -1) / x.shape[1]
 
 
-def _occlusion(module, x, target, baseline, n_steps):
+def _occlusion(forward, module, x, target, baseline, n_steps, extra):
     from captum.attr import Occlusion
 
     c = x.shape[1]
-    return Occlusion(module).attribute(x, target=target, baselines=baseline,
-                                       sliding_window_shapes=(c, 4, 4), strides=(c, 2, 2))
+    return Occlusion(forward).attribute(x, target=target, baselines=baseline,
+                                        sliding_window_shapes=(c, 4, 4), strides=(c, 2, 2),
+                                        additional_forward_args=extra)
 
 
 METHODS: dict[str, AttributionMethod] = {
@@ -82,21 +89,42 @@ def get_method(name: str) -> AttributionMethod:
                           f"{', '.join(METHODS)}.") from None
 
 
+def head_forward(model: LoadedModel, head: str) -> tuple[Callable[..., torch.Tensor], int]:
+    """A forward function ``(image, *side_inputs) -> (B, C_head) logits`` for Captum,
+    and the image's position among the model's arguments."""
+    task = model.task
+    module = model.module
+    image_pos = next(i for i, inp in enumerate(task.inputs) if inp.kind == "image")
+
+    def forward(image: torch.Tensor, *side: torch.Tensor) -> torch.Tensor:
+        args = list(side)
+        args.insert(image_pos, image)
+        return task.split_outputs(module(*args))[head]
+
+    return forward, image_pos
+
+
 def attribute(model: LoadedModel, images: np.ndarray, target: int | Sequence[int] | np.ndarray,
               method: str = "integrated_gradients", *, device: torch.device | str = "cpu",
-              n_steps: int = 50, batch_size: int = 32) -> np.ndarray:
-    """Attribution heatmaps of ``images`` for the given target class(es).
+              n_steps: int = 50, batch_size: int = 32, head: str | None = None,
+              metadata: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    """Attribution heatmaps of ``images`` for the given target class(es) of one head.
 
     Parameters
     ----------
     model : LoadedModel
     images : (B, C, H, W) uint8
     target : int or (B,) ints
-        The class whose logit is explained, per image.
+        The class of ``head`` whose logit is explained, per image.
     method : str
         A key of :data:`METHODS`.
     n_steps : int
         Integration steps for Integrated Gradients.
+    head : str, optional
+        The explained head (default: the task's first).
+    metadata : dict of str to (B,) ints, optional
+        The images' side inputs (e.g. ``number`` for ``mnist-sum``); they are
+        held fixed: the attribution is with respect to the image only.
 
     Returns
     -------
@@ -106,21 +134,33 @@ def attribute(model: LoadedModel, images: np.ndarray, target: int | Sequence[int
     """
     spec = get_method(method)
     device = torch.device(device)
+    task = model.task
+    h = task.head(head)
     module = model.module.to(device).eval()
     images = np.asarray(images)
-    targets = np.broadcast_to(np.asarray(target, dtype=np.int64), (len(images),))
-    num_classes = model.meta.get("class_names")
-    if num_classes is not None and (targets.min() < 0 or targets.max() >= len(num_classes)):
-        raise ConfigError(f"Target class {int(targets.max())} is outside "
-                          f"0..{len(num_classes) - 1}.")
+    targets = np.array(np.broadcast_to(np.asarray(target, dtype=np.int64), (len(images),)))
+    if targets.min() < 0 or targets.max() >= h.num_classes:
+        bad = int(targets.max() if targets.max() >= h.num_classes else targets.min())
+        raise ConfigError(f"Target class {bad} is outside 0..{h.num_classes - 1} "
+                          f"(head {h.name!r}).")
+    meta = {k: np.asarray(v) for k, v in (metadata or {}).items()}
+    missing = [i.name for i in task.inputs if i.kind != "image" and i.name not in meta]
+    if missing:
+        raise ConfigError(f"Attribution for task {task.name!r} needs the side input(s) "
+                          f"{', '.join(missing)} of each image.")
+    forward, image_pos = head_forward(model, h.name)
     out = []
     for start in range(0, len(images), batch_size):
-        pix = torch.as_tensor(images[start:start + batch_size]).to(device)
+        sl = slice(start, start + batch_size)
+        pix = torch.as_tensor(images[sl]).to(device)
         x = model.prepare(pix).requires_grad_(True)
         baseline = model.prepare(torch.zeros_like(pix))
-        tgt = torch.as_tensor(targets[start:start + batch_size]).to(device)
+        args = task.model_inputs(x, {k: torch.as_tensor(v[sl]).to(device)
+                                     for k, v in meta.items()})
+        extra = tuple(a.detach() for i, a in enumerate(args) if i != image_pos) or None
+        tgt = torch.as_tensor(targets[sl]).to(device)
         with torch.enable_grad():
-            attr = spec.run(module, x, tgt, baseline, n_steps)
+            attr = spec.run(forward, module, x, tgt, baseline, n_steps, extra)
         out.append(attr.detach().sum(1).float().cpu().numpy())
     return np.concatenate(out).astype(np.float32)
 

@@ -22,6 +22,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", help="state_dict file for --model")
     p.add_argument("--embedding-layer", help="module whose output is the embedding "
                    "(default: the input of the last Linear layer)")
+    p.add_argument("--task", default=None,
+                   help="the model's task when the run does not say: classification "
+                        "(default), mnist-sum, or package.module:name (an analysis.tasks.Task)")
 
 
 def add_data_args(p: argparse.ArgumentParser) -> None:
@@ -62,11 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
         add_data_args(sp)
         add_step_args(sp)
     export.add_argument("--out", required=True, help="CSV file to write")
+    export.add_argument("--head", default=None,
+                        help="head whose label/pred/loss fill the unprefixed columns "
+                             "(multi-head models; every head also has <head>_* columns)")
     ood.add_argument("--out", default=None, help="CSV file for the score table")
     compare = sub.add_parser("compare", help="per-sample differences between two runs")
     compare.add_argument("--checkpoint", action="append", required=True,
                          help="run folder; give exactly two (A then B)")
     add_data_args(compare)
+    compare.add_argument("--head", default=None,
+                         help="the compared head of multi-head models (default: the first)")
     compare.add_argument("--out", default=None, help="CSV of the per-sample differences")
     runs = sub.add_parser("runs", help="list every run under a runs folder")
     runs.add_argument("--runs-dir", default="runs", help="folder of run folders (default runs)")
@@ -92,17 +100,20 @@ def open_session(args: argparse.Namespace):
         weights=args.weights, embedding_layer=args.embedding_layer, data_root=args.data_root,
         cache_dir=args.cache_dir, device=args.device, limit=args.limit,
         mc_samples=args.mc_samples, k=args.k, projections=args.projection,
-        extra_datasets=args.extra_dataset, attribution=args.attribution)
+        extra_datasets=args.extra_dataset, attribution=args.attribution, task=args.task)
 
 
 def print_summary(session, records, seconds: float) -> None:
     inf = session.artifact("inference").summary
     ds = session.dataset
     print(f"{session.name} on {ds.key} ({len(ds):,d} samples, {session.device}):")
-    print(f"  accuracy {inf['accuracy']:.4f}   mean loss {inf['mean_loss']:.4f}")
-    if "mc_dropout" in session.steps:
-        mc = session.artifact("mc_dropout").summary
-        print(f"  MC dropout (T={mc['samples']}) accuracy {mc['accuracy']:.4f}")
+    mc = session.artifact("mc_dropout").summary if "mc_dropout" in session.steps else None
+    for head in session.heads:
+        name = "" if len(session.heads) == 1 else f"head {head}: "
+        print(f"  {name}accuracy {inf[head]['accuracy']:.4f}   mean loss "
+              f"{inf[head]['mean_loss']:.4f}")
+        if mc is not None:
+            print(f"  {name}MC dropout (T={mc['samples']}) accuracy {mc[head]['accuracy']:.4f}")
     for proj in session.projections:
         q = session.artifact(proj).summary
         print(f"  {proj}: trustworthiness {q['trustworthiness']:.4f}, "
@@ -126,7 +137,7 @@ def run_compare(args: argparse.Namespace) -> int:
                                  cache_dir=args.cache_dir, device=args.device, limit=args.limit,
                                  mc_samples=0, projections=())
             for c in args.checkpoint)
-    cmp = compare_sessions(a, b)
+    cmp = compare_sessions(a, b, head=args.head)
     print_comparison(cmp)
     if args.out:
         from analysis.export import write_csv
@@ -191,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from analysis.export import export_frame, write_csv
 
-            frame = export_frame(session)
+            frame = export_frame(session, head=args.head)
             out = write_csv(frame, args.out)
             print(f"wrote {out}: {len(frame):,d} rows x {frame.shape[1]} columns")
     except LoupeError as exc:

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.errors import ConfigError
+from analysis.tasks import head_key
 
 FLIP_LABELS = {(True, True): "both correct", (False, False): "both wrong",
                (True, False): "correct -> wrong", (False, True): "wrong -> correct"}
@@ -42,33 +43,48 @@ def mcnemar_p(b_only_wrong: int, a_only_wrong: int) -> float:
     return float(binomtest(b_only_wrong, n, 0.5).pvalue)
 
 
-def compare_sessions(a, b) -> Comparison:
-    """Compare two :class:`~analysis.session.AnalysisSession` on the same dataset."""
+def compare_sessions(a, b, head: str | None = None) -> Comparison:
+    """Compare two :class:`~analysis.session.AnalysisSession` on the same dataset.
+
+    ``head`` picks the compared head of multi-head models (default: the first);
+    both runs must have it, with the same classes.
+    """
     if a.dataset.fingerprint != b.dataset.fingerprint:
         raise ConfigError(f"The runs were analysed on different data ({a.dataset.key} vs "
                           f"{b.dataset.key}, or different --limit); compare them on the same "
                           "--dataset, --split and --limit.")
-    if len(a.class_names) != len(b.class_names):
-        raise ConfigError(f"Run {a.name} has {len(a.class_names)} classes and {b.name} has "
-                          f"{len(b.class_names)}: they are not comparable.")
+    ha = a.task.head(head)
+    if ha.name not in b.heads:
+        raise ConfigError(f"Run {b.name} has no head {ha.name!r} (its heads: "
+                          f"{', '.join(b.heads)}); compare runs of the same task.")
+    hb = b.task.head(ha.name)
+    if len(ha.class_names) != len(hb.class_names):
+        raise ConfigError(f"Run {a.name} has {len(ha.class_names)} classes and {b.name} has "
+                          f"{len(hb.class_names)}: they are not comparable.")
     ia, ib = a.artifact("inference"), b.artifact("inference")
-    labels = a.dataset.labels
-    ca, cb = ia["pred"] == labels, ib["pred"] == labels
+    key = ha.name
+    labels = ia[head_key("target", key)]
+    if not np.array_equal(labels, ib[head_key("target", key)]):
+        raise ConfigError(f"Runs {a.name} and {b.name} have different targets for head "
+                          f"{key!r} on {a.dataset.key}: their tasks differ.")
+    pa, pb = ia[head_key("pred", key)], ib[head_key("pred", key)]
+    la, lb = ia[head_key("loss", key)], ib[head_key("loss", key)]
+    ca, cb = pa == labels, pb == labels
     frame = pd.DataFrame({
         "sample_id": a.dataset.sample_ids,
         "index": np.arange(len(labels)),
         "label": labels,
-        "pred_a": ia["pred"], "pred_b": ib["pred"],
+        "pred_a": pa, "pred_b": pb,
         "correct_a": ca, "correct_b": cb,
         "flip": [FLIP_LABELS[(x, y)] for x, y in zip(ca.tolist(), cb.tolist(), strict=True)],
-        "pred_changed": ia["pred"] != ib["pred"],
-        "loss_a": ia["loss"], "loss_b": ib["loss"],
-        "loss_delta": ib["loss"] - ia["loss"],
+        "pred_changed": pa != pb,
+        "loss_a": la, "loss_b": lb,
+        "loss_delta": lb - la,
     })
     to_wrong = int((ca & ~cb).sum())
     to_right = int((~ca & cb).sum())
     per_class = []
-    for c, name in enumerate(a.class_names):
+    for c, name in enumerate(ha.class_names):
         m = labels == c
         if m.any():
             per_class.append({"class": name, "n": int(m.sum()),
@@ -78,6 +94,7 @@ def compare_sessions(a, b) -> Comparison:
     per_class.sort(key=lambda r: (-r["flips"], r["acc_change"]))
     summary = {
         "run_a": a.name, "run_b": b.name, "dataset": a.dataset.key, "n": int(len(labels)),
+        "head": key,
         "accuracy_a": float(ca.mean()), "accuracy_b": float(cb.mean()),
         "correct_to_wrong": to_wrong, "wrong_to_correct": to_right,
         "prediction_changed": int(frame["pred_changed"].sum()),
@@ -90,7 +107,8 @@ def compare_sessions(a, b) -> Comparison:
 
 def print_comparison(cmp: Comparison, top: int = 5) -> None:
     s = cmp.summary
-    print(f"{s['run_a']} (A) vs {s['run_b']} (B) on {s['dataset']} ({s['n']:,d} samples)")
+    head = f", head {s['head']}" if s.get("head") not in (None, "class") else ""
+    print(f"{s['run_a']} (A) vs {s['run_b']} (B) on {s['dataset']} ({s['n']:,d} samples{head})")
     print(f"  accuracy A {s['accuracy_a']:.4f}   B {s['accuracy_b']:.4f}   "
           f"mean loss change {s['mean_loss_delta']:+.4f}")
     print(f"  correct -> wrong {s['correct_to_wrong']}   wrong -> correct "

@@ -2,7 +2,7 @@
 
 A step's cache key is a sha256 over: the step's name, code version and
 config; the model's weights, architecture, embedding layer and input
-normalisation (only for steps that read the model); the dataset's name,
+normalisation and task (only for steps that read the model); the dataset's name,
 split and content fingerprint; and the keys of the steps it requires (so a
 change upstream re-keys everything downstream, and nothing else).
 """
@@ -51,6 +51,8 @@ class Engine:
     def __init__(self, model: LoadedModel, dataset: ImageDataset, store: ArtifactStore,
                  device: torch.device, options: dict[str, dict[str, Any]] | None = None,
                  reference: Engine | None = None, progress: bool = True) -> None:
+        if not model.has_task:  # a run that does not name its classes takes the dataset's
+            model.bind_task(dataset.class_names)
         self.model = model
         self.dataset = dataset
         self.store = store
@@ -67,7 +69,7 @@ class Engine:
     def model_id(self) -> str:
         if self._model_id is None:
             self._model_id = stable_hash(self.model.fingerprint, self.model.mean, self.model.std,
-                                         list(self.model.input_shape))
+                                         list(self.model.input_shape), self.model.task.key)
         return self._model_id
 
     def config(self, name: str) -> Any:

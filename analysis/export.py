@@ -10,7 +10,7 @@ import pandas as pd
 from analysis.errors import ConfigError
 
 
-def export_frame(session) -> pd.DataFrame:
+def export_frame(session, head: str | None = None) -> pd.DataFrame:
     """The full table plus ``neighbor_ids`` and ``neighbor_distances`` (``;``-separated).
 
     Rows of the extra datasets follow the analysed dataset's (the ``dataset``
@@ -20,12 +20,14 @@ def export_frame(session) -> pd.DataFrame:
     Parameters
     ----------
     session : AnalysisSession
+    head : str, optional
+        The head whose columns are unprefixed (multi-head models).
     """
     ids = session.dataset.sample_ids
     k = session.k
     frames = []
     for key in [None, *session.extras]:
-        table = session.table(key)
+        table = session.table(key, head=head)
         if key is None:
             idx, dist = session.neighbors()
         else:

@@ -64,13 +64,18 @@ def auto_batch_size(device: torch.device, requested: int = 0, cpu: int = 128) ->
     return 1024 if device.type == "cuda" else cpu
 
 
-def image_batches(model: LoadedModel, images_uint8, device: torch.device,
-                  batch_size: int) -> Iterator[tuple[int, torch.Tensor]]:
-    """Yield ``(start, x)`` with ``x`` the normalised ``(B, C, H, W)`` batch on ``device``.
+def model_batches(model: LoadedModel, dataset, device: torch.device,
+                  batch_size: int) -> Iterator[tuple[int, tuple[torch.Tensor, ...]]]:
+    """Yield ``(start, args)``: the ``forward`` arguments of each batch, on ``device``.
 
-    The uint8 pixels go to the device once (4x smaller than floats) and are
-    converted per batch.
+    ``args`` come from the model's task: the normalised ``(B, C, H, W)`` image
+    and any side inputs (a one-hot number...). The uint8 pixels go to the
+    device once (4x smaller than floats) and are converted per batch.
     """
-    pixels = torch.as_tensor(images_uint8).to(device)
+    task = model.task
+    pixels = torch.as_tensor(dataset.images).to(device)
+    meta = {k: torch.as_tensor(v).to(device) for k, v in task.sample_metadata(dataset).items()}
     for start in range(0, pixels.shape[0], batch_size):
-        yield start, model.prepare(pixels[start:start + batch_size])
+        sl = slice(start, start + batch_size)
+        yield start, task.model_inputs(model.prepare(pixels[sl]),
+                                       {k: v[sl] for k, v in meta.items()})

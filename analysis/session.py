@@ -24,11 +24,12 @@ from analysis.errors import ConfigError
 from analysis.steps.mc_dropout import dropout_modules
 from analysis.steps.neighbors import knn_search
 from analysis.steps.projection import PROJECTIONS
+from analysis.tasks import Task, head_key
 from cache import Artifact, ArtifactStore, stable_hash
 from models.checkpoint import LoadedModel, load_model
 
 log = logging.getLogger(__name__)
-ATTRIBUTION_VERSION = 1
+ATTRIBUTION_VERSION = 2  # 2: per head
 
 
 def plan_steps(mc_samples: int, projections: Sequence[str], extra: bool = False) -> list[str]:
@@ -141,15 +142,16 @@ class AnalysisSession:
              data_root: str | os.PathLike | None = None,
              cache_dir: str | os.PathLike | None = None, device: str = "auto",
              limit: int | None = None, extra_datasets: Sequence[str] = (),
-             **kwargs: Any) -> AnalysisSession:
+             task: str | None = None, **kwargs: Any) -> AnalysisSession:
         """Load the model, the dataset(s) and the cache; compute nothing yet.
 
         ``extra_datasets`` are names (``fashion-mnist``, ``notmnist:test``,
         ``folder:PATH``); their split defaults to ``split``, or to the one
-        split a dataset has.
+        split a dataset has. ``task`` names the model's task (see
+        :mod:`analysis.tasks`) when the run does not.
         """
         model = load_model(checkpoint, model_spec=model_spec, weights=weights,
-                           embedding_layer=embedding_layer)
+                           embedding_layer=embedding_layer, task=task)
         ds = load_dataset(dataset, split, data_root=data_root, limit=limit,
                           image_shape=model.input_shape)
         check_classes(model, ds)
@@ -176,30 +178,58 @@ class AnalysisSession:
         return self.engine.get(name)
 
     # -- per-sample table ----------------------------------------------------------------------
-    def table(self, dataset: str | None = None) -> pd.DataFrame:
+    def table(self, dataset: str | None = None, head: str | None = None) -> pd.DataFrame:
         """One row per sample: ids, label, prediction, loss, MC, centroid and map columns.
 
         ``dataset`` selects an extra dataset by key (``fashion-mnist:test``);
-        the default is the analysed dataset. Two-dimensional step outputs (the
-        neighbour lists) are not columns here: see :meth:`neighbors`.
+        the default is the analysed dataset. ``head`` picks the head whose
+        label, prediction, loss... fill the unprefixed columns (default: the
+        task's first); with several heads every head also has ``<head>_*``
+        columns, and ``total_loss`` is the weighted sum. Two-dimensional step
+        outputs (the neighbour lists) are not columns here: see :meth:`neighbors`.
         """
         if dataset is None or dataset == self.dataset.key:
-            return build_table(self.engine, self.steps, self.class_names)
-        return build_table(self.extra(dataset), self.extra_steps, self.class_names)
+            return build_table(self.engine, self.steps, head)
+        return build_table(self.extra(dataset), self.extra_steps, head)
+
+    @property
+    def task(self) -> Task:
+        return self.model.task
+
+    @property
+    def heads(self) -> list[str]:
+        """The names of the model's heads (``["class"]`` for plain classification)."""
+        return self.task.head_names
+
+    def class_names_of(self, head: str | None = None) -> list[str]:
+        return list(self.task.head(head).class_names)
 
     @property
     def class_names(self) -> list[str]:
-        return list(self.model.class_names or self.dataset.class_names)
+        """The first head's class names."""
+        return self.class_names_of(None)
 
     @cached_property
     def embeddings(self) -> np.ndarray:
         """``(N, D)`` float32 embeddings."""
         return self.artifact("inference")["embedding"]
 
+    def probabilities_of(self, head: str | None = None, dataset: str | None = None
+                         ) -> np.ndarray:
+        """``(N, C_head)`` float32 softmax probabilities of one head."""
+        engine = self.engine if dataset in (None, self.dataset.key) else self.extra(dataset)
+        return engine.get("inference")[head_key("probs", self.task.head(head).name)]
+
+    def predictions_of(self, head: str | None = None, dataset: str | None = None
+                       ) -> np.ndarray:
+        """``(N,)`` int64 predicted class of one head."""
+        engine = self.engine if dataset in (None, self.dataset.key) else self.extra(dataset)
+        return engine.get("inference")[head_key("pred", self.task.head(head).name)]
+
     @property
     def probabilities(self) -> np.ndarray:
-        """``(N, C)`` float32 softmax probabilities."""
-        return self.artifact("inference")["probs"]
+        """``(N, C)`` float32 softmax probabilities of the first head."""
+        return self.probabilities_of(None)
 
     def projection(self, method: str) -> np.ndarray:
         """``(N, 2)`` float32 map coordinates for ``umap`` or ``tsne``."""
@@ -242,35 +272,40 @@ class AnalysisSession:
 
     def attribute(self, index: int, method: str = "integrated_gradients",
                   target: int | str = "pred", n_steps: int = 50,
-                  dataset: str | None = None) -> np.ndarray:
+                  dataset: str | None = None, head: str | None = None) -> np.ndarray:
         """One sample's ``(H, W)`` float32 heatmap, cached like every other result.
 
-        ``target`` is a class index, ``"pred"`` or ``"label"``; ``dataset`` an
-        extra dataset's key (default: the analysed dataset).
+        ``target`` is a class index of ``head`` (default: the first head),
+        ``"pred"`` or ``"label"``; ``dataset`` an extra dataset's key (default:
+        the analysed dataset). The attribution is with respect to the image;
+        side inputs (``mnist-sum``'s number) are held at the sample's values.
         """
         get_method(method)
+        h = self.task.head(head)
         engine = self.engine if dataset in (None, self.dataset.key) else self.extra(dataset)
         ds = engine.dataset
         if not 0 <= int(index) < len(ds):
             raise ConfigError(f"Sample index {index} out of range 0..{len(ds) - 1}.")
+        inf = engine.get("inference")
         if target == "pred":
-            target = int(engine.get("inference")["pred"][index])
+            target = int(inf[head_key("pred", h.name)][index])
         elif target == "label":
-            if engine is not self.engine and list(ds.class_names) != self.class_names:
+            if engine is not self.engine and not self.task.accepts(ds):
                 raise ConfigError(f"A {ds.key} sample has no ground-truth class among the "
                                   "model's; explain the predicted class or a class index.")
-            target = int(ds.labels[index])
+            target = int(inf[head_key("target", h.name)][index])
         target = int(target)
-        if not 0 <= target < self.probabilities.shape[1]:
-            raise ConfigError(f"Target class {target} out of range "
-                              f"0..{self.probabilities.shape[1] - 1}.")
+        if not 0 <= target < h.num_classes:
+            raise ConfigError(f"Target class {target} out of range 0..{h.num_classes - 1} "
+                              f"(head {h.name!r}).")
         key = stable_hash("loupe-attribution", ATTRIBUTION_VERSION, self.engine.model_id,
-                          ds.key, ds.fingerprint, int(index), method, target, n_steps)
+                          ds.key, ds.fingerprint, int(index), method, h.name, target, n_steps)
         cached = self.store.get(key)
         if cached is not None:
             return cached["heatmap"]
+        meta = {k: v[[index]] for k, v in self.task.sample_metadata(ds).items()}
         heat = attribute(self.model, ds.images[[index]], target, method,
-                         device=self.device, n_steps=n_steps)[0]
+                         device=self.device, n_steps=n_steps, head=h.name, metadata=meta)[0]
         self.store.put(key, Artifact({"heatmap": heat}))
         return heat
 
@@ -292,43 +327,74 @@ class AnalysisSession:
         return self.model.name
 
 
-def build_table(engine: Engine, steps: Sequence[str], class_names: Sequence[str]) -> pd.DataFrame:
+# Per-head columns repeated as ``<head>_<column>`` when a model has several heads.
+HEAD_SUMMARY_COLUMNS = ("label", "pred", "correct", "loss", "confidence", "mc_pred")
+
+
+def build_table(engine: Engine, steps: Sequence[str], head: str | None = None) -> pd.DataFrame:
     """The per-sample table of one engine's dataset (see :meth:`AnalysisSession.table`)."""
     ds = engine.dataset
-    cols: dict[str, Any] = {
-        "sample_id": ds.sample_ids,
-        "dataset": ds.name,
-        "split": ds.split,
-        "index": np.arange(len(ds)),
-        "label": ds.labels,
-        "label_name": np.asarray(ds.class_names, dtype=object)[ds.labels],
-    }
+    task = engine.model.task
+    chosen = task.head(head)
+    meta = task.sample_metadata(ds)
+    targets = engine.get("inference")
+    shared: dict[str, Any] = {}
+    per_head: dict[str, dict[str, Any]] = {h: {} for h in task.head_names}
     for name in steps:
         for col, values in engine.columns(name).items():
-            if np.ndim(values) == 1:
-                cols[col] = values
-    cols["pred_name"] = np.asarray(class_names, dtype=object)[cols["pred"]]
-    # "Correct" only means something when the dataset's classes are the model's.
-    same_classes = list(ds.class_names) == list(class_names)
-    cols["correct"] = cols["pred"] == ds.labels if same_classes else np.nan
-    if "mc_pred" in cols:
-        cols["mc_correct"] = cols["mc_pred"] == ds.labels if same_classes else np.nan
-    cols["neg_margin"] = -cols["margin"]
-    if "mc_margin" in cols:
-        cols["mc_neg_margin"] = -cols["mc_margin"]
+            if np.ndim(values) != 1:
+                continue
+            base, _, h = col.partition("@")
+            if h:
+                per_head[h][base] = values
+            else:
+                shared[base] = values
+    # "Correct" only means something when the dataset is one the task is defined on.
+    valid = task.accepts(ds)
+    for h in task.heads:
+        cols = per_head[h.name]
+        target = targets[head_key("target", h.name)]
+        cols["label"] = target
+        names = np.asarray(list(ds.class_names) if np.array_equal(target, ds.labels)
+                           else list(h.class_names), dtype=object)
+        cols["label_name"] = np.where((target >= 0) & (target < len(names)),
+                                      names[np.clip(target, 0, len(names) - 1)], "")
+        cols["pred_name"] = np.asarray(h.class_names, dtype=object)[cols["pred"]]
+        cols["correct"] = cols["pred"] == target if valid else np.nan
+        if "mc_pred" in cols:
+            cols["mc_correct"] = cols["mc_pred"] == target if valid else np.nan
+        cols["neg_margin"] = -cols["margin"]
+        if "mc_margin" in cols:
+            cols["mc_neg_margin"] = -cols["mc_margin"]
+    out: dict[str, Any] = {
+        "sample_id": ds.sample_ids, "dataset": ds.name, "split": ds.split,
+        "index": np.arange(len(ds)),
+    }
+    out.update(per_head[chosen.name])
+    out.update(meta)
+    if len(task.heads) > 1:
+        for h in task.head_names:
+            for col in HEAD_SUMMARY_COLUMNS:
+                if col in per_head[h]:
+                    out[f"{h}_{col}"] = per_head[h][col]
+        out["total_loss"] = shared["total_loss"]
+    out.update({k: v for k, v in shared.items() if k != "total_loss"})
     front = ["sample_id", "dataset", "split", "index", "label", "label_name", "pred",
              "pred_name", "correct", "loss", "confidence", "uncertainty"]
-    order = front + [c for c in cols if c not in front]
-    return pd.DataFrame({c: cols[c] for c in order})
+    order = front + [c for c in out if c not in front]
+    return pd.DataFrame({c: out[c] for c in order})
 
 
 def check_classes(model: LoadedModel, dataset: ImageDataset) -> None:
-    """The analysed dataset must have the classes the model was trained on."""
+    """The analysed dataset must be one the model's task is defined on (its classes)."""
     names = model.class_names
-    if names is not None and len(names) != dataset.num_classes:
+    if names is not None and len(names) != dataset.num_classes and model.task_spec in (
+            None, "", "classification"):
         raise ConfigError(f"The model was trained on {len(names)} classes "
                           f"({model.meta.get('dataset', '?')}) but dataset {dataset.key} has "
                           f"{dataset.num_classes}; analyse it with --extra-dataset instead.")
+    model.bind_task(dataset.class_names)
+    model.task.check_dataset(dataset, what=f"Run {model.name}")
 
 
 def load_extra(name: str, split: str, data_root, limit: int | None,

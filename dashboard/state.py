@@ -47,18 +47,32 @@ class RunEntry:
     label : str
         What the run selector shows: ``<run name> · <dataset>:<split>``.
     session : AnalysisSession
+    head : str
+        The model head this entry shows (a multi-head run has one entry per
+        head, sharing the session): its label, prediction, loss... are the
+        table's unprefixed columns.
     """
 
     key: str
     label: str
     session: AnalysisSession
+    head: str = "class"
     _thumbs: dict = field(default_factory=dict, repr=False)
     _extra_tables: dict = field(default_factory=dict, repr=False)
 
     @cached_property
     def table(self) -> pd.DataFrame:
-        """The session's per-sample table, built once."""
-        return self.session.table()
+        """The session's per-sample table for this entry's head, built once."""
+        return self.session.table(head=self.head)
+
+    @property
+    def heads(self) -> list[str]:
+        return self.session.heads
+
+    def same_run(self, key: object) -> bool:
+        """Whether ``key`` is this entry's or another head's of the same run (their
+        samples, selections and clicks are shared)."""
+        return isinstance(key, str) and key.split("-", 1)[0] == self.key.split("-", 1)[0]
 
     @cached_property
     def id_to_index(self) -> dict[str, int]:
@@ -72,12 +86,13 @@ class RunEntry:
         ``members[curveNumber][pointIndex]``: this survives plotly sending the
         arrays base64-encoded (``customdata`` is then missing from click data).
         """
-        labels = self.session.dataset.labels
-        return [np.flatnonzero(labels == c) for c in range(len(self.session.class_names))]
+        labels = self.table["label"].to_numpy()
+        return [np.flatnonzero(labels == c) for c in range(len(self.class_names))]
 
     @property
     def class_names(self) -> list[str]:
-        return self.session.class_names
+        """The class names of this entry's head."""
+        return self.session.class_names_of(self.head)
 
     def check_available(self) -> None:
         """Raise when the run's cache folder was deleted while the dashboard runs."""
@@ -97,7 +112,7 @@ class RunEntry:
 
     def selected_ids(self, selection: dict | None) -> list[str]:
         """The sample ids of the shared selection store, if it belongs to this run."""
-        if isinstance(selection, dict) and selection.get("run") == self.key:
+        if isinstance(selection, dict) and self.same_run(selection.get("run")):
             return list(selection.get("ids") or [])
         return []
 
@@ -144,7 +159,7 @@ class RunEntry:
         """The per-sample table of extra dataset ``key`` (``fashion-mnist:test``), built once."""
         if key not in self._extra_tables:
             try:
-                self._extra_tables[key] = self.session.table(key)
+                self._extra_tables[key] = self.session.table(key, head=self.head)
             except LoupeError as exc:
                 raise DashboardInputError(str(exc)) from None
         return self._extra_tables[key]
@@ -169,25 +184,42 @@ class RunRegistry:
         self._entries: dict[str, RunEntry] = {}
 
     def add(self, session: AnalysisSession, checkpoint: str | None = None) -> RunEntry:
-        """Register an opened (and run) session; returns its entry."""
+        """Register an opened (and run) session, one entry per head; returns the first
+        head's entry."""
         ds = session.dataset
-        key = stable_hash("loupe-dashboard-run", session.engine.model_id, ds.key,
-                          ds.fingerprint, str(checkpoint))[:12]
+        base = stable_hash("loupe-dashboard-run", session.engine.model_id, ds.key,
+                           ds.fingerprint, str(checkpoint))[:12]
         label = f"{session.name} · {ds.key}"
-        taken = {e.label for k, e in self._entries.items() if k != key}
+        taken = {e.label for k, e in self._entries.items() if k.split("-", 1)[0] != base}
         if label in taken:  # two run folders of the same name: number them
             label = next(f"{label} ({n})" for n in range(2, len(taken) + 3)
                          if f"{label} ({n})" not in taken)
-        entry = RunEntry(key, label, session)
-        self._entries[key] = entry
-        return entry
+        entries = []
+        for i, head in enumerate(session.heads):
+            key = base if i == 0 else f"{base}-{head}"
+            entry = RunEntry(key, label, session, head)
+            self._entries[key] = entry
+            entries.append(entry)
+        return entries[0]
 
     def keys(self) -> list[str]:
         return list(self._entries)
 
     def options(self) -> list[dict]:
-        """Dropdown options ``[{"label", "value"}]``."""
-        return [{"label": e.label, "value": e.key} for e in self._entries.values()]
+        """Run selector options ``[{"label", "value"}]``: one per run (its first head)."""
+        return [{"label": e.label, "value": e.key} for e in self._entries.values()
+                if e.head == e.session.heads[0]]
+
+    def head_options(self, key: str | None) -> list[dict]:
+        """Head selector options of the run of entry ``key``: ``{"label": head, "value": key}``."""
+        entry = self.get(key)
+        base = entry.key.split("-", 1)[0]
+        return [{"label": e.head, "value": e.key} for k, e in self._entries.items()
+                if k.split("-", 1)[0] == base]
+
+    def first_head_key(self, key: str | None) -> str:
+        """The key of the first head's entry of the run of entry ``key``."""
+        return self.head_options(key)[0]["value"]
 
     @property
     def default_key(self) -> str | None:

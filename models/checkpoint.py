@@ -52,6 +52,9 @@ class LoadedModel:
         The run's ``run.json`` (empty for a bare weights file).
     name : str
         Display name of the run (its folder name).
+    task_spec : str or None
+        ``classification`` (``None``), a built-in task name or ``pkg.mod:name``
+        (see :mod:`analysis.tasks`).
     """
 
     module: nn.Module
@@ -62,6 +65,54 @@ class LoadedModel:
     input_shape: tuple[int, int, int] = (1, 28, 28)
     meta: dict[str, Any] = field(default_factory=dict)
     name: str = "model"
+    task_spec: str | None = None
+    _task: Any = field(default=None, repr=False)
+
+    @property
+    def task(self):
+        """The :class:`~analysis.tasks.Task` (see :meth:`bind_task`)."""
+        if self._task is None:
+            self.bind_task(())
+        return self._task
+
+    @property
+    def has_task(self) -> bool:
+        return self._task is not None
+
+    def bind_task(self, class_names) -> None:
+        """Resolve the task.
+
+        A plain classifier whose run does not name its classes takes
+        ``class_names`` (the dataset's) when its output has that many, else
+        numbered classes (its output width is probed with one blank input).
+        """
+        from analysis.tasks import resolve_task
+
+        names = self.class_names
+        if names is None and self.task_spec in (None, "", "classification"):
+            width = self._output_width()
+            names = list(class_names) if width == len(class_names) else [
+                str(i) for i in range(width)]
+        self._task = resolve_task(self.task_spec, names or list(class_names))
+
+    def _output_width(self) -> int:
+        param = next(self.module.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
+        was_training = self.module.training
+        self.module.eval()
+        with torch.no_grad():
+            out = self.module(torch.zeros(1, *self.input_shape, device=device))
+        self.module.train(was_training)
+        if not isinstance(out, torch.Tensor) or out.ndim != 2:
+            raise CheckpointError(f"Model {self.arch} does not return one (batch, classes) "
+                                  "logit tensor: declare its task with --task (see the README, "
+                                  "'Models with several inputs or heads').")
+        return int(out.shape[1])
+
+    def forward_heads(self, image: torch.Tensor, metadata) -> dict[str, torch.Tensor]:
+        """``{head: (B, C_h) logits}`` for a normalised image batch and its metadata."""
+        task = self.task
+        return task.split_outputs(self.module(*task.model_inputs(image, metadata)))
 
     @property
     def fingerprint(self) -> str:
@@ -135,6 +186,7 @@ def load_model(
     model_spec: str | None = None,
     weights: str | os.PathLike | None = None,
     embedding_layer: str | None = None,
+    task: str | None = None,
 ) -> LoadedModel:
     """Load a run folder (or its ``model.pt``), or a bring-your-own model.
 
@@ -148,6 +200,9 @@ def load_model(
         State dict for ``model_spec`` (or overriding the run's weights).
     embedding_layer : str, optional
         Module name whose output is the embedding.
+    task : str, optional
+        The model's task (see :mod:`analysis.tasks`); default: the run's, else
+        plain classification.
     """
     meta: dict[str, Any] = {}
     name = "model"
@@ -178,6 +233,9 @@ def load_model(
     elif "arch" in meta:
         arch = meta["arch"]
         module = zoo.build(arch, num_classes=len(meta.get("class_names", range(10))))
+        if task and meta.get("task") and task != meta.get("task"):
+            raise CheckpointError(f"--task {task} does not match the run's task "
+                                  f"{meta['task']!r} ({meta_path}).")
     else:
         raise CheckpointError("No model given: pass --checkpoint RUN_FOLDER (with run.json), or "
                               "--model package.module:factory --weights FILE.pt.")
@@ -200,4 +258,5 @@ def load_model(
         module=module, arch=arch, embedding_layer=layer,
         mean=float(norm.get("mean", MNIST_MEAN)), std=float(norm.get("std", MNIST_STD)),
         input_shape=tuple(norm.get("shape", (1, 28, 28))), meta=meta, name=name,
+        task_spec=task or meta.get("task"),
     )

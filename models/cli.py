@@ -17,6 +17,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--arch", default="mnist_cnn", help=f"one of {', '.join(zoo.ARCHITECTURES)}")
     t.add_argument("--model", dest="model_spec", default=None,
                    help="your own model: package.module:factory returning an nn.Module")
+    t.add_argument("--task", default=None,
+                   help="classification (default), mnist-sum (with --arch sum_net), or "
+                        "package.module:name for your own analysis.tasks.Task")
     t.add_argument("--dataset", default="mnist")
     t.add_argument("--epochs", type=int, default=3)
     t.add_argument("--batch-size", type=int, default=128)
@@ -40,7 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "list":
             for name in zoo.ARCHITECTURES:
-                print(f"{name:16s} {zoo.count_parameters(zoo.build(name)):>9,d} parameters")
+                task = zoo.ARCH_TASKS.get(name, "classification")
+                print(f"{name:16s} {zoo.count_parameters(zoo.build(name)):>9,d} parameters  "
+                      f"({task})")
             return 0
         from models.train import TrainConfig, train
 
@@ -48,12 +53,18 @@ def main(argv: list[str] | None = None) -> int:
                           batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
                           schedule=args.schedule, weight_decay=args.weight_decay,
                           limit=args.limit, augment=args.augment, seed=args.seed,
-                          model_spec=args.model_spec)
+                          model_spec=args.model_spec, task=args.task)
         meta = train(cfg, args.out, device=args.device, data_root=args.data_root)
     except LoupeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     last = meta["history"][-1]
-    print(f"wrote {args.out}: {meta['parameters']:,d} parameters, "
-          f"test acc {last.get('test_acc', float('nan')):.4f}, {meta['wall_time_s']:.1f} s")
+    heads = [h["name"] for h in meta["heads"]]
+    if len(heads) > 1 and "test_acc" in last:
+        accs = ", ".join(f"{h} {last[f'test_acc_{h}']:.4f}" for h in heads)
+        print(f"wrote {args.out}: {meta['parameters']:,d} parameters, test acc per head: "
+              f"{accs}, {meta['wall_time_s']:.1f} s")
+    else:
+        print(f"wrote {args.out}: {meta['parameters']:,d} parameters, "
+              f"test acc {last.get('test_acc', float('nan')):.4f}, {meta['wall_time_s']:.1f} s")
     return 0

@@ -18,6 +18,7 @@ from analysis.datasets import ImageDataset, load_dataset
 from analysis.device import resolve_device
 from analysis.errors import ConfigError
 from models import zoo
+from analysis.tasks import Task, resolve_task
 from models.checkpoint import MNIST_MEAN, MNIST_STD, resolve_factory, save_run
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class TrainConfig:
     augment: bool = False
     seed: int = 0
     model_spec: str | None = None
+    task: str | None = None  # None: plain classification (see analysis.tasks)
 
     def validate(self) -> None:
         if self.epochs < 1:
@@ -78,23 +80,61 @@ def _make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
+@dataclass
+class TaskData:
+    """A dataset prepared for training: normalised images, side inputs and targets on a device.
+
+    Attributes
+    ----------
+    images : (N, C, H, W) float32, normalised
+    metadata : column -> (N,) int64 (the task's side inputs, e.g. ``number``)
+    targets : head -> (N,) int64
+    """
+
+    images: torch.Tensor
+    metadata: dict[str, torch.Tensor]
+    targets: dict[str, torch.Tensor]
+
+    @classmethod
+    def build(cls, task: Task, ds: ImageDataset, device: torch.device) -> TaskData:
+        x = (torch.from_numpy(ds.images).to(device).float() / 255.0 - MNIST_MEAN) / MNIST_STD
+        meta = task.sample_metadata(ds)
+        return cls(x, {k: torch.as_tensor(v).to(device) for k, v in meta.items()},
+                   {k: torch.as_tensor(v).to(device)
+                    for k, v in task.sample_targets(ds, meta).items()})
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def batch(self, idx) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        return (self.images[idx], {k: v[idx] for k, v in self.metadata.items()},
+                {k: v[idx] for k, v in self.targets.items()})
+
+
+def task_loss(task: Task, logits: dict[str, torch.Tensor], targets: dict[str, torch.Tensor],
+              reduction: str = "mean") -> torch.Tensor:
+    """The training loss: the heads' cross-entropies, each times its weight, summed."""
+    return sum(h.weight * F.cross_entropy(logits[h.name], targets[h.name], reduction=reduction)
+               for h in task.heads)
+
+
 @torch.inference_mode()
-def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-             batch_size: int = 1000) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of ``model`` (eval mode) on normalised ``images``."""
+def evaluate(model: nn.Module, task: Task, data: TaskData,
+             batch_size: int = 1000) -> tuple[float, dict[str, float], dict[str, float]]:
+    """Mean total loss, and per head the accuracy and mean cross-entropy (eval mode)."""
     model.eval()
-    total_loss, correct = 0.0, 0
-    for start in range(0, len(labels), batch_size):
-        logits = model(images[start:start + batch_size])
-        y = labels[start:start + batch_size]
-        total_loss += F.cross_entropy(logits, y, reduction="sum").item()
-        correct += (logits.argmax(1) == y).sum().item()
-    return total_loss / len(labels), correct / len(labels)
-
-
-def _to_tensors(ds: ImageDataset, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    x = (torch.from_numpy(ds.images).to(device).float() / 255.0 - MNIST_MEAN) / MNIST_STD
-    return x, torch.from_numpy(ds.labels).to(device)
+    total = 0.0
+    correct = dict.fromkeys(task.head_names, 0)
+    losses = dict.fromkeys(task.head_names, 0.0)
+    for start in range(0, len(data), batch_size):
+        x, meta, y = data.batch(slice(start, start + batch_size))
+        logits = task.split_outputs(model(*task.model_inputs(x, meta)))
+        total += task_loss(task, logits, y, reduction="sum").item()
+        for h in task.head_names:
+            correct[h] += (logits[h].argmax(1) == y[h]).sum().item()
+            losses[h] += F.cross_entropy(logits[h], y[h], reduction="sum").item()
+    n = len(data)
+    return total / n, {h: c / n for h, c in correct.items()}, {h: v / n for h, v in losses.items()}
 
 
 def train(cfg: TrainConfig, out: str | Path, *, device: str = "auto",
@@ -107,6 +147,8 @@ def train(cfg: TrainConfig, out: str | Path, *, device: str = "auto",
         The run's metadata, as written to ``run.json``.
     """
     cfg.validate()
+    if not cfg.model_spec:
+        zoo.check_task(cfg.arch, cfg.task)
     dev = resolve_device(device)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -115,13 +157,16 @@ def train(cfg: TrainConfig, out: str | Path, *, device: str = "auto",
         test_ds = load_dataset(cfg.dataset, "test", data_root=data_root)
     except ConfigError:
         test_ds = None  # a dataset without a test split is evaluated on train only
+    task = resolve_task(cfg.task, train_ds.class_names)
+    task.check_dataset(train_ds, what=f"--task {task.name}")
     if cfg.model_spec:
         model = resolve_factory(cfg.model_spec)()
     else:
         model = zoo.build(cfg.arch, num_classes=train_ds.num_classes)
     model.to(dev)
-    x_train, y_train = _to_tensors(train_ds, dev)
-    x_test, y_test = _to_tensors(test_ds, dev) if test_ds is not None else (None, None)
+    train_data = TaskData.build(task, train_ds, dev)
+    test_data = TaskData.build(task, test_ds, dev) if test_ds is not None else None
+    heads = task.head_names
     steps_per_epoch = math.ceil(len(train_ds) / cfg.batch_size)
     opt = _make_optimizer(cfg, model.parameters())
     sched = None
@@ -134,36 +179,47 @@ def train(cfg: TrainConfig, out: str | Path, *, device: str = "auto",
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         order = torch.randperm(len(train_ds), generator=gen).to(dev)
-        seen, loss_sum, correct = 0, 0.0, 0
+        seen, loss_sum = 0, 0.0
+        correct = dict.fromkeys(heads, 0)
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{cfg.epochs}",
                    disable=not progress, unit="batch", leave=True)
         for step in bar:
             idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-            xb, yb = x_train[idx], y_train[idx]
+            xb, metab, yb = train_data.batch(idx)
             if cfg.augment:
                 # Augment in pixel space so zero padding is background, then re-normalise.
                 pix = xb * MNIST_STD + MNIST_MEAN
                 xb = (random_affine(pix, generator=gen) - MNIST_MEAN) / MNIST_STD
-            logits = model(xb)
-            loss = F.cross_entropy(logits, yb)
+            logits = task.split_outputs(model(*task.model_inputs(xb, metab)))
+            loss = task_loss(task, logits, yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             if sched is not None:
                 sched.step()
-            seen += len(yb)
-            loss_sum += loss.item() * len(yb)
-            correct += (logits.argmax(1) == yb).sum().item()
+            seen += len(idx)
+            loss_sum += loss.item() * len(idx)
+            for h in heads:
+                correct[h] += (logits[h].argmax(1) == yb[h]).sum().item()
             if step % 20 == 0:
-                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
-        record = {"epoch": epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen}
-        if x_test is not None:
-            record["test_loss"], record["test_acc"] = evaluate(model, x_test, y_test)
+                bar.set_postfix(loss=f"{loss_sum / seen:.4f}",
+                                **{f"acc_{h}": f"{correct[h] / seen:.4f}" for h in heads})
+        record = {"epoch": epoch, "train_loss": loss_sum / seen,
+                  "train_acc": correct[heads[0]] / seen}
+        if len(heads) > 1:
+            record.update({f"train_acc_{h}": correct[h] / seen for h in heads})
+        if test_data is not None:
+            test_loss, test_acc, test_head_loss = evaluate(model, task, test_data)
+            record["test_loss"], record["test_acc"] = test_loss, test_acc[heads[0]]
+            if len(heads) > 1:
+                record.update({f"test_acc_{h}": test_acc[h] for h in heads})
+                record.update({f"test_loss_{h}": test_head_loss[h] for h in heads})
         record["elapsed_s"] = time.perf_counter() - started
         history.append(record)
-        msg = f"epoch {epoch}: train loss {record['train_loss']:.4f} acc {record['train_acc']:.4f}"
-        if "test_acc" in record:
-            msg += f" | test loss {record['test_loss']:.4f} acc {record['test_acc']:.4f}"
+        msg = f"epoch {epoch}: train loss {record['train_loss']:.4f}"
+        if test_data is not None:
+            msg += f" | test loss {record['test_loss']:.4f} " + " ".join(
+                f"acc{'' if len(heads) == 1 else '_' + h} {test_acc[h]:.4f}" for h in heads)
         if progress:
             tqdm.write(msg)
         else:
@@ -185,6 +241,14 @@ def train(cfg: TrainConfig, out: str | Path, *, device: str = "auto",
         "input": {"shape": list(train_ds.images.shape[1:]), "mean": MNIST_MEAN, "std": MNIST_STD},
         "best_test_acc": max((h.get("test_acc", 0.0) for h in history), default=None),
         "best_train_acc": max(h["train_acc"] for h in history),
+        "task": cfg.task if cfg.task not in (None, "classification") else None,
+        "heads": task.describe()["heads"],
     }
+    if len(heads) > 1 and test_data is not None:
+        meta["best_test_acc_per_head"] = {
+            h: max(r[f"test_acc_{h}"] for r in history) for h in heads}
+        meta["final_test_acc_per_head"] = {h: history[-1][f"test_acc_{h}"] for h in heads}
+    if not cfg.model_spec and cfg.arch in zoo.EMBEDDING_LAYERS:
+        meta["embedding_layer"] = zoo.EMBEDDING_LAYERS[cfg.arch]
     save_run(out, model.cpu(), meta)
     return meta

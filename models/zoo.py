@@ -1,7 +1,9 @@
 """The seed architectures, each constructible by name.
 
-Every model takes ``(N, 1, 28, 28)`` float input (normalised pixels) and returns
-``(N, 10)`` logits. None of them is special-cased by the analysis engine.
+Every classifier takes ``(N, 1, 28, 28)`` float input (normalised pixels) and
+returns ``(N, 10)`` logits; ``sum_net`` (task ``mnist-sum``) also takes a
+one-hot number and returns one logit tensor per head. None of them is
+special-cased by the analysis engine: it goes through the task.
 """
 
 from __future__ import annotations
@@ -86,13 +88,59 @@ def tiny_bn(num_classes: int = 10, batch_norm: bool = True, dropout: float = 0.0
     )
 
 
+class SumNet(nn.Module):
+    """Two inputs, two heads: an MNIST image and a one-hot number 0-9 in; the digit
+    (10 logits) and the digit + number sum (19 logits) out, as a dict.
+
+    The sum head reads the outer product of the digit head's softmax and the
+    one-hot number (100 cells, one per (digit, number) pair) through one
+    linear layer: it only has to learn the addition table, so the sum is as
+    accurate as the digit. The embedding is the output of ``features``
+    (128-d, deterministic); dropout sits between it and the digit head, so
+    MC dropout runs the convolutions once.
+    """
+
+    def __init__(self, num_classes: int = 10, numbers: int = 10, dropout: float = 0.3) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 32, 3, bias=False), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(64 * 5 * 5, 128), nn.ReLU(),
+        )
+        self.dropout = nn.Dropout(dropout)
+        self.digit = nn.Linear(128, num_classes)
+        self.sum = nn.Linear(num_classes * numbers, num_classes + numbers - 1)
+
+    def forward(self, image: torch.Tensor, number: torch.Tensor) -> dict[str, torch.Tensor]:
+        digit = self.digit(self.dropout(self.features(image)))
+        joint = digit.softmax(1)[:, :, None] * number[:, None, :]
+        return {"digit": digit, "sum": self.sum(joint.flatten(1))}
+
+
+def sum_net(num_classes: int = 10) -> SumNet:
+    return SumNet(num_classes)
+
+
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "mnist_cnn": mnist_cnn,
     "s5_net": s5_net,
     "tiny_bn": tiny_bn,
     "tiny_base": lambda num_classes=10: tiny_bn(num_classes, batch_norm=False, dropout=0.0),
     "tiny_bn_nodrop": lambda num_classes=10: tiny_bn(num_classes, batch_norm=True, dropout=0.0),
+    "sum_net": sum_net,
 }
+# Architectures built for a task other than plain classification, and their embedding layer.
+ARCH_TASKS: dict[str, str] = {"sum_net": "mnist-sum"}
+EMBEDDING_LAYERS: dict[str, str] = {"sum_net": "features"}
+
+
+def check_task(arch: str, task: str | None) -> None:
+    """A zoo architecture trains only for the task it was built for."""
+    wanted = ARCH_TASKS.get(arch, "classification")
+    given = task or "classification"
+    if arch in ARCHITECTURES and wanted != given:
+        raise ConfigError(f"--arch {arch} is built for task {wanted!r}, not {given!r}: pass "
+                          f"--task {wanted} with it, or an architecture made for {given!r}.")
 
 
 def build(arch: str, num_classes: int = 10) -> nn.Module:

@@ -10,6 +10,7 @@ from tqdm.auto import tqdm
 from analysis.attribution import attribute, get_method
 from analysis.errors import ConfigError
 from analysis.registry import Step, StepContext, register
+from analysis.tasks import head_key
 from cache import Artifact
 
 SUBSETS = ("misclassified", "highest_loss", "all")
@@ -33,22 +34,23 @@ def select_subset(subset: str, pred: np.ndarray, labels: np.ndarray, loss: np.nd
 
 @register
 class Attribution(Step):
-    """Captum heatmaps of a subset, for the predicted (or true) class.
+    """Captum heatmaps of a subset, for one head's predicted (or true) class.
 
     Artifact arrays
     ---------------
     indices : (M,) int64 sample indices
-    targets : (M,) int64 explained classes
+    targets : (M,) int64 explained classes of the head
     heatmaps : (M, H, W) float32
     """
 
     name = "attribution"
-    version = 1
+    version = 2  # 2: per head
     requires = ("inference",)
 
     @dataclass(frozen=True)
     class Config:
         method: str = "integrated_gradients"
+        head: str = ""  # the explained head; "" = the task's first
         subset: str = "misclassified"
         target: str = "pred"
         limit: int = 200
@@ -59,17 +61,21 @@ class Attribution(Step):
         if config.target not in TARGETS:
             raise ConfigError(f"attribution target {config.target!r}: use one of {TARGETS}.")
         inf = ctx.inputs["inference"]
-        idx = select_subset(config.subset, inf["pred"], ctx.dataset.labels, inf["loss"],
-                            config.limit)
-        targets = inf["pred"][idx] if config.target == "pred" else ctx.dataset.labels[idx]
+        task = ctx.model.task
+        head = task.head(config.head).name
+        pred, truth = inf[head_key("pred", head)], inf[head_key("target", head)]
+        idx = select_subset(config.subset, pred, truth, inf[head_key("loss", head)], config.limit)
+        targets = pred[idx] if config.target == "pred" else truth[idx]
+        meta = task.sample_metadata(ctx.dataset)
         maps = []
         batch = 16
         for start in tqdm(range(0, len(idx), batch), desc=f"attribution ({config.method})",
                           disable=not ctx.progress, leave=False):
             sl = slice(start, start + batch)
             maps.append(attribute(ctx.model, ctx.dataset.images[idx[sl]], targets[sl],
-                                  config.method, device=ctx.device, n_steps=config.n_steps))
+                                  config.method, device=ctx.device, n_steps=config.n_steps,
+                                  head=head, metadata={k: v[idx[sl]] for k, v in meta.items()}))
         h, w = ctx.dataset.images.shape[-2:]
         heatmaps = np.concatenate(maps) if maps else np.zeros((0, h, w), np.float32)
         return Artifact({"indices": idx.astype(np.int64), "targets": targets.astype(np.int64),
-                         "heatmaps": heatmaps}, summary={"count": int(len(idx))})
+                         "heatmaps": heatmaps}, summary={"count": int(len(idx)), "head": head})

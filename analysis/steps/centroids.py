@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from analysis.registry import Step, StepContext, register
+from analysis.tasks import head_key
 from cache import Artifact
 
 
@@ -96,16 +97,22 @@ class PixelCentroids(Step):
 
 @register
 class Centroids(Step):
-    """Distances to class centroids in pixel and embedding space.
+    """Distances to class centroids in pixel space and, per head, in embedding space.
 
-    Artifact arrays
-    ---------------
-    embedding_centroids : (C, D) float32
-    embedding_distances, pixel_distances : (N, C) float32
+    Each head partitions the embeddings by its own targets (the ``sum`` head
+    of ``mnist-sum`` has 19 centroids, its ``digit`` head 10).
+
+    Artifact arrays (``h`` = each head)
+    -----------------------------------
+    embedding_centroids@h : (C_h, D) float32
+    embedding_distances@h : (N, C_h) float32
+    target@h, pred@h : (N,) int64
+    pixel_distances : (N, C) float32, to the dataset's per-label mean images
+    labels : (N,) int64, the dataset's labels
     """
 
     name = "centroids"
-    version = 2  # 2: exact distances
+    version = 3  # 3: per head
     requires = ("inference", "pixel_centroids")
     uses_reference = ("centroids",)
 
@@ -114,20 +121,37 @@ class Centroids(Step):
         pass
 
     def run(self, ctx: StepContext, config: Config) -> Artifact:
-        emb = ctx.inputs["inference"]["embedding"]
-        if "centroids" in ctx.reference:
-            cents = ctx.reference["centroids"]["embedding_centroids"]
-        else:
-            cents = class_centroids(emb, ctx.dataset.labels, ctx.dataset.num_classes)
-        return Artifact({
-            "embedding_centroids": cents,
-            "embedding_distances": centroid_distances(emb, cents),
-            "pixel_distances": ctx.inputs["pixel_centroids"]["distances"],
-            "labels": ctx.dataset.labels,
-            "pred": ctx.inputs["inference"]["pred"],
-        })
+        inf = ctx.inputs["inference"]
+        emb = inf["embedding"]
+        labels = ctx.dataset.labels
+        pixel = ctx.inputs["pixel_centroids"]["distances"]
+        arrays = {"pixel_distances": pixel, "labels": labels}
+        pixel_heads = []
+        for head in ctx.model.task.heads:
+            target = inf[head_key("target", head.name)]
+            key = head_key("embedding_centroids", head.name)
+            if "centroids" in ctx.reference:
+                cents = ctx.reference["centroids"][key]
+            else:
+                cents = class_centroids(emb, target, head.num_classes)
+            arrays[key] = cents
+            arrays[head_key("embedding_distances", head.name)] = centroid_distances(emb, cents)
+            arrays[head_key("target", head.name)] = target
+            arrays[head_key("pred", head.name)] = inf[head_key("pred", head.name)]
+            # Pixel centroids are per dataset label: they fit the heads that predict it.
+            if pixel.shape[1] == head.num_classes and np.array_equal(target, labels):
+                pixel_heads.append(head.name)
+        return Artifact(arrays, summary={"heads": ctx.model.task.head_names,
+                                         "pixel_heads": pixel_heads})
 
     def columns(self, artifact: Artifact, config: Config) -> dict[str, np.ndarray]:
-        labels, pred = artifact["labels"], artifact["pred"]
-        return {**distance_columns(artifact["pixel_distances"], labels, pred, "pixel"),
-                **distance_columns(artifact["embedding_distances"], labels, pred, "embedding")}
+        out: dict[str, np.ndarray] = {}
+        for head in artifact.summary["heads"]:
+            target = artifact[head_key("target", head)]
+            pred = artifact[head_key("pred", head)]
+            cols = distance_columns(artifact[head_key("embedding_distances", head)], target,
+                                    pred, "embedding")
+            if head in artifact.summary["pixel_heads"]:
+                cols.update(distance_columns(artifact["pixel_distances"], target, pred, "pixel"))
+            out.update({head_key(c, head): v for c, v in cols.items()})
+        return out

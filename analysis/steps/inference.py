@@ -9,71 +9,101 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from analysis.forward import auto_batch_size, capture_embedding, image_batches
+from analysis.forward import auto_batch_size, capture_embedding, model_batches
 from analysis.registry import Step, StepContext, register
+from analysis.tasks import head_key
 from cache import Artifact
+
+
+def per_head_outputs(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Probabilities, prediction, confidence and per-sample loss of one head.
+
+    ``logits`` (N, C), ``targets`` (N,). The loss is only defined for targets
+    the head can output; others (an out-of-distribution dataset's classes)
+    get NaN.
+    """
+    probs = logits.softmax(1)
+    in_range = (targets >= 0) & (targets < logits.shape[1])
+    loss = torch.full((len(targets),), float("nan"), device=logits.device)
+    loss[in_range] = F.cross_entropy(logits[in_range], targets[in_range], reduction="none")
+    conf, pred = probs.max(1)
+    return {"logits": logits, "probs": probs, "pred": pred, "loss": loss, "confidence": conf}
+
+
+def probability_columns(probs: np.ndarray, prefix: str = "") -> dict[str, np.ndarray]:
+    """``margin`` (top-2 gap) and ``entropy`` (nats) of ``(N, C)`` probabilities."""
+    top2 = np.sort(probs, axis=1)[:, -2:]
+    return {
+        f"{prefix}margin": top2[:, 1] - top2[:, 0],
+        f"{prefix}entropy": -(probs * np.log(np.clip(probs, 1e-12, None))).sum(1).astype(np.float32),
+    }
 
 
 @register
 class Inference(Step):
-    """One batched forward pass under ``torch.inference_mode``.
+    """One batched forward pass under ``torch.inference_mode``, every head at once.
 
-    Artifact arrays
-    ---------------
-    logits, probs : (N, C) float32
-    pred : (N,) int64
-    loss : (N,) float32, per-sample cross-entropy (higher is worse)
+    Artifact arrays (``h`` = each head of the model's task)
+    ---------------------------------------------------------
+    logits@h, probs@h : (N, C_h) float32
+    pred@h : (N,) int64
+    loss@h : (N,) float32, per-sample cross-entropy (higher is worse)
+    confidence@h : (N,) float32, max probability
+    target@h : (N,) int64, the head's target class
+    total_loss : (N,) float32, the heads' losses weighted as in training
     embedding : (N, D) float32, from the model's embedding layer
     """
 
     name = "inference"
-    version = 1
+    version = 2  # 2: per-head arrays
 
     @dataclass(frozen=True)
     class Config:
         batch_size: int = 0  # 0: chosen for the device (see forward.auto_batch_size)
 
     def run(self, ctx: StepContext, config: Config) -> Artifact:
+        task = ctx.model.task
         model = ctx.model.module.to(ctx.device).eval()
-        labels = torch.as_tensor(ctx.dataset.labels).to(ctx.device)
-        logits_parts, emb_parts = [], []
+        targets = task.sample_targets(ctx.dataset)
+        parts: dict[str, list[torch.Tensor]] = {h: [] for h in task.head_names}
+        emb_parts = []
         n = len(ctx.dataset)
         bs = auto_batch_size(ctx.device, config.batch_size)
         with torch.inference_mode(), capture_embedding(ctx.model) as captured:
-            batches = image_batches(ctx.model, ctx.dataset.images, ctx.device, bs)
-            for _, x in tqdm(batches, total=-(-n // bs), desc="inference",
-                             disable=not ctx.progress, leave=False):
-                logits_parts.append(model(x).float())
+            batches = model_batches(ctx.model, ctx.dataset, ctx.device, bs)
+            for _, args in tqdm(batches, total=-(-n // bs), desc="inference",
+                                disable=not ctx.progress, leave=False):
+                for head, logits in task.split_outputs(model(*args)).items():
+                    parts[head].append(logits.float())
                 emb_parts.append(captured.pop().float())
-        logits = torch.cat(logits_parts)
-        probs = logits.softmax(1)
-        # The loss is only defined for labels the model can output; an extra
-        # (out-of-distribution) dataset with more classes gets NaN there.
-        in_range = labels < logits.shape[1]
-        loss = torch.full((len(labels),), float("nan"), device=logits.device)
-        loss[in_range] = F.cross_entropy(logits[in_range], labels[in_range], reduction="none")
-        conf, pred = probs.max(1)
-        return Artifact({
-            "logits": logits.cpu().numpy(),
-            "probs": probs.cpu().numpy(),
-            "pred": pred.cpu().numpy().astype(np.int64),
-            "loss": loss.cpu().numpy(),
-            "confidence": conf.cpu().numpy(),
-            "embedding": torch.cat(emb_parts).cpu().numpy(),
-        }, summary={
-            "accuracy": float((pred == labels).float().mean().item()),
-            "mean_loss": float(loss[in_range].mean().item()) if in_range.any() else None,
-            "embedding_dim": int(emb_parts[0].shape[1]),
-        })
+        arrays: dict[str, np.ndarray] = {}
+        summary: dict = {"heads": task.head_names, "embedding_dim": int(emb_parts[0].shape[1])}
+        total = torch.zeros(n, device=ctx.device)
+        for head in task.heads:
+            y = torch.as_tensor(targets[head.name]).to(ctx.device)
+            out = per_head_outputs(torch.cat(parts[head.name]), y)
+            total += head.weight * out["loss"]
+            for field_name, value in out.items():
+                arrays[head_key(field_name, head.name)] = value.cpu().numpy()
+            arrays[head_key("pred", head.name)] = arrays[head_key("pred", head.name)].astype(np.int64)
+            arrays[head_key("target", head.name)] = targets[head.name].astype(np.int64)
+            valid = ~torch.isnan(out["loss"])
+            summary[head.name] = {
+                "accuracy": float((out["pred"] == y).float().mean().item()),
+                "mean_loss": float(out["loss"][valid].mean().item()) if valid.any() else None,
+            }
+        first = summary[task.heads[0].name]
+        summary["accuracy"], summary["mean_loss"] = first["accuracy"], first["mean_loss"]
+        arrays["total_loss"] = total.cpu().numpy()
+        arrays["embedding"] = torch.cat(emb_parts).cpu().numpy()
+        return Artifact(arrays, summary=summary)
 
     def columns(self, artifact: Artifact, config: Config) -> dict[str, np.ndarray]:
-        probs = artifact["probs"]
-        top2 = np.sort(probs, axis=1)[:, -2:]
-        return {
-            "pred": artifact["pred"],
-            "loss": artifact["loss"],
-            "confidence": artifact["confidence"],
-            "uncertainty": 1.0 - artifact["confidence"],
-            "margin": top2[:, 1] - top2[:, 0],
-            "entropy": -(probs * np.log(np.clip(probs, 1e-12, None))).sum(1).astype(np.float32),
-        }
+        out: dict[str, np.ndarray] = {"total_loss": artifact["total_loss"]}
+        for head in artifact.summary["heads"]:
+            def get(field_name: str, head: str = head) -> np.ndarray:
+                return artifact[head_key(field_name, head)]
+            cols = {"pred": get("pred"), "loss": get("loss"), "confidence": get("confidence"),
+                    "uncertainty": 1.0 - get("confidence"), **probability_columns(get("probs"))}
+            out.update({head_key(c, head): v for c, v in cols.items()})
+        return out

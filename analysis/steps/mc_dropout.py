@@ -22,8 +22,9 @@ from torch.fx import GraphModule, Interpreter, Node
 from tqdm.auto import tqdm
 
 from analysis.errors import ConfigError
-from analysis.forward import auto_batch_size, capture_embedding, embedding_target, image_batches
+from analysis.forward import auto_batch_size, capture_embedding, embedding_target, model_batches
 from analysis.registry import Step, StepContext, register
+from analysis.tasks import Task, head_key
 from cache import Artifact
 
 log = logging.getLogger(__name__)
@@ -73,17 +74,18 @@ class StochasticSplit:
         self.tail_fraction = len([n for n in self.tail if n.op == "call_module"]) / max(
             1, len([n for n in nodes if n.op == "call_module"]))
 
-    def trunk_env(self, x: torch.Tensor) -> dict[Node, object]:
-        """Run the deterministic trunk once; keep only the values the tail reads."""
+    def trunk_env(self, *args: torch.Tensor) -> dict[Node, object]:
+        """Run the deterministic trunk once on the ``forward`` arguments; keep only
+        the values the tail reads."""
         interp = Interpreter(self.graph_module)
         interp.env = {}
-        interp.args_iter = iter([x])
+        interp.args_iter = iter(args)
         for node in self.trunk:
             interp.env[node] = interp.run_node(node)
         return {n: interp.env[n] for n in self.boundary}
 
-    def tail_pass(self, boundary_env: dict[Node, object]) -> torch.Tensor:
-        """One stochastic pass of the tail from the trunk's values."""
+    def tail_pass(self, boundary_env: dict[Node, object]) -> object:
+        """One stochastic pass of the tail from the trunk's values (the model's output)."""
         interp = Interpreter(self.graph_module)
         interp.env = dict(boundary_env)
         out = None
@@ -145,18 +147,19 @@ def mc_statistics(probs: torch.Tensor) -> dict[str, torch.Tensor]:
 
 @register
 class MCDropout(Step):
-    """T stochastic passes with only dropout active.
+    """T stochastic passes with only dropout active, every head at once.
 
-    Artifact arrays
-    ---------------
-    mean_probs : (N, C) float32
-    pred : (N,) int64
-    entropy, mutual_info, top_var, uncertainty : (N,) float32 (higher = more uncertain)
+    Artifact arrays (``h`` = each head of the model's task)
+    ---------------------------------------------------------
+    mean_probs@h : (N, C_h) float32
+    pred@h : (N,) int64
+    entropy@h, mutual_info@h, top_var@h, uncertainty@h : (N,) float32
+        (higher = more uncertain)
     mean_embedding : (N, D) float32, the embedding averaged over the T passes
     """
 
     name = "mc_dropout"
-    version = 1
+    version = 2  # 2: per-head arrays
     requires = ("inference",)
 
     @dataclass(frozen=True)
@@ -167,6 +170,7 @@ class MCDropout(Step):
 
     def run(self, ctx: StepContext, config: Config) -> Artifact:
         module = ctx.model.module.to(ctx.device).eval()
+        task = ctx.model.task
         if not dropout_modules(module):
             raise ConfigError(f"MC dropout needs a dropout module, and {ctx.model.arch} has none "
                               "(no nn.Dropout). Pass --mc-samples 0 to skip MC dropout.")
@@ -194,12 +198,16 @@ class MCDropout(Step):
             with torch.inference_mode(), dropout_active(module), \
                     capture_embedding(ctx.model) as captured:
                 bs = auto_batch_size(ctx.device, config.batch_size, cpu=256)
-                batches = image_batches(ctx.model, ctx.dataset.images, ctx.device, bs)
-                for _, x in tqdm(batches, total=-(-n // bs),
-                                 desc=f"mc_dropout T={config.samples}",
-                                 disable=not ctx.progress, leave=False):
-                    probs, emb = self._passes(module, split, x, config.samples, captured)
-                    stats = mc_statistics(probs)
+                batches = model_batches(ctx.model, ctx.dataset, ctx.device, bs)
+                for _, args in tqdm(batches, total=-(-n // bs),
+                                    desc=f"mc_dropout T={config.samples}",
+                                    disable=not ctx.progress, leave=False):
+                    probs, emb = self._passes(module, task, split, args, config.samples,
+                                              captured)
+                    stats = {}
+                    for head, head_probs in probs.items():
+                        for key, value in mc_statistics(head_probs).items():
+                            stats[head_key(key, head)] = value
                     stats["mean_embedding"] = emb
                     for key, value in stats.items():
                         outputs.setdefault(key, []).append(value.float().cpu())
@@ -208,39 +216,52 @@ class MCDropout(Step):
             if cuda_state is not None:
                 torch.cuda.set_rng_state_all(cuda_state)
         arrays = {k: torch.cat(v).numpy() for k, v in outputs.items()}
-        arrays["pred"] = arrays["pred"].astype(np.int64)
-        acc = float((arrays["pred"] == ctx.dataset.labels).mean())
-        return Artifact(arrays, summary={"accuracy": acc, "samples": config.samples,
-                                         "trunk_once": split is not None})
+        summary: dict = {"heads": task.head_names, "samples": config.samples,
+                         "trunk_once": split is not None}
+        targets = task.sample_targets(ctx.dataset)
+        for head in task.head_names:
+            arrays[head_key("pred", head)] = arrays[head_key("pred", head)].astype(np.int64)
+            summary[head] = {"accuracy": float((arrays[head_key("pred", head)]
+                                                == targets[head]).mean())}
+        summary["accuracy"] = summary[task.head_names[0]]["accuracy"]
+        return Artifact(arrays, summary=summary)
 
     @staticmethod
-    def _passes(module: nn.Module, split: StochasticSplit | None, x: torch.Tensor, t: int,
-                captured: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(T, B, C)`` probabilities and the ``(B, D)`` mean embedding."""
+    def _passes(module: nn.Module, task: Task, split: StochasticSplit | None,
+                args: tuple[torch.Tensor, ...], t: int, captured: list[torch.Tensor]
+                ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Per head ``(T, B, C_h)`` probabilities, and the ``(B, D)`` mean embedding."""
         captured.clear()
-        probs = []
+        outs = []
         if split is not None:
-            env = split.trunk_env(x)
+            env = split.trunk_env(*args)
             trunk_emb = list(captured)  # embedding inside the trunk: deterministic
             for _ in range(t):
-                probs.append(split.tail_pass(env).float().softmax(1))
+                outs.append(task.split_outputs(split.tail_pass(env)))
         else:
             trunk_emb = []
             for _ in range(t):
-                probs.append(module(x).float().softmax(1))
+                outs.append(task.split_outputs(module(*args)))
         embs = trunk_emb if trunk_emb else captured
         emb = torch.stack([e.float() for e in embs]).mean(0)
         captured.clear()
-        return torch.stack(probs), emb
+        probs = {h: torch.stack([o[h].float().softmax(1) for o in outs]) for h in task.head_names}
+        return probs, emb
 
     def columns(self, artifact: Artifact, config: Config) -> dict[str, np.ndarray]:
-        top2 = np.sort(artifact["mean_probs"], axis=1)[:, -2:]
-        return {
-            "mc_margin": top2[:, 1] - top2[:, 0],
-            "mc_pred": artifact["pred"],
-            "mc_confidence": 1.0 - artifact["uncertainty"],
-            "mc_uncertainty": artifact["uncertainty"],
-            "mc_entropy": artifact["entropy"],
-            "mc_mutual_info": artifact["mutual_info"],
-            "mc_top_var": artifact["top_var"],
-        }
+        out: dict[str, np.ndarray] = {}
+        for head in artifact.summary["heads"]:
+            def get(field_name: str, head: str = head) -> np.ndarray:
+                return artifact[head_key(field_name, head)]
+            top2 = np.sort(get("mean_probs"), axis=1)[:, -2:]
+            cols = {
+                "mc_margin": top2[:, 1] - top2[:, 0],
+                "mc_pred": get("pred"),
+                "mc_confidence": 1.0 - get("uncertainty"),
+                "mc_uncertainty": get("uncertainty"),
+                "mc_entropy": get("entropy"),
+                "mc_mutual_info": get("mutual_info"),
+                "mc_top_var": get("top_var"),
+            }
+            out.update({head_key(c, head): v for c, v in cols.items()})
+        return out

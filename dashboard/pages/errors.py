@@ -84,7 +84,7 @@ def show_cell(selection, run_store):
         entry = get_entry(run_store)
     except DashboardInputError as exc:
         return error_alert(exc), None
-    sel = selection if isinstance(selection, dict) and selection.get("run") == entry.key else {}
+    sel = selection if isinstance(selection, dict) and entry.same_run(selection.get("run")) else {}
     idx = entry.indices_of(sel.get("ids", []))
     source = sel.get("source") or "selection"
     if len(idx) == 0:

@@ -93,11 +93,13 @@ def show_sample(store, run_store):
     except DashboardInputError as exc:
         return (*[dash.no_update] * 7, error_alert(exc))
     row = entry.table.iloc[i]
+    head = f"head {entry.head}: " if len(entry.heads) > 1 else ""
     title = html.Div([html.B(str(row["sample_id"])), html.Br(),
-                      f"true {row['label_name']} · predicted {row['pred_name']}",
+                      f"{head}true {row['label_name']} · predicted {row['pred_name']}",
                       html.Br(), f"loss {row['loss']:.4f} nats"],
                      className="text-danger" if not row["correct"] else "")
-    probs = figures.probability_figure(entry.session.probabilities[i], entry.class_names,
+    probs = figures.probability_figure(entry.session.probabilities_of(entry.head)[i],
+                                       entry.class_names,
                                        int(row["label"]), int(row["pred"]))
     sim, dist = entry.session.similars(i, SIMILARS_K)
     names = entry.table[["label_name", "pred_name"]].to_numpy()

@@ -13,6 +13,7 @@ import numpy as np
 from dash import html
 
 from analysis.attribution import METHODS, normalize_heatmap
+from analysis.tasks import head_key
 from dashboard import figures
 from dashboard.components.gallery import sample_gallery
 from dashboard.figures import uncertainty as ufig
@@ -26,7 +27,7 @@ EXTRA_TARGETS_NOTE = "ground-truth class"  # not among the model's classes: left
 
 def extra_sample_of(entry: RunEntry, store: dict | None) -> tuple[str, int] | None:
     """``(extra dataset key, row)`` when the sample store holds an extra dataset's sample."""
-    if not isinstance(store, dict) or store.get("run") != entry.key:
+    if not isinstance(store, dict) or not entry.same_run(store.get("run")):
         return None
     return entry.locate_extra(store.get("id"))
 
@@ -62,11 +63,11 @@ def extra_sample_view(entry: RunEntry, key: str, row: int) -> tuple:
              f"predicted {r['pred_name']} with {r['confidence']:.1%}"]
     mc_probs = None
     if "mc_dropout" in session.extra_steps:
-        mc_probs = engine.get("mc_dropout")["mean_probs"][row]
+        mc_probs = engine.get("mc_dropout")[head_key("mean_probs", entry.head)][row]
         lines += [html.Br(), f"with MC dropout: {entry.class_names[int(r['mc_pred'])]} "
                              f"with {r['mc_confidence']:.1%}, mutual information "
                              f"{r['mc_mutual_info']:.3f} nats"]
-    probs = ufig.ood_probability_figure(engine.get("inference")["probs"][row],
+    probs = ufig.ood_probability_figure(session.probabilities_of(entry.head, key)[row],
                                         entry.class_names, mc_probs)
     dist = engine.get("distances")
     nearest = dist["reference_neighbors"][row][:NEAREST_K]
@@ -97,7 +98,8 @@ def extra_mini_map(entry: RunEntry, key: str, row: int, nearest: np.ndarray):
 def extra_attribution(entry: RunEntry, key: str, row: int, method: str, target: int,
                       n_steps: int = 50) -> np.ndarray:
     """``(H, W)`` heatmap of extra sample ``row`` for class ``target`` (cached by the session)."""
-    return entry.session.attribute(row, method, int(target), n_steps, dataset=key)
+    return entry.session.attribute(row, method, int(target), n_steps, dataset=key,
+                                   head=entry.head)
 
 
 def extra_heatmap_view(entry: RunEntry, key: str, row: int, method: str, target: str):
@@ -109,7 +111,7 @@ def extra_heatmap_view(entry: RunEntry, key: str, row: int, method: str, target:
     names = entry.class_names
     engine = entry.session.extra(key)
     image = engine.dataset.images[row]
-    probs = engine.get("inference")["probs"][row]
+    probs = entry.session.probabilities_of(entry.head, key)[row]
     if target == ALL_CLASSES:
         heats = np.stack([extra_attribution(entry, key, row, method, c)
                           for c in range(len(names))])

@@ -65,7 +65,7 @@ def make_sizes(entry: RunEntry, column: str):
 
 def highlight_of(entry: RunEntry, sample_store: dict | None) -> tuple[list[int], int | None]:
     """The clicked sample (if it belongs to this run) and its similars."""
-    if not isinstance(sample_store, dict) or sample_store.get("run") != entry.key:
+    if not isinstance(sample_store, dict) or not entry.same_run(sample_store.get("run")):
         return [], None
     focus = entry.index_of(sample_store.get("id"))
     similar, _ = entry.session.similars(focus, SIMILARS_K)

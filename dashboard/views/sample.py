@@ -61,7 +61,7 @@ def resolve_sample(entry: RunEntry, query_id: str | None, current: dict | None) 
         if entry.locate_extra(query_id) is None:  # extra datasets: see views.ood_sample
             entry.index_of(query_id)  # raises a DashboardInputError naming a bad id
         return {"run": entry.key, "id": str(query_id)}
-    if isinstance(current, dict) and current.get("run") == entry.key and current.get("id") \
+    if isinstance(current, dict) and entry.same_run(current.get("run")) and current.get("id") \
             in entry.id_to_index:
         return current
     worst = int(np.argmax(entry.table["loss"].to_numpy()))
@@ -81,7 +81,7 @@ def metadata_table(entry: RunEntry, index: int) -> html.Table:
 
 
 def sample_index(entry: RunEntry, store: dict | None) -> int:
-    if not isinstance(store, dict) or store.get("run") != entry.key:
+    if not isinstance(store, dict) or not entry.same_run(store.get("run")):
         raise DashboardInputError("No sample chosen for this run: click one on any page.")
     return entry.index_of(store.get("id"))
 
@@ -97,9 +97,10 @@ def heatmap_view(entry: RunEntry, index: int, method: str, target: str):
     names = entry.class_names
     if target == ALL_CLASSES:
         with single_torch_thread():
-            heats = np.stack([session.attribute(index, method, c) for c in range(len(names))])
+            heats = np.stack([session.attribute(index, method, c, head=entry.head)
+                              for c in range(len(names))])
         heats = normalize_heatmap(heats, spec.signed)  # one scale so panels compare
-        probs = session.probabilities[index]
+        probs = session.probabilities_of(entry.head)[index]
         titles = [f"{n} ({probs[c]:.0%})" for c, n in enumerate(names)]
         return figures.heatmap_grid_figure(image, list(heats), spec.signed, titles)
     if target not in ("pred", "label"):
@@ -107,7 +108,8 @@ def heatmap_view(entry: RunEntry, index: int, method: str, target: str):
             raise DashboardInputError(f"Unknown heatmap target '{target}'.")
         target = int(target)
     with single_torch_thread():
-        heat = normalize_heatmap(session.attribute(index, method, target), spec.signed)
+        heat = normalize_heatmap(session.attribute(index, method, target, head=entry.head),
+                                 spec.signed)
     row = entry.table.iloc[index]
     cls = {"pred": row["pred_name"], "label": row["label_name"]}.get(target) \
         if isinstance(target, str) else names[target]

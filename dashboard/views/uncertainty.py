@@ -76,13 +76,14 @@ def score_options(entry: RunEntry, key: str) -> list[dict]:
 def run_summary(entry: RunEntry, key: str) -> html.Div:
     """Sizes of both datasets and the in-distribution accuracy with and without MC dropout."""
     session = entry.session
-    acc = session.artifact("inference").summary["accuracy"]
+    acc = session.artifact("inference").summary[entry.head]["accuracy"]
     parts = [html.B(session.dataset.key), f" ({len(session.dataset):,}) vs ",
              html.B(key), f" ({len(session.extra(key).dataset):,}) · in-distribution accuracy ",
              html.B(f"{acc:.2%}"), " without MC dropout"]
     if "mc_dropout" in session.steps:
         mc = session.artifact("mc_dropout").summary
-        parts += [", ", html.B(f"{mc['accuracy']:.2%}"), f" with (T={mc['samples']})"]
+        parts += [", ", html.B(f"{mc[entry.head]['accuracy']:.2%}"),
+                  f" with (T={mc['samples']})"]
     return html.Div(parts, className="small")
 
 
@@ -154,7 +155,7 @@ def _color_kwargs(entry: RunEntry, key: str, color: str) -> dict:
 def focus_of(entry: RunEntry, key: str, sample_store: dict | None
              ) -> tuple[list[int], int | None]:
     """Joint rows of the open sample (when it is one of ``key``'s) and its in-dist neighbours."""
-    if not isinstance(sample_store, dict) or sample_store.get("run") != entry.key:
+    if not isinstance(sample_store, dict) or not entry.same_run(sample_store.get("run")):
         return [], None
     found = entry.locate_extra(sample_store.get("id"))
     if found is None or found[0] != key:

@@ -33,7 +33,7 @@ def test_flip_counts_match_a_direct_computation(tiny_run, second_run, digits, da
     b = open_run(second_run, digits, data_root, cache_dir)
     cmp = compare_sessions(a, b)
     labels = a.dataset.labels
-    pa, pb = a.artifact("inference")["pred"], b.artifact("inference")["pred"]
+    pa, pb = a.artifact("inference")["pred@class"], b.artifact("inference")["pred@class"]
     to_wrong = int(((pa == labels) & (pb != labels)).sum())
     to_right = int(((pa != labels) & (pb == labels)).sum())
     s = cmp.summary
@@ -42,7 +42,7 @@ def test_flip_counts_match_a_direct_computation(tiny_run, second_run, digits, da
     assert s["prediction_changed"] == int((pa != pb).sum())
     assert (cmp.frame["flip"] == "correct -> wrong").sum() == to_wrong
     np.testing.assert_allclose(cmp.frame["loss_delta"],
-                               b.artifact("inference")["loss"] - a.artifact("inference")["loss"])
+                               b.artifact("inference")["loss@class"] - a.artifact("inference")["loss@class"])
     assert s["accuracy_a"] == pytest.approx(float((pa == labels).mean()))
     assert sum(r["flips"] for r in s["per_class"]) == to_wrong + to_right
 

@@ -148,8 +148,8 @@ def test_corrupted_entry_is_recomputed_by_the_engine(tiny_model, small_ds, cache
     assert record.status == "computed"
     assert any(key[:12] in r.getMessage() and "corrupted" in r.getMessage()
                for r in caplog.records)
-    np.testing.assert_array_equal(second.artifact("inference")["logits"],
-                                  first.artifact("inference")["logits"])
+    np.testing.assert_array_equal(second.artifact("inference")["logits@class"],
+                                  first.artifact("inference")["logits@class"])
     third = make_session(tiny_model, small_ds, cache_dir)
     assert third.run(["inference"])[0].status == "cached"  # the recomputed value was stored
 

@@ -29,7 +29,7 @@ def test_mnist_cnn_layout():
     assert sum(isinstance(m, nn.MaxPool2d) for m in model.modules()) == 2
 
 
-@pytest.mark.parametrize("arch", list(zoo.ARCHITECTURES))
+@pytest.mark.parametrize("arch", [a for a in zoo.ARCHITECTURES if a not in zoo.ARCH_TASKS])
 def test_output_shapes(arch):
     model = zoo.build(arch).eval()
     with torch.no_grad():
@@ -42,3 +42,21 @@ def test_unknown_architecture_lists_valid_names():
     with pytest.raises(ConfigError,
                        match="Unknown architecture 'resnet'.*mnist_cnn, s5_net, tiny_bn"):
         zoo.build("resnet")
+
+
+def test_sum_net_gives_one_logit_tensor_per_head():
+    model = zoo.build("sum_net").eval()
+    number = torch.nn.functional.one_hot(torch.tensor([0, 3, 9]), 10).float()
+    with torch.no_grad():
+        out = model(torch.zeros(3, 1, 28, 28), number)
+    assert set(out) == {"digit", "sum"}
+    assert out["digit"].shape == (3, 10) and out["sum"].shape == (3, 19)
+
+
+def test_an_architecture_trains_only_for_its_task():
+    zoo.check_task("sum_net", "mnist-sum")
+    zoo.check_task("mnist_cnn", None)
+    with pytest.raises(ConfigError, match="--task mnist-sum"):
+        zoo.check_task("sum_net", None)
+    with pytest.raises(ConfigError, match="built for task 'classification'"):
+        zoo.check_task("tiny_bn", "mnist-sum")

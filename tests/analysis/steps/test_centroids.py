@@ -81,17 +81,17 @@ def test_steps_on_real_digits(tiny_session):
     art = tiny_session.artifact("centroids")
     emb = tiny_session.embeddings
     emb_means = np.stack([emb[ds.labels == k].mean(0) for k in range(10)])
-    np.testing.assert_allclose(art["embedding_centroids"], emb_means, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(art["embedding_distances"], brute_distances(emb, emb_means),
+    np.testing.assert_allclose(art["embedding_centroids@class"], emb_means, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(art["embedding_distances@class"], brute_distances(emb, emb_means),
                                rtol=1e-3, atol=1e-3)
     cols = tiny_session.engine.columns("centroids")
     for space in ("pixel", "embedding"):
         for part in ("dist_label", "dist_pred", "dist_other", "margin"):
-            assert cols[f"{space}_{part}"].shape == (len(ds),)
-        assert (cols[f"{space}_dist_label"] >= 0).all()
+            assert cols[f"{space}_{part}@class"].shape == (len(ds),)
+        assert (cols[f"{space}_dist_label@class"] >= 0).all()
     # most real digits are nearer their own class's mean image than any other
-    assert (cols["pixel_margin"] > 0).mean() > 0.6
+    assert (cols["pixel_margin@class"] > 0).mean() > 0.6
     # and misclassified digits sit nearer another class in embedding space than the right ones
-    wrong = art["pred"] != ds.labels
+    wrong = art["pred@class"] != ds.labels
     if wrong.any():
-        assert cols["embedding_margin"][wrong].mean() < cols["embedding_margin"][~wrong].mean()
+        assert cols["embedding_margin@class"][wrong].mean() < cols["embedding_margin@class"][~wrong].mean()

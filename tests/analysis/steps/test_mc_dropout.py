@@ -15,7 +15,7 @@ from hypothesis.extra import numpy as hnp
 from analysis.datasets import load_dataset
 from analysis.engine import Engine
 from analysis.errors import ConfigError
-from analysis.forward import capture_embedding, image_batches
+from analysis.forward import capture_embedding, model_batches
 from analysis.steps import mc_dropout as mc
 from analysis.steps.mc_dropout import MCDropout, StochasticSplit, dropout_active, mc_statistics
 from cache import ArtifactStore
@@ -28,7 +28,7 @@ CPU = torch.device("cpu")
 @pytest.fixture(scope="module")
 def batch(tiny_model, digits, data_root):
     ds = load_dataset(digits, "test", data_root=data_root, limit=64)
-    _, x = next(image_batches(tiny_model, ds.images, CPU, 64))
+    _, (x,) = next(model_batches(tiny_model, ds, CPU, 64))
     return x
 
 
@@ -87,7 +87,7 @@ def test_seed_and_rng_state(tiny_model, digits, data_root, tmp_path):
     def run(seed, where):
         engine = Engine(tiny_model, ds, ArtifactStore(tmp_path / where), CPU,
                         {"mc_dropout": {"samples": 4, "seed": seed}}, progress=False)
-        return engine.get("mc_dropout")["mean_probs"]
+        return engine.get("mc_dropout")["mean_probs@class"]
     torch.manual_seed(123)
     before = torch.random.get_rng_state()
     a = run(0, "a")
@@ -106,11 +106,11 @@ def test_dropout_p0_equals_the_plain_pass(tiny_run, digits, data_root, tmp_path)
                     {"mc_dropout": {"samples": 4}}, progress=False)
     plain = engine.get("inference")
     mc_art = engine.get("mc_dropout")
-    np.testing.assert_array_equal(mc_art["mean_probs"], plain["probs"])
-    np.testing.assert_array_equal(mc_art["pred"], plain["pred"])
-    np.testing.assert_array_equal(mc_art["top_var"], np.zeros(100, np.float32))
-    np.testing.assert_array_equal(mc_art["mutual_info"], np.zeros(100, np.float32))
-    np.testing.assert_array_equal(mc_art["uncertainty"], 1 - plain["confidence"])
+    np.testing.assert_array_equal(mc_art["mean_probs@class"], plain["probs@class"])
+    np.testing.assert_array_equal(mc_art["pred@class"], plain["pred@class"])
+    np.testing.assert_array_equal(mc_art["top_var@class"], np.zeros(100, np.float32))
+    np.testing.assert_array_equal(mc_art["mutual_info@class"], np.zeros(100, np.float32))
+    np.testing.assert_array_equal(mc_art["uncertainty@class"], 1 - plain["confidence@class"])
 
 
 @st.composite
@@ -170,18 +170,18 @@ def test_untraceable_model_falls_back_and_still_works(digits, data_root, tmp_pat
                     {"mc_dropout": {"samples": 5, "seed": 2}}, progress=False)
     art = engine.get("mc_dropout")
     assert art.summary["trunk_once"] is False
-    _, x = next(image_batches(model, ds.images, CPU, 1000))
+    _, (x,) = next(model_batches(model, ds, CPU, 1000))
     with capture_embedding(model):
         expected = full_passes(module, x, 5, seed=2).mean(0)
-    np.testing.assert_array_equal(art["mean_probs"], expected.numpy())
-    assert art["mean_embedding"].shape == (50, 16) and np.isfinite(art["entropy"]).all()
+    np.testing.assert_array_equal(art["mean_probs@class"], expected.numpy())
+    assert art["mean_embedding"].shape == (50, 16) and np.isfinite(art["entropy@class"]).all()
 
 
 def test_columns(tiny_session):
     cols = tiny_session.engine.columns("mc_dropout")
-    assert set(cols) >= {"mc_pred", "mc_confidence", "mc_uncertainty", "mc_entropy",
-                         "mc_mutual_info", "mc_top_var"}
-    np.testing.assert_allclose(cols["mc_confidence"] + cols["mc_uncertainty"], 1.0, atol=1e-6)
+    assert set(cols) >= {f"{c}@class" for c in ("mc_pred", "mc_confidence", "mc_uncertainty", "mc_entropy",
+                         "mc_mutual_info", "mc_top_var")}
+    np.testing.assert_allclose(cols["mc_confidence@class"] + cols["mc_uncertainty@class"], 1.0, atol=1e-6)
     assert MCDropout.requires == ("inference",)
 
 
@@ -197,8 +197,8 @@ def test_embedding_layer_that_fx_traces_through(byo_factory, digits, data_root, 
     # the embedding sits before the dropout: every pass sees the plain one
     np.testing.assert_allclose(art["mean_embedding"], engine.get("inference")["embedding"],
                                rtol=1e-5, atol=1e-6)
-    _, x = next(image_batches(model, ds.images, CPU, 1000))
+    _, (x,) = next(model_batches(model, ds, CPU, 1000))
     expected = full_passes(module, x, 4, seed=5).mean(0)
-    np.testing.assert_array_equal(art["mean_probs"], expected.numpy())
+    np.testing.assert_array_equal(art["mean_probs@class"], expected.numpy())
     # the container stays one node of the traced graph, so the trunk still runs once
     assert art.summary["trunk_once"] is True

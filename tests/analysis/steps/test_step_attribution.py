@@ -30,7 +30,7 @@ def test_step_explains_the_misclassified(tiny_session):
     inf = tiny_session.artifact("inference")
     labels = tiny_session.dataset.labels
     idx = art["indices"]
-    assert 0 < len(idx) <= 5 and (inf["pred"][idx] != labels[idx]).all()
-    np.testing.assert_array_equal(art["targets"], inf["pred"][idx])
+    assert 0 < len(idx) <= 5 and (inf["pred@class"][idx] != labels[idx]).all()
+    np.testing.assert_array_equal(art["targets"], inf["pred@class"][idx])
     assert art["heatmaps"].shape == (len(idx), 28, 28) and np.isfinite(art["heatmaps"]).all()
-    assert art.summary == {"count": len(idx)}
+    assert art.summary == {"count": len(idx), "head": "class"}
