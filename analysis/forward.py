@@ -79,3 +79,11 @@ def model_batches(model: LoadedModel, dataset, device: torch.device,
         sl = slice(start, start + batch_size)
         yield start, task.model_inputs(model.prepare(pixels[sl]),
                                        {k: v[sl] for k, v in meta.items()})
+
+
+def example_inputs(model: LoadedModel, batch: int = 1) -> tuple[torch.Tensor, ...]:
+    """Blank ``forward`` arguments of ``batch`` samples (for torchinfo summaries)."""
+    task = model.task
+    image = torch.zeros(batch, *model.input_shape)
+    meta = {i.name: torch.zeros(batch, dtype=torch.long) for i in task.inputs if i.kind != "image"}
+    return task.model_inputs(image, meta)

@@ -74,10 +74,11 @@ def mult_adds(folder: str | os.PathLike) -> int:
     """Multiply-adds of one forward pass of one sample (torchinfo), loading the run's model."""
     from torchinfo import summary
 
+    from analysis.forward import example_inputs
     from models.checkpoint import load_model
 
     model = load_model(folder)
-    return int(summary(model.module, input_size=(1, *model.input_shape), device="cpu",
+    return int(summary(model.module, input_data=list(example_inputs(model)), device="cpu",
                        verbose=0).total_mult_adds)
 
 

@@ -318,7 +318,9 @@ class AnalysisSession:
         """torchinfo's table (layers, output shapes, parameter counts, mult-adds)."""
         from torchinfo import summary
 
-        return str(summary(self.model.module, input_size=(1, *self.model.input_shape),
+        from analysis.forward import example_inputs
+
+        return str(summary(self.model.module, input_data=list(example_inputs(self.model)),
                            col_names=("input_size", "output_size", "num_params", "mult_adds"),
                            device="cpu", verbose=0))
 

@@ -291,10 +291,17 @@ def numeric_columns(table: pd.DataFrame) -> list[str]:
             and types.is_numeric_dtype(table[c]) and not types.is_bool_dtype(table[c])]
 
 
+def bool_columns(table: pd.DataFrame) -> list[str]:
+    """``correct``, ``mc_correct`` and every other yes/no column (``sum_correct``...)."""
+    out = [c for c in BOOL_COLUMNS if c in table.columns]
+    return out + [c for c in table.columns
+                  if c not in out and pd.api.types.is_bool_dtype(table[c])]
+
+
 def color_columns(table: pd.DataFrame) -> list[str]:
     """Columns the map can be coloured by: class columns, booleans and numbers."""
     out = [c for c in CLASS_COLUMNS if c in table.columns]
-    out += [c for c in BOOL_COLUMNS if c in table.columns]
+    out += bool_columns(table)
     out += [c for c in numeric_columns(table) if c not in out]
     return out
 

@@ -20,7 +20,8 @@ def binned_loss(values: np.ndarray, loss: np.ndarray, labels: np.ndarray | None 
 
     The bins span the 0.5th to 99.5th percentile of ``values`` (the rare values
     beyond fall into the first and last bins), so one far outlier does not
-    squeeze every other sample into a few bins.
+    squeeze every other sample into a few bins. Integer values with at most
+    ``bins`` distinct values get one bin per value.
 
     Parameters
     ----------
@@ -43,13 +44,21 @@ def binned_loss(values: np.ndarray, loss: np.ndarray, labels: np.ndarray | None 
     ok = np.isfinite(v) & np.isfinite(loss)
     if not ok.any():
         return pd.DataFrame(columns=COLUMNS)
-    lo, hi = np.percentile(v[ok], [0.5, 99.5])
-    if not hi > lo:
-        lo, hi = float(v[ok].min()), float(v[ok].max())
-    if not hi > lo:
-        hi = lo + 1.0
-    edges = np.linspace(lo, hi, bins + 1)
-    which = np.clip(np.searchsorted(edges, v, side="right") - 1, 0, bins - 1)
+    distinct = np.unique(v[ok])
+    if len(distinct) <= bins and np.array_equal(distinct, np.round(distinct)):
+        # A few integer values (mnist-sum's added number, a class index): one bin each.
+        bins = len(distinct)
+        which = np.clip(np.searchsorted(distinct, v), 0, bins - 1)
+        lefts, rights = distinct - 0.5, distinct + 0.5
+    else:
+        lo, hi = np.percentile(v[ok], [0.5, 99.5])
+        if not hi > lo:
+            lo, hi = float(v[ok].min()), float(v[ok].max())
+        if not hi > lo:
+            hi = lo + 1.0
+        edges = np.linspace(lo, hi, bins + 1)
+        which = np.clip(np.searchsorted(edges, v, side="right") - 1, 0, bins - 1)
+        lefts, rights = edges[:-1], edges[1:]
     groups = [(-1, ok)]
     if labels is not None:
         labels = np.asarray(labels)
@@ -63,7 +72,7 @@ def binned_loss(values: np.ndarray, loss: np.ndarray, labels: np.ndarray | None 
         for b in np.flatnonzero(count):
             mean = total[b] / count[b]
             var = max(squares[b] / count[b] - mean ** 2, 0.0) * count[b] / max(count[b] - 1, 1)
-            rows.append((group, b, edges[b], edges[b + 1], value_sum[b] / count[b], mean,
+            rows.append((group, b, lefts[b], rights[b], value_sum[b] / count[b], mean,
                          float(np.sqrt(var / count[b])), int(count[b])))
     return pd.DataFrame(rows, columns=COLUMNS)
 

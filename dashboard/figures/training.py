@@ -12,21 +12,28 @@ from dashboard.figures.common import base_layout, empty_figure
 SERIES = (("train", "#1f77b4"), ("test", "#ff7f0e"))
 
 
-def training_figure(history: Sequence[dict]) -> go.Figure:
+def training_figure(history: Sequence[dict], head: str | None = None) -> go.Figure:
     """Loss (nats) and accuracy (%) per epoch for train and test.
 
     Parameters
     ----------
     history : list of dicts with ``epoch`` and ``{train,test}_{loss,acc}``
         Missing keys are skipped (a run without a test split has train only).
+    head : str, optional
+        A multi-head run's head: its ``{split}_acc_{head}`` and
+        ``{split}_loss_{head}`` are drawn where recorded (the total loss otherwise).
     """
     if not history:
         return empty_figure("This run has no training history (a bare weights file).")
     epochs = [h["epoch"] for h in history]
     fig = make_subplots(rows=1, cols=2, subplot_titles=("loss", "accuracy"))
     for split, color in SERIES:
-        loss = [h.get(f"{split}_loss") for h in history]
-        acc = [h.get(f"{split}_acc") for h in history]
+        def pick(metric: str, split: str = split) -> list:
+            own = f"{split}_{metric}_{head}"
+            key = own if head and any(own in h for h in history) else f"{split}_{metric}"
+            return [h.get(key) for h in history]
+
+        loss, acc = pick("loss"), pick("acc")
         if all(v is None for v in loss):
             continue
         fig.add_trace(go.Scatter(x=epochs, y=loss, mode="lines+markers", name=split,

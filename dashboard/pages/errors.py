@@ -78,7 +78,7 @@ def select_cell(click, run_store):
 
 
 @dash.callback(Output(ids.CELL_TITLE, "children"), Output(ids.CELL_GRID, "children"),
-               Input(ids.SELECTION_STORE, "data"), State(ids.RUN_STORE, "data"))
+               Input(ids.SELECTION_STORE, "data"), Input(ids.RUN_STORE, "data"))
 def show_cell(selection, run_store):
     try:
         entry = get_entry(run_store)

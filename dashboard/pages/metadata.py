@@ -20,6 +20,7 @@ from dashboard.views.metadata import metadata_controls
 dash.register_page(__name__, path="/metadata", name="Loss vs metadata", order=3)
 
 QUERY_STORE = "metadata-query"
+RUN_SEEN = "metadata-run"  # the run store as this page last saw it: redraws on a head switch
 
 
 def layout(column: str | None = None, x: str | None = None, y: str | None = None,
@@ -43,6 +44,7 @@ def layout(column: str | None = None, x: str | None = None, y: str | None = None
     ], className="g-2")
     return html.Div([
         dcc.Store(id=QUERY_STORE, data={"column": column, "x": x, "y": y}),
+        dcc.Store(id=RUN_SEEN),
         html.Div(id=ids.METADATA_MESSAGE),
         dbc.Row([
             dbc.Col(card("Average loss against a metadata column (bars: samples per bin)",
@@ -58,26 +60,30 @@ def layout(column: str | None = None, x: str | None = None, y: str | None = None
 @dash.callback(Output(ids.METADATA_COLUMN, "options"), Output(ids.METADATA_COLUMN, "value"),
                Output(ids.SCATTER_X, "options"), Output(ids.SCATTER_X, "value"),
                Output(ids.SCATTER_Y, "options"), Output(ids.SCATTER_Y, "value"),
-               Output(ids.METADATA_MESSAGE, "children"),
-               Input(ids.RUN_STORE, "data"), State(QUERY_STORE, "data"))
-def init_metadata(run_store, query):
+               Output(ids.METADATA_MESSAGE, "children"), Output(RUN_SEEN, "data"),
+               Input(ids.RUN_STORE, "data"), State(QUERY_STORE, "data"),
+               State(ids.METADATA_COLUMN, "value"), State(ids.SCATTER_X, "value"),
+               State(ids.SCATTER_Y, "value"))
+def init_metadata(run_store, query, column, x, y):
+    """Controls for the run (and head); the choices made on the page are kept."""
     try:
         entry = get_entry(run_store)
     except DashboardInputError as exc:
-        return [], None, [], None, [], None, error_alert(exc)
+        return [], None, [], None, [], None, error_alert(exc), run_store
     columns = numeric_columns(entry.table)
+    chosen = {k: v for k, v in {"column": column, "x": x, "y": y}.items() if v in columns}
     message = None
     try:
-        opts, col, x, y = metadata_controls(columns, query)
+        opts, col, x, y = metadata_controls(columns, {**(query or {}), **chosen})
     except DashboardInputError as exc:
-        opts, col, x, y = metadata_controls(columns, {})
+        opts, col, x, y = metadata_controls(columns, chosen)
         message = error_alert(exc)
-    return opts, col, opts, x, opts, y, message
+    return opts, col, opts, x, opts, y, message, run_store
 
 
 @dash.callback(Output(ids.METADATA_GRAPH, "figure"),
                Input(ids.METADATA_COLUMN, "value"), Input(ids.METADATA_BINS, "value"),
-               Input(ids.METADATA_PER_CLASS, "value"), State(ids.RUN_STORE, "data"))
+               Input(ids.METADATA_PER_CLASS, "value"), Input(RUN_SEEN, "data"))
 def draw_binned(column, bins, per_class, run_store):
     if not column:
         raise dash.exceptions.PreventUpdate
@@ -95,7 +101,7 @@ def draw_binned(column, bins, per_class, run_store):
 
 @dash.callback(Output(ids.SCATTER_GRAPH, "figure"),
                Input(ids.SCATTER_X, "value"), Input(ids.SCATTER_Y, "value"),
-               State(ids.RUN_STORE, "data"))
+               Input(RUN_SEEN, "data"))
 def draw_scatter(x, y, run_store):
     if not x or not y:
         raise dash.exceptions.PreventUpdate

@@ -157,7 +157,7 @@ def store_selection(selected, run_store):
 
 
 @dash.callback(Output(ids.SELECTION_SUMMARY, "children"), Output(ids.SELECTION_GRID, "children"),
-               Input(ids.SELECTION_STORE, "data"), State(ids.RUN_STORE, "data"))
+               Input(ids.SELECTION_STORE, "data"), Input(ids.RUN_STORE, "data"))
 def show_selection(selection, run_store):
     """Summary and thumbnail grid (highest loss first) of the shared selection."""
     try:

@@ -94,7 +94,9 @@ def show_sample(store, run_store):
         return (*[dash.no_update] * 7, error_alert(exc))
     row = entry.table.iloc[i]
     head = f"head {entry.head}: " if len(entry.heads) > 1 else ""
-    title = html.Div([html.B(str(row["sample_id"])), html.Br(),
+    side = [f" · {i.name} {row[i.name]}" for i in entry.session.task.inputs
+            if i.kind != "image" and i.name in row]
+    title = html.Div([html.B(str(row["sample_id"])), *side, html.Br(),
                       f"{head}true {row['label_name']} · predicted {row['pred_name']}",
                       html.Br(), f"loss {row['loss']:.4f} nats"],
                      className="text-danger" if not row["correct"] else "")

@@ -34,5 +34,6 @@ def draw_training(run_store):
         entry = get_entry(run_store)
     except DashboardInputError as exc:
         return figures.empty_figure(), "", None, error_alert(exc)
-    return (figures.training_figure(entry.session.history), entry.session.model_summary(),
+    head = entry.head if len(entry.heads) > 1 else None
+    return (figures.training_figure(entry.session.history, head), entry.session.model_summary(),
             run_facts(entry), None)

@@ -52,7 +52,7 @@ def make_color(entry: RunEntry, column: str) -> figures.ColorSpec:
     values = table[column].to_numpy()
     if column in CLASS_COLUMNS:
         return figures.color_spec(values, "class", column, entry.class_names)
-    if column in BOOL_COLUMNS:
+    if column in BOOL_COLUMNS or values.dtype == bool:
         return figures.color_spec(values, "bool", column)
     return figures.color_spec(values, "numeric", column_title(column))
 

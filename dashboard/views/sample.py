@@ -63,7 +63,7 @@ def resolve_sample(entry: RunEntry, query_id: str | None, current: dict | None) 
         return {"run": entry.key, "id": str(query_id)}
     if isinstance(current, dict) and entry.same_run(current.get("run")) and current.get("id") \
             in entry.id_to_index:
-        return current
+        return {"run": entry.key, "id": current["id"]}  # this head's key: the views redraw
     worst = int(np.argmax(entry.table["loss"].to_numpy()))
     return {"run": entry.key, "id": str(entry.session.dataset.sample_ids[worst])}
 

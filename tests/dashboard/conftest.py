@@ -100,6 +100,14 @@ def deleted_cache_registry(analysed_session, tmp_path):
     return reg
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 class Browser:
     """Helpers around ``dash_duo`` for the dashboard's browser tests."""
 
@@ -116,7 +124,9 @@ class Browser:
     def open(self, app, path: str = "/") -> None:
         """Serve ``app`` (first call), size the viewport to 1280x800 and open ``path``."""
         if not getattr(self, "_started", False):
-            self.duo.start_server(app)
+            # A free port, not Dash's fixed 8050: two test runs (or a dashboard left
+            # open) on one machine must not answer each other's requests.
+            self.duo.start_server(app, port=free_port())
             self.set_viewport()
             self._started = True
         self.duo.wait_for_page(url=self.duo.server_url + path)

@@ -193,3 +193,20 @@ def test_image_data_uri_is_a_small_png():
     assert uri.startswith("data:image/png;base64,")
     img = Image.open(BytesIO(base64.b64decode(uri.split(",", 1)[1])))
     assert img.size == (56, 56) and len(uri) < 2000
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(0, 9), min_size=1, max_size=200), st.data())
+def test_integer_metadata_gets_one_bin_per_value(values, data):
+    from dashboard.figures.metadata import binned_loss
+
+    v = np.asarray(values)
+    loss = np.asarray(data.draw(st.lists(st.floats(0, 10), min_size=len(v), max_size=len(v))))
+    out = binned_loss(v, loss, bins=20)
+    overall = out[out["group"] == -1]
+    assert overall["center"].tolist() == sorted(set(values))
+    for _, row in overall.iterrows():
+        mask = v == row["center"]
+        assert row["count"] == mask.sum()
+        assert row["mean_loss"] == pytest.approx(loss[mask].mean(), rel=1e-9, abs=1e-9)
+        assert row["left"] == row["center"] - 0.5 and row["right"] == row["center"] + 0.5
