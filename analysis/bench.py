@@ -122,7 +122,7 @@ def step_comparison(checkpoint: str, data_root: str | None, n: int, device: str,
         maps[proj] = fresh(proj)["coords"]
         rows[proj] = {"loupe_s": time.perf_counter() - t}
     x = s.dataset.images[:100]
-    pred = s.artifact("inference")["pred"][:100]
+    pred = s.predictions_of()[:100]
     attribute(s.model, x[:1], int(pred[0]), device=s.device)  # warm-up
     per = [_median(lambda i=i: attribute(s.model, x[i:i + 1], int(pred[i]), device=s.device), 1)
            for i in range(30)]

@@ -31,6 +31,12 @@ SHOTS = (
     ("training", "/training", "#training-graph .scatterlayer .trace", None),
     ("export", "/export", "#export-info b", None),
 )
+# Taken only when named with --only (a multi-head run: --head sum).
+EXTRA_SHOTS = (
+    ("heads-metadata", "/metadata?column=number&x=number&y=loss",
+     "#metadata-graph .scatterlayer .trace", None),
+    ("heads-errors", "/errors", "#confusion-matrix .hm image", None),
+)
 
 
 def driver(width: int = 1280, height: int = 800) -> webdriver.Chrome:
@@ -41,25 +47,40 @@ def driver(width: int = 1280, height: int = 800) -> webdriver.Chrome:
     return d
 
 
+def pick_head(d: webdriver.Chrome, head: str) -> None:
+    """Open the navbar's head selector and choose ``head``."""
+    d.find_element(By.ID, "head-select").click()
+    xpath = f"//*[@role='option' or @role='listbox']//*[normalize-space(text())='{head}']"
+    WebDriverWait(d, 10).until(ec.presence_of_element_located((By.XPATH, xpath)))
+    d.find_elements(By.XPATH, xpath)[-1].click()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--url", default="http://127.0.0.1:8050")
     p.add_argument("--out", default="docs")
     p.add_argument("--only", nargs="*", help="file names to take (default: all)")
+    p.add_argument("--head", default=None,
+                   help="pick this head in the navbar first (a multi-head run)")
+    p.add_argument("--prefix", default="", help="prefix of the file names")
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     d = driver()
     try:
-        for name, path, drawn, script in SHOTS:
-            if args.only and name not in args.only:
+        for name, path, drawn, script in SHOTS + EXTRA_SHOTS:
+            if (args.only and name not in args.only) or (
+                    not args.only and (name, path, drawn, script) in EXTRA_SHOTS):
                 continue
             d.get(args.url + path)
             WebDriverWait(d, 60).until(ec.presence_of_element_located((By.CSS_SELECTOR, drawn)))
+            if args.head:
+                pick_head(d, args.head)
+                time.sleep(3)  # the pages redraw for the head
             if script:
                 d.execute_script(script)
             time.sleep(1.5)  # let plots finish their transitions
-            d.save_screenshot(str(out / f"{name}.png"))
+            d.save_screenshot(str(out / f"{args.prefix}{name}.png"))
             print(out / f"{name}.png")
     finally:
         d.quit()
