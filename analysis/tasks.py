@@ -332,7 +332,8 @@ def resolve_task(spec: str | None, class_names: Sequence[str]) -> Task:
         raise ConfigError(f"--task {spec!r}: cannot load it ({exc}).") from None
     task = obj() if callable(obj) and not isinstance(obj, Task) else obj
     if not isinstance(task, Task):
-        raise ConfigError(f"--task {spec!r} is a {type(task).__name__}, not an analysis.tasks.Task.")
+        raise ConfigError(f"--task {spec!r} is a {type(task).__name__}, "
+                          "not an analysis.tasks.Task.")
     return task
 
 

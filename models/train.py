@@ -17,8 +17,8 @@ from tqdm.auto import tqdm
 from analysis.datasets import ImageDataset, load_dataset
 from analysis.device import resolve_device
 from analysis.errors import ConfigError
-from models import zoo
 from analysis.tasks import Task, resolve_task
+from models import zoo
 from models.checkpoint import MNIST_MEAN, MNIST_STD, resolve_factory, save_run
 
 log = logging.getLogger(__name__)

@@ -35,7 +35,8 @@ def probability_columns(probs: np.ndarray, prefix: str = "") -> dict[str, np.nda
     top2 = np.sort(probs, axis=1)[:, -2:]
     return {
         f"{prefix}margin": top2[:, 1] - top2[:, 0],
-        f"{prefix}entropy": -(probs * np.log(np.clip(probs, 1e-12, None))).sum(1).astype(np.float32),
+        f"{prefix}entropy": (-(probs * np.log(np.clip(probs, 1e-12, None))).sum(1)
+                             ).astype(np.float32),
     }
 
 
@@ -85,7 +86,8 @@ class Inference(Step):
             total += head.weight * out["loss"]
             for field_name, value in out.items():
                 arrays[head_key(field_name, head.name)] = value.cpu().numpy()
-            arrays[head_key("pred", head.name)] = arrays[head_key("pred", head.name)].astype(np.int64)
+            pred_key = head_key("pred", head.name)
+            arrays[pred_key] = arrays[pred_key].astype(np.int64)
             arrays[head_key("target", head.name)] = targets[head.name].astype(np.int64)
             valid = ~torch.isnan(out["loss"])
             summary[head.name] = {

@@ -41,8 +41,8 @@ def test_flip_counts_match_a_direct_computation(tiny_run, second_run, digits, da
     assert to_wrong + to_right > 0  # the two runs really differ
     assert s["prediction_changed"] == int((pa != pb).sum())
     assert (cmp.frame["flip"] == "correct -> wrong").sum() == to_wrong
-    np.testing.assert_allclose(cmp.frame["loss_delta"],
-                               b.artifact("inference")["loss@class"] - a.artifact("inference")["loss@class"])
+    loss_a, loss_b = a.artifact("inference")["loss@class"], b.artifact("inference")["loss@class"]
+    np.testing.assert_allclose(cmp.frame["loss_delta"], loss_b - loss_a)
     assert s["accuracy_a"] == pytest.approx(float((pa == labels).mean()))
     assert sum(r["flips"] for r in s["per_class"]) == to_wrong + to_right
 

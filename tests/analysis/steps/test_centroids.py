@@ -94,4 +94,5 @@ def test_steps_on_real_digits(tiny_session):
     # and misclassified digits sit nearer another class in embedding space than the right ones
     wrong = art["pred@class"] != ds.labels
     if wrong.any():
-        assert cols["embedding_margin@class"][wrong].mean() < cols["embedding_margin@class"][~wrong].mean()
+        margin = cols["embedding_margin@class"]
+        assert margin[wrong].mean() < margin[~wrong].mean()

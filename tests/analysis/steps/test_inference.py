@@ -64,7 +64,8 @@ def test_labels_the_model_cannot_output_get_nan_loss(digits, data_root, tmp_path
                  progress=False).get("inference")
     outside = ds.labels >= 5
     assert outside.any() and (~outside).any()
-    assert np.isnan(art["loss@class"][outside]).all() and np.isfinite(art["loss@class"][~outside]).all()
+    loss = art["loss@class"]
+    assert np.isnan(loss[outside]).all() and np.isfinite(loss[~outside]).all()
     assert art["probs@class"].shape == (30, 5)
 
 

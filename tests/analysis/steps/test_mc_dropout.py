@@ -179,9 +179,10 @@ def test_untraceable_model_falls_back_and_still_works(digits, data_root, tmp_pat
 
 def test_columns(tiny_session):
     cols = tiny_session.engine.columns("mc_dropout")
-    assert set(cols) >= {f"{c}@class" for c in ("mc_pred", "mc_confidence", "mc_uncertainty", "mc_entropy",
-                         "mc_mutual_info", "mc_top_var")}
-    np.testing.assert_allclose(cols["mc_confidence@class"] + cols["mc_uncertainty@class"], 1.0, atol=1e-6)
+    assert set(cols) >= {f"{c}@class" for c in ("mc_pred", "mc_confidence", "mc_uncertainty",
+                                                "mc_entropy", "mc_mutual_info", "mc_top_var")}
+    np.testing.assert_allclose(cols["mc_confidence@class"] + cols["mc_uncertainty@class"], 1.0,
+                               atol=1e-6)
     assert MCDropout.requires == ("inference",)
 
 
