@@ -75,3 +75,23 @@ def test_compare_cli_writes_the_diff(tiny_run, second_run, digits, data_root, tm
     frame = pd.read_csv(out)
     assert len(frame) == 200 and {"flip", "loss_delta", "pred_a", "pred_b"} <= set(frame.columns)
     assert main(["compare", "--checkpoint", str(tiny_run), *extra]) == 2
+
+
+def test_runs_trained_on_different_datasets_are_refused(tiny_run, digits, data_root, tmp_path,
+                                                       capsys):
+    """A Fashion-MNIST run compared with an MNIST run: one clear line, exit 2."""
+    from analysis.cli import main
+    from models.train import TrainConfig, train
+    from tests.conftest import require_dataset
+
+    require_dataset("fashion-mnist", data_root)
+    fashion = tmp_path / "runs" / "fashion_cnn"
+    train(TrainConfig(arch="mnist_cnn", dataset="fashion-mnist", epochs=1, limit=300,
+                      batch_size=64), fashion, device="cpu", data_root=data_root, progress=False)
+    extra = ["--data-root", data_root] if data_root else []
+    code = main(["compare", "--checkpoint", str(tiny_run), "--checkpoint", str(fashion),
+                 "--dataset", digits, "--limit", "100", "--cache-dir", str(tmp_path / "c"),
+                 *extra])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "Run fashion_cnn" in err and "T-shirt/top" in err and "--extra-dataset" in err
