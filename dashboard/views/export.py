@@ -8,10 +8,11 @@ from dashboard.state import RunEntry
 
 
 def export_table(entry: RunEntry, sample_ids: list[str] | None = None) -> pd.DataFrame:
-    """The export frame of the run, or of ``sample_ids`` only (in table order)."""
+    """The export frame of the run (unprefixed columns: the entry's head), or of
+    ``sample_ids`` only (in table order)."""
     from analysis.export import export_frame
 
-    frame = export_frame(entry.session)
+    frame = export_frame(entry.session, head=entry.head)
     if sample_ids is None:
         return frame
     return frame.iloc[sorted(entry.indices_of(sample_ids).tolist())]
@@ -20,5 +21,6 @@ def export_table(entry: RunEntry, sample_ids: list[str] | None = None) -> pd.Dat
 def csv_name(entry: RunEntry, suffix: str = "") -> str:
     """A download file name from the run and dataset names (never a path)."""
     safe = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in
-                   f"{entry.session.name}-{entry.session.dataset.key}")
+                   f"{entry.session.name}-{entry.session.dataset.key}"
+                   + (f"-{entry.head}" if len(entry.heads) > 1 else ""))
     return f"loupe-{safe}{suffix}.csv"

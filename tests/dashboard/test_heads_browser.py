@@ -133,3 +133,14 @@ def test_head_selector_drives_confusion_metadata_and_heatmaps(dash_duo, browser,
     assert dash_duo.find_element(f"#{ids.SAMPLE_TITLE} b").text == sample_id
     assert "number" in dash_duo.find_element(f"#{ids.SAMPLE_TITLE}").text
     assert dash_duo.get_logs() == []
+
+
+def test_export_follows_the_head(sum_registry):
+    from dashboard.views.export import csv_name, export_table
+
+    digit, total = (sum_registry.get(h["value"]) for h in sum_registry.head_options(None))
+    frame = export_table(total)
+    assert frame["label"].tolist() == (frame["digit_label"] + frame["number"]).tolist()
+    assert frame["loss"].tolist() == frame["sum_loss"].tolist()
+    assert export_table(digit)["loss"].tolist() == frame["digit_loss"].tolist()
+    assert csv_name(total).endswith("-sum.csv") and csv_name(digit).endswith("-digit.csv")
