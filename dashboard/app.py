@@ -18,6 +18,7 @@ from dashboard import ids
 from dashboard.components import navbar as navbar_component
 from dashboard.config import DashboardConfig, open_runs
 from dashboard.state import RunRegistry, attach_registry
+from dashboard.views.experiments_catalog import RunCatalog, attach_catalog
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
@@ -50,6 +51,7 @@ def create_app(config: DashboardConfig, registry: RunRegistry | None = None) -> 
         title="Loupe", update_title=None, serve_locally=True,
     )
     attach_registry(app.server, registry)
+    attach_catalog(app.server, RunCatalog(config))  # the Experiments page's runs
     default = registry.default_key
     app.layout = html.Div([
         dcc.Location(id=ids.URL, refresh="callback-nav"),

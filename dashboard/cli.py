@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embedding-layer", help="module whose output is the embedding")
     p.add_argument("--limit", type=int, help="analyse only the first N samples")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--runs-dir", default="runs", metavar="DIR",
+                   help="folder of training runs compared on the Experiments page: every "
+                        "sub-folder holding a model.pt (default runs)")
     p.add_argument("--debug", action="store_true", help="Dash debug mode (never on a shared host)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
@@ -53,7 +56,8 @@ def config_from_args(args: argparse.Namespace) -> DashboardConfig:
         extra_datasets=list(args.extra_dataset), data_root=args.data_root,
         cache_dir=args.cache_dir, model_spec=args.model_spec, weights=args.weights,
         embedding_layer=args.embedding_layer, limit=args.limit, device=args.device,
-        host=args.host, port=args.port, debug=args.debug, progress=not args.quiet)
+        host=args.host, port=args.port, debug=args.debug, progress=not args.quiet,
+        runs_dir=args.runs_dir)
 
 
 def ensure_default_run(config: DashboardConfig, explicit: bool) -> None:

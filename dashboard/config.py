@@ -22,6 +22,8 @@ class DashboardConfig:
     dataset, split : the dataset every run is analysed on
     extra_datasets : out-of-distribution datasets (e.g. ``fashion-mnist``) analysed against
         ``dataset`` (the Uncertainty & OOD page)
+    runs_dir : folder of training runs listed on the Experiments page (every sub-folder
+        holding a ``model.pt``; see :func:`analysis.runs.discover_runs`)
     """
 
     checkpoints: list[str | None] = field(default_factory=lambda: ["runs/mnist_cnn"])
@@ -39,6 +41,7 @@ class DashboardConfig:
     port: int = 8050
     debug: bool = False
     progress: bool = True
+    runs_dir: str = "runs"
 
     @property
     def cache_path(self) -> Path:

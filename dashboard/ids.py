@@ -88,3 +88,21 @@ IN_UNCERTAIN_GALLERY = "in-uncertain-gallery"
 UNCERTAINTY_MESSAGE = "uncertainty-message"
 OOD_HISTOGRAM_SCALE = "ood-histogram-scale"
 OOD_OVERLAP_TABLE = "ood-overlap-table"
+
+# -- experiments (/experiments) ----------------------------------------------------------------
+RUNS_TABLE = "runs-table"
+RUNS_CURVES = "runs-curves"
+RUNS_DIFF = "runs-diff"                    # run B's map, the flipped samples highlighted
+RUNS_CAPTION = "runs-caption"
+RUNS_SUMMARIES = "runs-summaries"
+RUNS_PAIR_STORE = "runs-pair-store"        # {"order": [run names], "a": name, "b": name}
+RUNS_PAIR = "runs-pair"
+RUNS_SWAP = "runs-swap"
+RUNS_DIFF_SUMMARY = "runs-diff-summary"
+RUNS_DIFF_GALLERY = "runs-diff-gallery"
+RUNS_DIFF_THUMB = "runs-diff-thumb"        # pattern-matching type: {"type", "index"}
+RUNS_DIFF_READY = "runs-diff-ready"        # the pair, once its comparison is done: starts the map
+RUNS_DIFF_SPINNER = "runs-diff-spinner"    # shown while the map's job runs, with its progress
+RUNS_DIFF_STATUS = "runs-diff-status"
+RUNS_BODY = "runs-body"                    # everything but the message (hidden without runs)
+EXPERIMENTS_MESSAGE = "experiments-message"

@@ -10,14 +10,15 @@ from dashboard import ids
 
 PAGES = (("Population", "/"), ("Sample", "/sample"), ("Errors", "/errors"),
          ("Uncertainty & OOD", "/uncertainty"), ("Loss vs metadata", "/metadata"),
-         ("Training", "/training"), ("Export", "/export"))
+         ("Training", "/training"), ("Experiments", "/experiments"),
+         ("Export", "/export"))
 
 
 def navbar(run_options: list[dict], default_run: str | None) -> dbc.Navbar:
     """Brand, one link per page, and the run selector (labels only, no paths)."""
     links = [dbc.NavItem(dbc.NavLink(name, href=href, active="exact")) for name, href in PAGES]
     selector = dcc.Dropdown(id=ids.RUN_SELECT, options=run_options, value=default_run,
-                            clearable=False, style={"minWidth": "300px", "fontSize": "14px"})
+                            clearable=False, style={"minWidth": "240px", "fontSize": "14px"})
     return dbc.Navbar(dbc.Container([
         dbc.NavbarBrand("Loupe", href="/", className="fw-bold"),
         dbc.Nav(links, navbar=True, className="me-auto"),

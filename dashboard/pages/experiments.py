@@ -1,0 +1,176 @@
+"""Experiments (``/experiments``): every run under ``--runs-dir`` side by side, and the
+per-sample diff of two of them (flips, McNemar, the flipped samples on run B's map)."""
+
+from __future__ import annotations
+
+import dash
+import dash_bootstrap_components as dbc
+from dash import ALL, Input, Output, State, ctx, dash_table, dcc, html
+
+from analysis.errors import LoupeError
+from dashboard import figures, ids
+from dashboard.components.messages import card, error_alert, info_alert
+from dashboard.state import DashboardInputError, get_registry
+from dashboard.views.experiments import (
+    SELECT_HINT,
+    clicked_index,
+    curves_figure,
+    diff_map,
+    diff_view,
+    open_flipped,
+    pair_store,
+    shown_runs,
+    summaries_view,
+    table_caption,
+    table_columns,
+    table_records,
+    table_styles,
+)
+from dashboard.views.experiments_catalog import get_catalog
+
+dash.register_page(__name__, path="/experiments", name="Experiments", order=5)
+
+LOAD_STORE = "experiments-load"
+MAP_HEIGHT = "480px"
+GRAPH_CONFIG = {"displaylogo": False, "modeBarButtonsToRemove": ["toImage", "sendDataToCloud"]}
+# Zoom, pan and reset only: a short mode bar leaves the top row to the legend.
+MAP_CONFIG = {"displaylogo": False, "scrollZoom": True,
+              "modeBarButtonsToRemove": ["toImage", "sendDataToCloud", "select2d", "lasso2d",
+                                         "zoomIn2d", "zoomOut2d", "autoScale2d"]}
+
+
+def layout(**_ignored) -> html.Div:
+    table = dash_table.DataTable(
+        id=ids.RUNS_TABLE, columns=table_columns(), data=[], sort_action="native",
+        row_selectable="multi", selected_row_ids=[], style_as_list_view=True,
+        style_table={"overflowX": "auto"},
+        style_cell={"fontFamily": "system-ui, sans-serif", "fontSize": 13, "padding": "4px 8px",
+                    "textAlign": "right"},
+        style_cell_conditional=[{"if": {"column_id": c}, "textAlign": "left"}
+                                for c in ("key", "arch", "dataset", "augment")],
+        style_header={"fontWeight": 600, "backgroundColor": "#f1f3f5", "whiteSpace": "normal",
+                      "height": "auto"})
+    swap = dbc.Button("swap A and B", id=ids.RUNS_SWAP, size="sm", color="secondary",
+                      outline=True, disabled=True, className="ms-2")
+    # Shown while the map's background job runs (its progress text inside).
+    status = html.Div([dbc.Spinner(size="sm", spinner_class_name="me-2"),
+                       html.Span(id=ids.RUNS_DIFF_STATUS)], id=ids.RUNS_DIFF_SPINNER,
+                      style={"display": "none"}, className="small text-muted mb-1")
+    runs = card("Runs: tick runs to overlay their curves, exactly two to diff them; click a "
+                "header to sort", html.Div(id=ids.RUNS_CAPTION, className="small text-muted mb-2"),
+                table)
+    curves = card("Loss and accuracy per epoch of the ticked runs (all when none is ticked); "
+                  "solid: train, dashed: test",
+                  dcc.Graph(id=ids.RUNS_CURVES, config=GRAPH_CONFIG))
+    diff_map = [html.Div("Run B's UMAP: flipped samples large and coloured by the loss change; "
+                         "click one to open it", className="small mb-1"), status,
+                dcc.Graph(id=ids.RUNS_DIFF, config=MAP_CONFIG, figure=figures.empty_figure(),
+                          style={"height": MAP_HEIGHT})]
+    diff = card("Per-sample diff: which samples run B gets right or wrong that run A did not",
+                html.Div([html.Div(id=ids.RUNS_PAIR), swap],
+                         className="d-flex align-items-center mb-2"),
+                dcc.Loading(html.Div(html.Div(SELECT_HINT, className="text-muted small"),
+                                     id=ids.RUNS_DIFF_SUMMARY), delay_show=300),
+                dbc.Row([dbc.Col(html.Div(id=ids.RUNS_DIFF_GALLERY), lg=5),
+                         dbc.Col(diff_map, lg=7)], className="g-3"))
+    summaries = card("Model summaries (torchinfo): click a run to unfold",
+                     html.Div(id=ids.RUNS_SUMMARIES))
+    return html.Div([
+        dcc.Store(id=LOAD_STORE, data=True),
+        dcc.Store(id=ids.RUNS_PAIR_STORE, data={"order": [], "a": None, "b": None}),
+        dcc.Store(id=ids.RUNS_DIFF_READY),
+        html.Div(id=ids.EXPERIMENTS_MESSAGE),
+        html.Div([runs, curves, diff, summaries], id=ids.RUNS_BODY),
+    ])
+
+
+# -- callbacks -------------------------------------------------------------------------------
+@dash.callback(Output(ids.RUNS_TABLE, "data"), Output(ids.RUNS_TABLE, "style_data_conditional"),
+               Output(ids.RUNS_CAPTION, "children"), Output(ids.EXPERIMENTS_MESSAGE, "children"),
+               Output(ids.RUNS_BODY, "style"), Input(LOAD_STORE, "data"))
+def load_runs(_load):
+    """The runs table (mult-adds computed once per model and app); without runs, only a
+    message saying how to make some."""
+    catalog = get_catalog()
+    try:
+        frame = catalog.table()
+    except DashboardInputError as exc:
+        return [], [], None, info_alert(str(exc)), {"display": "none"}
+    return (table_records(frame), table_styles(frame),
+            table_caption(frame, catalog.config.runs_dir), None, {})
+
+
+@dash.callback(Output(ids.RUNS_PAIR_STORE, "data"), Input(ids.RUNS_TABLE, "selected_row_ids"),
+               Input(ids.RUNS_SWAP, "n_clicks"), State(ids.RUNS_PAIR_STORE, "data"),
+               prevent_initial_call=True)
+def choose_pair(selected, _swaps, current):
+    """Ticked runs in ticking order; A and B when exactly two are ticked."""
+    return pair_store(selected, current, swap=ctx.triggered_id == ids.RUNS_SWAP)
+
+
+@dash.callback(Output(ids.RUNS_CURVES, "figure"), Output(ids.RUNS_SUMMARIES, "children"),
+               Input(ids.RUNS_PAIR_STORE, "data"))
+def draw_curves(store):
+    catalog = get_catalog()
+    try:
+        keys = shown_runs(catalog, store)
+        return curves_figure(catalog, keys), summaries_view(catalog, keys)
+    except DashboardInputError:  # no runs: load_runs says so
+        return figures.empty_figure(), None
+
+
+@dash.callback(Output(ids.RUNS_PAIR, "children"), Output(ids.RUNS_SWAP, "disabled"),
+               Output(ids.RUNS_DIFF_SUMMARY, "children"), Output(ids.RUNS_DIFF_GALLERY, "children"),
+               Output(ids.RUNS_DIFF_READY, "data"),
+               Output(ids.RUNS_DIFF, "figure", allow_duplicate=True),
+               Input(ids.RUNS_PAIR_STORE, "data"), prevent_initial_call=True)
+def draw_diff(store):
+    """Accuracies, flip counts, McNemar's p, and the flipped samples of runs A and B.
+
+    The map's background job starts only once this is done (through the ready
+    store): it then inherits the opened runs and their comparison.
+    """
+    try:
+        line, summary, gallery = diff_view(get_catalog(), store)
+    except DashboardInputError as exc:
+        return None, True, error_alert(exc), None, dash.no_update, figures.empty_figure()
+    if line is None:  # not exactly two runs ticked
+        return None, True, summary, None, dash.no_update, figures.empty_figure()
+    return line, False, summary, gallery, store, dash.no_update
+
+
+@dash.callback(Output(ids.RUNS_DIFF, "figure"), Input(ids.RUNS_DIFF_READY, "data"),
+               background=True, interval=300, prevent_initial_call=True,
+               progress=Output(ids.RUNS_DIFF_STATUS, "children"), progress_default="",
+               running=[(Output(ids.RUNS_DIFF_SPINNER, "style"), {"display": "block"},
+                         {"display": "none"}),
+                        (Output(ids.RUNS_DIFF, "style"), {"height": MAP_HEIGHT, "opacity": 0.35},
+                         {"height": MAP_HEIGHT, "opacity": 1})])
+def draw_diff_map(set_progress, store):
+    """Run B's map (its analysis computed or read back in a background job)."""
+    try:
+        return diff_map(get_catalog(), store, set_progress)
+    except LoupeError as exc:
+        return figures.empty_figure(str(exc))
+
+
+@dash.callback(Output(ids.URL, "href", allow_duplicate=True),
+               Output(ids.RUN_STORE, "data", allow_duplicate=True),
+               Output(ids.SAMPLE_STORE, "data", allow_duplicate=True),
+               Output(ids.RUN_SELECT, "options", allow_duplicate=True),
+               Output(ids.RUN_SELECT, "value", allow_duplicate=True),
+               Input({"type": ids.RUNS_DIFF_THUMB, "index": ALL}, "n_clicks"),
+               Input(ids.RUNS_DIFF, "clickData"), State(ids.RUNS_PAIR_STORE, "data"),
+               prevent_initial_call=True)
+def open_clicked(_clicks, click, store):
+    """A flipped sample (thumbnail or map point) opens on the sample page, in run B."""
+    trigger = ctx.triggered_id
+    if isinstance(trigger, dict) and ctx.triggered[0]["value"]:
+        index = trigger["index"]
+    elif trigger == ids.RUNS_DIFF and click:
+        index = clicked_index(get_catalog(), store, click.get("points", [])[:1])
+    else:
+        index = None
+    if index is None:
+        raise dash.exceptions.PreventUpdate
+    return open_flipped(get_registry(), get_catalog(), store, index)

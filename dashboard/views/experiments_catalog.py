@@ -1,0 +1,219 @@
+"""The runs under ``--runs-dir`` as the Experiments page sees them, cached per app.
+
+The browser holds run *names* only; :class:`RunCatalog` maps them to folders on
+the server and keeps what is costly: each model's mult-adds and summary (each
+model is loaded once), the opened sessions and the comparisons.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+# Imported here, not in the methods: a background job forked while a server thread is
+# still importing a module would inherit its import lock and hang.
+from analysis.compare import Comparison, compare_sessions
+from analysis.errors import LoupeError
+from analysis.runs import discover_runs, mult_adds, read_run, runs_table
+from analysis.session import AnalysisSession
+from dashboard.state import DashboardInputError
+from models.checkpoint import META_FILE, WEIGHTS_FILE
+
+if TYPE_CHECKING:
+    from dashboard.config import DashboardConfig
+
+log = logging.getLogger(__name__)
+EXTENSION = "loupe-experiments"
+PROJECTION = "umap"  # the diff map's projection; the only one the compared sessions compute
+LISTING_TTL_S = 2.0  # how long a listing of the runs folder is reused
+KEEP_SESSIONS = 6
+KEEP_COMPARISONS = 4
+
+
+def missing_runs_message(runs_dir: str) -> str:
+    return (f"No runs folder '{runs_dir}'. Train runs into it with `python -m models train "
+            f"--out {runs_dir}/NAME` (one sub-folder per run), or start the dashboard with "
+            "--runs-dir DIR.")
+
+
+def _stamp(folder: Path) -> tuple[int, int]:
+    """Modification times of the weights and ``run.json``: a retrained run is a new run."""
+    meta = folder / META_FILE
+    meta_time = meta.stat().st_mtime_ns if meta.is_file() else 0
+    return (folder / WEIGHTS_FILE).stat().st_mtime_ns, meta_time
+
+
+class RunCatalog:
+    """The runs under ``config.runs_dir``, keyed by run name, with per-app caches.
+
+    Parameters
+    ----------
+    config : DashboardConfig
+        ``runs_dir``, and the dataset, split, limit, data root, cache and
+        device every compared run is analysed on.
+    """
+
+    def __init__(self, config: DashboardConfig) -> None:
+        self.config = config
+        self._listing: tuple[float, dict[str, Path]] | None = None
+        self._computed: dict[tuple, object] = {}
+        self._sessions: dict[tuple, AnalysisSession] = {}
+        self._comparisons: dict[tuple, Comparison] = {}
+
+    @property
+    def runs_dir(self) -> Path:
+        return Path(self.config.runs_dir).expanduser()
+
+    def folders(self) -> dict[str, Path]:
+        """Run name -> folder, in :func:`~analysis.runs.discover_runs`'s order.
+
+        Two folders of the same name (at different depths) get ``name (2)``.
+
+        Raises
+        ------
+        DashboardInputError
+            The runs folder is missing or holds no run; the message says how to
+            create runs.
+        """
+        if self._listing and time.monotonic() - self._listing[0] < LISTING_TTL_S:
+            return self._listing[1]
+        root, shown = self.runs_dir, self.config.runs_dir
+        if not root.is_dir():
+            raise DashboardInputError(missing_runs_message(shown))
+        out: dict[str, Path] = {}
+        for folder in sorted({p.parent for p in root.rglob(WEIGHTS_FILE)}):
+            key, n = folder.name, 2
+            while key in out:
+                key, n = f"{folder.name} ({n})", n + 1
+            out[key] = folder
+        if not out:
+            raise DashboardInputError(
+                f"No run under '{shown}' yet (no sub-folder holds a {WEIGHTS_FILE}). Train one "
+                f"with `python -m models train --out {shown}/NAME`.")
+        self._listing = (time.monotonic(), out)
+        return out
+
+    def folder(self, key: str) -> Path:
+        try:
+            return self.folders()[key]
+        except KeyError:
+            raise DashboardInputError(f"Unknown run '{key}': it is no longer under "
+                                      f"'{self.config.runs_dir}'. Reload the page.") from None
+
+    def _cached(self, what: str, folder: Path, compute: Callable[[], object]):
+        key = (what, str(folder), _stamp(folder))
+        if key not in self._computed:
+            self._computed[key] = compute()
+        return self._computed[key]
+
+    # -- what the table and the curves show ---------------------------------------------------
+    def table(self) -> pd.DataFrame:
+        """One row per run: ``key``, :func:`~analysis.runs.runs_table`'s columns, ``mult_adds``."""
+        folders = self.folders()
+        infos = discover_runs(self.runs_dir)
+        if [i.name for i in infos] != [f.name for f in folders.values()]:  # changed meanwhile
+            infos = [read_run(f) for f in folders.values()]
+        frame = runs_table(infos)
+        frame.insert(0, "key", list(folders))
+        frame["mult_adds"] = [self._cached("mult_adds", f, lambda f=f: _mult_adds_or_none(f))
+                              for f in folders.values()]
+        return frame
+
+    def meta(self, key: str) -> dict:
+        """The run's ``run.json`` (empty when absent or unreadable)."""
+        path = self.folder(key) / META_FILE
+        try:
+            return json.loads(path.read_text()) if path.is_file() else {}
+        except json.JSONDecodeError:
+            return {}
+
+    def history(self, key: str) -> list[dict]:
+        return list(self.meta(key).get("history") or [])
+
+    def summary(self, key: str) -> str:
+        """torchinfo's table of the run's model (layers, shapes, parameters, mult-adds)."""
+        return self._cached("summary", self.folder(key), lambda: _model_summary(self.folder(key)))
+
+    # -- the per-sample diff ------------------------------------------------------------------
+    def session(self, key: str) -> AnalysisSession:
+        """The run opened on the dashboard's dataset, split and limit (nothing computed yet)."""
+        folder = self.folder(key)
+        cache_key = (str(folder), _stamp(folder))
+        if cache_key not in self._sessions:
+            c = self.config
+            try:
+                session = AnalysisSession.open(
+                    folder, c.dataset, c.split, data_root=c.data_root, cache_dir=c.cache_dir,
+                    device=c.device, limit=c.limit, projections=(PROJECTION,), progress=False)
+            except LoupeError as exc:
+                raise DashboardInputError(f"Run {key}: {exc}") from None
+            while len(self._sessions) >= KEEP_SESSIONS:
+                self._sessions.pop(next(iter(self._sessions)))
+            self._sessions[cache_key] = session
+        return self._sessions[cache_key]
+
+    def comparison(self, a: str, b: str) -> Comparison:
+        """:func:`analysis.compare.compare_sessions` of run B against run A (cached).
+
+        Raises
+        ------
+        DashboardInputError
+            The runs were trained on different datasets, or cannot be compared.
+        """
+        data_a, data_b = self.meta(a).get("dataset"), self.meta(b).get("dataset")
+        if data_a and data_b and data_a != data_b:
+            raise DashboardInputError(
+                f"Run A ({a}) was trained on {data_a} and run B ({b}) on {data_b}: a per-sample "
+                "diff compares two models on the same samples. Tick two runs trained on the "
+                "same dataset.")
+        fa, fb = self.folder(a), self.folder(b)
+        key = (str(fa), _stamp(fa), str(fb), _stamp(fb))
+        if key not in self._comparisons:
+            try:
+                cmp = compare_sessions(self.session(a), self.session(b))
+            except LoupeError as exc:
+                raise DashboardInputError(f"Runs {a} and {b} cannot be compared: {exc}") from None
+            if len(self._comparisons) >= KEEP_COMPARISONS:
+                self._comparisons.pop(next(iter(self._comparisons)))
+            self._comparisons[key] = cmp
+        return self._comparisons[key]
+
+
+def _mult_adds_or_none(folder: Path) -> int | None:
+    try:
+        return mult_adds(folder)
+    except (LoupeError, RuntimeError, ValueError) as exc:  # one broken run keeps its row
+        log.warning("mult-adds of %s: %s", folder.name, exc)
+        return None
+
+
+def _model_summary(folder: Path) -> str:
+    from torchinfo import summary
+
+    from models.checkpoint import load_model
+
+    try:
+        model = load_model(folder)
+        return str(summary(model.module, input_size=(1, *model.input_shape), device="cpu",
+                           col_names=("input_size", "output_size", "num_params", "mult_adds"),
+                           verbose=0))
+    except (LoupeError, RuntimeError, ValueError) as exc:
+        return f"No summary: {exc}"
+
+
+def attach_catalog(server, catalog: RunCatalog) -> None:
+    """Hang ``catalog`` on a Flask ``server`` (one per app, like the run registry)."""
+    server.extensions[EXTENSION] = catalog
+
+
+def get_catalog() -> RunCatalog:
+    """The catalog of the app serving the current callback."""
+    import dash
+
+    return dash.get_app().server.extensions[EXTENSION]
