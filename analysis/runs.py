@@ -82,6 +82,18 @@ def mult_adds(folder: str | os.PathLike) -> int:
                        verbose=0).total_mult_adds)
 
 
+def model_summary(model) -> str:
+    """torchinfo's table of a :class:`~models.checkpoint.LoadedModel` (layers, output
+    shapes, parameters, mult-adds), fed blank inputs of the model's task."""
+    from torchinfo import summary
+
+    from analysis.forward import example_inputs
+
+    return str(summary(model.module, input_data=list(example_inputs(model)), device="cpu",
+                       col_names=("input_size", "output_size", "num_params", "mult_adds"),
+                       verbose=0))
+
+
 def runs_table(runs: list[RunInfo], runs_dir: str | os.PathLike | None = None) -> pd.DataFrame:
     """One row per run, the columns of :class:`RunInfo`, plus ``mult_adds`` when
     ``runs_dir`` is given (each run's model is then loaded once)."""

@@ -316,13 +316,9 @@ class AnalysisSession:
 
     def model_summary(self) -> str:
         """torchinfo's table (layers, output shapes, parameter counts, mult-adds)."""
-        from torchinfo import summary
+        from analysis.runs import model_summary
 
-        from analysis.forward import example_inputs
-
-        return str(summary(self.model.module, input_data=list(example_inputs(self.model)),
-                           col_names=("input_size", "output_size", "num_params", "mult_adds"),
-                           device="cpu", verbose=0))
+        return model_summary(self.model)
 
     @property
     def name(self) -> str:

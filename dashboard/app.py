@@ -58,7 +58,8 @@ def create_app(config: DashboardConfig, registry: RunRegistry | None = None) -> 
         dcc.Store(id=ids.RUN_STORE, data={"run": default}),
         dcc.Store(id=ids.SELECTION_STORE, data={"run": default, "ids": [], "source": ""}),
         dcc.Store(id=ids.SAMPLE_STORE, data=None),
-        navbar_component.navbar(registry.options(), default),
+        navbar_component.navbar(registry.options(), default,
+                                registry.head_options(default) if default else []),
         dbc.Container([html.Div(id=ids.APP_MESSAGE), dash.page_container], fluid=True,
                       className="pb-4"),
     ])

@@ -9,6 +9,8 @@ from __future__ import annotations
 # -- app level -------------------------------------------------------------------------------
 URL = "url"
 RUN_SELECT = "run-select"
+HEAD_SELECT = "head-select"          # the model head the pages show (multi-head runs)
+HEAD_SELECT_BOX = "head-select-box"
 RUN_STORE = "run-store"              # {"run": key}
 SELECTION_STORE = "selection-store"  # {"run": key, "ids": [sample ids], "source": str}
 SAMPLE_STORE = "sample-store"        # {"run": key, "id": sample id}

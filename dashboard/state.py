@@ -198,6 +198,9 @@ class RunRegistry:
         for i, head in enumerate(session.heads):
             key = base if i == 0 else f"{base}-{head}"
             entry = RunEntry(key, label, session, head)
+            # Built now, not in the first callback: background jobs fork the server, and a
+            # fork taken while another thread is half-way through this work can hang.
+            _ = entry.table, entry.members
             self._entries[key] = entry
             entries.append(entry)
         return entries[0]

@@ -14,36 +14,90 @@ PAGES = (("Population", "/"), ("Sample", "/sample"), ("Errors", "/errors"),
          ("Export", "/export"))
 
 
-def navbar(run_options: list[dict], default_run: str | None) -> dbc.Navbar:
-    """Brand, one link per page, and the run selector (labels only, no paths)."""
+def navbar(run_options: list[dict], default_run: str | None,
+           head_options: list[dict] | None = None) -> dbc.Navbar:
+    """Brand, one link per page, the run selector (labels only, no paths) and, for a
+    model with several heads, the head selector."""
     links = [dbc.NavItem(dbc.NavLink(name, href=href, active="exact")) for name, href in PAGES]
     selector = dcc.Dropdown(id=ids.RUN_SELECT, options=run_options, value=default_run,
                             clearable=False, style={"minWidth": "240px", "fontSize": "14px"})
+    head_options = head_options or []
+    heads = html.Div(
+        [html.Span("head", className="text-light small me-2"),
+         dcc.Dropdown(id=ids.HEAD_SELECT, options=head_options, value=default_run,
+                      clearable=False, style={"minWidth": "120px", "fontSize": "14px"})],
+        id=ids.HEAD_SELECT_BOX, className="align-items-center ms-3",
+        style=head_box_style(head_options))
     return dbc.Navbar(dbc.Container([
         dbc.NavbarBrand("Loupe", href="/", className="fw-bold"),
         dbc.Nav(links, navbar=True, className="me-auto"),
         html.Div([html.Span("run", className="text-light small me-2"), selector],
                  className="d-flex align-items-center"),
+        heads,
     ], fluid=True), color="dark", dark=True, className="mb-3 py-1")
 
 
+def head_box_style(head_options: list[dict]) -> dict:
+    """The head selector shows only for a run with several heads."""
+    return {"display": "flex" if len(head_options) > 1 else "none"}
+
+
 def register_callbacks() -> None:
-    """App-level callbacks: the run selector drives the run store.
+    """App-level callbacks: the run selector fills the head selector, which drives the
+    run store (the store holds the key of a (run, head) entry).
 
     Registered by :func:`dashboard.app.create_app` for each app (``dash.callback``
     entries are consumed by the first app that starts).
     """
 
-    @dash.callback(Output(ids.RUN_STORE, "data"), Output(ids.SELECTION_STORE, "data"),
-                   Input(ids.RUN_SELECT, "value"), State(ids.RUN_STORE, "data"),
+    @dash.callback(Output(ids.HEAD_SELECT, "options"), Output(ids.HEAD_SELECT, "value"),
+                   Output(ids.HEAD_SELECT_BOX, "style"),
+                   Input(ids.RUN_SELECT, "value"), State(ids.HEAD_SELECT, "value"),
                    prevent_initial_call=True)
-    def select_run(run_key, current):
-        """A new run clears the selection (its ids belong to the old run)."""
-        return select_run_store(run_key, current)
+    def select_run(run_key, head_key):
+        """A new run offers its heads and starts on its first."""
+        from dashboard.state import get_registry
+
+        return head_choices(get_registry(), run_key, head_key)
+
+    @dash.callback(Output(ids.RUN_STORE, "data"), Output(ids.SELECTION_STORE, "data"),
+                   Output(ids.SAMPLE_STORE, "data", allow_duplicate=True),
+                   Input(ids.HEAD_SELECT, "value"), State(ids.RUN_STORE, "data"),
+                   State(ids.SELECTION_STORE, "data"), State(ids.SAMPLE_STORE, "data"),
+                   prevent_initial_call=True)
+    def select_head(entry_key, current, selection, sample):
+        return (*select_run_store(entry_key, current, selection),
+                follow_sample(entry_key, sample))
 
 
-def select_run_store(run_key: str | None, current: dict | None):
-    """Pure part of the run selector callback: ``(run store, selection store)``."""
-    if current and current.get("run") == run_key:
+def head_choices(registry, run_key: str | None, head_key: str | None):
+    """Pure part of the run selector: ``(head options, head value, head box style)``."""
+    options = registry.head_options(run_key)
+    keys = [o["value"] for o in options]
+    value = head_key if head_key in keys else keys[0]
+    return options, value, head_box_style(options)
+
+
+def follow_sample(entry_key: str | None, sample: dict | None):
+    """The open sample, re-keyed to another head of its run (its views then redraw)."""
+    old = sample.get("run") if isinstance(sample, dict) else None
+    if isinstance(old, str) and old.split("-", 1)[0] == str(entry_key).split("-", 1)[0] \
+            and old != entry_key:
+        return {**sample, "run": entry_key}
+    return dash.no_update
+
+
+def select_run_store(entry_key: str | None, current: dict | None,
+                     selection: dict | None = None):
+    """Pure part of the head selector callback: ``(run store, selection store)``.
+
+    Another run clears the selection (its ids belong to the old run); another
+    head of the same run keeps it.
+    """
+    if current and current.get("run") == entry_key:
         raise dash.exceptions.PreventUpdate
-    return {"run": run_key}, {"run": run_key, "ids": [], "source": ""}
+    base = str(entry_key).split("-", 1)[0]
+    old = selection.get("run") if isinstance(selection, dict) else None
+    if isinstance(old, str) and old.split("-", 1)[0] == base:
+        return {"run": entry_key}, dash.no_update
+    return {"run": entry_key}, {"run": entry_key, "ids": [], "source": ""}

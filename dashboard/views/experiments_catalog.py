@@ -194,15 +194,11 @@ def _mult_adds_or_none(folder: Path) -> int | None:
 
 
 def _model_summary(folder: Path) -> str:
-    from torchinfo import summary
-
+    from analysis.runs import model_summary
     from models.checkpoint import load_model
 
     try:
-        model = load_model(folder)
-        return str(summary(model.module, input_size=(1, *model.input_shape), device="cpu",
-                           col_names=("input_size", "output_size", "num_params", "mult_adds"),
-                           verbose=0))
+        return model_summary(load_model(folder))
     except (LoupeError, RuntimeError, ValueError) as exc:
         return f"No summary: {exc}"
 
