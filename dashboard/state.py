@@ -215,14 +215,12 @@ class RunRegistry:
 
     def head_options(self, key: str | None) -> list[dict]:
         """Head selector options of the run of entry ``key``: ``{"label": head, "value": key}``."""
-        entry = self.get(key)
+        entry = self._entries.get(key or self.default_key)
+        if entry is None:  # a stale key: the page that uses it shows the message
+            return []
         base = entry.key.split("-", 1)[0]
         return [{"label": e.head, "value": e.key} for k, e in self._entries.items()
                 if k.split("-", 1)[0] == base]
-
-    def first_head_key(self, key: str | None) -> str:
-        """The key of the first head's entry of the run of entry ``key``."""
-        return self.head_options(key)[0]["value"]
 
     @property
     def default_key(self) -> str | None:

@@ -74,7 +74,7 @@ def head_choices(registry, run_key: str | None, head_key: str | None):
     """Pure part of the run selector: ``(head options, head value, head box style)``."""
     options = registry.head_options(run_key)
     keys = [o["value"] for o in options]
-    value = head_key if head_key in keys else keys[0]
+    value = head_key if head_key in keys else (keys[0] if keys else run_key)
     return options, value, head_box_style(options)
 
 

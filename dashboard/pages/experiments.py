@@ -97,7 +97,7 @@ def load_runs(_load):
     except DashboardInputError as exc:
         return [], [], None, info_alert(str(exc)), {"display": "none"}
     return (table_records(frame), table_styles(frame),
-            table_caption(frame, catalog.config.runs_dir), None, {})
+            table_caption(frame, catalog.runs_dir_name), None, {})
 
 
 @dash.callback(Output(ids.RUNS_PAIR_STORE, "data"), Input(ids.RUNS_TABLE, "selected_row_ids"),

@@ -154,6 +154,10 @@ def diff_view(catalog: RunCatalog, store: dict | None) -> tuple:
         return None, html.Div(SELECT_HINT, className="text-muted small"), None
     a, b = pair
     cmp = catalog.comparison(a, b)
+    # Run B's analysis (its map included) runs here, in the server process, not in the
+    # map's background job: that job is a fork of the server, and numba (UMAP), faiss and
+    # torch thread pools started in the parent hang in a forked child. Cached after once.
+    catalog.session(b).run()
     line = html.Span(["A = ", html.B(a, id="runs-diff-a"), " · B = ", html.B(b, id="runs-diff-b"),
                       f" · on {cmp.summary['dataset']} ({cmp.summary['n']:,} samples)"])
     return line, diff_summary(cmp.summary), flip_gallery(catalog.session(b), cmp.frame)
@@ -222,8 +226,8 @@ def diff_map(catalog: RunCatalog, store: dict | None,
              progress: Callable[[str], None] | None = None) -> go.Figure:
     """Run B's map with the flipped samples highlighted (see :func:`diff_map_figure`).
 
-    Runs every analysis step of run B first (cached), so the sample page opens
-    at once; ``progress`` is told each step.
+    Reads run B's steps back (:func:`diff_view` computed them in the server
+    process), so the sample page opens at once; ``progress`` is told each step.
     """
     pair = pair_of(store)
     if pair is None:

@@ -70,6 +70,11 @@ class RunCatalog:
     def runs_dir(self) -> Path:
         return Path(self.config.runs_dir).expanduser()
 
+    @property
+    def runs_dir_name(self) -> str:
+        """What the browser is told: the folder's name only, never a server path."""
+        return self.runs_dir.name or str(self.config.runs_dir)
+
     def folders(self) -> dict[str, Path]:
         """Run name -> folder, in :func:`~analysis.runs.discover_runs`'s order.
 
@@ -83,7 +88,7 @@ class RunCatalog:
         """
         if self._listing and time.monotonic() - self._listing[0] < LISTING_TTL_S:
             return self._listing[1]
-        root, shown = self.runs_dir, self.config.runs_dir
+        root, shown = self.runs_dir, self.runs_dir_name
         if not root.is_dir():
             raise DashboardInputError(missing_runs_message(shown))
         out: dict[str, Path] = {}
@@ -104,7 +109,7 @@ class RunCatalog:
             return self.folders()[key]
         except KeyError:
             raise DashboardInputError(f"Unknown run '{key}': it is no longer under "
-                                      f"'{self.config.runs_dir}'. Reload the page.") from None
+                                      f"'{self.runs_dir_name}'. Reload the page.") from None
 
     def _cached(self, what: str, folder: Path, compute: Callable[[], object]):
         key = (what, str(folder), _stamp(folder))

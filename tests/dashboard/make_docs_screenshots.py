@@ -36,7 +36,14 @@ EXTRA_SHOTS = (
     ("heads-metadata", "/metadata?column=number&x=number&y=loss",
      "#metadata-graph .scatterlayer .trace", None),
     ("heads-errors", "/errors", "#confusion-matrix .hm image", None),
+    # --runs-dir runs/series: the table and curves, then the diff of the first two runs.
+    ("experiments", "/experiments", "#runs-table td", None),
+    ("experiments-diff", "/experiments", "#runs-table td",
+     "const boxes = document.querySelectorAll('#runs-table input[type=checkbox]');"
+     "boxes[0].click(); setTimeout(() => boxes[1].click(), 1500);"),
 )
+# Seconds to wait after a shot's script (background work it starts).
+SETTLE_S = {"experiments-diff": 40}
 
 
 def driver(width: int = 1280, height: int = 800) -> webdriver.Chrome:
@@ -79,6 +86,10 @@ def main() -> None:
                 time.sleep(3)  # the pages redraw for the head
             if script:
                 d.execute_script(script)
+                time.sleep(SETTLE_S.get(name, 0))
+                if name == "experiments-diff":
+                    d.execute_script("document.getElementById('runs-diff')"
+                                     ".scrollIntoView({block: 'center'});")
             time.sleep(1.5)  # let plots finish their transitions
             d.save_screenshot(str(out / f"{args.prefix}{name}.png"))
             print(out / f"{name}.png")

@@ -10,7 +10,7 @@ from dashboard import ids
 from dashboard.app import create_app
 
 TRACE_LEN_JS = """
-const gd = document.getElementById(arguments[0]).querySelector('.js-plotly-plot');
+const gd = document.querySelector('#' + arguments[0] + ' .js-plotly-plot');
 return gd && gd._fullData ? gd._fullData.length : -1;
 """
 

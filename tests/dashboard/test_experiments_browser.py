@@ -15,11 +15,11 @@ from dashboard import ids
 
 # _fullData: the arrays decoded (plotly sends them base64-encoded, gd.data keeps them so).
 TRACE_LENGTHS_JS = """
-const gd = document.getElementById(arguments[0]).querySelector('.js-plotly-plot');
+const gd = document.querySelector('#' + arguments[0] + ' .js-plotly-plot');
 return gd && gd._fullData ? gd._fullData.map(t => (t.x || []).length) : [];
 """
 PIXEL_JS = """
-const gd = document.getElementById(arguments[0]).querySelector('.js-plotly-plot');
+const gd = document.querySelector('#' + arguments[0] + ' .js-plotly-plot');
 const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
 const r = gd.getBoundingClientRect();
 return [r.left + xa._offset + xa.d2p(arguments[1]), r.top + ya._offset + ya.d2p(arguments[2])];
@@ -73,6 +73,7 @@ def test_table_sort_curves_diff_and_open_a_flipped_sample(dash_duo, browser, exp
     browser.open(app, "/experiments")
     until(lambda: len(run_names(dash_duo)) == 3, timeout=30)
     assert run_names(dash_duo) == ["tiny_base", "tiny_bn", "tiny_bn_nodrop"]
+    assert str(config.runs_dir) not in dash_duo.driver.page_source  # never a server path
     # No run ticked: every run's curves, train and test, loss and accuracy.
     until(lambda: len(trace_lengths(dash_duo, ids.RUNS_CURVES)) == 3 * 2 * 2, timeout=20)
 
@@ -161,7 +162,8 @@ def test_missing_runs_dir_is_a_message(dash_duo, browser, tmp_path):
     browser.open(create_app(config, RunRegistry()), "/experiments")
     dash_duo.wait_for_contains_text(f"#{ids.EXPERIMENTS_MESSAGE}", "no-runs-here", timeout=20)
     text = dash_duo.find_element(f"#{ids.EXPERIMENTS_MESSAGE}").text
-    assert f"python -m models train --out {missing}/NAME" in text
+    assert "python -m models train --out no-runs-here/NAME" in text
+    assert str(tmp_path) not in dash_duo.driver.page_source  # never a server path
     # Only the message: no empty table, curves or diff below it.
     until(lambda: not dash_duo.find_element(f"#{ids.RUNS_BODY}").is_displayed(), timeout=10)
     browser.screenshot("experiments-no-runs")

@@ -8,17 +8,17 @@ from dash.testing.wait import until
 from dashboard import ids
 
 Z_ROWS_JS = """
-const gd = document.getElementById(arguments[0]).querySelector('.js-plotly-plot');
+const gd = document.querySelector('#' + arguments[0] + ' .js-plotly-plot');
 return gd && gd._fullData && gd._fullData[0] && gd._fullData[0].z ? gd._fullData[0].z.length : -1;
 """
 LINE_Y_JS = """
-const gd = document.getElementById(arguments[0]).querySelector('.js-plotly-plot');
+const gd = document.querySelector('#' + arguments[0] + ' .js-plotly-plot');
 if (!gd || !gd._fullData) return null;
 const t = gd._fullData.find(t => t.type === 'scatter');
 return t ? Array.from(t.y) : null;
 """
 X_JS = """
-const gd = document.getElementById(arguments[0]).querySelector('.js-plotly-plot');
+const gd = document.querySelector('#' + arguments[0] + ' .js-plotly-plot');
 if (!gd || !gd._fullData) return null;
 const t = gd._fullData.find(t => t.type === 'bar');
 return t ? Array.from(t.x) : null;

@@ -19,20 +19,20 @@ from selenium.webdriver.common.action_chains import ActionChains
 from dashboard import ids
 
 PIXEL_JS = """
-const gd = document.getElementById(arguments[0]).querySelector('.js-plotly-plot');
+const gd = document.querySelector('#' + arguments[0] + ' .js-plotly-plot');
 const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
 const r = gd.getBoundingClientRect();
 return [r.left + xa._offset + xa.d2p(arguments[1]), r.top + ya._offset + ya.d2p(arguments[2])];
 """
 DATA_JS = """
-const gd = document.getElementById(arguments[0]).querySelector('.js-plotly-plot');
+const gd = document.querySelector('#' + arguments[0] + ' .js-plotly-plot');
 const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
 const r = gd.getBoundingClientRect();
 return [xa.p2d(arguments[1] - r.left - xa._offset), ya.p2d(arguments[2] - r.top - ya._offset)];
 """
 TRACE_LEN_JS = """
-const gd = document.getElementById(arguments[0]).querySelector('.js-plotly-plot');
-const t = gd._fullData[arguments[1]];
+const gd = document.querySelector('#' + arguments[0] + ' .js-plotly-plot');
+const t = gd && gd._fullData ? gd._fullData[arguments[1]] : null;
 return t ? t.x.length : -1;
 """
 
@@ -219,7 +219,7 @@ def test_csv_downloads_hold_the_right_rows(dash_duo, browser, app, entry):
 
 
 MARKER_JS = """
-const gd = document.getElementById(arguments[0]).querySelector('.js-plotly-plot');
+const gd = document.querySelector('#' + arguments[0] + ' .js-plotly-plot');
 const t = gd._fullData[arguments[1]];
 const c = t.marker.color, s = t.marker.size;
 return {color: (typeof c === 'string') ? c : Array.from(c).slice(0, 5),

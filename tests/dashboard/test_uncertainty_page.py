@@ -27,13 +27,13 @@ SLICE = 300
 OOD = "fashion-mnist:test"
 MAP = "joint_tsne"
 PIXEL_JS = """
-const gd = document.getElementById(arguments[0]).querySelector('.js-plotly-plot');
+const gd = document.querySelector('#' + arguments[0] + ' .js-plotly-plot');
 const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
 const r = gd.getBoundingClientRect();
 return [r.left + xa._offset + xa.d2p(arguments[1]), r.top + ya._offset + ya.d2p(arguments[2])];
 """
 TRACE_LEN_JS = """
-const gd = document.getElementById(arguments[0]).querySelector('.js-plotly-plot');
+const gd = document.querySelector('#' + arguments[0] + ' .js-plotly-plot');
 const t = gd && gd._fullData ? gd._fullData[arguments[1]] : null;
 return t ? t.x.length : -1;
 """
@@ -246,7 +246,7 @@ def test_page_renders_histograms_map_and_table(dash_duo, browser, ood_app, ood_e
     dash_duo.find_elements(f"#{ids.OOD_COLOR_SELECT} input")[1].click()  # by predicted class
     # Null-safe: until the re-colour lands the layout has no colour axis yet.
     until(lambda: dash_duo.driver.execute_script(
-        "const p = document.getElementById(arguments[0]).querySelector('.js-plotly-plot');"
+        "const p = document.querySelector('#' + arguments[0] + ' .js-plotly-plot');"
         "return ((p && p._fullLayout && p._fullLayout.coloraxis) || {}).cmax;",
         ids.OOD_MAP) == 9.5, timeout=20)
     browser.screenshot("uncertainty")
