@@ -20,6 +20,8 @@ import io
 import json
 import logging
 import os
+import threading
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -100,6 +102,25 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
+def _fresh_connection_in_forked_children(cache) -> None:
+    """Give a forked child (Dash's background jobs) its own sqlite connection.
+
+    diskcache notices the new pid and *closes* the connection the child
+    inherited, which is the parent's (SQLite: never use or close a connection
+    across a fork). Forgetting it instead leaves the parent's untouched; the
+    child opens a fresh one on first use. ``_local`` is diskcache's
+    per-thread connection holder.
+    """
+    ref = weakref.ref(cache)
+
+    def forget() -> None:
+        c = ref()
+        if c is not None:
+            c._local = threading.local()
+
+    os.register_at_fork(after_in_child=forget)
+
+
 class ArtifactStore:
     """Content-addressed store of analysis results.
 
@@ -142,6 +163,7 @@ class ArtifactStore:
                 cull_limit=1,
                 timeout=60,
             )
+            _fresh_connection_in_forked_children(self._cache)
         return self._cache
 
     def get(self, key: str) -> Artifact | None:

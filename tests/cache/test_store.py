@@ -238,3 +238,28 @@ def test_size_limit_evicts_least_recently_used(cache_dir):
             if i == 12:  # over the limit since about the 10th put
                 assert "k0" in store and "k1" not in store  # the least recently used went
         assert 5 <= len(store) < 30 and store.volume_bytes() <= limit + 150_000
+
+
+def test_a_forked_child_never_touches_the_parents_connection(tmp_path):
+    """Dash's background jobs are forks: the child opens its own sqlite connection and
+    leaves the parent's open and usable."""
+    store = ArtifactStore(tmp_path)
+    store.put("a", Artifact({"x": np.arange(3)}))
+    parent_con = store.cache._local.con
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report whether it inherited a connection, then use the store
+        inherited = getattr(store.cache._local, "con", None) is not None
+        ok = store.get("a") is not None
+        store.put("b", Artifact({"y": np.ones(2)}))
+        os.write(write, f"{int(inherited)}{int(ok)}".encode())
+        os._exit(0)
+    os.close(write)
+    report = os.read(read, 2).decode()
+    os.waitpid(pid, 0)
+    assert report == "01"  # no inherited connection; the child could read
+    assert store.cache._local.con is parent_con  # the parent's connection is still its own
+    started = time.perf_counter()
+    store.put("c", Artifact({"z": np.zeros(1)}))
+    assert store.get("b") is not None and store.get("c") is not None
+    assert time.perf_counter() - started < 5  # no lock left behind
