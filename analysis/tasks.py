@@ -189,10 +189,6 @@ class Task:
                               f"{', '.join(sorted(missing))}.")
         return out
 
-    def targets_are_labels(self, head: str) -> bool:
-        """Whether ``head``'s targets are the dataset's own labels (the default targets)."""
-        return self.targets is None and head == self.heads[0].name
-
     def expected_classes(self) -> tuple[str, ...] | None:
         if self.dataset_classes is not None:
             return self.dataset_classes

@@ -100,19 +100,18 @@ class LoadedModel:
         device = param.device if param is not None else torch.device("cpu")
         was_training = self.module.training
         self.module.eval()
-        with torch.no_grad():
-            out = self.module(torch.zeros(1, *self.input_shape, device=device))
-        self.module.train(was_training)
+        try:
+            with torch.no_grad():
+                out = self.module(torch.zeros(1, *self.input_shape, device=device))
+        except TypeError:  # forward() wants more than an image: a multi-input model
+            out = None
+        finally:
+            self.module.train(was_training)
         if not isinstance(out, torch.Tensor) or out.ndim != 2:
             raise CheckpointError(f"Model {self.arch} does not return one (batch, classes) "
                                   "logit tensor: declare its task with --task (see the README, "
                                   "'Models with several inputs or heads').")
         return int(out.shape[1])
-
-    def forward_heads(self, image: torch.Tensor, metadata) -> dict[str, torch.Tensor]:
-        """``{head: (B, C_h) logits}`` for a normalised image batch and its metadata."""
-        task = self.task
-        return task.split_outputs(self.module(*task.model_inputs(image, metadata)))
 
     @property
     def fingerprint(self) -> str:

@@ -269,3 +269,23 @@ def test_compare_two_heads_runs_on_the_sum_head(sum_run, tmp_path_factory, digit
     assert cmp.summary["correct_to_wrong"] == int(((pa == target) & (pb != target)).sum())
     assert cmp.summary["wrong_to_correct"] == int(((pa != target) & (pb == target)).sum())
     assert cmp.summary["head"] == "sum"
+
+
+def test_a_multi_input_model_without_its_task_is_a_clear_error(byo_factory, digits, data_root,
+                                                               tmp_path):
+    import torch as _torch
+
+    from analysis.errors import CheckpointError
+
+    weights = tmp_path / "shift.pt"
+    _torch.save(byo_factory.shift_net().state_dict(), weights)
+    with pytest.raises(CheckpointError, match="declare its task with --task"):
+        AnalysisSession.open(None, digits, "test", model_spec="byo_factory:shift_net",
+                             weights=weights, data_root=data_root, limit=20,
+                             cache_dir=tmp_path / "c", progress=False)
+    s = AnalysisSession.open(None, digits, "test", model_spec="byo_factory:shift_net",
+                             weights=weights, task="byo_factory:shift_task",
+                             embedding_layer="features", data_root=data_root, limit=20,
+                             cache_dir=tmp_path / "c", progress=False, mc_samples=0,
+                             projections=())
+    assert s.heads == ["digit", "big"]
