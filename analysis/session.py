@@ -127,6 +127,10 @@ class AnalysisSession:
         self.extras[dataset.key] = engine
         return engine
 
+    def engine_of(self, dataset: str | None) -> Engine:
+        """The analysed dataset's engine (``None`` or its key), else the extra one's."""
+        return self.engine if dataset in (None, self.dataset.key) else self.extra(dataset)
+
     def extra(self, key: str) -> Engine:
         """The engine of the extra dataset ``key`` (``name:split``)."""
         try:
@@ -217,13 +221,13 @@ class AnalysisSession:
     def probabilities_of(self, head: str | None = None, dataset: str | None = None
                          ) -> np.ndarray:
         """``(N, C_head)`` float32 softmax probabilities of one head."""
-        engine = self.engine if dataset in (None, self.dataset.key) else self.extra(dataset)
+        engine = self.engine_of(dataset)
         return engine.get("inference")[head_key("probs", self.task.head(head).name)]
 
     def predictions_of(self, head: str | None = None, dataset: str | None = None
                        ) -> np.ndarray:
         """``(N,)`` int64 predicted class of one head."""
-        engine = self.engine if dataset in (None, self.dataset.key) else self.extra(dataset)
+        engine = self.engine_of(dataset)
         return engine.get("inference")[head_key("pred", self.task.head(head).name)]
 
     @property
@@ -282,7 +286,7 @@ class AnalysisSession:
         """
         get_method(method)
         h = self.task.head(head)
-        engine = self.engine if dataset in (None, self.dataset.key) else self.extra(dataset)
+        engine = self.engine_of(dataset)
         ds = engine.dataset
         if not 0 <= int(index) < len(ds):
             raise ConfigError(f"Sample index {index} out of range 0..{len(ds) - 1}.")

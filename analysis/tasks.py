@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -115,6 +116,10 @@ class Task:
     targets: Callable[[ImageDataset, dict], dict[str, np.ndarray]] | None = field(
         default=None, compare=False)
     dataset_classes: tuple[str, ...] | None = None
+    # Per dataset object, its validated metadata: computed once, read by every batch,
+    # table and heatmap (sha256 of every sample id for mnist-sum).
+    _metadata_cache: weakref.WeakKeyDictionary = field(
+        default_factory=weakref.WeakKeyDictionary, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.heads:
@@ -163,7 +168,10 @@ class Task:
 
     # -- data ---------------------------------------------------------------------------------
     def sample_metadata(self, dataset: ImageDataset) -> dict[str, np.ndarray]:
-        """``{column: (N,) int64}`` side inputs of every sample."""
+        """``{column: (N,) int64}`` side inputs of every sample (computed once per dataset)."""
+        cached = self._metadata_cache.get(dataset)
+        if cached is not None:
+            return cached
         meta = {k: np.asarray(v) for k, v in self.metadata(dataset).items()}
         for inp in self.inputs:
             if inp.kind == "one_hot":
@@ -174,6 +182,7 @@ class Task:
                 if len(col) != len(dataset) or col.min() < 0 or col.max() >= inp.size:
                     raise ConfigError(f"Task {self.name!r}: metadata {inp.name!r} must hold "
                                       f"{len(dataset)} integers in 0..{inp.size - 1}.")
+        self._metadata_cache[dataset] = meta
         return meta
 
     def sample_targets(self, dataset: ImageDataset,
