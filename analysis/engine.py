@@ -10,6 +10,7 @@ change upstream re-keys everything downstream, and nothing else).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import torch
 
 from analysis.datasets import ImageDataset
+from analysis.forward import model_lock
 from analysis.registry import StepContext, get_step, make_config
 from cache import Artifact, ArtifactStore, stable_hash
 from models.checkpoint import LoadedModel
@@ -64,6 +66,7 @@ class Engine:
         self._keys: dict[str, str] = {}
         self._memory: dict[str, Artifact] = {}
         self._model_id: str | None = None
+        self._lock = threading.RLock()  # one thread computes a step; the others wait for it
 
     @property
     def model_id(self) -> str:
@@ -95,27 +98,35 @@ class Engine:
         """The artifact of step ``name``: from memory, the disk cache, or computed."""
         if name in self._memory:
             return self._memory[name]
-        step = get_step(name)
-        key = self.key(name)
-        started = time.perf_counter()
-        artifact = self.store.get(key)
-        if artifact is not None:
-            self.records.append(StepRecord(name, "cached", time.perf_counter() - started, key))
-        else:
-            inputs = {r: self.get(r) for r in step.requires}
-            reference = {}
-            if self.reference is not None:
-                reference = {r: self.reference.get(r) for r in step.uses_reference}
+        with self._lock:
+            if name in self._memory:  # another thread finished it while this one waited
+                return self._memory[name]
+            step = get_step(name)
+            key = self.key(name)
             started = time.perf_counter()
-            ctx = StepContext(self.model, self.dataset, self.device, inputs, reference,
-                              self.progress)
-            artifact = step.run(ctx, self.config(name))
-            self.store.put(key, artifact)
-            seconds = time.perf_counter() - started
-            log.info("computed %s in %.2f s", name, seconds)
-            self.records.append(StepRecord(name, "computed", seconds, key))
-        self._memory[name] = artifact
-        return artifact
+            artifact = self.store.get(key)
+            if artifact is not None:
+                self.records.append(StepRecord(name, "cached", time.perf_counter() - started,
+                                               key))
+            else:
+                inputs = {r: self.get(r) for r in step.requires}
+                reference = {}
+                if self.reference is not None:
+                    reference = {r: self.reference.get(r) for r in step.uses_reference}
+                started = time.perf_counter()
+                ctx = StepContext(self.model, self.dataset, self.device, inputs, reference,
+                                  self.progress)
+                if step.uses_model:
+                    with model_lock(self.model):
+                        artifact = step.run(ctx, self.config(name))
+                else:
+                    artifact = step.run(ctx, self.config(name))
+                self.store.put(key, artifact)
+                seconds = time.perf_counter() - started
+                log.info("computed %s in %.2f s", name, seconds)
+                self.records.append(StepRecord(name, "computed", seconds, key))
+            self._memory[name] = artifact
+            return artifact
 
     def columns(self, name: str) -> dict:
         """Per-sample columns of step ``name`` (computing it if needed)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -10,6 +12,24 @@ from torch import nn
 
 from analysis.errors import ConfigError
 from models.checkpoint import LoadedModel
+
+_MODEL_LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
+_MODEL_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(model: LoadedModel) -> threading.RLock:
+    """The lock to hold while running ``model``: one per module, re-entrant.
+
+    A forward pass is not re-entrant on a shared module: the embedding hook,
+    Captum's layer hooks and MC dropout's train-mode dropout layers are state
+    on the module. The dashboard serves requests and background jobs from
+    threads of one process, so every pass that reads the model holds this.
+    """
+    with _MODEL_LOCKS_GUARD:
+        lock = _MODEL_LOCKS.get(model.module)
+        if lock is None:
+            lock = _MODEL_LOCKS[model.module] = threading.RLock()
+        return lock
 
 
 def last_linear_name(module: nn.Module) -> str:

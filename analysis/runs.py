@@ -87,11 +87,15 @@ def model_summary(model) -> str:
     shapes, parameters, mult-adds), fed blank inputs of the model's task."""
     from torchinfo import summary
 
-    from analysis.forward import example_inputs
+    from analysis.forward import example_inputs, model_lock
 
-    return str(summary(model.module, input_data=list(example_inputs(model)), device="cpu",
-                       col_names=("input_size", "output_size", "num_params", "mult_adds"),
-                       verbose=0))
+    # On the device the module is on: torchinfo moves the model to ``device``, and the
+    # session goes on using it there. Hooks on the module: hold its lock.
+    device = next(model.module.parameters()).device
+    with model_lock(model):
+        return str(summary(model.module, input_data=list(example_inputs(model)), device=device,
+                           col_names=("input_size", "output_size", "num_params", "mult_adds"),
+                           verbose=0))
 
 
 def runs_table(runs: list[RunInfo], runs_dir: str | os.PathLike | None = None) -> pd.DataFrame:

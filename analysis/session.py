@@ -21,6 +21,7 @@ from analysis.datasets import ImageDataset, load_dataset
 from analysis.device import resolve_device
 from analysis.engine import Engine, StepRecord
 from analysis.errors import ConfigError
+from analysis.forward import model_lock
 from analysis.steps.mc_dropout import dropout_modules
 from analysis.steps.neighbors import knn_search
 from analysis.steps.projection import PROJECTIONS
@@ -308,8 +309,10 @@ class AnalysisSession:
         if cached is not None:
             return cached["heatmap"]
         meta = {k: v[[index]] for k, v in self.task.sample_metadata(ds).items()}
-        heat = attribute(self.model, ds.images[[index]], target, method,
-                         device=self.device, n_steps=n_steps, head=h.name, metadata=meta)[0]
+        with model_lock(self.model):
+            heat = attribute(self.model, ds.images[[index]], target, method,
+                             device=self.device, n_steps=n_steps, head=h.name,
+                             metadata=meta)[0]
         self.store.put(key, Artifact({"heatmap": heat}))
         return heat
 

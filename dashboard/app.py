@@ -12,24 +12,17 @@ from pathlib import Path
 
 import dash
 import dash_bootstrap_components as dbc
-from dash import DiskcacheManager, dcc, html
+from dash import dcc, html
 
 from dashboard import ids
 from dashboard.components import navbar as navbar_component
 from dashboard.config import DashboardConfig, open_runs
+from dashboard.jobs import background_manager
 from dashboard.state import RunRegistry, attach_registry
 from dashboard.views.experiments_catalog import RunCatalog, attach_catalog
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
-
-
-def background_manager(jobs_dir: Path) -> DiskcacheManager:
-    """Dash's background-callback manager on a diskcache folder under the cache dir."""
-    import diskcache
-
-    jobs_dir.mkdir(parents=True, exist_ok=True)
-    return DiskcacheManager(diskcache.Cache(str(jobs_dir)), expire=600)
 
 
 def create_app(config: DashboardConfig, registry: RunRegistry | None = None) -> dash.Dash:

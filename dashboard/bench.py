@@ -24,6 +24,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -80,16 +81,34 @@ def bench_click_to_heatmap(entry, samples: int, seed: int) -> list[Timing]:
             Timing("click -> IG heatmap (cached)", again)]
 
 
-def bench_background_spawn(repeat: int) -> Timing:
-    """Starting and joining the subprocess a DiskcacheManager job runs in."""
+def bench_background_start(repeat: int) -> list[Timing]:
+    """Starting a background job and reading its result: a thread (Loupe) vs a fork (Dash)."""
+    import tempfile
+
     from multiprocess import Process
 
-    def job() -> None:
-        proc = Process(target=lambda: None)
-        proc.start()
-        proc.join()
+    from dashboard.jobs import background_manager
 
-    return Timing("background job process start+exit", timed(job, repeat))
+    with tempfile.TemporaryDirectory() as folder:
+        manager = background_manager(Path(folder))
+
+        def job_fn(key, _progress_key, _args, _context) -> None:
+            manager.handle.set(key, 1)
+
+        def thread_job() -> None:
+            key = f"bench-{time.perf_counter_ns()}"
+            manager.call_job_fn(key, job_fn, [], {})
+            while not manager.result_ready(key):
+                time.sleep(0.0005)
+
+        def forked_process() -> None:
+            proc = Process(target=lambda: None)
+            proc.start()
+            proc.join()
+
+        return [Timing("background job start -> result (thread)", timed(thread_job, repeat)),
+                Timing("forked process start+exit (Dash's default)",
+                       timed(forked_process, repeat))]
 
 
 def tiled_entry_arrays(entry, points: int, seed: int) -> dict:
@@ -196,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("%s: %d samples, torch threads %d", entry.label, len(entry.table),
              torch.get_num_threads())
     timings = bench_click_to_heatmap(entry, args.samples, seed)
-    timings.append(bench_background_spawn(args.repeat))
+    timings += bench_background_start(args.repeat)
     pop, sizes = bench_population(entry, args.points, args.repeat, seed)
     timings += pop
     if args.browser:

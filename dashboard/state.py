@@ -198,8 +198,7 @@ class RunRegistry:
         for i, head in enumerate(session.heads):
             key = base if i == 0 else f"{base}-{head}"
             entry = RunEntry(key, label, session, head)
-            # Built now, not in the first callback: background jobs fork the server, and a
-            # fork taken while another thread is half-way through this work can hang.
+            # Built now, not in the first page's callbacks (which then wait on nothing).
             _ = entry.table, entry.members
             self._entries[key] = entry
             entries.append(entry)

@@ -14,6 +14,34 @@ import pytest
 
 from analysis.datasets import find_idx_dir
 
+EXIT_WATCHDOG_S = 120
+
+
+def pytest_unconfigure(config):
+    """Make a hang at exit fail loudly instead of running into CI's time limit.
+
+    Whatever this process started and still runs is listed and stopped (a child
+    that holds the test run's output open keeps CI waiting after the summary).
+    If the interpreter then has not exited within :data:`EXIT_WATCHDOG_S`
+    (a thread or child process joined at exit), every thread's stack is
+    printed and the process exits with status 1.
+    """
+    import faulthandler
+    import sys
+
+    import psutil
+
+    leftover = psutil.Process().children(recursive=True)
+    for proc in leftover:
+        try:
+            sys.stderr.write(f"tests left a process running, stopped now: {proc.pid} "
+                             f"{' '.join(proc.cmdline())[:200]}\n")
+            proc.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(leftover, timeout=10)
+    faulthandler.dump_traceback_later(EXIT_WATCHDOG_S, exit=True)
+
 
 @pytest.fixture(scope="session")
 def data_root() -> str | None:

@@ -153,11 +153,7 @@ def diff_view(catalog: RunCatalog, store: dict | None) -> tuple:
     if pair is None:
         return None, html.Div(SELECT_HINT, className="text-muted small"), None
     a, b = pair
-    cmp = catalog.comparison(a, b)
-    # Run B's analysis (its map included) runs here, in the server process, not in the
-    # map's background job: that job is a fork of the server, and numba (UMAP), faiss and
-    # torch thread pools started in the parent hang in a forked child. Cached after once.
-    catalog.session(b).run()
+    cmp = catalog.comparison(a, b)  # inference only; the map's job computes the rest
     line = html.Span(["A = ", html.B(a, id="runs-diff-a"), " · B = ", html.B(b, id="runs-diff-b"),
                       f" · on {cmp.summary['dataset']} ({cmp.summary['n']:,} samples)"])
     return line, diff_summary(cmp.summary), flip_gallery(catalog.session(b), cmp.frame)
@@ -226,8 +222,8 @@ def diff_map(catalog: RunCatalog, store: dict | None,
              progress: Callable[[str], None] | None = None) -> go.Figure:
     """Run B's map with the flipped samples highlighted (see :func:`diff_map_figure`).
 
-    Reads run B's steps back (:func:`diff_view` computed them in the server
-    process), so the sample page opens at once; ``progress`` is told each step.
+    Computes (or reads back) every step of run B, so a flipped sample opens on
+    the sample page at once; ``progress`` is told each step.
     """
     pair = pair_of(store)
     if pair is None:
@@ -292,10 +288,7 @@ def open_flipped(registry: RunRegistry, catalog: RunCatalog, store: dict | None,
     if not 0 <= int(index) < len(session.dataset):
         raise DashboardInputError(f"Sample {index} is not in run {pair[1]}'s data.")
     entry = register_run(registry, session, catalog.folder(pair[1]))
-    # Every step into memory now (read back from the cache the map's job filled): the sample
-    # page then reads no cache file while its heatmap job forks, which could inherit a
-    # held sqlite lock and hang.
-    session.run()
+    session.run()  # every step into memory (the map's job computed them): the page opens at once
     entry.table  # noqa: B018 (built once, here)
     sid = str(session.dataset.sample_ids[int(index)])
     return (sample_href(sid), {"run": entry.key}, {"run": entry.key, "id": sid},

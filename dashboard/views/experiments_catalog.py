@@ -16,8 +16,6 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-# Imported here, not in the methods: a background job forked while a server thread is
-# still importing a module would inherit its import lock and hang.
 from analysis.compare import Comparison, compare_sessions
 from analysis.errors import LoupeError
 from analysis.runs import discover_runs, mult_adds, read_run, runs_table

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -16,6 +17,10 @@ ALL_CLASSES = "all"
 SIMILARS_K = 10
 
 
+_THREADS_GUARD = threading.Lock()
+_threads_state = {"users": 0, "before": 0}
+
+
 @contextmanager
 def single_torch_thread() -> Iterator[None]:
     """Run torch on one intra-op thread, then restore the previous count.
@@ -23,22 +28,29 @@ def single_torch_thread() -> Iterator[None]:
     One image's attribution is too small to gain from threads, and on a busy
     2-core machine a 2-thread OpenMP region waits for its slower thread:
     Integrated Gradients measured 16 ms on one thread against 234 ms on two.
+    Heatmap jobs are threads of one server: the count set by the first to
+    enter is restored by the last to leave (nested or overlapping uses).
     """
     import torch
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    with _THREADS_GUARD:
+        if _threads_state["users"] == 0:
+            _threads_state["before"] = torch.get_num_threads()
+        _threads_state["users"] += 1
+        torch.set_num_threads(1)
     try:
         yield
     finally:
-        torch.set_num_threads(before)
+        with _THREADS_GUARD:
+            _threads_state["users"] -= 1
+            if _threads_state["users"] == 0:
+                torch.set_num_threads(_threads_state["before"])
 
 
 def warm_up_attribution(entry: RunEntry) -> None:
     """Import Captum and explain one sample in the server process.
 
-    Heatmaps run in background jobs, each a fork of the server: what is
-    imported and initialised here is not paid again on every click (the first
+    Done before serving, so the first click does not pay for it (the first
     Integrated Gradients call costs ~0.5 s, later ones ~20-40 ms).
     """
     import captum.attr  # noqa: F401

@@ -188,3 +188,27 @@ def test_killed_cli_run_recovers(tiny_run, tiny_model, digits, data_root, cache_
                            "neighbors"}
     assert set(status.values()) <= {"cached", "computed"}
     assert "tsne" not in status
+
+
+def test_threads_asking_for_a_step_at_once_compute_it_once(tiny_model, small_ds, cache_dir):
+    """The dashboard serves requests and background jobs from threads of one process."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    session = make_session(tiny_model, small_ds, cache_dir)
+    engine = session.engine
+    barrier = __import__("threading").Barrier(4)
+
+    def ask(name):
+        barrier.wait()
+        return engine.get(name)
+
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(ask, ["mc_dropout", "inference", "mc_dropout", "centroids"]))
+    assert got[0] is got[2]
+    computed = [r.name for r in engine.records if r.status == "computed"]
+    assert sorted(computed) == sorted(set(computed))  # nothing computed twice
+    assert {"inference", "mc_dropout", "centroids"} <= set(computed)
+    plain = make_session(tiny_model, small_ds, cache_dir.parent / "again").engine
+    for name in ("inference", "mc_dropout"):  # the same numbers as one thread alone
+        for array, value in plain.get(name).items():
+            np.testing.assert_array_equal(engine.get(name)[array], value)

@@ -81,3 +81,38 @@ def test_table_has_one_row_per_sample(tiny_session):
         assert col in table and table[col].notna().all()
     idx, dist = tiny_session.neighbors()
     assert idx.shape == (len(ds), 10) and (np.diff(dist, axis=1) >= 0).all()
+
+
+def test_heatmaps_from_many_threads_equal_one_at_a_time(tiny_model, digits, data_root,
+                                                       tmp_path):
+    """Heatmap jobs run as threads beside MC dropout (dropout switched on) and torchinfo
+    (hooks on every layer): each heatmap must still be the model's own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from analysis.attribution import attribute
+    from analysis.datasets import load_dataset
+    from analysis.session import AnalysisSession
+    from cache import ArtifactStore
+
+    ds = load_dataset(digits, "test", data_root=data_root, limit=40)
+    session = AnalysisSession(tiny_model, ds, ArtifactStore(tmp_path), "cpu", mc_samples=20,
+                              projections=(), progress=False)
+    pred = session.engine.get("inference")["pred@class"]
+    jobs = [(i, m) for i in range(12) for m in ("gradcam", "integrated_gradients", "saliency")]
+    expected = {(i, m): attribute(tiny_model, ds.images[[i]], int(pred[i]), m)[0]
+                for i, m in jobs}
+
+    def work(job):
+        if job == "mc":
+            return session.engine.get("mc_dropout")
+        if job == "summary":
+            return session.model_summary()
+        return session.attribute(job[0], job[1], "pred")
+
+    order = ["mc"] + [j for pair in zip(jobs, ["summary"] * len(jobs), strict=True) for j in pair]
+    with ThreadPoolExecutor(6) as pool:
+        results = dict(zip(map(str, order), pool.map(work, order), strict=True))
+    for i, m in jobs:
+        np.testing.assert_allclose(results[str((i, m))], expected[(i, m)], rtol=1e-5, atol=1e-6)
+    assert "Total params" in results["summary"]
+    assert not any(mod.training for mod in tiny_model.module.modules())  # eval mode again
