@@ -6,8 +6,8 @@ and holds numeric thread pools (torch's OpenMP, faiss, numba), so a forked job
 inherits whatever lock another thread held at that instant (the import lock,
 an sqlite transaction, an OpenMP barrier) and can hang for good; Python 3.12
 warns about exactly this. A job nobody waits for then also blocks the exit of
-the process that forked it (``multiprocess`` joins its children at exit): this
-hung a CI run after all its tests had passed.
+the process that forked it (``multiprocess`` joins its children at exit): the
+likely cause of a CI run that never exited after all its tests had passed.
 
 :class:`ThreadJobManager` keeps Dash's protocol (results, progress and
 ``set_props`` in the same diskcache folder, signed job handles) and runs each
