@@ -17,6 +17,7 @@ from dashboard.views.experiments import (
     curves_figure,
     diff_map,
     diff_view,
+    head_choices,
     open_flipped,
     pair_store,
     shown_runs,
@@ -52,6 +53,11 @@ def layout(**_ignored) -> html.Div:
                       "height": "auto"})
     swap = dbc.Button("swap A and B", id=ids.RUNS_SWAP, size="sm", color="secondary",
                       outline=True, disabled=True, className="ms-2")
+    head = html.Div([html.Span("head", className="small text-muted ms-3 me-2"),
+                     dcc.Dropdown(id=ids.RUNS_DIFF_HEAD, options=[], value=None,
+                                  clearable=False, searchable=False, style={"width": "9rem"})],
+                    id=ids.RUNS_DIFF_HEAD_BOX, className="align-items-center",
+                    style={"display": "none"})
     # Shown while the map's background job runs (its progress text inside).
     status = html.Div([dbc.Spinner(size="sm", spinner_class_name="me-2"),
                        html.Span(id=ids.RUNS_DIFF_STATUS)], id=ids.RUNS_DIFF_SPINNER,
@@ -67,7 +73,7 @@ def layout(**_ignored) -> html.Div:
                 dcc.Graph(id=ids.RUNS_DIFF, config=MAP_CONFIG, figure=figures.empty_figure(),
                           style={"height": MAP_HEIGHT})]
     diff = card("Per-sample diff: which samples run B gets right or wrong that run A did not",
-                html.Div([html.Div(id=ids.RUNS_PAIR), swap],
+                html.Div([html.Div(id=ids.RUNS_PAIR), swap, head],
                          className="d-flex align-items-center mb-2"),
                 dcc.Loading(html.Div(html.Div(SELECT_HINT, className="text-muted small"),
                                      id=ids.RUNS_DIFF_SUMMARY), delay_show=300),
@@ -123,20 +129,29 @@ def draw_curves(store):
                Output(ids.RUNS_DIFF_SUMMARY, "children"), Output(ids.RUNS_DIFF_GALLERY, "children"),
                Output(ids.RUNS_DIFF_READY, "data"),
                Output(ids.RUNS_DIFF, "figure", allow_duplicate=True),
-               Input(ids.RUNS_PAIR_STORE, "data"), prevent_initial_call=True)
-def draw_diff(store):
-    """Accuracies, flip counts, McNemar's p, and the flipped samples of runs A and B.
+               Output(ids.RUNS_DIFF_HEAD, "options"), Output(ids.RUNS_DIFF_HEAD, "value"),
+               Output(ids.RUNS_DIFF_HEAD_BOX, "style"),
+               Input(ids.RUNS_PAIR_STORE, "data"), Input(ids.RUNS_DIFF_HEAD, "value"),
+               prevent_initial_call=True)
+def draw_diff(store, head):
+    """Accuracies, flip counts, McNemar's p, and the flipped samples of runs A and B, on
+    the chosen head of multi-head runs.
 
     The map's background job starts only once this is done (through the ready
-    store): it then inherits the opened runs and their comparison.
+    store, which also names the head): it then finds the comparison done.
     """
+    catalog = get_catalog()
+    hidden = ([], None, {"display": "none"})
+    store = {**store, "head": head} if isinstance(store, dict) else store
     try:
-        line, summary, gallery = diff_view(get_catalog(), store)
+        line, summary, gallery, head = diff_view(catalog, store)
     except DashboardInputError as exc:
-        return None, True, error_alert(exc), None, dash.no_update, figures.empty_figure()
+        return None, True, error_alert(exc), None, dash.no_update, figures.empty_figure(), \
+            *hidden
     if line is None:  # not exactly two runs ticked
-        return None, True, summary, None, dash.no_update, figures.empty_figure()
-    return line, False, summary, gallery, store, dash.no_update
+        return None, True, summary, None, dash.no_update, figures.empty_figure(), *hidden
+    return (line, False, summary, gallery, {**store, "head": head}, dash.no_update,
+            *head_choices(catalog, store, head))
 
 
 @dash.callback(Output(ids.RUNS_DIFF, "figure"), Input(ids.RUNS_DIFF_READY, "data"),
@@ -159,11 +174,15 @@ def draw_diff_map(set_progress, store):
                Output(ids.SAMPLE_STORE, "data", allow_duplicate=True),
                Output(ids.RUN_SELECT, "options", allow_duplicate=True),
                Output(ids.RUN_SELECT, "value", allow_duplicate=True),
+               Output(ids.HEAD_SELECT, "options", allow_duplicate=True),
+               Output(ids.HEAD_SELECT, "value", allow_duplicate=True),
+               Output(ids.HEAD_SELECT_BOX, "style", allow_duplicate=True),
                Input({"type": ids.RUNS_DIFF_THUMB, "index": ALL}, "n_clicks"),
-               Input(ids.RUNS_DIFF, "clickData"), State(ids.RUNS_PAIR_STORE, "data"),
+               Input(ids.RUNS_DIFF, "clickData"), State(ids.RUNS_DIFF_READY, "data"),
                prevent_initial_call=True)
 def open_clicked(_clicks, click, store):
-    """A flipped sample (thumbnail or map point) opens on the sample page, in run B."""
+    """A flipped sample (thumbnail or map point) opens on the sample page, in run B, on
+    the compared head."""
     trigger = ctx.triggered_id
     if isinstance(trigger, dict) and ctx.triggered[0]["value"]:
         index = trigger["index"]

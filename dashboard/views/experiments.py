@@ -18,6 +18,7 @@ from dash import html
 
 from dashboard import ids
 from dashboard.components.gallery import sample_href
+from dashboard.components.navbar import head_choices as navbar_head_choices
 from dashboard.figures import empty_figure
 from dashboard.figures.experiments import (
     TO_RIGHT,
@@ -144,19 +145,49 @@ def pair_of(store: dict | None) -> tuple[str, str] | None:
     return None
 
 
-def diff_view(catalog: RunCatalog, store: dict | None) -> tuple:
-    """``(pair line, summary, gallery)`` of the two runs; a hint when fewer/more are ticked.
+def diff_head(catalog: RunCatalog, store: dict | None) -> str:
+    """The compared head: the store's ``"head"`` when both runs have it, else their first
+    shared head.
 
+    Raises :class:`DashboardInputError` when the runs share no head (different tasks).
+    """
+    a, b = pair_of(store)
+    shared = catalog.shared_heads(a, b)
+    if not shared:
+        raise DashboardInputError(
+            f"Runs {a} and {b} have no output head in common ({', '.join(catalog.session(a).heads)}"
+            f" vs {', '.join(catalog.session(b).heads)}): tick two runs of the same task.")
+    head = store.get("head") if isinstance(store, dict) else None
+    return head if head in shared else shared[0]
+
+
+def diff_view(catalog: RunCatalog, store: dict | None) -> tuple:
+    """``(pair line, summary, gallery, head)`` of the two runs; a hint when fewer or more
+    are ticked (``head`` is then ``None``).
+
+    Multi-head runs are compared on ``store["head"]`` (see :func:`diff_head`).
     Raises :class:`DashboardInputError` for runs that cannot be compared.
     """
     pair = pair_of(store)
     if pair is None:
-        return None, html.Div(SELECT_HINT, className="text-muted small"), None
+        return None, html.Div(SELECT_HINT, className="text-muted small"), None, None
     a, b = pair
-    cmp = catalog.comparison(a, b)  # inference only; the map's job computes the rest
+    head = diff_head(catalog, store)
+    cmp = catalog.comparison(a, b, head)  # inference only; the map's job computes the rest
+    on_head = f", head {head}" if len(catalog.shared_heads(a, b)) > 1 else ""
     line = html.Span(["A = ", html.B(a, id="runs-diff-a"), " · B = ", html.B(b, id="runs-diff-b"),
-                      f" · on {cmp.summary['dataset']} ({cmp.summary['n']:,} samples)"])
-    return line, diff_summary(cmp.summary), flip_gallery(catalog.session(b), cmp.frame)
+                      f" · on {cmp.summary['dataset']} ({cmp.summary['n']:,} samples{on_head})"])
+    return (line, diff_summary(cmp.summary), flip_gallery(catalog.session(b), cmp.frame, head),
+            head)
+
+
+def head_choices(catalog: RunCatalog, store: dict | None, head: str | None) -> tuple:
+    """The diff's head selector: ``(options, value, box style)``; hidden unless the two
+    runs share several heads."""
+    pair = pair_of(store)
+    shared = catalog.shared_heads(*pair) if pair else []
+    style = {"display": "flex"} if len(shared) > 1 else {"display": "none"}
+    return [{"label": h, "value": h} for h in shared], head, style
 
 
 def diff_summary(s: dict) -> html.Div:
@@ -178,13 +209,14 @@ def diff_summary(s: dict) -> html.Div:
     ], id="runs-diff-stats", className="mb-2")
 
 
-def flip_gallery(session: AnalysisSession, frame: pd.DataFrame) -> html.Div:
+def flip_gallery(session: AnalysisSession, frame: pd.DataFrame,
+                 head: str | None = None) -> html.Div:
     """Thumbnails of the flipped samples, both directions, largest loss change first.
 
     Each opens the sample in run B (see :func:`open_flipped`); its id carries
-    the sample's row index only.
+    the sample's row index only. Class names are those of ``head``.
     """
-    names = np.asarray(session.class_names, dtype=object)
+    names = np.asarray(session.class_names_of(head), dtype=object)
     delta = frame["loss_delta"].to_numpy()
     sections = []
     for flip, title, sign in ((TO_WRONG, "correct → wrong: B got these wrong", -1),
@@ -229,14 +261,15 @@ def diff_map(catalog: RunCatalog, store: dict | None,
     if pair is None:
         return empty_figure("Tick two runs to see where their flips lie on the map.")
     a, b = pair
-    cmp = catalog.comparison(a, b)
+    head = diff_head(catalog, store)
+    cmp = catalog.comparison(a, b, head)
     session = catalog.session(b)
     for n, step in enumerate(session.steps, 1):
         if progress is not None:
             progress(f"Analysing run B ({b}) for the map: {step} ({n}/{len(session.steps)})…")
         session.artifact(step)
     frame = cmp.frame
-    names = np.asarray(session.class_names, dtype=object)
+    names = np.asarray(session.class_names_of(head), dtype=object)
     hover = np.full(len(frame), "", dtype=object)
     for i in np.concatenate(flip_groups(frame["flip"].to_numpy())[1:]):
         r = frame.iloc[int(i)]
@@ -252,7 +285,8 @@ def clicked_index(catalog: RunCatalog, store: dict | None, points: Sequence[dict
     pair = pair_of(store)
     if pair is None:
         return None
-    groups = flip_groups(catalog.comparison(*pair).frame["flip"].to_numpy())
+    groups = flip_groups(catalog.comparison(*pair, diff_head(catalog, store))
+                         .frame["flip"].to_numpy())
     for p in points or []:
         curve, point = p.get("curveNumber"), p.get("pointIndex", p.get("pointNumber"))
         if isinstance(curve, int) and isinstance(point, int) and 1 <= curve < len(groups) \
@@ -262,24 +296,31 @@ def clicked_index(catalog: RunCatalog, store: dict | None, points: Sequence[dict
 
 
 # -- opening a flipped sample on the sample page ------------------------------------------------
-def register_run(registry: RunRegistry, session: AnalysisSession, folder: Path) -> RunEntry:
-    """The registry's entry of ``session``'s model on its data; added when not there yet."""
+def register_run(registry: RunRegistry, session: AnalysisSession, folder: Path,
+                 head: str | None = None) -> RunEntry:
+    """The registry's entry of ``session``'s model on its data for ``head`` (default: the
+    first head); the run is added when not there yet."""
+    head = head or session.heads[0]
     for entry in registry:
         s = entry.session
-        if (s.engine.model_id, s.dataset.key, s.dataset.fingerprint) == \
-                (session.engine.model_id, session.dataset.key, session.dataset.fingerprint):
+        if (s.engine.model_id, s.dataset.key, s.dataset.fingerprint, entry.head) == \
+                (session.engine.model_id, session.dataset.key, session.dataset.fingerprint,
+                 head):
             return entry
-    return registry.add(session, str(folder))
+    first = registry.add(session, str(folder))
+    key = next(o["value"] for o in registry.head_options(first.key) if o["label"] == head)
+    return registry.get(key)
 
 
 def open_flipped(registry: RunRegistry, catalog: RunCatalog, store: dict | None,
                  index: int) -> tuple:
-    """Open sample ``index`` of run B on the sample page.
+    """Open sample ``index`` of run B on the sample page, on the compared head.
 
     Returns
     -------
     tuple
-        ``(href, run store, sample store, run selector options, run selector value)``.
+        ``(href, run store, sample store, run selector options, run selector value,
+        head selector options, head selector value, head selector box style)``.
     """
     pair = pair_of(store)
     if pair is None:
@@ -287,9 +328,11 @@ def open_flipped(registry: RunRegistry, catalog: RunCatalog, store: dict | None,
     session = catalog.session(pair[1])
     if not 0 <= int(index) < len(session.dataset):
         raise DashboardInputError(f"Sample {index} is not in run {pair[1]}'s data.")
-    entry = register_run(registry, session, catalog.folder(pair[1]))
+    entry = register_run(registry, session, catalog.folder(pair[1]),
+                         diff_head(catalog, store))
     session.run()  # every step into memory (the map's job computed them): the page opens at once
     entry.table  # noqa: B018 (built once, here)
     sid = str(session.dataset.sample_ids[int(index)])
+    run_key = entry.key.split("-", 1)[0]  # the run selector names a run by its first head
     return (sample_href(sid), {"run": entry.key}, {"run": entry.key, "id": sid},
-            registry.options(), entry.key)
+            registry.options(), run_key, *navbar_head_choices(registry, run_key, entry.key))

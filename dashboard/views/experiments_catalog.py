@@ -161,8 +161,14 @@ class RunCatalog:
             self._sessions[cache_key] = session
         return self._sessions[cache_key]
 
-    def comparison(self, a: str, b: str) -> Comparison:
-        """:func:`analysis.compare.compare_sessions` of run B against run A (cached).
+    def shared_heads(self, a: str, b: str) -> list[str]:
+        """The heads both runs have, in run A's order (``["class"]`` for classifiers)."""
+        heads_b = set(self.session(b).heads)
+        return [h for h in self.session(a).heads if h in heads_b]
+
+    def comparison(self, a: str, b: str, head: str | None = None) -> Comparison:
+        """:func:`analysis.compare.compare_sessions` of run B against run A on ``head``
+        (default: the first shared head), cached.
 
         Raises
         ------
@@ -176,10 +182,10 @@ class RunCatalog:
                 "diff compares two models on the same samples. Tick two runs trained on the "
                 "same dataset.")
         fa, fb = self.folder(a), self.folder(b)
-        key = (str(fa), _stamp(fa), str(fb), _stamp(fb))
+        key = (str(fa), _stamp(fa), str(fb), _stamp(fb), head)
         if key not in self._comparisons:
             try:
-                cmp = compare_sessions(self.session(a), self.session(b))
+                cmp = compare_sessions(self.session(a), self.session(b), head)
             except LoupeError as exc:
                 raise DashboardInputError(f"Runs {a} and {b} cannot be compared: {exc}") from None
             if len(self._comparisons) >= KEEP_COMPARISONS:

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from dash.testing.wait import until
 from selenium.webdriver.common.action_chains import ActionChains
-from test_experiments_views import experiment_runs, experiments_config
+from test_experiments_views import experiment_runs, experiments_config, sum_runs
+from test_heads_browser import pick
 
 from dashboard import ids
 
@@ -167,4 +168,52 @@ def test_missing_runs_dir_is_a_message(dash_duo, browser, tmp_path):
     # Only the message: no empty table, curves or diff below it.
     until(lambda: not dash_duo.find_element(f"#{ids.RUNS_BODY}").is_displayed(), timeout=10)
     browser.screenshot("experiments-no-runs")
+    assert dash_duo.get_logs() == []
+
+
+def test_two_multi_head_runs_are_diffed_on_the_chosen_head(dash_duo, browser, tmp_path_factory,
+                                                          digits, data_root):
+    """Two mnist-sum runs: the diff offers their heads; on the sum head a flipped sample
+    opens on run B's sum head (its heatmap targets are the 19 sums)."""
+    from dashboard.app import create_app
+    from dashboard.state import RunRegistry
+    from dashboard.views.experiments_catalog import RunCatalog
+
+    base = tmp_path_factory.getbasetemp() / "experiments"
+    base.mkdir(exist_ok=True)
+    config = experiments_config(base, digits, data_root, sum_runs(base, digits, data_root))
+    catalog = RunCatalog(config)
+    browser.open(create_app(config, RunRegistry()), "/experiments")
+    until(lambda: len(run_names(dash_duo)) == 2, timeout=30)
+    tick(dash_duo, "sum_a")
+    tick(dash_duo, "sum_b")
+    dash_duo.wait_for_contains_text(f"#{ids.RUNS_PAIR}", "head digit", timeout=60)
+    assert dash_duo.find_element(f"#{ids.RUNS_DIFF_HEAD_BOX}").is_displayed()
+    pick(dash_duo, ids.RUNS_DIFF_HEAD, "sum")
+    dash_duo.wait_for_contains_text(f"#{ids.RUNS_PAIR}", "head sum", timeout=30)
+    summary = catalog.comparison("sum_a", "sum_b", "sum").summary
+    stats = dash_duo.find_element("#runs-diff-stats").text
+    assert f"correct → wrong {summary['correct_to_wrong']}" in stats
+    assert f"wrong → correct {summary['wrong_to_correct']}" in stats
+    until(lambda: trace_lengths(dash_duo, ids.RUNS_DIFF)[1:] ==
+          [summary["correct_to_wrong"], summary["wrong_to_correct"]], timeout=120)
+    browser.screenshot("experiments-diff-sum")
+
+    thumb = dash_duo.find_element(f"#{ids.RUNS_DIFF_GALLERY} .loupe-thumb")
+    sample_id = thumb.get_attribute("data-sample-id")
+    dash_duo.driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", thumb)
+    time.sleep(0.3)
+    thumb.click()
+    dash_duo.wait_for_contains_text(f"#{ids.SAMPLE_TITLE}", sample_id, timeout=30)
+    dash_duo.wait_for_contains_text(f"#{ids.SAMPLE_TITLE}", "head sum", timeout=30)
+    dash_duo.wait_for_contains_text(f"#{ids.HEAD_SELECT}", "sum", timeout=10)
+    dash_duo.wait_for_contains_text(f"#{ids.RUN_SELECT}", "sum_b ·", timeout=10)
+    dash_duo.wait_for_element("#sample-heatmap .hm image", timeout=60)
+    target = dash_duo.find_element(f"#{ids.HEATMAP_TARGET}")
+    dash_duo.driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", target)
+    time.sleep(0.3)
+    target.click()
+    until(lambda: dash_duo.driver.find_elements(
+        "xpath", "//*[normalize-space(text())='class 18']"), timeout=10)
+    browser.screenshot("experiments-sample-sum")
     assert dash_duo.get_logs() == []

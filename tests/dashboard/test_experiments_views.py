@@ -186,7 +186,9 @@ def flipped(runs_dir, digits, data_root) -> dict[str, np.ndarray]:
 
 
 def test_diff_summary_and_gallery_show_the_flips(catalog, ab_store, flipped):
-    line, summary, gallery = views.diff_view(catalog, ab_store)
+    line, summary, gallery, head = views.diff_view(catalog, ab_store)
+    assert head == "class" and ", head" not in str(line)  # one head: not named
+    assert views.head_choices(catalog, ab_store, head)[2] == {"display": "none"}
     assert "tiny_base" in str(line) and "tiny_bn" in str(line)
     stats = summary.children[0].children
     counts = [c.children for c in stats if getattr(c, "className", "") in
@@ -228,8 +230,9 @@ def test_diff_map_highlights_exactly_the_flipped_samples(catalog, ab_store, flip
 def test_open_flipped_registers_run_b_once(catalog, ab_store, flipped):
     registry = RunRegistry()
     index = int(np.concatenate([flipped["to_wrong"], flipped["to_right"]])[0])
-    href, run_store, sample_store, options, value = views.open_flipped(
-        registry, catalog, ab_store, index)
+    href, run_store, sample_store, options, value, head_options, head_value, head_box = \
+        views.open_flipped(registry, catalog, ab_store, index)
+    assert head_value == value and head_box == {"display": "none"} and len(head_options) == 1
     sid = catalog.session("tiny_bn").dataset.sample_ids[index]
     assert href == f"/sample?id={sid}" and sample_store == {"run": value, "id": sid}
     assert run_store == {"run": value} and options == registry.options()
@@ -260,3 +263,96 @@ def test_cli_runs_dir_flag():
     assert cli.config_from_args(cli.build_parser().parse_args([])).runs_dir == "runs"
     args = cli.build_parser().parse_args(["--runs-dir", "runs/series"])
     assert cli.config_from_args(args).runs_dir == "runs/series"
+
+
+# -- two multi-head runs: the diff on a chosen head ------------------------------------------------
+SUM_RUNS = (("sum_a", 0), ("sum_b", 1))
+
+
+def sum_runs(base: Path, digits: str, data_root: str | None) -> Path:
+    """``base/sum-runs`` with two ``sum_net`` runs (``mnist-sum``: digit and sum heads),
+    one epoch on 800 digits each (trained once per test session)."""
+    from models.train import TrainConfig, train
+
+    root = base / "sum-runs"
+    for name, seed in SUM_RUNS:
+        if not (root / name / "model.pt").is_file():
+            train(TrainConfig(arch="sum_net", task="mnist-sum", dataset=digits, epochs=1,
+                              limit=800, batch_size=64, seed=seed), root / name, device="cpu",
+                  data_root=data_root, progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def sum_catalog(experiments_base, digits, data_root) -> RunCatalog:
+    root = sum_runs(experiments_base, digits, data_root)
+    return RunCatalog(experiments_config(experiments_base, digits, data_root, root))
+
+
+def direct_sum_flips(catalog: RunCatalog, digits, data_root) -> np.ndarray:
+    """Indices whose sum-head correctness differs between the runs, by plain forward passes
+    with the number computed here from the sample ids."""
+    import torch
+
+    from analysis.datasets import load_dataset
+    from analysis.tasks import number_from_ids
+    from models.checkpoint import load_model
+
+    correct = []
+    for name, _ in SUM_RUNS:
+        model = load_model(catalog.folder(name))
+        ds = load_dataset(digits, "test", data_root=data_root, limit=DIFF_SAMPLES)
+        number = number_from_ids(ds.sample_ids, 10)
+        with torch.inference_mode():
+            sum_logits = model.module.eval()(
+                model.prepare(torch.from_numpy(ds.images)),
+                torch.nn.functional.one_hot(torch.from_numpy(number), 10).float())["sum"]
+        correct.append(sum_logits.argmax(1).numpy() == ds.labels + number)
+    return np.flatnonzero(correct[0] != correct[1])
+
+
+def test_multi_head_runs_are_diffed_on_the_chosen_head(sum_catalog, digits, data_root):
+    store = {"order": ["sum_a", "sum_b"], "a": "sum_a", "b": "sum_b"}
+    line, _, _, head = views.diff_view(sum_catalog, store)
+    assert head == "digit" and "head digit" in str(line)
+    options, value, box = views.head_choices(sum_catalog, store, head)
+    assert [o["value"] for o in options] == ["digit", "sum"] and box == {"display": "flex"}
+    on_sum = {**store, "head": "sum"}
+    line, summary, gallery, head = views.diff_view(sum_catalog, on_sum)
+    assert head == "sum" and "head sum" in str(line)
+    frame = sum_catalog.comparison("sum_a", "sum_b", "sum").frame
+    flips = np.flatnonzero(frame["correct_a"].to_numpy() != frame["correct_b"].to_numpy())
+    np.testing.assert_array_equal(flips, direct_sum_flips(sum_catalog, digits, data_root))
+    assert frame["label"].max() > 9  # sum targets (0-18), not digits
+    stats = summary.children[0].children
+    counts = [int(c.children) for c in stats if getattr(c, "className", "") in
+              ("text-danger", "text-success")]
+    assert sum(counts) == len(flips)
+    # The gallery and the map name the sum head's classes.
+    titles = [t.title for section in gallery.children[1::2] if isinstance(section.children, list)
+              for t in section.children]
+    assert len(titles) == min(len(flips), 2 * views.GALLERY_SIZE)
+    for t in titles:
+        true = int(t.split("true ")[1].split(",")[0])
+        assert 0 <= true <= 18
+    fig = views.diff_map(sum_catalog, on_sum)
+    assert sum(len(tr.x) for tr in fig.data[1:]) == len(flips)
+    # A head the runs do not have falls back to the first shared one.
+    assert views.diff_head(sum_catalog, {**store, "head": "nope"}) == "digit"
+
+
+def test_a_flipped_sum_sample_opens_on_the_sum_head(sum_catalog):
+    on_sum = {"order": ["sum_a", "sum_b"], "a": "sum_a", "b": "sum_b", "head": "sum"}
+    frame = sum_catalog.comparison("sum_a", "sum_b", "sum").frame
+    index = int(np.flatnonzero(frame["correct_a"].to_numpy() != frame["correct_b"].to_numpy())[0])
+    registry = RunRegistry()
+    href, run_store, sample_store, _, run_value, head_options, head_value, head_box = \
+        views.open_flipped(registry, sum_catalog, on_sum, index)
+    entry = registry.get(run_store["run"])
+    assert entry.head == "sum" and head_value == entry.key != run_value
+    assert sample_store == {"run": entry.key, "id": frame["sample_id"].iloc[index]}
+    assert [o["label"] for o in head_options] == ["digit", "sum"] and head_box != \
+        {"display": "none"}
+    assert registry.get(run_value).head == "digit"  # the run selector names the run
+    assert views.open_flipped(registry, sum_catalog, on_sum, index)[6] == head_value
+    assert len(registry.keys()) == 2  # one run, two heads: added once
