@@ -20,20 +20,20 @@ def navbar(run_options: list[dict], default_run: str | None,
     model with several heads, the head selector."""
     links = [dbc.NavItem(dbc.NavLink(name, href=href, active="exact")) for name, href in PAGES]
     selector = dcc.Dropdown(id=ids.RUN_SELECT, options=run_options, value=default_run,
-                            clearable=False, style={"minWidth": "240px", "fontSize": "14px"})
+                            clearable=False, style={"width": "260px", "fontSize": "14px"})
     head_options = head_options or []
     heads = html.Div(
         [html.Span("head", className="text-light small me-2"),
          dcc.Dropdown(id=ids.HEAD_SELECT, options=head_options, value=default_run,
-                      clearable=False, style={"minWidth": "120px", "fontSize": "14px"})],
+                      clearable=False, style={"width": "120px", "fontSize": "14px"})],
         id=ids.HEAD_SELECT_BOX, className="align-items-center ms-3",
         style=head_box_style(head_options))
     return dbc.Navbar(dbc.Container([
         dbc.NavbarBrand("Loupe", href="/", className="fw-bold"),
         dbc.Nav(links, navbar=True, className="me-auto"),
-        html.Div([html.Span("run", className="text-light small me-2"), selector],
-                 className="d-flex align-items-center"),
-        heads,
+        # Run and head together: when they do not fit beside the links they wrap as one.
+        html.Div([html.Span("run", className="text-light small me-2"), selector, heads],
+                 className="d-flex align-items-center ms-auto"),
     ], fluid=True), color="dark", dark=True, className="mb-3 py-1")
 
 

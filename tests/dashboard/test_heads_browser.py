@@ -118,6 +118,14 @@ def test_head_selector_drives_confusion_metadata_and_heatmaps(dash_duo, browser,
     # The sample page explains the sum head: its 19 classes are the heatmap targets.
     browser.nav("/sample")
     dash_duo.wait_for_contains_text(f"#{ids.SAMPLE_TITLE}", "head sum", timeout=30)
+    browser.screenshot("heads-sample-sum-title")
+    # Run and head selectors beside eight page links: they wrap, the page never scrolls sideways.
+    assert dash_duo.driver.execute_script(
+        "return document.documentElement.scrollWidth <= window.innerWidth"), \
+        dash_duo.driver.execute_script(
+            "return [document.documentElement.scrollWidth, window.innerWidth, "
+            "[...document.querySelectorAll('nav *')].filter(e => e.getBoundingClientRect().right"
+            " > window.innerWidth).map(e => e.tagName + '.' + e.className).slice(0, 8)]")
     browser.screenshot("heads-sample-sum-before")
     dash_duo.wait_for_element("#sample-heatmap .hm image", timeout=60)
     dash_duo.wait_for_contains_text(f"#{ids.SAMPLE_TITLE}", "head sum", timeout=20)

@@ -25,3 +25,6 @@ def test_page_loads_without_console_errors(dash_duo, browser, app, name, path, c
     dash_duo.wait_for_element(drawn, timeout=30)
     browser.screenshot(name)
     assert dash_duo.get_logs() == []
+    # Nothing wider than the 1280 px window: no sideways scrolling.
+    assert dash_duo.driver.execute_script(
+        "return document.documentElement.scrollWidth <= window.innerWidth")
