@@ -30,6 +30,8 @@ SHOTS = (
     ("metadata", "/metadata", "#metadata-graph .scatterlayer .trace", None),
     ("training", "/training", "#training-graph .scatterlayer .trace", None),
     ("export", "/export", "#export-info b", None),
+    # Needs the dashboard started with --extra-dataset (e.g. fashion-mnist, notmnist).
+    ("uncertainty", "/uncertainty", "#ood-map .nsewdrag", None),
 )
 # Taken only when named with --only (a multi-head run: --head sum).
 EXTRA_SHOTS = (
