@@ -15,9 +15,9 @@ from dashboard.views.experiments import (
     SELECT_HINT,
     clicked_index,
     curves_figure,
+    diff_head_choices,
     diff_map,
     diff_view,
-    head_choices,
     open_flipped,
     pair_store,
     shown_runs,
@@ -151,7 +151,7 @@ def draw_diff(store, head):
     if line is None:  # not exactly two runs ticked
         return None, True, summary, None, dash.no_update, figures.empty_figure(), *hidden
     return (line, False, summary, gallery, {**store, "head": head}, dash.no_update,
-            *head_choices(catalog, store, head))
+            *diff_head_choices(catalog, store, head))
 
 
 @dash.callback(Output(ids.RUNS_DIFF, "figure"), Input(ids.RUNS_DIFF_READY, "data"),

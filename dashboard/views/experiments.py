@@ -18,6 +18,7 @@ from dash import html
 
 from dashboard import ids
 from dashboard.components.gallery import sample_href
+from dashboard.components.navbar import head_box_style
 from dashboard.components.navbar import head_choices as navbar_head_choices
 from dashboard.figures import empty_figure
 from dashboard.figures.experiments import (
@@ -181,13 +182,12 @@ def diff_view(catalog: RunCatalog, store: dict | None) -> tuple:
             head)
 
 
-def head_choices(catalog: RunCatalog, store: dict | None, head: str | None) -> tuple:
+def diff_head_choices(catalog: RunCatalog, store: dict | None, head: str | None) -> tuple:
     """The diff's head selector: ``(options, value, box style)``; hidden unless the two
     runs share several heads."""
     pair = pair_of(store)
-    shared = catalog.shared_heads(*pair) if pair else []
-    style = {"display": "flex"} if len(shared) > 1 else {"display": "none"}
-    return [{"label": h, "value": h} for h in shared], head, style
+    options = [{"label": h, "value": h} for h in (catalog.shared_heads(*pair) if pair else [])]
+    return options, head, head_box_style(options)
 
 
 def diff_summary(s: dict) -> html.Div:

@@ -188,7 +188,7 @@ def flipped(runs_dir, digits, data_root) -> dict[str, np.ndarray]:
 def test_diff_summary_and_gallery_show_the_flips(catalog, ab_store, flipped):
     line, summary, gallery, head = views.diff_view(catalog, ab_store)
     assert head == "class" and ", head" not in str(line)  # one head: not named
-    assert views.head_choices(catalog, ab_store, head)[2] == {"display": "none"}
+    assert views.diff_head_choices(catalog, ab_store, head)[2] == {"display": "none"}
     assert "tiny_base" in str(line) and "tiny_bn" in str(line)
     stats = summary.children[0].children
     counts = [c.children for c in stats if getattr(c, "className", "") in
@@ -315,7 +315,7 @@ def test_multi_head_runs_are_diffed_on_the_chosen_head(sum_catalog, digits, data
     store = {"order": ["sum_a", "sum_b"], "a": "sum_a", "b": "sum_b"}
     line, _, _, head = views.diff_view(sum_catalog, store)
     assert head == "digit" and "head digit" in str(line)
-    options, value, box = views.head_choices(sum_catalog, store, head)
+    options, value, box = views.diff_head_choices(sum_catalog, store, head)
     assert [o["value"] for o in options] == ["digit", "sum"] and box == {"display": "flex"}
     on_sum = {**store, "head": "sum"}
     line, summary, gallery, head = views.diff_view(sum_catalog, on_sum)
