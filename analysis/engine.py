@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,10 +117,7 @@ class Engine:
                 started = time.perf_counter()
                 ctx = StepContext(self.model, self.dataset, self.device, inputs, reference,
                                   self.progress)
-                if step.uses_model:
-                    with model_lock(self.model):
-                        artifact = step.run(ctx, self.config(name))
-                else:
+                with model_lock(self.model) if step.uses_model else nullcontext():
                     artifact = step.run(ctx, self.config(name))
                 self.store.put(key, artifact)
                 seconds = time.perf_counter() - started
