@@ -25,6 +25,28 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", default=None,
                    help="the model's task when the run does not say: classification "
                         "(default), mnist-sum, or package.module:name (an analysis.tasks.Task)")
+    add_input_args(p)
+
+
+def add_input_args(p: argparse.ArgumentParser) -> None:
+    """``--input-size``, ``--mean``, ``--std``: the model's input contract."""
+    g = p.add_argument_group("model input (default: the run's run.json, else inferred)")
+    g.add_argument("--input-size", metavar="CxHxW",
+                   help="what the model reads, e.g. 3x32x32 (or HxW); images are resized "
+                        "and converted to it (default: channels from the first conv, size "
+                        "from the data)")
+    g.add_argument("--mean", metavar="M[,M,M]",
+                   help="per-channel mean subtracted from pixels in [0, 1] (one value = "
+                        "every channel); with --std; --mean 0 --std 1 = raw [0, 1] pixels")
+    g.add_argument("--std", metavar="S[,S,S]", help="per-channel std pixels are divided by")
+
+
+def input_spec_of(args: argparse.Namespace):
+    """The :class:`~models.inputs.InputSpec` the flags declare."""
+    from models.inputs import spec_from_flags
+
+    return spec_from_flags(getattr(args, "input_size", None), getattr(args, "mean", None),
+                           getattr(args, "std", None))
 
 
 def add_data_args(p: argparse.ArgumentParser) -> None:
@@ -100,13 +122,29 @@ def open_session(args: argparse.Namespace):
         weights=args.weights, embedding_layer=args.embedding_layer, data_root=args.data_root,
         cache_dir=args.cache_dir, device=args.device, limit=args.limit,
         mc_samples=args.mc_samples, k=args.k, projections=args.projection,
-        extra_datasets=args.extra_dataset, attribution=args.attribution, task=args.task)
+        extra_datasets=args.extra_dataset, attribution=args.attribution, task=args.task,
+        input_spec=input_spec_of(args))
 
 
 def print_summary(session, records, seconds: float) -> None:
+    from models.inputs import normalisation_flags
+
     inf = session.artifact("inference").summary
     ds = session.dataset
     print(f"{session.name} on {ds.key} ({len(ds):,d} samples, {session.device}):")
+    model = session.model
+    print(f"  input {'x'.join(map(str, model.input_shape))}, "
+          f"{normalisation_flags(model.mean, model.std)}")
+    for note in session.input_notes:
+        print(f"    assumed: {note}")
+    check = session.preprocessing()
+    declared = check["results"][0]
+    print(f"  preprocessing check on {check['n']} samples: "
+          + ", ".join(f"{r['name']} {r['accuracy']:.1%}" for r in check["results"]))
+    if check["warning"]:
+        print(f"  WARNING: {check['warning']}")
+    elif declared["name"] != check["best"]:
+        print("    (the best alternative is not clearly better: the declared one is kept)")
     mc = session.artifact("mc_dropout").summary if "mc_dropout" in session.steps else None
     for head in session.heads:
         name = "" if len(session.heads) == 1 else f"head {head}: "

@@ -37,6 +37,10 @@ class StepRecord:
     key: str
 
 
+def _norm_key(values: tuple[float, ...]) -> float | list[float]:
+    return float(values[0]) if len(set(values)) == 1 else [float(v) for v in values]
+
+
 class Engine:
     """Computes and caches step artifacts for one model on one dataset.
 
@@ -72,8 +76,11 @@ class Engine:
     @property
     def model_id(self) -> str:
         if self._model_id is None:
-            self._model_id = stable_hash(self.model.fingerprint, self.model.mean, self.model.std,
-                                         list(self.model.input_shape), self.model.task.key)
+            m = self.model
+            # One value for all channels hashes as the float it was before per-channel
+            # normalisation existed, so those keys are unchanged.
+            self._model_id = stable_hash(m.fingerprint, _norm_key(m.mean), _norm_key(m.std),
+                                         list(m.input_shape), m.task.key)
         return self._model_id
 
     def config(self, name: str) -> Any:

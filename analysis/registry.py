@@ -123,5 +123,6 @@ def _load_builtin_steps() -> None:
         mc_dropout,
         neighbors,
         ood,
+        preprocessing,
         projection,
     )

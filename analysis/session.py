@@ -28,6 +28,7 @@ from analysis.steps.projection import PROJECTIONS
 from analysis.tasks import Task, head_key
 from cache import Artifact, ArtifactStore, stable_hash
 from models.checkpoint import LoadedModel, load_model
+from models.inputs import InputSpec, format_shape
 
 log = logging.getLogger(__name__)
 ATTRIBUTION_VERSION = 2  # 2: per head
@@ -43,7 +44,7 @@ def plan_steps(mc_samples: int, projections: Sequence[str], extra: bool = False)
     if unknown:
         raise ConfigError(f"Unknown projection(s) {', '.join(sorted(unknown))}; "
                           f"valid: {', '.join(PROJECTIONS)}.")
-    steps = ["inference"]
+    steps = ["inference"] if extra else ["preprocessing_check", "inference"]
     if mc_samples > 0:
         steps.append("mc_dropout")
     steps += ["pixel_centroids", "centroids", "neighbors", "distances"]
@@ -147,19 +148,26 @@ class AnalysisSession:
              data_root: str | os.PathLike | None = None,
              cache_dir: str | os.PathLike | None = None, device: str = "auto",
              limit: int | None = None, extra_datasets: Sequence[str] = (),
-             task: str | None = None, **kwargs: Any) -> AnalysisSession:
+             task: str | None = None, input_spec: InputSpec | None = None,
+             **kwargs: Any) -> AnalysisSession:
         """Load the model, the dataset(s) and the cache; compute nothing yet.
 
         ``extra_datasets`` are names (``fashion-mnist``, ``notmnist:test``,
         ``folder:PATH``); their split defaults to ``split``, or to the one
         split a dataset has. ``task`` names the model's task (see
-        :mod:`analysis.tasks`) when the run does not.
+        :mod:`analysis.tasks`) when the run does not. ``input_spec`` declares
+        the model's input (``--input-size``, ``--mean``, ``--std``); what it
+        leaves open is taken from the run, the model and the data, and said in
+        :attr:`input_notes`. The model is tried on one sample before anything
+        heavy runs.
         """
         model = load_model(checkpoint, model_spec=model_spec, weights=weights,
-                           embedding_layer=embedding_layer, task=task)
+                           embedding_layer=embedding_layer, task=task, input_spec=input_spec)
         ds = load_dataset(dataset, split, data_root=data_root, limit=limit,
-                          image_shape=model.input_shape)
+                          image_shape=model.declared.shape)
+        model.settle_input(ds.images.shape[1:], ds.key)
         check_classes(model, ds)
+        check_forward(model, ds)
         extras = [load_extra(name, split, data_root, limit, model.input_shape)
                   for name in extra_datasets]
         return cls(model, ds, ArtifactStore(cache_dir), device, extra_datasets=extras, **kwargs)
@@ -177,10 +185,25 @@ class AnalysisSession:
         for eng, name in tqdm(todo, desc="analysis", unit="step",
                               disable=not self.engine.progress):
             eng.get(name)
+            if eng is self.engine and name == "preprocessing_check":
+                warning = self.preprocessing()["warning"]
+                if warning:
+                    log.warning("%s", warning)
         return [r for e, f in zip(engines, first, strict=True) for r in e.records[f:]]
 
     def artifact(self, name: str) -> Artifact:
         return self.engine.get(name)
+
+    def preprocessing(self) -> dict[str, Any]:
+        """The preprocessing check (see :mod:`analysis.steps.preprocessing`): ``n``,
+        ``results`` (accuracy and loss per normalisation, the declared one first),
+        ``best`` and ``warning`` (empty when the declared one is fine)."""
+        return dict(self.artifact("preprocessing_check").summary)
+
+    @property
+    def input_notes(self) -> list[str]:
+        """What was assumed about the model's input rather than declared, in words."""
+        return list(self.model.input_notes)
 
     # -- per-sample table ----------------------------------------------------------------------
     def table(self, dataset: str | None = None, head: str | None = None) -> pd.DataFrame:
@@ -400,6 +423,27 @@ def check_classes(model: LoadedModel, dataset: ImageDataset) -> None:
                           f"{dataset.num_classes}; analyse it with --extra-dataset instead.")
     model.bind_task(dataset.class_names)
     model.task.check_dataset(dataset, what=f"Run {model.name}")
+
+
+def check_forward(model: LoadedModel, dataset: ImageDataset) -> None:
+    """Run the model on one sample, so a model that cannot read this input fails now,
+    with the shapes and the flags that fix it, not after minutes of work."""
+    import torch
+
+    from analysis.forward import model_batches
+
+    one = dataset.head(1)
+    try:
+        with model_lock(model), torch.inference_mode():
+            _, args = next(model_batches(model, one, torch.device("cpu"), 1))
+            model.module(*args)
+    except Exception as exc:  # noqa: BLE001 - any failure of the user's forward is reported
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(
+            f"Model {model.name} fails on one {format_shape(model.input_shape)} image of "
+            f"{dataset.key}: {type(exc).__name__}: {first}. Declare the input it expects with "
+            "--input-size CxHxW (images are resized and converted to it) and --mean/--std."
+        ) from None
 
 
 def load_extra(name: str, split: str, data_root, limit: int | None,

@@ -7,6 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
+from analysis.cli import add_input_args
 from analysis.errors import LoupeError
 from dashboard.config import DashboardConfig
 
@@ -38,7 +39,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bring your own model: a factory returning an nn.Module")
     p.add_argument("--weights", help="state_dict for --model")
     p.add_argument("--embedding-layer", help="module whose output is the embedding")
+    p.add_argument("--task", default=None,
+                   help="the model's task when the run does not say (see python -m analysis)")
     p.add_argument("--limit", type=int, help="analyse only the first N samples")
+    p.add_argument("--mc-samples", type=int, default=None,
+                   help="MC-dropout passes (default 20 when the model has dropout; 0 skips); "
+                        "use the same value as `python -m analysis run` to reuse its results")
+    p.add_argument("--projection", nargs="*", default=["umap", "tsne"],
+                   choices=["umap", "tsne"], help="2D maps to compute (default both)")
+    add_input_args(p)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--runs-dir", default="runs", metavar="DIR",
                    help="folder of training runs compared on the Experiments page: every "
@@ -57,7 +66,9 @@ def config_from_args(args: argparse.Namespace) -> DashboardConfig:
         cache_dir=args.cache_dir, model_spec=args.model_spec, weights=args.weights,
         embedding_layer=args.embedding_layer, limit=args.limit, device=args.device,
         host=args.host, port=args.port, debug=args.debug, progress=not args.quiet,
-        runs_dir=args.runs_dir)
+        runs_dir=args.runs_dir, mc_samples=args.mc_samples,
+        projections=tuple(args.projection), input_size=args.input_size, mean=args.mean,
+        std=args.std, task=args.task)
 
 
 def ensure_default_run(config: DashboardConfig, explicit: bool) -> None:
@@ -75,8 +86,8 @@ def ensure_default_run(config: DashboardConfig, explicit: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    config = config_from_args(args)
     try:
+        config = config_from_args(args)
         ensure_default_run(config, explicit=bool(args.checkpoint or args.model_spec))
         from dashboard.app import create_app
         from dashboard.state import get_registry_of

@@ -42,6 +42,12 @@ class DashboardConfig:
     debug: bool = False
     progress: bool = True
     runs_dir: str = "runs"
+    mc_samples: int | None = None
+    projections: tuple[str, ...] = ("umap", "tsne")
+    input_size: str | None = None
+    mean: str | None = None
+    std: str | None = None
+    task: str | None = None
 
     @property
     def cache_path(self) -> Path:
@@ -62,6 +68,7 @@ def open_runs(config: DashboardConfig):
     """
     from analysis.session import AnalysisSession
     from dashboard.state import RunRegistry
+    from models.inputs import spec_from_flags
 
     registry = RunRegistry()
     for checkpoint in config.checkpoints:
@@ -73,7 +80,9 @@ def open_runs(config: DashboardConfig):
             checkpoint, config.dataset, config.split, model_spec=config.model_spec,
             weights=config.weights, embedding_layer=config.embedding_layer,
             data_root=config.data_root, cache_dir=config.cache_dir, device=config.device,
-            limit=config.limit, extra_datasets=config.extra_datasets, progress=config.progress)
+            limit=config.limit, extra_datasets=config.extra_datasets, progress=config.progress,
+            mc_samples=config.mc_samples, projections=config.projections, task=config.task,
+            input_spec=spec_from_flags(config.input_size, config.mean, config.std))
         session.run()
         registry.add(session, checkpoint)
     return registry

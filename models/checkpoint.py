@@ -25,10 +25,10 @@ from torch import nn
 
 from analysis.errors import CheckpointError
 from models import zoo
+from models.inputs import MNIST_MEAN, MNIST_STD, InputSpec, resolve_input, spec_from_meta
 
 WEIGHTS_FILE = "model.pt"
 META_FILE = "run.json"
-MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 
 
 @dataclass
@@ -44,10 +44,15 @@ class LoadedModel:
     embedding_layer : str or None
         Module name whose *output* is the embedding; ``None`` means the input
         of the last ``nn.Linear`` (the penultimate features).
-    mean, std : float
-        Input normalisation applied to pixels scaled to [0, 1].
+    mean, std : tuple of float
+        Input normalisation applied to pixels scaled to [0, 1], one value per
+        channel (or one for all).
     input_shape : tuple of int
-        ``(C, H, W)`` the model expects.
+        ``(C, H, W)`` the model is fed (see :meth:`settle_input`).
+    declared : InputSpec
+        What the flags and ``run.json`` declare about the input.
+    input_notes : list of str
+        What was assumed rather than declared, in words, for the run summary.
     meta : dict
         The run's ``run.json`` (empty for a bare weights file).
     name : str
@@ -60,9 +65,11 @@ class LoadedModel:
     module: nn.Module
     arch: str
     embedding_layer: str | None = None
-    mean: float = MNIST_MEAN
-    std: float = MNIST_STD
+    mean: tuple[float, ...] = MNIST_MEAN
+    std: tuple[float, ...] = MNIST_STD
     input_shape: tuple[int, int, int] = (1, 28, 28)
+    declared: InputSpec = field(default_factory=InputSpec)
+    input_notes: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
     name: str = "model"
     task_spec: str | None = None
@@ -122,9 +129,30 @@ class LoadedModel:
     def class_names(self) -> list[str] | None:
         return self.meta.get("class_names")
 
+    def settle_input(self, data_shape: tuple[int, int, int] | None = None,
+                     data_name: str = "the dataset") -> None:
+        """Fix ``input_shape``, ``mean``, ``std`` and ``input_notes`` for images of
+        ``data_shape`` ``(C, H, W)`` (``None``: before any data is loaded).
+
+        Raises
+        ------
+        ConfigError
+            The data's channels or size differ from what the model reads and
+            nothing declared a conversion; the message names both shapes and the
+            ``--input-size`` that fixes it.
+        """
+        self.input_shape, self.mean, self.std, self.input_notes = resolve_input(
+            self.declared, self.module, data_shape, data_name, self.name)
+
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         """``(N, C, H, W)`` uint8 pixels -> normalised float32 input."""
-        return (images.float() / 255.0 - self.mean) / self.std
+        x = images.float() / 255.0
+        if len(self.mean) == 1 and len(self.std) == 1:
+            return (x - self.mean[0]) / self.std[0]
+        shape = (1, -1, 1, 1)
+        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(shape)
+        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(shape)
+        return (x - mean) / std
 
 
 def model_fingerprint(module: nn.Module, arch: str, embedding_layer: str | None) -> str:
@@ -186,6 +214,7 @@ def load_model(
     weights: str | os.PathLike | None = None,
     embedding_layer: str | None = None,
     task: str | None = None,
+    input_spec: InputSpec | None = None,
 ) -> LoadedModel:
     """Load a run folder (or its ``model.pt``), or a bring-your-own model.
 
@@ -202,6 +231,9 @@ def load_model(
     task : str, optional
         The model's task (see :mod:`analysis.tasks`); default: the run's, else
         plain classification.
+    input_spec : InputSpec, optional
+        The input declared by flags (``--input-size``, ``--mean``, ``--std``);
+        it overrides the run's ``input`` entry part by part.
     """
     meta: dict[str, Any] = {}
     name = "model"
@@ -247,15 +279,14 @@ def load_model(
         raise CheckpointError(f"Weights {weights} do not fit architecture {arch!r}: "
                               f"{str(exc).splitlines()[0]}") from None
     module.eval()
-    norm = meta.get("input", {})
+    declared = (input_spec or InputSpec()).over(
+        spec_from_meta(meta.get("input"), f"{name}/{META_FILE}"))
     layer = embedding_layer or meta.get("embedding_layer")
     if layer is not None and layer not in dict(module.named_modules()):
         valid = [n for n, _ in module.named_modules() if n]
         raise CheckpointError(f"--embedding-layer {layer!r} is not a module of {arch}. "
                               f"Valid names: {', '.join(valid)}.")
-    return LoadedModel(
-        module=module, arch=arch, embedding_layer=layer,
-        mean=float(norm.get("mean", MNIST_MEAN)), std=float(norm.get("std", MNIST_STD)),
-        input_shape=tuple(norm.get("shape", (1, 28, 28))), meta=meta, name=name,
-        task_spec=task or meta.get("task"),
-    )
+    loaded = LoadedModel(module=module, arch=arch, embedding_layer=layer, meta=meta, name=name,
+                         task_spec=task or meta.get("task"), declared=declared)
+    loaded.settle_input()
+    return loaded

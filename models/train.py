@@ -19,7 +19,11 @@ from analysis.device import resolve_device
 from analysis.errors import ConfigError
 from analysis.tasks import Task, resolve_task
 from models import zoo
-from models.checkpoint import MNIST_MEAN, MNIST_STD, resolve_factory, save_run
+from models.checkpoint import resolve_factory, save_run
+from models.inputs import NORMALISATIONS
+
+# Training normalises with MNIST's statistics (recorded in run.json's ``input``).
+(MNIST_MEAN,), (MNIST_STD,) = NORMALISATIONS["MNIST mean/std"]
 
 log = logging.getLogger(__name__)
 OPTIMIZERS = ("adam", "adamw", "sgd")
