@@ -136,7 +136,7 @@ def print_summary(session, records, seconds: float) -> None:
     print(f"  input {'x'.join(map(str, model.input_shape))}, "
           f"{normalisation_flags(model.mean, model.std)}")
     for note in session.input_notes:
-        print(f"    assumed: {note}")
+        print(f"  assumed: {note}")
     check = session.preprocessing()
     declared = check["results"][0]
     print(f"  preprocessing check on {check['n']} samples: "
@@ -144,7 +144,7 @@ def print_summary(session, records, seconds: float) -> None:
     if check["warning"]:
         print(f"  WARNING: {check['warning']}")
     elif declared["name"] != check["best"]:
-        print("    (the best alternative is not clearly better: the declared one is kept)")
+        print("  (the best alternative is not clearly better: the declared one is kept)")
     mc = session.artifact("mc_dropout").summary if "mc_dropout" in session.steps else None
     for head in session.heads:
         name = "" if len(session.heads) == 1 else f"head {head}: "
