@@ -22,6 +22,7 @@ import logging
 import os
 import re
 import sqlite3
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -185,6 +186,8 @@ def open_index(folder: Path, **settings) -> diskcache.Cache:
     written (see :func:`write_failure`).
     """
     folder.mkdir(parents=True, exist_ok=True)
+    # SQLite says "unable to open" for a read-only folder; a file of our own says why.
+    tempfile.TemporaryFile(dir=folder).close()
     db = folder / DBNAME
     state = inspect_index(db)
     if state == "damaged":
