@@ -11,7 +11,8 @@ import logging
 import sys
 import time
 
-from analysis.errors import ConfigError, LoupeError
+from analysis.errors import USER_ERRORS, ConfigError
+from cache.numba_dir import configure_numba_cache
 
 log = logging.getLogger("analysis")
 
@@ -209,6 +210,7 @@ def args_method(session) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    configure_numba_cache()  # before anything imports numba (UMAP)
     args = build_parser().parse_args(argv)
     try:
         if args.command == "bench":
@@ -243,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
             frame = export_frame(session, head=args.head)
             out = write_csv(frame, args.out)
             print(f"wrote {out}: {len(frame):,d} rows x {frame.shape[1]} columns")
-    except LoupeError as exc:
+    except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:

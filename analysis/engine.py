@@ -126,7 +126,7 @@ class Engine:
                                   self.progress)
                 with model_lock(self.model) if step.uses_model else nullcontext():
                     artifact = step.run(ctx, self.config(name))
-                self.store.put(key, artifact)
+                self.store.put(key, artifact, what=f"step {name} of {self.dataset.key}")
                 seconds = time.perf_counter() - started
                 log.info("computed %s in %.2f s", name, seconds)
                 self.records.append(StepRecord(name, "computed", seconds, key))

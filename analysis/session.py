@@ -112,7 +112,6 @@ class AnalysisSession:
             get_method(attribution)
             self.steps.append("attribution")
             options["attribution"] = {"method": attribution}
-        os.environ.setdefault("NUMBA_CACHE_DIR", str(store.directory / "numba"))
         self.options = options
         self.engine = Engine(model, dataset, store, self.device, options, progress=progress)
         self.extras: dict[str, Engine] = {}

@@ -11,6 +11,13 @@ digest catches anything that was damaged later (a truncated or edited file),
 and such an entry is logged, dropped and recomputed. diskcache's SQLite
 index lets several readers (the dashboard) and a writer (the CLI) share one
 folder.
+
+What can go wrong with the folder is handled here and in :mod:`cache.index`:
+a damaged index is moved aside and rebuilt (the results are recomputed); a
+folder this process cannot write (read-only, full, another user's) still
+serves what it holds, and a result that would need storing raises one
+:class:`~cache.errors.CacheError` naming the folder and the fix; a failed
+write leaves every stored entry as it was and no half-written file.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import io
 import json
 import logging
 import os
+import sqlite3
 import threading
 import weakref
 from collections.abc import Mapping
@@ -27,6 +35,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from cache.errors import CacheError
+from cache.index import (
+    ReadOnlyIndex,
+    inspect_index,
+    is_damage,
+    open_index,
+    set_aside,
+    write_failure,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +63,8 @@ def default_size_limit_gb() -> float:
     except ValueError:
         limit = -1.0
     if limit <= 0:
-        from analysis.errors import ConfigError
-
-        raise ConfigError(f"LOUPE_CACHE_LIMIT_GB={value!r} must be a positive number of GB.")
+        raise CacheError(f"LOUPE_CACHE_LIMIT_GB={value!r} must be a positive number of GB; "
+                         "set it to e.g. 20 or unset it.")
     return limit
 
 
@@ -131,6 +148,13 @@ class ArtifactStore:
     size_limit_gb : float, optional
         diskcache evicts least-recently-used entries beyond this size
         (default :func:`default_size_limit_gb`).
+
+    Notes
+    -----
+    Opening is lazy (first use). A folder that cannot be written is opened
+    read-only: :meth:`get` serves what it holds and :meth:`put` raises a
+    :class:`~cache.errors.CacheError`. A damaged index is healed at open or at
+    the first query that finds the damage.
     """
 
     def __init__(self, directory: str | os.PathLike | None = None,
@@ -138,6 +162,9 @@ class ArtifactStore:
         self.directory = Path(directory).expanduser() if directory else default_cache_dir()
         self.size_limit_gb = size_limit_gb or default_size_limit_gb()
         self._cache = None
+        self._reader: ReadOnlyIndex | None = None
+        self._unwritable: str | None = None  # "read-only", "full" or "permission"
+        self._open_lock = threading.Lock()
 
     @property
     def folder(self) -> Path:
@@ -149,27 +176,97 @@ class ArtifactStore:
         return self.folder.is_dir()
 
     @property
-    def cache(self):
-        if self._cache is None:
-            import diskcache
+    def read_only(self) -> bool:
+        """Whether this store can only serve what it holds (its folder cannot be written)."""
+        self._open()
+        return self._reader is not None
 
-            self.directory.mkdir(parents=True, exist_ok=True)
-            self._cache = diskcache.Cache(
-                str(self.folder),
-                size_limit=int(self.size_limit_gb * 1024**3),
-                eviction_policy="least-recently-used",
-                # Evict one entry per write: diskcache's default (10) can evict the entry
-                # just written when the store holds few, large artifacts.
-                cull_limit=1,
-                timeout=60,
-            )
-            _fresh_connection_in_forked_children(self._cache)
+    @property
+    def cache(self):
+        """The writable ``diskcache.Cache``; a :class:`CacheError` when the folder is not."""
+        self._open()
+        if self._cache is None:
+            raise self._write_error(self._unwritable or "read-only", "anything")
         return self._cache
+
+    def _open(self) -> None:
+        if self._cache is not None or self._reader is not None:
+            return
+        with self._open_lock:
+            if self._cache is not None or self._reader is not None:
+                return
+            try:
+                self._cache = open_index(
+                    self.folder,
+                    size_limit=int(self.size_limit_gb * 1024**3),
+                    eviction_policy="least-recently-used",
+                    # Evict one entry per write: diskcache's default (10) can evict the entry
+                    # just written when the store holds few, large artifacts.
+                    cull_limit=1,
+                    timeout=60,
+                )
+            except (OSError, sqlite3.DatabaseError) as exc:
+                reason = write_failure(exc)
+                if reason is None:
+                    raise CacheError(f"cache folder {self.directory} cannot be opened ({exc}); "
+                                     "pass --cache-dir to another folder.", self.directory) from exc
+                self._unwritable = reason
+                self._reader = ReadOnlyIndex(self.folder)
+                log.warning("cache folder %s cannot be written (%s): serving the results it "
+                            "holds, storing nothing new", self.directory, _REASONS[reason])
+                return
+            _fresh_connection_in_forked_children(self._cache)
+
+    def _heal(self, exc: BaseException, force: bool) -> None:
+        """Reopen after ``exc`` said the index is damaged; a damaged one is rebuilt empty.
+
+        :func:`~cache.index.open_index` moves aside an index that fails SQLite's
+        quick check. One that passes it (another process may have rebuilt it
+        already) is kept unless ``force``: the query failed again on it.
+        """
+        db = self.folder / "cache.db"
+        log.warning("cache index %s is damaged (%s)", db, exc)
+        self.close()
+        if force and db.exists() and _passes_check(db):
+            aside = set_aside(db)
+            log.warning("cache index %s moved aside to %s and rebuilt empty; the results it "
+                        "indexed are recomputed", db, aside.name)
+        self._open()
+
+    def _healing(self, operation):
+        """``operation(cache)``, healing a damaged index and trying again (twice at most)."""
+        for attempt in range(3):
+            try:
+                return operation(self.cache)
+            except sqlite3.DatabaseError as exc:
+                if not is_damage(exc) or attempt == 2:
+                    raise
+                self._heal(exc, force=attempt == 1)
+
+    def _write_error(self, reason: str, what: str, exc: BaseException | None = None) -> CacheError:
+        detail = f" ({exc.strerror if isinstance(exc, OSError) else exc})" if exc else ""
+        where = self.directory
+        if reason == "full":
+            text = (f"cache folder {where}: the disk is full{detail}, so the result for {what} "
+                    "cannot be stored (what the cache held is intact); free some space or pass "
+                    "--cache-dir to a folder on another disk.")
+        elif reason == "permission":
+            text = (f"cache folder {where} is not writable by this user{detail} and holds no "
+                    f"result for {what}; fix its permissions or pass --cache-dir to a writable "
+                    "folder.")
+        else:
+            text = (f"cache folder {where} is read-only and holds no result for {what}; pass "
+                    "--cache-dir to a writable folder.")
+        return CacheError(text, where)
 
     def get(self, key: str) -> Artifact | None:
         """The artifact under ``key``, or ``None`` when absent or damaged (then dropped)."""
+        self._open()
         try:
-            blob = self.cache.get(key, default=None, retry=True)
+            if self._reader is not None:
+                blob = self._reader.get(key)
+            else:
+                blob = self._healing(lambda c: c.get(key, default=None, retry=True))
         except (OSError, EOFError, ValueError) as exc:  # the value's file is gone or unreadable
             log.warning("cache entry %s unreadable (%s); recomputing", key[:12], exc)
             self.delete(key)
@@ -184,32 +281,94 @@ class ArtifactStore:
             self.delete(key)
             return None
 
-    def put(self, key: str, artifact: Artifact) -> None:
-        """Store ``artifact`` under ``key`` (replacing any previous value)."""
-        self.cache.set(key, encode(artifact), retry=True)
+    def put(self, key: str, artifact: Artifact, what: str | None = None) -> None:
+        """Store ``artifact`` under ``key`` (replacing any previous value).
+
+        Parameters
+        ----------
+        key : str
+            The content key.
+        artifact : Artifact
+            What to store.
+        what : str, optional
+            What the result is (e.g. a step name), for the error message.
+
+        Raises
+        ------
+        CacheError
+            When the folder is read-only, full or not writable by this user;
+            the entry is then absent and every other entry is as it was.
+        """
+        what = what or f"key {key[:12]}"
+        self._open()
+        if self._reader is not None:
+            raise self._write_error(self._unwritable or "read-only", what)
+        blob = encode(artifact)
+
+        def store(cache) -> None:
+            cache.disk.forget_last_written()
+            try:
+                cache.set(key, blob, retry=True)
+            except BaseException:
+                cache.disk.remove_last_written()  # written, but its row never committed
+                raise
+
+        try:
+            self._healing(store)
+        except (OSError, sqlite3.DatabaseError) as exc:
+            reason = write_failure(exc)
+            if reason is None:
+                raise
+            raise self._write_error(reason, what, exc) from exc
 
     def delete(self, key: str) -> None:
-        self.cache.delete(key, retry=True)
+        """Drop ``key`` (nothing in a read-only folder, where it is only skipped)."""
+        self._open()
+        if self._reader is None:
+            self._healing(lambda c: c.delete(key, retry=True))
 
     def __contains__(self, key: str) -> bool:
-        return key in self.cache
+        self._open()
+        if self._reader is not None:
+            return key in self._reader
+        return self._healing(lambda c: key in c)
 
     def __len__(self) -> int:
-        return len(self.cache)
+        self._open()
+        if self._reader is not None:
+            return len(self._reader)
+        return self._healing(len)
 
     def volume_bytes(self) -> int:
-        return int(self.cache.volume())
+        self._open()
+        if self._reader is not None:
+            return self._reader.volume()
+        return int(self._healing(lambda c: c.volume()))
 
     def clear(self) -> None:
-        self.cache.clear(retry=True)
+        self._healing(lambda c: c.clear(retry=True))
 
     def close(self) -> None:
         if self._cache is not None:
             self._cache.close()
             self._cache = None
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
     def __enter__(self) -> ArtifactStore:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_REASONS = {"full": "the disk is full", "read-only": "read-only",
+            "permission": "permission denied"}
+
+
+def _passes_check(db: Path) -> bool:
+    try:
+        return inspect_index(db) == "ok"
+    except sqlite3.DatabaseError:
+        return False

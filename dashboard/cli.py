@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from analysis.cli import add_input_args
-from analysis.errors import LoupeError
+from analysis.errors import USER_ERRORS
+from cache.numba_dir import configure_numba_cache
 from dashboard.config import DashboardConfig
 
 log = logging.getLogger("dashboard")
@@ -85,6 +86,7 @@ def ensure_default_run(config: DashboardConfig, explicit: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_numba_cache()  # before anything imports numba (UMAP)
     args = build_parser().parse_args(argv)
     try:
         config = config_from_args(args)
@@ -96,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         app = create_app(config)
         for entry in get_registry_of(app):
             warm_up_attribution(entry)
-    except LoupeError as exc:
+    except USER_ERRORS as exc:
         log.error("%s", exc)
         return exc.exit_code
     if config.host not in ("127.0.0.1", "localhost", "::1"):

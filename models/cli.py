@@ -6,7 +6,8 @@ import argparse
 import logging
 import sys
 
-from analysis.errors import LoupeError
+from analysis.errors import USER_ERRORS
+from cache.numba_dir import configure_numba_cache
 from models import zoo
 
 
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_numba_cache()  # before anything imports numba (UMAP)
     args = build_parser().parse_args(argv)
     try:
         if args.command == "list":
@@ -55,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
                           limit=args.limit, augment=args.augment, seed=args.seed,
                           model_spec=args.model_spec, task=args.task)
         meta = train(cfg, args.out, device=args.device, data_root=args.data_root)
-    except LoupeError as exc:
+    except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     last = meta["history"][-1]

@@ -80,9 +80,14 @@ def cache_dir(tmp_path) -> Path:
 
 @pytest.fixture(scope="session", autouse=True)
 def numba_cache_dir(tmp_path_factory) -> str:
-    """One numba cache per test session: UMAP compiles once and subprocesses reuse it."""
-    if "NUMBA_CACHE_DIR" not in os.environ:
-        os.environ["NUMBA_CACHE_DIR"] = str(tmp_path_factory.mktemp("numba"))
+    """One private numba cache per test session: UMAP compiles once, subprocesses reuse it.
+
+    Set the way the CLIs set it (:func:`cache.numba_dir.configure_numba_cache`),
+    so an unsafe ``$NUMBA_CACHE_DIR`` is refused here too.
+    """
+    from cache.numba_dir import configure_numba_cache
+
+    configure_numba_cache(os.environ.get("NUMBA_CACHE_DIR") or tmp_path_factory.mktemp("numba"))
     return os.environ["NUMBA_CACHE_DIR"]
 
 

@@ -42,7 +42,7 @@ def umap_map(features: np.ndarray, knn_idx: np.ndarray, knn_dist: np.ndarray, *,
     ``init="pca"`` replaces the spectral initialisation: on 10k MNIST embeddings
     it is about twice as fast end to end with the same trustworthiness (0.9944).
     """
-    import umap  # lazy: numba compiles on first import (cached under NUMBA_CACHE_DIR)
+    import umap  # lazy: numba compiles on first import (cached: see cache.numba_dir)
 
     n_neighbors = min(n_neighbors, knn_idx.shape[1] + 1, len(features) - 1)
     idx, dist = with_self(knn_idx[:, :n_neighbors - 1], knn_dist[:, :n_neighbors - 1])
