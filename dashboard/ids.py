@@ -65,6 +65,7 @@ TRAINING_GRAPH = "training-graph"
 MODEL_SUMMARY = "model-summary"
 HYPERPARAMETERS = "hyperparameters"
 TRAINING_MESSAGE = "training-message"
+INPUT_CHECK = "input-check"
 
 # -- export (/export) --------------------------------------------------------------------------
 EXPORT_CSV = "export-csv"

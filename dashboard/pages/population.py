@@ -19,6 +19,7 @@ from dashboard.views.population import (
     resize_patch,
     selection_summary,
 )
+from dashboard.views.training import input_check_alert
 
 dash.register_page(__name__, path="/", name="Population", order=0)
 
@@ -75,7 +76,7 @@ def init_controls(run_store, query):
     except DashboardInputError as exc:
         return [], None, [], None, [], None, error_alert(exc)
     try:
-        return (*control_options(entry, query), None)
+        return (*control_options(entry, query), input_check_alert(entry))
     except DashboardInputError as exc:
         return (*control_options(entry, {}), error_alert(exc))
 

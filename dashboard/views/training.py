@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import dash_bootstrap_components as dbc
 from dash import html
 
 from dashboard.state import RunEntry
@@ -26,3 +27,41 @@ def run_facts(entry: RunEntry) -> html.Table:
     if not cells:
         return html.Div("No run.json metadata (a bare weights file).", className="text-muted")
     return html.Table(html.Tbody(cells), className="loupe-meta")
+
+
+def input_check_alert(entry: RunEntry) -> dbc.Alert | None:
+    """A warning when the preprocessing check finds a clearly better normalisation."""
+    warning = entry.session.preprocessing()["warning"]
+    if not warning:
+        return None
+    return dbc.Alert([html.Strong("Input normalisation: "), warning], color="warning",
+                     className="loupe-input-warning my-2")
+
+
+def input_facts(entry: RunEntry) -> html.Div:
+    """What the model is fed, what was assumed, and the preprocessing check's accuracies."""
+    session = entry.session
+    model = session.model
+    check = session.preprocessing()
+    from models.inputs import normalisation_flags
+
+    rows = [html.Tr([html.Td("input"), html.Td("x".join(map(str, model.input_shape)))]),
+            html.Tr([html.Td("normalisation"),
+                     html.Td(html.Code(normalisation_flags(model.mean, model.std)))])]
+    notes = [html.Li(n) for n in session.input_notes]
+    results = [html.Tr([html.Td(r["name"]), html.Td(f"{r['accuracy']:.1%}"),
+                        html.Td(f"{r['loss']:.3f}"), html.Td(html.Code(r["flags"]))],
+                       className="table-warning" if r["name"] == check["best"]
+                       and check["warning"] else None)
+               for r in check["results"]]
+    return html.Div([
+        input_check_alert(entry),
+        html.Table(html.Tbody(rows), className="loupe-meta"),
+        html.Div([html.Div("Assumed, not declared:", className="text-muted small mt-2"),
+                  html.Ul(notes, className="small mb-1")]) if notes else None,
+        html.Div(f"Accuracy of the first head on {check['n']} labelled samples under each "
+                 "normalisation (the first is the one used):", className="small mt-2"),
+        dbc.Table([html.Thead(html.Tr([html.Th("normalisation"), html.Th("accuracy"),
+                                       html.Th("loss"), html.Th("flags")])),
+                   html.Tbody(results)], size="sm", className="loupe-input-check mb-0"),
+    ], id="input-facts")
