@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import re
 
 import numpy as np
 import pytest
@@ -165,13 +166,18 @@ def test_image_folder(tmp_path):
             Image.fromarray(rng.integers(0, 256, (32, 32), dtype=np.uint8)).save(
                 root / cls / f"{i}.png")
     Image.fromarray(np.full((32, 32, 3), 200, np.uint8)).save(root / "b" / "rgb.png")
-    ds = load_dataset(f"folder:{root}")
-    assert ds.name == "folder-letters" and ds.split == "all"
+    # Folders used to be converted to 1x28x28 unasked and named "folder-<basename>" (two
+    # folders named alike shared sample ids): now the shape is asked for, the name hashed.
+    ds = load_dataset(f"folder:{root}", image_shape=(1, 28, 28))
+    assert re.fullmatch(r"folder-letters-[0-9a-f]{6}", ds.name) and ds.split == "all"
     assert ds.class_names == ("a", "b")
     assert ds.images.shape == (6, 1, 28, 28) and ds.images.dtype == np.uint8
     assert ds.labels.tolist() == [0, 0, 0, 1, 1, 1]
-    assert ds.sample_ids[5] == "folder-letters:all:5"
+    assert ds.sample_ids[5] == f"{ds.name}:all:5"
     assert (ds.images[5] == 200).all()  # the RGB image converted to grey, resized
+    assert ds.native_shape == (3, 32, 32)  # one colour image makes the folder colour
+    assert ds.conversion == ("resized 6 images from 32x32 to 28x28; "
+                             "converted 1 colour images to grey")
 
 
 # -- bad input: a DataError naming the file ----------------------------------------------------
