@@ -204,8 +204,9 @@ def load_image_folder(path: str, split: str = "all", *, image_shape: ShapeReques
     splits = find_split_dirs(folder)
     if splits:
         if split == "all":
-            raise ConfigError(f"{spec} has the splits {', '.join(sorted(splits))}; pick one "
-                              "with --split.")
+            raise ConfigError(f"{spec} has split sub-folders "
+                              f"{', '.join(f'{p.name}/' for p in splits.values())}; pick one "
+                              f"with --split {' or --split '.join(sorted(splits))}.")
         if split not in splits:
             raise DataError(f"{spec} has no {split} split: found "
                             f"{', '.join(str(p) for p in splits.values())}. Use --split "
