@@ -11,7 +11,13 @@ import pytest
 from conftest import require_dataset
 from idx_writer import IMAGE_MAGIC, LABEL_MAGIC, tiny_digits, write_idx, write_split
 
-from analysis.datasets import find_idx_dir, load_dataset, read_idx, search_roots
+from analysis.datasets import (
+    convert_loaded,
+    find_idx_dir,
+    load_dataset,
+    read_idx,
+    search_roots,
+)
 from analysis.errors import ConfigError, DataError
 
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
@@ -153,6 +159,18 @@ def test_embedded_limit_slices_cover_every_class():
     for split, limit in (("train", 100), ("test", 50)):
         ds = load_dataset("mnist-5k", split, limit=limit)
         assert np.bincount(ds.labels, minlength=10).tolist() == [limit // 10] * 10
+
+
+def test_embedded_digits_converted_on_request():
+    plain = load_dataset("mnist-5k", "test", limit=30)
+    assert plain.native_shape == (1, 28, 28) and plain.conversion == ""
+    assert convert_loaded(plain, (1, 28, 28)).fingerprint == plain.fingerprint
+    rgb = load_dataset("mnist-5k", "test", limit=30, image_shape=(3, 32, 32))
+    assert rgb.images.shape == (30, 3, 32, 32) and rgb.native_shape == (1, 28, 28)
+    assert rgb.conversion == "resized 30 images from 28x28 to 32x32; converted grey to RGB"
+    assert (rgb.images[:, 0] == rgb.images[:, 2]).all()
+    assert rgb.fingerprint != plain.fingerprint
+    assert list(rgb.sample_ids) == list(plain.sample_ids)
 
 
 def test_image_folder(tmp_path):
