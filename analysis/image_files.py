@@ -145,37 +145,46 @@ def _open_checked(fh, path: str, limit: int) -> Image.Image:
     return im
 
 
-def read_header(path: str | os.PathLike, limit: int | None = None) -> ImageHeader:
-    """Size and colour of one image file, from its header only.
+def read_image(path: str | os.PathLike, shape: tuple[int, int, int] | None = None,
+               limit: int | None = None) -> tuple[ImageHeader, np.ndarray | None]:
+    """One image file's header and, when ``shape`` is given, its pixels at that shape.
+
+    The file is opened once. Large JPEGs are decoded at a reduced scale first
+    (``Image.draft``), so a photograph is never held at full size when a small
+    one is wanted.
+
+    Parameters
+    ----------
+    path : path
+    shape : (C, H, W), optional
+        Decode to this shape; ``None`` reads the header only.
+    limit : int, optional
+        Pixel limit (default :func:`max_pixels`).
+
+    Returns
+    -------
+    header : ImageHeader
+    pixels : np.ndarray or None
+        ``(C, H, W)`` uint8, or ``None`` when ``shape`` is ``None``.
 
     Raises
     ------
     DataError
-        Not a regular file, not an image, or over the pixel limit; names the file.
+        Not a regular file, not an image, over the pixel limit, or corrupt;
+        names the file.
     """
     limit = max_pixels() if limit is None else limit
     with open_regular(path) as fh:
         im = _open_checked(fh, str(path), limit)
-        try:
-            return ImageHeader(str(path), im.size[0], im.size[1], is_colour(im))
-        finally:
+        header = ImageHeader(str(path), im.size[0], im.size[1], is_colour(im))
+        if shape is None:
             im.close()
-
-
-def decode_image(path: str | os.PathLike, channels: int, height: int, width: int,
-                 limit: int | None = None) -> np.ndarray:
-    """Decode one image straight to ``(channels, height, width)`` uint8.
-
-    Large JPEGs are decoded at a reduced scale first (``Image.draft``), so a
-    photograph is never held at full size when a small one is wanted.
-    """
-    limit = max_pixels() if limit is None else limit
-    with open_regular(path) as fh:
-        im = _open_checked(fh, str(path), limit)
+            return header, None
+        channels, height, width = shape
         try:
             if im.size != (width, height):
                 im.draft(None, (width, height))
-            mode = "L" if channels == 1 or not is_colour(im) else "RGB"
+            mode = "L" if channels == 1 or not header.colour else "RGB"
             if im.mode != mode:
                 im = im.convert(mode)
             if im.size != (width, height):
@@ -187,8 +196,19 @@ def decode_image(path: str | os.PathLike, channels: int, height: int, width: int
         finally:
             im.close()
     if arr.ndim == 2:
-        return np.broadcast_to(arr, (channels, height, width))
-    return arr.transpose(2, 0, 1)
+        return header, np.broadcast_to(arr, (channels, height, width))
+    return header, arr.transpose(2, 0, 1)
+
+
+def read_header(path: str | os.PathLike, limit: int | None = None) -> ImageHeader:
+    """Size and colour of one image file, from its header only (see :func:`read_image`)."""
+    return read_image(path, None, limit)[0]
+
+
+def decode_image(path: str | os.PathLike, channels: int, height: int, width: int,
+                 limit: int | None = None) -> np.ndarray:
+    """One image decoded to ``(channels, height, width)`` uint8 (see :func:`read_image`)."""
+    return read_image(path, (channels, height, width), limit)[1]  # type: ignore[return-value]
 
 
 def native_shape_of(headers: Sequence[ImageHeader]) -> tuple[int, tuple[int, int] | None]:
@@ -239,19 +259,14 @@ def describe_conversion(headers: Sequence[ImageHeader], target: tuple[int, int, 
     return "; ".join(parts)
 
 
-def decode_all(headers: Sequence[ImageHeader], target: tuple[int, int, int]) -> np.ndarray:
-    """Decode every image in order into ``(N, C, H, W)`` uint8."""
-    limit = max_pixels()
-    out = np.empty((len(headers), *target), dtype=np.uint8)
-    for i, header in enumerate(headers):
-        out[i] = decode_image(header.path, *target, limit=limit)
-    return out
-
-
 def load_images(paths: Sequence[str | os.PathLike], request: ShapeRequest,
                 limit: int | None = None
                 ) -> tuple[np.ndarray, tuple[int, int, int] | None, str]:
     """Read image files at their native shape or the requested one.
+
+    With a full ``(C, H, W)`` request each file is opened once; otherwise every
+    header is read first (to find the native shape) and the files are decoded
+    in a second pass.
 
     Parameters
     ----------
@@ -273,10 +288,25 @@ def load_images(paths: Sequence[str | os.PathLike], request: ShapeRequest,
         What was changed, empty when nothing was.
     """
     pixel_limit = max_pixels()
-    headers = [read_header(p, pixel_limit) for p in paths]
-    target, native = target_shape(headers, request)
-    headers = headers[:limit] if limit is not None else headers
-    return decode_all(headers, target), native, describe_conversion(headers, target)
+    count = len(paths) if limit is None else min(limit, len(paths))
+    if all(v is not None for v in request):
+        target: tuple[int, int, int] = request  # type: ignore[assignment]
+        images = np.empty((count, *target), dtype=np.uint8)
+        headers = []
+        for i, path in enumerate(paths):
+            header, pixels = read_image(path, target if i < count else None, pixel_limit)
+            headers.append(header)
+            if pixels is not None:
+                images[i] = pixels
+        channels, size = native_shape_of(headers)
+        native = None if size is None else (channels, *size)
+    else:
+        headers = [read_header(p, pixel_limit) for p in paths]
+        target, native = target_shape(headers, request)
+        images = np.empty((count, *target), dtype=np.uint8)
+        for i, header in enumerate(headers[:count]):
+            images[i] = read_image(header.path, target, pixel_limit)[1]
+    return images, native, describe_conversion(headers[:count], target)
 
 
 def convert_array(images: np.ndarray, request: ShapeRequest) -> tuple[np.ndarray, str]:
