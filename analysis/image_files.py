@@ -134,6 +134,11 @@ class ImageHeader:
 def _open_checked(fh, path: str, limit: int) -> Image.Image:
     try:
         im = Image.open(fh)
+    except Image.DecompressionBombError as exc:
+        # Only reached when MAX_PIXELS_ENV is raised above Pillow's own hard limit.
+        raise DataError(f"Image {path} is refused by Pillow: {exc} Shrink or remove it "
+                        f"(Pillow refuses over {2 * (Image.MAX_IMAGE_PIXELS or 0):,} "
+                        "pixels whatever the limit set).") from None
     except DECODE_ERRORS as exc:
         raise DataError(f"Cannot read image {path}: {exc}. The file is corrupt or not an "
                         "image; replace or remove it.") from None
@@ -184,6 +189,9 @@ def read_image(path: str | os.PathLike, shape: tuple[int, int, int] | None = Non
         try:
             if im.size != (width, height):
                 im.draft(None, (width, height))
+            if im.mode.startswith("I;16"):
+                # Pillow's convert('L') clips 16-bit values at 255: keep the high byte instead.
+                im = Image.fromarray((np.asarray(im) >> 8).astype(np.uint8))
             mode = "L" if channels == 1 or not header.colour else "RGB"
             if im.mode != mode:
                 im = im.convert(mode)

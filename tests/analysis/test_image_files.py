@@ -79,3 +79,24 @@ def test_convert_array_channels_and_size():
     # antialiased: a 2x downscale of a real photo stays close to 2x2 block means
     blocks = rgb.reshape(6, 3, 16, 2, 16, 2).mean(axis=(3, 5))
     assert np.abs(small - blocks).mean() < 6
+
+
+def test_sixteen_bit_grey_keeps_its_high_byte(tmp_path):
+    images, _ = sklearn_digits()
+    # the real digits stretched to 16 bits (v * 257 maps 0..255 onto 0..65535)
+    Image.fromarray(images[7].astype(np.uint16) * 257).save(tmp_path / "deep.png")
+    assert Image.open(tmp_path / "deep.png").mode.startswith("I;16")
+    header = read_header(tmp_path / "deep.png")
+    assert not header.colour and (header.width, header.height) == (8, 8)
+    np.testing.assert_array_equal(decode_image(tmp_path / "deep.png", 1, 8, 8)[0], images[7])
+
+
+def test_pillow_bomb_limit_names_the_file(tmp_path, monkeypatch):
+    from PIL import Image as PILImage
+
+    PILImage.new("L", (300, 200)).save(tmp_path / "wide.png")
+    monkeypatch.setenv("LOUPE_MAX_PIXELS", "10_000_000")
+    # Pillow's own guard, lowered here instead of writing a 180-megapixel file
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 20_000)
+    with pytest.raises(DataError, match=r"wide\.png is refused by Pillow"):
+        read_header(tmp_path / "wide.png")
