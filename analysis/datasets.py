@@ -196,6 +196,7 @@ def load_dataset(
     request = check_shape_request(image_shape)
     if limit is not None and limit <= 0:
         raise ConfigError(f"--limit must be a positive number of samples, got {limit}.")
+    # Imported here: both modules import ImageDataset from this one.
     if name.startswith("folder:"):
         from analysis.image_folder import load_image_folder
 
