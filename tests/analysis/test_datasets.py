@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import gzip
 import logging
+import re
 
 import numpy as np
 import pytest
 from conftest import require_dataset
 from idx_writer import IMAGE_MAGIC, LABEL_MAGIC, tiny_digits, write_idx, write_split
 
-from analysis.datasets import find_idx_dir, load_dataset, read_idx, search_roots
+from analysis.datasets import (
+    convert_loaded,
+    find_idx_dir,
+    load_dataset,
+    read_idx,
+    search_roots,
+)
 from analysis.errors import ConfigError, DataError
 
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
@@ -154,6 +161,18 @@ def test_embedded_limit_slices_cover_every_class():
         assert np.bincount(ds.labels, minlength=10).tolist() == [limit // 10] * 10
 
 
+def test_embedded_digits_converted_on_request():
+    plain = load_dataset("mnist-5k", "test", limit=30)
+    assert plain.native_shape == (1, 28, 28) and plain.conversion == ""
+    assert convert_loaded(plain, (1, 28, 28)).fingerprint == plain.fingerprint
+    rgb = load_dataset("mnist-5k", "test", limit=30, image_shape=(3, 32, 32))
+    assert rgb.images.shape == (30, 3, 32, 32) and rgb.native_shape == (1, 28, 28)
+    assert rgb.conversion == "resized 30 images from 28x28 to 32x32; converted grey to RGB"
+    assert (rgb.images[:, 0] == rgb.images[:, 2]).all()
+    assert rgb.fingerprint != plain.fingerprint
+    assert list(rgb.sample_ids) == list(plain.sample_ids)
+
+
 def test_image_folder(tmp_path):
     from PIL import Image
 
@@ -165,13 +184,18 @@ def test_image_folder(tmp_path):
             Image.fromarray(rng.integers(0, 256, (32, 32), dtype=np.uint8)).save(
                 root / cls / f"{i}.png")
     Image.fromarray(np.full((32, 32, 3), 200, np.uint8)).save(root / "b" / "rgb.png")
-    ds = load_dataset(f"folder:{root}")
-    assert ds.name == "folder-letters" and ds.split == "all"
+    # Folders used to be converted to 1x28x28 unasked and named "folder-<basename>" (two
+    # folders named alike shared sample ids): now the shape is asked for, the name hashed.
+    ds = load_dataset(f"folder:{root}", image_shape=(1, 28, 28))
+    assert re.fullmatch(r"folder-letters-[0-9a-f]{6}", ds.name) and ds.split == "all"
     assert ds.class_names == ("a", "b")
     assert ds.images.shape == (6, 1, 28, 28) and ds.images.dtype == np.uint8
     assert ds.labels.tolist() == [0, 0, 0, 1, 1, 1]
-    assert ds.sample_ids[5] == "folder-letters:all:5"
+    assert ds.sample_ids[5] == f"{ds.name}:all:5"
     assert (ds.images[5] == 200).all()  # the RGB image converted to grey, resized
+    assert ds.native_shape == (3, 32, 32)  # one colour image makes the folder colour
+    assert ds.conversion == ("resized 6 images from 32x32 to 28x28; "
+                             "converted 1 colour images to grey")
 
 
 # -- bad input: a DataError naming the file ----------------------------------------------------
