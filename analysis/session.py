@@ -450,7 +450,7 @@ def load_extra(name: str, split: str, data_root, limit: int | None,
     """Load an extra dataset ``name[:split]``; falls back to its only split."""
     from analysis.datasets import SPLITS_AVAILABLE
 
-    if not name.startswith("folder:") and name.count(":") == 1:
+    if not name.startswith(("folder:", "csv:")) and name.count(":") == 1:
         name, split = name.split(":")
     if split not in SPLITS_AVAILABLE.get(name, (split,)):
         split = SPLITS_AVAILABLE[name][0]
