@@ -315,7 +315,9 @@ def load_model(
             _check_trusted(folder, meta, model_spec, task, trust_code)
             if weights is None and weights_path.resolve() == (folder / WEIGHTS_FILE).resolve():
                 _check_weights_sha(folder, meta, weights_path)
-        weights = weights or weights_path
+        onnx_run = str(meta.get("model_spec") or "").startswith(ONNX_PREFIX)
+        if weights is None and (weights_path.is_file() or not onnx_run):
+            weights = weights_path  # an ONNX run may keep its weights in its .onnx file alone
     from_run = model_spec is None and bool(meta.get("model_spec"))
     spec = model_spec or meta.get("model_spec")
     onnx_file: Path | None = None
