@@ -25,6 +25,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", default=None,
                    help="the model's task when the run does not say: classification "
                         "(default), mnist-sum, or package.module:name (an analysis.tasks.Task)")
+    p.add_argument("--trust-code", action="store_true",
+                   help="import the --model/--task code a run folder's run.json names (by "
+                        "default opening such a run needs the same --model/--task given here)")
 
 
 def add_data_args(p: argparse.ArgumentParser) -> None:
@@ -155,7 +158,8 @@ def list_runs(args: argparse.Namespace) -> int:
         print(f"no runs under {args.runs_dir}")
         return 0
     shown = frame[["name", "arch", "parameters", "mult_adds", "epochs", "best_train_acc",
-                   "best_test_acc", "final_test_loss", "training_time_s", "augment"]]
+                   "best_test_acc", "final_test_loss", "training_time_s", "augment", "status",
+                   "problem"]]
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     if args.out:
         from analysis.export import write_csv
