@@ -340,6 +340,9 @@ def load_model(
         if task and meta.get("task") and task != meta.get("task"):
             raise CheckpointError(f"--task {task} does not match the run's task "
                                   f"{meta['task']!r} ({folder / META_FILE}).")
+    elif meta:
+        raise CheckpointError(f"{folder / META_FILE} names no arch or model_spec: pass --model "
+                              "package.module:factory (the code that builds the network).")
     else:
         raise CheckpointError(_no_model_message(weights))
     if weights is None and onnx_file is None:

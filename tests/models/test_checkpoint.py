@@ -189,3 +189,16 @@ def test_os_abort_as_model_spec_is_refused(hostile_run):
 
 def test_bring_your_own_run_is_named_after_its_file_or_factory(byo_weights):
     assert load_model(model_spec=SPEC, weights=byo_weights).name == "small"
+
+
+def test_a_run_json_without_arch_says_to_pass_model(tiny_run, tmp_path):
+    import json
+    import shutil
+
+    run = tmp_path / "noarch"
+    shutil.copytree(tiny_run, run)
+    meta = json.loads((run / "run.json").read_text())
+    del meta["arch"]
+    (run / "run.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="names no arch or model_spec: pass --model"):
+        load_model(run)
