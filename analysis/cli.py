@@ -26,6 +26,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", default=None,
                    help="the model's task when the run does not say: classification "
                         "(default), mnist-sum, or package.module:name (an analysis.tasks.Task)")
+    p.add_argument("--trust-code", action="store_true",
+                   help="import the --model/--task code a run folder's run.json names (by "
+                        "default opening such a run needs the same --model/--task given here)")
     add_input_args(p)
 
 
@@ -124,7 +127,7 @@ def open_session(args: argparse.Namespace):
         cache_dir=args.cache_dir, device=args.device, limit=args.limit,
         mc_samples=args.mc_samples, k=args.k, projections=args.projection,
         extra_datasets=args.extra_dataset, attribution=args.attribution, task=args.task,
-        input_spec=input_spec_of(args))
+        input_spec=input_spec_of(args), trust_code=args.trust_code)
 
 
 def print_summary(session, records, seconds: float) -> None:
@@ -194,7 +197,8 @@ def list_runs(args: argparse.Namespace) -> int:
         print(f"no runs under {args.runs_dir}")
         return 0
     shown = frame[["name", "arch", "parameters", "mult_adds", "epochs", "best_train_acc",
-                   "best_test_acc", "final_test_loss", "training_time_s", "augment"]]
+                   "best_test_acc", "final_test_loss", "training_time_s", "augment", "status",
+                   "problem"]]
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     if args.out:
         from analysis.export import write_csv

@@ -148,7 +148,7 @@ class AnalysisSession:
              cache_dir: str | os.PathLike | None = None, device: str = "auto",
              limit: int | None = None, extra_datasets: Sequence[str] = (),
              task: str | None = None, input_spec: InputSpec | None = None,
-             **kwargs: Any) -> AnalysisSession:
+             trust_code: bool = False, **kwargs: Any) -> AnalysisSession:
         """Load the model, the dataset(s) and the cache; compute nothing yet.
 
         ``extra_datasets`` are names (``fashion-mnist``, ``notmnist:test``,
@@ -158,10 +158,12 @@ class AnalysisSession:
         the model's input (``--input-size``, ``--mean``, ``--std``); what it
         leaves open is taken from the run, the model and the data, and said in
         :attr:`input_notes`. The model is tried on one sample before anything
-        heavy runs.
+        heavy runs. ``trust_code`` lets a run folder name the code that builds its
+        model (see :func:`models.checkpoint.load_model`).
         """
         model = load_model(checkpoint, model_spec=model_spec, weights=weights,
-                           embedding_layer=embedding_layer, task=task, input_spec=input_spec)
+                           embedding_layer=embedding_layer, task=task, input_spec=input_spec,
+                           trust_code=trust_code)
         ds = load_dataset(dataset, split, data_root=data_root, limit=limit,
                           image_shape=model.declared.shape)
         model.settle_input(ds.images.shape[1:], ds.key)

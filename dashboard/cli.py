@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embedding-layer", help="module whose output is the embedding")
     p.add_argument("--task", default=None,
                    help="the model's task when the run does not say (see python -m analysis)")
+    p.add_argument("--trust-code", action="store_true",
+                   help="import the --model/--task code a run folder's run.json names (by "
+                        "default opening such a run needs the same --model/--task given here)")
     p.add_argument("--limit", type=int, help="analyse only the first N samples")
     p.add_argument("--mc-samples", type=int, default=None,
                    help="MC-dropout passes (default 20 when the model has dropout; 0 skips); "
@@ -69,7 +72,7 @@ def config_from_args(args: argparse.Namespace) -> DashboardConfig:
         host=args.host, port=args.port, debug=args.debug, progress=not args.quiet,
         runs_dir=args.runs_dir, mc_samples=args.mc_samples,
         projections=tuple(args.projection), input_size=args.input_size, mean=args.mean,
-        std=args.std, task=args.task)
+        std=args.std, task=args.task, trust_code=args.trust_code)
 
 
 def ensure_default_run(config: DashboardConfig, explicit: bool) -> None:

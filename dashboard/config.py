@@ -48,6 +48,7 @@ class DashboardConfig:
     mean: str | None = None
     std: str | None = None
     task: str | None = None
+    trust_code: bool = False
 
     @property
     def cache_path(self) -> Path:
@@ -82,6 +83,7 @@ def open_runs(config: DashboardConfig):
             data_root=config.data_root, cache_dir=config.cache_dir, device=config.device,
             limit=config.limit, extra_datasets=config.extra_datasets, progress=config.progress,
             mc_samples=config.mc_samples, projections=config.projections, task=config.task,
+            trust_code=config.trust_code,
             input_spec=spec_from_flags(config.input_size, config.mean, config.std))
         session.run()
         registry.add(session, checkpoint)

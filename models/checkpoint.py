@@ -3,10 +3,16 @@
 A run folder holds ``model.pt`` (a ``state_dict``, loaded with
 ``torch.load(..., weights_only=True)``) and ``run.json`` (architecture,
 hyperparameters, dataset, class names, per-epoch history, parameter count,
-seed, wall time, input normalisation).
+seed, wall time, input normalisation, the sha256 of ``model.pt``).
 
 Bring-your-own models: ``model_spec="package.module:factory"`` plus a weights
-file; the factory returns an ``nn.Module``.
+file (see :mod:`models.weights` for the formats read); the factory returns an
+``nn.Module``. ``model_spec="onnx:path.onnx"`` converts an ONNX model (see
+:mod:`models.onnx_model`).
+
+Nothing in a run folder makes Loupe run code: a run made with
+``--model pkg.mod:factory`` (or ``--task pkg.mod:name``) records that spec,
+and opening it needs the same flag on the command line (or ``trust_code``).
 """
 
 from __future__ import annotations
@@ -14,7 +20,9 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import logging
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,9 +34,23 @@ from torch import nn
 from analysis.errors import CheckpointError
 from models import zoo
 from models.inputs import MNIST_MEAN, MNIST_STD, InputSpec, resolve_input, spec_from_meta
+from models.onnx_model import load_onnx, onnx_path
+from models.run_meta import (
+    META_FILE,
+    ONNX_PREFIX,
+    SHA_FIELD,
+    WEIGHTS_FILE,
+    code_specs,
+    file_sha256,
+    read_run_meta,
+    validate_run_meta,
+)
+from models.weights import fit_state_dict, load_state_file
 
-WEIGHTS_FILE = "model.pt"
-META_FILE = "run.json"
+__all__ = ["META_FILE", "WEIGHTS_FILE", "LoadedModel", "load_model", "read_run_meta",
+           "save_run", "validate_run_meta"]
+log = logging.getLogger(__name__)
+TMP_SUFFIX = ".tmp"
 
 
 @dataclass
@@ -163,16 +185,56 @@ def model_fingerprint(module: nn.Module, arch: str, embedding_layer: str | None)
     return h.hexdigest()
 
 
+def _clean_leftovers(folder: Path) -> None:
+    """Remove temp files an interrupted :func:`save_run` left (``.model.pt.*.tmp``)."""
+    for name in (WEIGHTS_FILE, META_FILE):
+        for leftover in folder.glob(f".{name}.*{TMP_SUFFIX}"):
+            leftover.unlink(missing_ok=True)
+
+
+def _write_temp(folder: Path, name: str, write) -> Path:
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=TMP_SUFFIX)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return Path(tmp)
+
+
 def save_run(folder: str | os.PathLike, module: nn.Module, meta: dict[str, Any]) -> Path:
-    """Write ``model.pt`` and ``run.json`` atomically (temp file, then rename)."""
+    """Write ``model.pt`` and ``run.json`` as one consistent pair.
+
+    Both files are written to hidden temp files first, then renamed into place
+    (weights first). ``run.json`` records the sha256 of the weights it
+    describes, and :func:`load_model` checks it: a process killed between the
+    two renames leaves new weights beside the old ``run.json``, which is then
+    refused as inconsistent instead of being read as a mix. (Swapping a whole
+    temp folder into place instead cannot be done atomically on POSIX either,
+    and would drop anything else the user keeps in the run folder.) Temp files
+    left by a kill are ignored when listing and removed by the next save.
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / (WEIGHTS_FILE + ".tmp")
-    torch.save({k: v.detach().cpu() for k, v in module.state_dict().items()}, tmp)
-    os.replace(tmp, folder / WEIGHTS_FILE)
-    tmp_meta = folder / (META_FILE + ".tmp")
-    tmp_meta.write_text(json.dumps(meta, indent=2))
-    os.replace(tmp_meta, folder / META_FILE)
+    _clean_leftovers(folder)
+    state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+    tmp_weights = _write_temp(folder, WEIGHTS_FILE, lambda f: torch.save(state, f))
+    try:
+        meta = {**meta, SHA_FIELD: file_sha256(tmp_weights)}
+        text = json.dumps(meta, indent=2).encode()
+        tmp_meta = _write_temp(folder, META_FILE, lambda f: f.write(text))
+    except BaseException:
+        tmp_weights.unlink(missing_ok=True)
+        raise
+    try:
+        os.replace(tmp_weights, folder / WEIGHTS_FILE)
+        os.replace(tmp_meta, folder / META_FILE)
+    finally:
+        tmp_weights.unlink(missing_ok=True)
+        tmp_meta.unlink(missing_ok=True)
     return folder
 
 
@@ -192,19 +254,40 @@ def resolve_factory(spec: str):
         raise CheckpointError(f"--model {spec!r}: {mod_name} has no attribute {attr!r}.") from None
 
 
-def _load_state(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise CheckpointError(f"Weights file {path} does not exist.")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a bad file
-        raise CheckpointError(f"Cannot load weights {path}: {str(exc).splitlines()[0]} "
-                              "(expected a state_dict saved with torch.save).") from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path} does not hold a state_dict (got {type(state).__name__}).")
-    return state
+def _check_trusted(folder: Path, meta: dict, model_spec: str | None, task: str | None,
+                   trust_code: bool) -> None:
+    """Refuse a run whose ``run.json`` names code the command line did not name."""
+    if trust_code:
+        return
+    given = {"--model": model_spec, "--task": task}
+    for flag, spec in code_specs(meta):
+        if given[flag] is None:
+            raise CheckpointError(
+                f"Run {folder} was made with your own code ({spec}); Loupe does not import code "
+                f"named in a run folder. Pass {flag} {spec} (or --trust-code) to open it.")
+
+
+def _check_weights_sha(folder: Path, meta: dict, weights: Path) -> None:
+    """The run's ``model.pt`` must be the one its ``run.json`` describes (see :func:`save_run`)."""
+    recorded = meta.get(SHA_FIELD)
+    if recorded is None or not weights.is_file():
+        return  # runs saved before the hash was recorded; a missing file is reported later
+    if file_sha256(weights) != recorded:
+        raise CheckpointError(
+            f"Run folder {folder} is inconsistent: {WEIGHTS_FILE} is not the file its "
+            f"{META_FILE} describes ({SHA_FIELD} differs), probably from an interrupted save. "
+            f"Retrain it (`python -m models train --out {folder}`) or restore both files.")
+
+
+def _no_model_message(weights: str | os.PathLike | None) -> str:
+    if weights is None:
+        return ("No model given: pass --checkpoint RUN_FOLDER (with run.json), or "
+                "--model package.module:factory --weights FILE.pt, or --model onnx:FILE.onnx.")
+    path = Path(weights)
+    load_state_file(path)  # a pickled model, TorchScript, a bad file: that error first
+    return (f"{path} holds weights only, without a run.json beside it that names the "
+            f"architecture: pass --model package.module:factory --weights {path} (your code "
+            "that builds the network), or a run folder written by `python -m models train`.")
 
 
 def load_model(
@@ -215,6 +298,7 @@ def load_model(
     embedding_layer: str | None = None,
     task: str | None = None,
     input_spec: InputSpec | None = None,
+    trust_code: bool = False,
 ) -> LoadedModel:
     """Load a run folder (or its ``model.pt``), or a bring-your-own model.
 
@@ -223,9 +307,12 @@ def load_model(
     checkpoint : path, optional
         A run folder written by ``python -m models train`` or its ``model.pt``.
     model_spec : str, optional
-        ``package.module:factory`` returning an ``nn.Module``.
+        ``package.module:factory`` returning an ``nn.Module``, or
+        ``onnx:PATH`` (an ONNX model, converted; no weights needed).
     weights : path, optional
-        State dict for ``model_spec`` (or overriding the run's weights).
+        Weights for ``model_spec`` (or overriding the run's): a state_dict, a
+        training checkpoint holding one, or a ``.safetensors`` file (see
+        :mod:`models.weights`).
     embedding_layer : str, optional
         Module name whose output is the embedding.
     task : str, optional
@@ -234,53 +321,75 @@ def load_model(
     input_spec : InputSpec, optional
         The input declared by flags (``--input-size``, ``--mean``, ``--std``);
         it overrides the run's ``input`` entry part by part.
+    trust_code : bool
+        Import the ``model_spec``/``task`` code a run folder names even when
+        not given as arguments. Off by default: a run folder is data.
+
+    Notes
+    -----
+    An ONNX model's input ``[C, H, W]`` (when the graph fixes it) is in
+    ``meta["onnx_input_shape"]``.
     """
     meta: dict[str, Any] = {}
-    name = "model"
+    name: str | None = None
+    folder: Path | None = None
     if checkpoint is not None:
         path = Path(checkpoint)
-        folder = path if path.is_dir() else path.parent
-        weights_path = path / WEIGHTS_FILE if path.is_dir() else path
         if not path.exists():
             raise CheckpointError(f"Checkpoint {path} does not exist. Train one with "
                                   f"`python -m models train --out {path}` or pass a run folder.")
-        meta_path = folder / META_FILE
-        if meta_path.is_file():
-            try:
-                meta = json.loads(meta_path.read_text())
-            except json.JSONDecodeError as exc:
-                raise CheckpointError(f"{meta_path} is not valid JSON ({exc}).") from None
-        name = folder.name
-        weights = weights or weights_path
-    if model_spec is None:
-        model_spec = meta.get("model_spec")
-    if model_spec:
-        factory = resolve_factory(model_spec)
+        folder = path if path.is_dir() else path.parent
+        weights_path = path / WEIGHTS_FILE if path.is_dir() else path
+        meta = read_run_meta(folder)
+        if meta or path.is_dir():
+            name = folder.name
+        if meta:
+            _check_trusted(folder, meta, model_spec, task, trust_code)
+            if weights is None and weights_path.resolve() == (folder / WEIGHTS_FILE).resolve():
+                _check_weights_sha(folder, meta, weights_path)
+        onnx_run = str(meta.get("model_spec") or "").startswith(ONNX_PREFIX)
+        if weights is None and (weights_path.is_file() or not onnx_run):
+            weights = weights_path  # an ONNX run may keep its weights in its .onnx file alone
+    from_run = model_spec is None and bool(meta.get("model_spec"))
+    spec = model_spec or meta.get("model_spec")
+    onnx_file: Path | None = None
+    if spec and spec.startswith(ONNX_PREFIX):
+        onnx_file = onnx_path(spec, folder if from_run else None)
+        module, onnx_shape = load_onnx(onnx_file)
+        arch = f"{ONNX_PREFIX}{onnx_file.name}"
+        if onnx_shape is not None:
+            meta = {**meta, "onnx_input_shape": onnx_shape}
+    elif spec:
+        factory = resolve_factory(spec)
         module = factory()
         if not isinstance(module, nn.Module):
-            raise CheckpointError(f"--model {model_spec}: the factory returned "
+            raise CheckpointError(f"--model {spec}: the factory returned "
                                   f"{type(module).__name__}, not a torch.nn.Module.")
-        arch = model_spec
+        arch = spec
     elif "arch" in meta:
         arch = meta["arch"]
         module = zoo.build(arch, num_classes=len(meta.get("class_names", range(10))))
         if task and meta.get("task") and task != meta.get("task"):
             raise CheckpointError(f"--task {task} does not match the run's task "
-                                  f"{meta['task']!r} ({meta_path}).")
+                                  f"{meta['task']!r} ({folder / META_FILE}).")
+    elif meta:
+        raise CheckpointError(f"{folder / META_FILE} names no arch or model_spec: pass --model "
+                              "package.module:factory (the code that builds the network).")
     else:
-        raise CheckpointError("No model given: pass --checkpoint RUN_FOLDER (with run.json), or "
-                              "--model package.module:factory --weights FILE.pt.")
-    if weights is None:
-        raise CheckpointError(f"--model {model_spec} needs --weights FILE.pt.")
-    state = _load_state(Path(weights))
-    try:
-        module.load_state_dict(state)
-    except RuntimeError as exc:
-        raise CheckpointError(f"Weights {weights} do not fit architecture {arch!r}: "
-                              f"{str(exc).splitlines()[0]}") from None
+        raise CheckpointError(_no_model_message(weights))
+    if weights is None and onnx_file is None:
+        raise CheckpointError(f"--model {spec} needs --weights FILE.pt.")
+    if weights is not None:
+        fit_state_dict(module, load_state_file(weights), weights, arch)
+    if name is None:
+        source = Path(weights) if weights is not None else onnx_file
+        name = source.stem if source is not None else spec.rsplit(":", 1)[-1]
     module.eval()
     declared = (input_spec or InputSpec()).over(
         spec_from_meta(meta.get("input"), f"{name}/{META_FILE}"))
+    if meta.get("onnx_input_shape"):
+        declared = declared.over(InputSpec(tuple(meta["onnx_input_shape"]),
+                                           source=f"the ONNX graph of {arch}"))
     layer = embedding_layer or meta.get("embedding_layer")
     if layer is not None and layer not in dict(module.named_modules()):
         valid = [n for n, _ in module.named_modules() if n]

@@ -50,7 +50,8 @@ TABLE_COLUMNS = (("key", "run", None), ("arch", "architecture", None), ("dataset
                  ("epochs", "epochs", "int"), ("best_train_acc", "best train acc", "pct"),
                  ("best_test_acc", "best test acc ↑", "pct"),
                  ("final_test_loss", "final test loss ↓", "f4"),
-                 ("training_time_s", "training time (s)", "f1"), ("augment", "augment", None))
+                 ("training_time_s", "training time (s)", "f1"), ("augment", "augment", None),
+                 ("status", "status", None), ("problem", "problem", None))
 
 
 def table_columns() -> list[dict]:

@@ -7,7 +7,6 @@ model is loaded once), the opened sessions and the comparisons.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -17,11 +16,18 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from analysis.compare import Comparison, compare_sessions
-from analysis.errors import LoupeError
-from analysis.runs import discover_runs, mult_adds, read_run, runs_table
+from analysis.errors import CheckpointError, ConfigError, LoupeError
+from analysis.runs import (
+    RunInfo,
+    mult_adds,
+    read_run,
+    run_folders,
+    runs_table,
+    with_mult_adds,
+)
 from analysis.session import AnalysisSession
 from dashboard.state import DashboardInputError
-from models.checkpoint import META_FILE, WEIGHTS_FILE
+from models.checkpoint import META_FILE, WEIGHTS_FILE, read_run_meta
 
 if TYPE_CHECKING:
     from dashboard.config import DashboardConfig
@@ -41,10 +47,10 @@ def missing_runs_message(runs_dir: str) -> str:
 
 
 def _stamp(folder: Path) -> tuple[int, int]:
-    """Modification times of the weights and ``run.json``: a retrained run is a new run."""
-    meta = folder / META_FILE
-    meta_time = meta.stat().st_mtime_ns if meta.is_file() else 0
-    return (folder / WEIGHTS_FILE).stat().st_mtime_ns, meta_time
+    """Modification times of the weights and ``run.json`` (0 when absent): a retrained run is
+    a new run."""
+    return tuple(p.stat().st_mtime_ns if p.is_file() else 0
+                 for p in (folder / WEIGHTS_FILE, folder / META_FILE))
 
 
 class RunCatalog:
@@ -90,11 +96,15 @@ class RunCatalog:
         if not root.is_dir():
             raise DashboardInputError(missing_runs_message(shown))
         out: dict[str, Path] = {}
-        for folder in sorted({p.parent for p in root.rglob(WEIGHTS_FILE)}):
+        try:
+            found = run_folders(root)
+        except ConfigError as exc:  # vanished meanwhile
+            raise DashboardInputError(str(exc)) from None
+        for folder in found:
             key, n = folder.name, 2
             while key in out:
                 key, n = f"{folder.name} ({n})", n + 1
-            out[key] = folder
+            out[key] = folder.resolve()
         if not out:
             raise DashboardInputError(
                 f"No run under '{shown}' yet (no sub-folder holds a {WEIGHTS_FILE}). Train one "
@@ -117,23 +127,30 @@ class RunCatalog:
 
     # -- what the table and the curves show ---------------------------------------------------
     def table(self) -> pd.DataFrame:
-        """One row per run: ``key``, :func:`~analysis.runs.runs_table`'s columns, ``mult_adds``."""
+        """One row per run: ``key``, :func:`~analysis.runs.runs_table`'s columns (``status``
+        and ``problem`` say when a run needs its code or is broken), ``mult_adds``.
+
+        Nothing is imported: mult-adds are computed (once per folder and file
+        times) only for ``"ok"`` runs, whose models are zoo or ONNX ones.
+        """
         folders = self.folders()
-        infos = discover_runs(self.runs_dir)
-        if [i.name for i in infos] != [f.name for f in folders.values()]:  # changed meanwhile
-            infos = [read_run(f) for f in folders.values()]
-        frame = runs_table(infos)
+        listed = [self._cached("listed", f, lambda f=f: _with_mult_adds(read_run(f)))
+                  for f in folders.values()]
+        frame = runs_table([info for info, _ in listed])
         frame.insert(0, "key", list(folders))
-        frame["mult_adds"] = [self._cached("mult_adds", f, lambda f=f: _mult_adds_or_none(f))
-                              for f in folders.values()]
+        # The browser is told names, never server paths (see runs_dir_name).
+        frame["problem"] = [p.replace(str(self.runs_dir.resolve()), self.runs_dir_name)
+                            if isinstance(p, str) else p for p in frame["problem"]]
+        frame = frame.drop(columns="folder")
+        frame["mult_adds"] = [count for _, count in listed]
         return frame
 
     def meta(self, key: str) -> dict:
-        """The run's ``run.json`` (empty when absent or unreadable)."""
-        path = self.folder(key) / META_FILE
+        """The run's ``run.json`` (empty when absent or broken; the table says why)."""
         try:
-            return json.loads(path.read_text()) if path.is_file() else {}
-        except json.JSONDecodeError:
+            return read_run_meta(self.folder(key))
+        except CheckpointError as exc:
+            log.warning("run %s: %s", key, exc)
             return {}
 
     def history(self, key: str) -> list[dict]:
@@ -194,12 +211,13 @@ class RunCatalog:
         return self._comparisons[key]
 
 
-def _mult_adds_or_none(folder: Path) -> int | None:
+def _with_mult_adds(info: RunInfo) -> tuple[RunInfo, int | None]:
+    """:func:`~analysis.runs.with_mult_adds`; a model torchinfo cannot summarise keeps its row."""
     try:
-        return mult_adds(folder)
-    except (LoupeError, RuntimeError, ValueError) as exc:  # one broken run keeps its row
-        log.warning("mult-adds of %s: %s", folder.name, exc)
-        return None
+        return with_mult_adds(info, mult_adds)
+    except (RuntimeError, ValueError) as exc:
+        log.warning("mult-adds of %s: %s", info.name, exc)
+        return info, None
 
 
 def _model_summary(folder: Path) -> str:

@@ -101,3 +101,104 @@ def test_missing_checkpoint_suggests_the_real_path(tmp_path):
         load_model(tmp_path / "runs" / "cnn")
     assert f"--out {tmp_path / 'runs' / 'cnn'}" in str(info.value)
     assert "{path}" not in str(info.value)
+
+
+# -- a run folder never makes Loupe run code ---------------------------------------------------
+EVIL_MODULE = '''
+import pathlib
+pathlib.Path({marker!r}).write_text("imported")
+from models import zoo
+from analysis.tasks import classification
+
+
+def factory():
+    return zoo.build("mnist_cnn")
+
+
+def task():
+    return classification([str(d) for d in range(10)])
+'''
+
+
+@pytest.fixture
+def hostile_run(tiny_run, tmp_path, monkeypatch):
+    """A copy of tiny_run whose run.json names ``evil_mod:factory``, a module that leaves a
+    marker file when imported (it is on sys.path, as a user's package would be)."""
+    import json
+    import shutil
+    import sys
+
+    marker = tmp_path / "imported.txt"
+    (tmp_path / "evil_mod.py").write_text(EVIL_MODULE.format(marker=str(marker)))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "evil_mod", raising=False)
+    run = tmp_path / "runs" / "hostile"
+    shutil.copytree(tiny_run, run)
+    meta = json.loads((run / "run.json").read_text())
+    meta.update(model_spec="evil_mod:factory", arch="evil_mod:factory")
+    (run / "run.json").write_text(json.dumps(meta))
+    return run, marker
+
+
+def test_a_run_naming_code_is_refused_without_importing(hostile_run):
+    run, marker = hostile_run
+    with pytest.raises(CheckpointError) as info:
+        load_model(run)
+    assert str(info.value) == (
+        f"Run {run} was made with your own code (evil_mod:factory); Loupe does not import code "
+        "named in a run folder. Pass --model evil_mod:factory (or --trust-code) to open it.")
+    assert not marker.exists()
+
+
+def test_the_same_model_flag_or_trust_code_opens_it(hostile_run, tiny_run):
+    run, marker = hostile_run
+    expected = load_model(tiny_run).module.state_dict()
+    for model in (load_model(run, model_spec="evil_mod:factory"),
+                  load_model(run, trust_code=True)):
+        assert model.name == "hostile" and model.arch == "evil_mod:factory"
+        assert all(torch.equal(model.module.state_dict()[k], v) for k, v in expected.items())
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("spec", ["os:abort", "subprocess:run", "evil_mod:factory"])
+def test_a_task_naming_code_is_refused(spec, hostile_run):
+    import json
+
+    run, marker = hostile_run
+    meta = json.loads((run / "run.json").read_text())
+    meta.update(model_spec=None, arch="mnist_cnn", task=spec)
+    (run / "run.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=f"Pass --task {spec} \\(or --trust-code\\)"):
+        load_model(run)
+    assert not marker.exists()
+    meta.update(task="mnist-sum")  # a built-in task is a name, not code: not refused
+    (run / "run.json").write_text(json.dumps(meta))
+    assert load_model(run).task_spec == "mnist-sum"
+
+
+def test_os_abort_as_model_spec_is_refused(hostile_run):
+    import json
+
+    run, _ = hostile_run
+    meta = json.loads((run / "run.json").read_text())
+    meta.update(model_spec="os:abort")
+    (run / "run.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=r"your own code \(os:abort\)"):
+        load_model(run)
+
+
+def test_bring_your_own_run_is_named_after_its_file_or_factory(byo_weights):
+    assert load_model(model_spec=SPEC, weights=byo_weights).name == "small"
+
+
+def test_a_run_json_without_arch_says_to_pass_model(tiny_run, tmp_path):
+    import json
+    import shutil
+
+    run = tmp_path / "noarch"
+    shutil.copytree(tiny_run, run)
+    meta = json.loads((run / "run.json").read_text())
+    del meta["arch"]
+    (run / "run.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="names no arch or model_spec: pass --model"):
+        load_model(run)
