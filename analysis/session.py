@@ -22,7 +22,7 @@ from analysis.device import resolve_device
 from analysis.engine import Engine, StepRecord
 from analysis.errors import ConfigError
 from analysis.forward import model_lock
-from analysis.steps.mc_dropout import dropout_modules
+from analysis.steps.mc_dropout import has_dropout
 from analysis.steps.neighbors import knn_search
 from analysis.steps.projection import PROJECTIONS
 from analysis.tasks import Task, head_key
@@ -72,7 +72,8 @@ class AnalysisSession:
     device : str
         ``auto``, ``cpu`` or ``cuda``.
     mc_samples : int or None
-        MC-dropout passes; ``None`` means 20 when the model has dropout, else 0.
+        MC-dropout passes; ``None`` means 20 when the model has dropout (modules
+        or functional calls), else 0. More than 0 without dropout is refused.
     k : int
         Neighbours reported per sample (the shared graph holds more).
     projections : sequence of str
@@ -91,7 +92,11 @@ class AnalysisSession:
                  extra_datasets: Sequence[ImageDataset] = (),
                  attribution: str | None = None) -> None:
         if mc_samples is None:
-            mc_samples = 20 if dropout_modules(model.module) else 0
+            mc_samples = 20 if has_dropout(model) else 0
+        elif mc_samples > 0 and not has_dropout(model):
+            raise ConfigError(f"Model {model.name} ({model.arch}) has no dropout (no nn.Dropout "
+                              "modules and no functional dropout calls); MC dropout needs some "
+                              f"- use --mc-samples 0 instead of --mc-samples {mc_samples}.")
         if mc_samples < 0:
             raise ConfigError(f"--mc-samples must be 0 (skip) or a positive number of passes, "
                               f"got {mc_samples}.")
