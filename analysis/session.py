@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.attribution import attribute, get_method
+from analysis.attribution import attribute, get_method, resolve_gradcam_layer
 from analysis.datasets import ImageDataset, load_dataset
 from analysis.device import resolve_device
 from analysis.engine import Engine, StepRecord
@@ -84,13 +84,16 @@ class AnalysisSession:
     attribution : str, optional
         Also compute this attribution method's heatmaps for the misclassified
         samples (see :mod:`analysis.steps.attribution`).
+    gradcam_layer : str, optional
+        GradCAM's layer (a name of :func:`analysis.attribution.conv_layer_choices`);
+        default: the output of the last convolutional block.
     """
 
     def __init__(self, model: LoadedModel, dataset: ImageDataset, store: ArtifactStore,
                  device: str = "auto", *, mc_samples: int | None = None, k: int = 10,
                  projections: Sequence[str] = PROJECTIONS, progress: bool = True,
                  extra_datasets: Sequence[ImageDataset] = (),
-                 attribution: str | None = None) -> None:
+                 attribution: str | None = None, gradcam_layer: str | None = None) -> None:
         if mc_samples is None:
             mc_samples = 20 if has_dropout(model) else 0
         elif mc_samples > 0 and not has_dropout(model):
@@ -112,10 +115,15 @@ class AnalysisSession:
         self.projections = tuple(projections)
         self.steps = plan_steps(mc_samples, self.projections)
         options = {"mc_dropout": {"samples": mc_samples}, "neighbors": {"k": k}}
+        if gradcam_layer:
+            resolve_gradcam_layer(model, gradcam_layer, dataset.images.shape[1:])
+        self.gradcam_layer = gradcam_layer or None
         if attribution:
             get_method(attribution)
             self.steps.append("attribution")
             options["attribution"] = {"method": attribution}
+            if attribution == "gradcam" and gradcam_layer:
+                options["attribution"]["layer"] = gradcam_layer
         os.environ.setdefault("NUMBA_CACHE_DIR", str(store.directory / "numba"))
         self.options = options
         self.engine = Engine(model, dataset, store, self.device, options, progress=progress)
@@ -282,13 +290,16 @@ class AnalysisSession:
 
     def attribute(self, index: int, method: str = "integrated_gradients",
                   target: int | str = "pred", n_steps: int = 50,
-                  dataset: str | None = None, head: str | None = None) -> np.ndarray:
+                  dataset: str | None = None, head: str | None = None,
+                  layer: str | None = None) -> np.ndarray:
         """One sample's ``(H, W)`` float32 heatmap, cached like every other result.
 
         ``target`` is a class index of ``head`` (default: the first head),
         ``"pred"`` or ``"label"``; ``dataset`` an extra dataset's key (default:
         the analysed dataset). The attribution is with respect to the image;
         side inputs (``mnist-sum``'s number) are held at the sample's values.
+        ``layer`` is GradCAM's (default: the session's ``gradcam_layer``, else
+        the last conv block's output); the other methods ignore it.
         """
         get_method(method)
         h = self.task.head(head)
@@ -308,8 +319,13 @@ class AnalysisSession:
         if not 0 <= target < h.num_classes:
             raise ConfigError(f"Target class {target} out of range 0..{h.num_classes - 1} "
                               f"(head {h.name!r}).")
+        parts = [int(index), method, h.name, target, n_steps]
+        if method == "gradcam":  # only GradCAM's key names its layer: the others' stay as they were
+            layer = resolve_gradcam_layer(self.model, layer or self.gradcam_layer,
+                                          ds.images.shape[1:])
+            parts.append(layer)
         key = stable_hash("loupe-attribution", ATTRIBUTION_VERSION, self.engine.model_id,
-                          ds.key, ds.fingerprint, int(index), method, h.name, target, n_steps)
+                          ds.key, ds.fingerprint, *parts)
         cached = self.store.get(key)
         if cached is not None:
             return cached["heatmap"]
@@ -317,7 +333,7 @@ class AnalysisSession:
         with model_lock(self.model):
             heat = attribute(self.model, ds.images[[index]], target, method,
                              device=self.device, n_steps=n_steps, head=h.name,
-                             metadata=meta)[0]
+                             metadata=meta, layer=layer if method == "gradcam" else None)[0]
         self.store.put(key, Artifact({"heatmap": heat}))
         return heat
 
