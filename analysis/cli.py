@@ -73,6 +73,8 @@ def add_step_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--attribution", default=None, metavar="METHOD",
                    help="also compute heatmaps of the misclassified samples "
                         "(integrated_gradients, saliency, gradcam, occlusion)")
+    p.add_argument("--gradcam-layer", default=None, metavar="NAME",
+                   help="GradCAM's layer, a module name (default: the last conv block's output)")
     p.add_argument("--extra-dataset", action="append", default=[], metavar="NAME",
                    help="an out-of-distribution dataset analysed against --dataset "
                         "(repeatable; e.g. fashion-mnist, notmnist, folder:PATH)")
@@ -127,7 +129,8 @@ def open_session(args: argparse.Namespace):
         cache_dir=args.cache_dir, device=args.device, limit=args.limit,
         mc_samples=args.mc_samples, k=args.k, projections=args.projection,
         extra_datasets=args.extra_dataset, attribution=args.attribution, task=args.task,
-        input_spec=input_spec_of(args), trust_code=args.trust_code)
+        input_spec=input_spec_of(args), trust_code=args.trust_code,
+        gradcam_layer=args.gradcam_layer)
 
 
 def print_summary(session, records, seconds: float) -> None:

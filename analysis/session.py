@@ -16,13 +16,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.attribution import attribute, get_method
+from analysis.attribution import attribute, get_method, resolve_gradcam_layer
 from analysis.datasets import ImageDataset, load_dataset
 from analysis.device import resolve_device
 from analysis.engine import Engine, StepRecord
 from analysis.errors import ConfigError
 from analysis.forward import model_lock
-from analysis.steps.mc_dropout import dropout_modules
+from analysis.steps.mc_dropout import has_dropout
 from analysis.steps.neighbors import knn_search
 from analysis.steps.projection import PROJECTIONS
 from analysis.tasks import Task, head_key
@@ -73,7 +73,8 @@ class AnalysisSession:
     device : str
         ``auto``, ``cpu`` or ``cuda``.
     mc_samples : int or None
-        MC-dropout passes; ``None`` means 20 when the model has dropout, else 0.
+        MC-dropout passes; ``None`` means 20 when the model has dropout (modules
+        or functional calls), else 0. More than 0 without dropout is refused.
     k : int
         Neighbours reported per sample (the shared graph holds more).
     projections : sequence of str
@@ -84,15 +85,22 @@ class AnalysisSession:
     attribution : str, optional
         Also compute this attribution method's heatmaps for the misclassified
         samples (see :mod:`analysis.steps.attribution`).
+    gradcam_layer : str, optional
+        GradCAM's layer (a name of :func:`analysis.attribution.conv_layer_choices`);
+        default: the output of the last convolutional block.
     """
 
     def __init__(self, model: LoadedModel, dataset: ImageDataset, store: ArtifactStore,
                  device: str = "auto", *, mc_samples: int | None = None, k: int = 10,
                  projections: Sequence[str] = PROJECTIONS, progress: bool = True,
                  extra_datasets: Sequence[ImageDataset] = (),
-                 attribution: str | None = None) -> None:
+                 attribution: str | None = None, gradcam_layer: str | None = None) -> None:
         if mc_samples is None:
-            mc_samples = 20 if dropout_modules(model.module) else 0
+            mc_samples = 20 if has_dropout(model) else 0
+        elif mc_samples > 0 and not has_dropout(model):
+            raise ConfigError(f"Model {model.name} ({model.arch}) has no dropout (no nn.Dropout "
+                              "modules and no functional dropout calls); MC dropout needs some "
+                              f"- use --mc-samples 0 instead of --mc-samples {mc_samples}.")
         if mc_samples < 0:
             raise ConfigError(f"--mc-samples must be 0 (skip) or a positive number of passes, "
                               f"got {mc_samples}.")
@@ -108,10 +116,15 @@ class AnalysisSession:
         self.projections = tuple(projections)
         self.steps = plan_steps(mc_samples, self.projections)
         options = {"mc_dropout": {"samples": mc_samples}, "neighbors": {"k": k}}
+        if gradcam_layer:
+            resolve_gradcam_layer(model, gradcam_layer, dataset.images.shape[1:])
+        self.gradcam_layer = gradcam_layer or None
         if attribution:
             get_method(attribution)
             self.steps.append("attribution")
             options["attribution"] = {"method": attribution}
+            if attribution == "gradcam" and gradcam_layer:
+                options["attribution"]["layer"] = gradcam_layer
         self.options = options
         self.engine = Engine(model, dataset, store, self.device, options, progress=progress)
         self.extras: dict[str, Engine] = {}
@@ -301,13 +314,16 @@ class AnalysisSession:
 
     def attribute(self, index: int, method: str = "integrated_gradients",
                   target: int | str = "pred", n_steps: int = 50,
-                  dataset: str | None = None, head: str | None = None) -> np.ndarray:
+                  dataset: str | None = None, head: str | None = None,
+                  layer: str | None = None) -> np.ndarray:
         """One sample's ``(H, W)`` float32 heatmap, cached like every other result.
 
         ``target`` is a class index of ``head`` (default: the first head),
         ``"pred"`` or ``"label"``; ``dataset`` an extra dataset's key (default:
         the analysed dataset). The attribution is with respect to the image;
         side inputs (``mnist-sum``'s number) are held at the sample's values.
+        ``layer`` is GradCAM's (default: the session's ``gradcam_layer``, else
+        the last conv block's output); the other methods ignore it.
         """
         get_method(method)
         h = self.task.head(head)
@@ -327,8 +343,13 @@ class AnalysisSession:
         if not 0 <= target < h.num_classes:
             raise ConfigError(f"Target class {target} out of range 0..{h.num_classes - 1} "
                               f"(head {h.name!r}).")
+        parts = [int(index), method, h.name, target, n_steps]
+        if method == "gradcam":  # only GradCAM's key names its layer: the others' stay as they were
+            layer = resolve_gradcam_layer(self.model, layer or self.gradcam_layer,
+                                          ds.images.shape[1:])
+            parts.append(layer)
         key = stable_hash("loupe-attribution", ATTRIBUTION_VERSION, self.engine.model_id,
-                          ds.key, ds.fingerprint, int(index), method, h.name, target, n_steps)
+                          ds.key, ds.fingerprint, *parts)
         cached = self.store.get(key)
         if cached is not None:
             return cached["heatmap"]
@@ -336,7 +357,7 @@ class AnalysisSession:
         with model_lock(self.model):
             heat = attribute(self.model, ds.images[[index]], target, method,
                              device=self.device, n_steps=n_steps, head=h.name,
-                             metadata=meta)[0]
+                             metadata=meta, layer=layer if method == "gradcam" else None)[0]
         self.store.put(key, Artifact({"heatmap": heat}))
         return heat
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
-from analysis.attribution import attribute, get_method
+from analysis.attribution import attribute, get_method, resolve_gradcam_layer
 from analysis.errors import ConfigError
 from analysis.registry import Step, StepContext, register
 from analysis.tasks import head_key
@@ -44,7 +44,10 @@ class Attribution(Step):
     """
 
     name = "attribution"
-    version = 2  # 2: per head
+    # 2: per head. 3: GradCAM's default layer is the last conv block's output (was the last
+    # nn.Conv2d) and the config names the layer, so every method's key changes (the config
+    # gained a field); occlusion's window scales with the image (28x28 keeps 4x4, stride 2).
+    version = 3
     requires = ("inference",)
 
     @dataclass(frozen=True)
@@ -55,9 +58,12 @@ class Attribution(Step):
         target: str = "pred"
         limit: int = 200
         n_steps: int = 50
+        layer: str = ""  # GradCAM's layer (see attribution.conv_layer_choices); "" = default
 
     def run(self, ctx: StepContext, config: Config) -> Artifact:
         get_method(config.method)
+        if config.method == "gradcam":
+            resolve_gradcam_layer(ctx.model, config.layer or None, ctx.dataset.images.shape[1:])
         if config.target not in TARGETS:
             raise ConfigError(f"attribution target {config.target!r}: use one of {TARGETS}.")
         inf = ctx.inputs["inference"]
@@ -74,7 +80,8 @@ class Attribution(Step):
             sl = slice(start, start + batch)
             maps.append(attribute(ctx.model, ctx.dataset.images[idx[sl]], targets[sl],
                                   config.method, device=ctx.device, n_steps=config.n_steps,
-                                  head=head, metadata={k: v[idx[sl]] for k, v in meta.items()}))
+                                  head=head, metadata={k: v[idx[sl]] for k, v in meta.items()},
+                                  layer=config.layer or None))
         h, w = ctx.dataset.images.shape[-2:]
         heatmaps = np.concatenate(maps) if maps else np.zeros((0, h, w), np.float32)
         return Artifact({"indices": idx.astype(np.int64), "targets": targets.astype(np.int64),

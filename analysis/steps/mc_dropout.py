@@ -1,51 +1,194 @@
 """``mc_dropout``: Monte-Carlo dropout uncertainty with a once-computed deterministic trunk.
 
-The model is traced with ``torch.fx``; every node downstream of a dropout module
-is the *stochastic tail*, everything else the *trunk*. The trunk runs once
-per batch and only the tail runs T times. With the same random stream this
-is exactly T full passes (the trunk's output does not depend on the masks),
-at a fraction of the cost when the dropout sits late (as in ``mnist_cnn``).
-Models that ``torch.fx`` cannot trace fall back to T full passes.
+The model is traced with ``torch.fx``; every node downstream of a dropout is
+the *stochastic tail*, everything else the *trunk*. The trunk runs once per
+batch and only the tail runs T times. With the same random stream this is
+exactly T full passes (the trunk's output does not depend on the masks), at a
+fraction of the cost when the dropout sits late (as in ``mnist_cnn``). Models
+that ``torch.fx`` cannot trace fall back to T full passes.
+
+Which dropout is switched on
+----------------------------
+Every dropout, whether a module (``nn.Dropout*``, ``nn.AlphaDropout``) or a
+functional call (``F.dropout``, ``F.dropout1d/2d/3d``, ``F.alpha_dropout``,
+``F.feature_alpha_dropout``, ``torch.dropout`` and its ``feature_``/``alpha_``
+and in-place variants, see :data:`DROPOUT_FUNCTIONS`). Dropout modules are
+put in train mode (batch-norm and the rest stay in eval). Functional calls
+read ``self.training``, a Python bool, so they cannot be switched by a module
+flag without also switching batch-norm; and ``torch.fx`` bakes the bool into
+the traced graph (``training=False`` when traced in eval). Instead the passes
+run under :class:`ForceDropout`, a ``TorchFunctionMode`` that rewrites the
+``training``/``train`` argument of those calls to ``True``. Torch function
+modes are thread-local, so this is exact (the very call the model makes, with
+one argument changed: the same random draws as with the model in train mode)
+and it touches neither the module nor any process-wide function: other threads
+running other models (or this one, under :func:`analysis.forward.model_lock`)
+are unaffected. Patching ``torch.nn.functional.dropout`` would be
+process-wide; setting ``training`` on every non-batch-norm submodule would miss
+any other train-dependent layer. The same mode serves both the traced tail
+(its functional dropout nodes are marked stochastic) and the fallback passes.
+Limits: a call made *inside* another overridable function (e.g. the attention
+dropout of ``F.multi_head_attention_forward``) is not seen, and a hard-coded
+``F.dropout(x, p, training=False)`` is switched on too (it reads the same as
+``training=self.training`` once traced).
+
+Random stream
+-------------
+Dropout draws from the process-wide torch generator (``F.dropout`` takes no
+generator), so the seeded section holds one process-wide lock
+(:func:`seeded_rng`): two MC jobs in two threads never interleave their draws,
+and the caller's stream is restored afterwards.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.fx import GraphModule, Interpreter, Node
+from torch.overrides import TorchFunctionMode
 from tqdm.auto import tqdm
 
 from analysis.errors import ConfigError
-from analysis.forward import auto_batch_size, capture_embedding, embedding_target, model_batches
+from analysis.forward import (
+    auto_batch_size,
+    capture_embedding,
+    embedding_target,
+    example_inputs,
+    model_batches,
+    model_lock,
+)
 from analysis.registry import Step, StepContext, register
 from analysis.tasks import Task, head_key
 from cache import Artifact
+from models.checkpoint import LoadedModel
 
 log = logging.getLogger(__name__)
-DROPOUT_TYPES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
+DROPOUT_TYPES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
+                 nn.FeatureAlphaDropout)
+# Functional dropouts; each takes ``training`` (F.*) or ``train`` (torch.*) third.
+DROPOUT_FUNCTIONS = frozenset({
+    F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, F.feature_alpha_dropout,
+    torch.dropout, torch.dropout_, torch.feature_dropout, torch.feature_dropout_,
+    torch.alpha_dropout, torch.alpha_dropout_, torch.feature_alpha_dropout,
+    torch.feature_alpha_dropout_,
+})
+_RNG_LOCK = threading.Lock()
 
 
 def dropout_modules(module: nn.Module) -> list[nn.Module]:
+    """The dropout modules of ``module`` (functional calls are not modules: see
+    :func:`has_dropout`)."""
     return [m for m in module.modules() if isinstance(m, DROPOUT_TYPES)]
+
+
+class ForceDropout(TorchFunctionMode):
+    """Within the block, this thread's functional dropout calls run as in training.
+
+    ``calls`` counts the dropout calls seen; ``force=False`` only counts them.
+    """
+
+    def __init__(self, force: bool = True) -> None:
+        super().__init__()
+        self.force = force
+        self.calls = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in DROPOUT_FUNCTIONS:
+            self.calls += 1
+            if self.force:
+                if "training" in kwargs or "train" in kwargs:
+                    kwargs = {**kwargs, ("training" if "training" in kwargs else "train"): True}
+                elif len(args) > 2:
+                    args = (*args[:2], True, *args[3:])
+                # else: the F.* default, training=True
+        return func(*args, **kwargs)
 
 
 @contextmanager
 def dropout_active(module: nn.Module) -> Iterator[None]:
-    """Only the dropout modules in train mode (batch-norm and the rest stay in eval)."""
-    drops = dropout_modules(module)
+    """Every dropout on: modules in train mode, functional calls forced (this thread only).
+
+    Batch-norm and every other module stay in eval.
+    """
+    drops = [m for m in dropout_modules(module) if not m.training]
     for m in drops:
         m.train()
     try:
-        yield
+        with ForceDropout():
+            yield
     finally:
         for m in drops:
             m.eval()
+
+
+@contextmanager
+def seeded_rng(seed: int, device: torch.device) -> Iterator[None]:
+    """The process-wide torch stream seeded with ``seed``, held by this thread alone.
+
+    One lock for the whole process: dropout cannot take a ``torch.Generator``,
+    so two seeded sections in two threads would otherwise interleave their
+    draws. The caller's random state (CPU, and every CUDA device when
+    ``device`` is CUDA) is restored on exit.
+    """
+    devices = list(range(torch.cuda.device_count())) if device.type == "cuda" else []
+    with _RNG_LOCK, torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def functional_dropout_nodes(graph_module: GraphModule) -> list[Node]:
+    """The ``call_function`` nodes of a traced graph that are functional dropouts."""
+    return [n for n in graph_module.graph.nodes
+            if n.op == "call_function" and n.target in DROPOUT_FUNCTIONS]
+
+
+def has_dropout(model: LoadedModel | nn.Module,
+                example_args: tuple[torch.Tensor, ...] | None = None) -> bool:
+    """Whether MC dropout has anything to switch on in ``model``.
+
+    True when it holds a dropout module, or when its ``torch.fx`` trace calls a
+    functional dropout. A model fx cannot trace gets dry forward passes of one
+    sample that count the dropout calls: on ``example_args``, or for a
+    ``LoadedModel`` on a blank, an all-ones and a noise image (normalised
+    space); a call in a branch none of them takes is missed.
+
+    Raises
+    ------
+    ValueError
+        A bare ``nn.Module`` that fx cannot trace, without ``example_args``.
+    """
+    module = model.module if isinstance(model, LoadedModel) else model
+    if dropout_modules(module):
+        return True
+    try:
+        graph_module = _trace(module, ())
+    except Exception as exc:  # fx raises many types on untraceable code
+        log.debug("torch.fx cannot trace the model (%s); dry forward passes instead", exc)
+    else:
+        return bool(functional_dropout_nodes(graph_module))
+    if example_args is not None:
+        probes = [tuple(example_args)]
+    elif isinstance(model, LoadedModel):
+        probes = _probe_inputs(model)
+    else:
+        raise ValueError("has_dropout: torch.fx cannot trace this module; pass "
+                         "example_args (its forward arguments) for a dry pass.")
+    device = next((p.device for p in module.parameters()), torch.device("cpu"))
+    counter = ForceDropout(force=False)
+    lock = model_lock(model) if isinstance(model, LoadedModel) else threading.RLock()
+    with lock, torch.inference_mode(), counter:
+        for args in probes:
+            module(*(a.to(device) for a in args))
+    return counter.calls > 0
 
 
 class StochasticSplit:
@@ -54,7 +197,9 @@ class StochasticSplit:
     Parameters
     ----------
     module : nn.Module
-        Must be traceable by ``torch.fx`` and contain dropout modules.
+        Must be traceable by ``torch.fx`` and contain dropout (modules or calls).
+    leaves : tuple of nn.Module
+        Submodules kept as single nodes (see :func:`_trace`).
     """
 
     def __init__(self, module: nn.Module, leaves: tuple[nn.Module, ...] = ()) -> None:
@@ -64,7 +209,8 @@ class StochasticSplit:
         stochastic: set[Node] = set()
         for node in nodes:
             # A kept-whole leaf (e.g. the embedding layer) is stochastic if it holds a dropout.
-            is_drop = node.op == "call_module" and bool(dropout_modules(modules[node.target]))
+            is_drop = (node.op == "call_module" and _holds_dropout(modules[node.target])) or (
+                node.op == "call_function" and node.target in DROPOUT_FUNCTIONS)
             if is_drop or any(a in stochastic for a in node.all_input_nodes):
                 stochastic.add(node)
         self.tail = [n for n in nodes if n in stochastic or n.op == "output"]
@@ -108,6 +254,36 @@ def _trace(module: nn.Module, leaves: tuple[nn.Module, ...]) -> GraphModule:
             return id(m) in keep or super().is_leaf_module(m, qualname)
 
     return GraphModule(module, Tracer().trace(module))
+
+
+def _probe_inputs(model: LoadedModel) -> list[tuple[torch.Tensor, ...]]:
+    """One-sample ``forward`` arguments whose image is blank, all ones, then noise."""
+    blank = example_inputs(model)
+    pos = next(i for i, inp in enumerate(model.task.inputs) if inp.kind == "image")
+    noise = torch.randn(blank[pos].shape, generator=torch.Generator().manual_seed(0))
+    probes = []
+    for image in (blank[pos], torch.ones_like(blank[pos]), noise):
+        args = list(blank)
+        args[pos] = image
+        probes.append(tuple(args))
+    return probes
+
+
+def _holds_dropout(module: nn.Module) -> bool:
+    """Whether a module run as one graph node draws dropout masks.
+
+    torch.nn's own leaves hold no functional dropout; a kept-whole user module
+    is traced on its own to find any (one fx cannot trace counts as holding one,
+    which only costs speed: it then runs in the tail).
+    """
+    if dropout_modules(module):
+        return True
+    if torch.fx.Tracer().is_leaf_module(module, ""):  # torch.nn's own layers
+        return False
+    try:
+        return bool(functional_dropout_nodes(_trace(module, ())))
+    except Exception:  # fx raises many types on untraceable code
+        return True
 
 
 def _calls_module(split: StochasticSplit, target: nn.Module) -> bool:
@@ -159,7 +335,9 @@ class MCDropout(Step):
     """
 
     name = "mc_dropout"
-    version = 2  # 2: per-head arrays
+    # 2: per-head arrays. Not bumped for functional dropout: models with dropout modules
+    # only draw the very same masks as before (bit-identical results, same keys).
+    version = 2
     requires = ("inference",)
 
     @dataclass(frozen=True)
@@ -171,9 +349,10 @@ class MCDropout(Step):
     def run(self, ctx: StepContext, config: Config) -> Artifact:
         module = ctx.model.module.to(ctx.device).eval()
         task = ctx.model.task
-        if not dropout_modules(module):
-            raise ConfigError(f"MC dropout needs a dropout module, and {ctx.model.arch} has none "
-                              "(no nn.Dropout). Pass --mc-samples 0 to skip MC dropout.")
+        if not has_dropout(ctx.model):
+            raise ConfigError(f"MC dropout needs dropout, and {ctx.model.arch} has none (no "
+                              "nn.Dropout modules and no functional dropout calls). Pass "
+                              "--mc-samples 0 to skip MC dropout.")
         if config.samples < 1:
             raise ConfigError(f"--mc-samples must be at least 1, got {config.samples}.")
         try:
@@ -189,32 +368,23 @@ class MCDropout(Step):
             log.info("embedding layer of %s is not a leaf of the traced graph; MC dropout "
                      "runs T full passes", ctx.model.arch)
             split = None
-        gen_state = torch.random.get_rng_state()
-        cuda_state = torch.cuda.get_rng_state_all() if ctx.device.type == "cuda" else None
-        torch.manual_seed(config.seed)
         outputs: dict[str, list[torch.Tensor]] = {}
         n = len(ctx.dataset)
-        try:
-            with torch.inference_mode(), dropout_active(module), \
-                    capture_embedding(ctx.model) as captured:
-                bs = auto_batch_size(ctx.device, config.batch_size, cpu=256)
-                batches = model_batches(ctx.model, ctx.dataset, ctx.device, bs)
-                for _, args in tqdm(batches, total=-(-n // bs),
-                                    desc=f"mc_dropout T={config.samples}",
-                                    disable=not ctx.progress, leave=False):
-                    probs, emb = self._passes(module, task, split, args, config.samples,
-                                              captured)
-                    stats = {}
-                    for head, head_probs in probs.items():
-                        for key, value in mc_statistics(head_probs).items():
-                            stats[head_key(key, head)] = value
-                    stats["mean_embedding"] = emb
-                    for key, value in stats.items():
-                        outputs.setdefault(key, []).append(value.float().cpu())
-        finally:
-            torch.random.set_rng_state(gen_state)
-            if cuda_state is not None:
-                torch.cuda.set_rng_state_all(cuda_state)
+        with seeded_rng(config.seed, ctx.device), torch.inference_mode(), \
+                dropout_active(module), capture_embedding(ctx.model) as captured:
+            bs = auto_batch_size(ctx.device, config.batch_size, cpu=256)
+            batches = model_batches(ctx.model, ctx.dataset, ctx.device, bs)
+            for _, args in tqdm(batches, total=-(-n // bs),
+                                desc=f"mc_dropout T={config.samples}",
+                                disable=not ctx.progress, leave=False):
+                probs, emb = self._passes(module, task, split, args, config.samples, captured)
+                stats = {}
+                for head, head_probs in probs.items():
+                    for key, value in mc_statistics(head_probs).items():
+                        stats[head_key(key, head)] = value
+                stats["mean_embedding"] = emb
+                for key, value in stats.items():
+                    outputs.setdefault(key, []).append(value.float().cpu())
         arrays = {k: torch.cat(v).numpy() for k, v in outputs.items()}
         summary: dict = {"heads": task.head_names, "samples": config.samples,
                          "trunk_once": split is not None}

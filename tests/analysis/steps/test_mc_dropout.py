@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -11,13 +12,21 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from torch import nn
+from torch.nn import functional as F
 
 from analysis.datasets import load_dataset
 from analysis.engine import Engine
 from analysis.errors import ConfigError
 from analysis.forward import capture_embedding, model_batches
 from analysis.steps import mc_dropout as mc
-from analysis.steps.mc_dropout import MCDropout, StochasticSplit, dropout_active, mc_statistics
+from analysis.steps.mc_dropout import (
+    MCDropout,
+    StochasticSplit,
+    dropout_active,
+    has_dropout,
+    mc_statistics,
+)
 from cache import ArtifactStore
 from models import zoo
 from models.checkpoint import LoadedModel
@@ -203,3 +212,182 @@ def test_embedding_layer_that_fx_traces_through(byo_factory, digits, data_root, 
     np.testing.assert_array_equal(art["mean_probs@class"], expected.numpy())
     # the container stays one node of the traced graph, so the trunk still runs once
     assert art.summary["trunk_once"] is True
+
+
+# -- functional dropout: models written the way users write them -----------------------------
+class FunctionalDropNet(nn.Module):
+    """Dropout only as ``F.dropout2d``/``F.dropout`` calls that read ``self.training``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 8, 5, stride=2)  # 12 x 12
+        self.fc1 = nn.Linear(8 * 12 * 12, 64)
+        self.fc2 = nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.dropout2d(F.relu(self.conv(x)), 0.1, training=self.training)
+        h = F.relu(self.fc1(h.flatten(1)))
+        return self.fc2(F.dropout(h, 0.5, training=self.training))
+
+
+class MixedDropNet(FunctionalDropNet):
+    """One dropout module and one ``torch.dropout`` call (train passed positionally)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.drop = nn.Dropout(0.3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.drop(F.relu(self.conv(x))).flatten(1)
+        h = torch.dropout(F.relu(self.fc1(h)), 0.5, self.training)
+        return self.fc2(h)
+
+
+class UntraceableFunctionalNet(FunctionalDropNet):
+    """Data-dependent control flow (fx cannot trace it) and ``F.alpha_dropout``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.fc1(F.relu(self.conv(x)).flatten(1)))
+        if x.abs().sum() > 0:  # a blank probe image skips the dropout: has_dropout tries more
+            h = F.alpha_dropout(h, 0.4, training=self.training)
+        return self.fc2(h)
+
+
+class NoDropNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 5, stride=3)
+        self.fc = nn.Linear(4 * 8 * 8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.conv(x))
+        if x.sum() > 0:  # untraceable, so has_dropout needs the dry pass
+            h = h * 1.0
+        return self.fc(h.flatten(1))
+
+
+def train_mode_passes(module, x, t, seed):
+    """The hand-written reference: ``model.train()`` (no batch-norm here) for T passes."""
+    torch.manual_seed(seed)
+    module.train()
+    try:
+        with torch.inference_mode():
+            return torch.stack([module(x).softmax(1) for _ in range(t)])
+    finally:
+        module.eval()
+
+
+@pytest.fixture(scope="module")
+def digits100(digits, data_root):
+    return load_dataset(digits, "test", data_root=data_root, limit=100)
+
+
+@pytest.mark.parametrize("net, trunk_once", [(FunctionalDropNet, True), (MixedDropNet, True),
+                                              (UntraceableFunctionalNet, False)])
+def test_functional_dropout_is_active_like_train_mode(net, trunk_once, digits100, tmp_path):
+    torch.manual_seed(0)
+    module = net().eval()
+    model = LoadedModel(module, net.__name__)
+    assert has_dropout(model)
+    engine = Engine(model, digits100, ArtifactStore(tmp_path), CPU,
+                    {"mc_dropout": {"samples": 6, "seed": 4, "batch_size": 100}}, progress=False)
+    art = engine.get("mc_dropout")
+    assert art.summary["trunk_once"] is trunk_once
+    _, (x,) = next(model_batches(model, digits100, CPU, 100))
+    expected = mc_statistics(train_mode_passes(module, x, 6, seed=4))
+    np.testing.assert_allclose(art["mean_probs@class"], expected["mean_probs"], rtol=1e-5,
+                               atol=1e-6)
+    np.testing.assert_allclose(art["mutual_info@class"], expected["mutual_info"], rtol=1e-4,
+                               atol=1e-6)
+    assert art["mutual_info@class"].mean() > 1e-3  # the passes did disagree
+    assert not module.training and not any(m.training for m in module.modules())
+
+
+def test_mixed_model_switches_on_the_functional_dropout_too(tmp_path, digits100):
+    """Only the module on (the old behaviour) gives different, less spread passes."""
+    torch.manual_seed(0)
+    module = MixedDropNet().eval()
+    _, (x,) = next(model_batches(LoadedModel(module, "m"), digits100, CPU, 100))
+    torch.manual_seed(1)
+    module.drop.train()
+    with torch.inference_mode():
+        module_only = torch.stack([module(x).softmax(1) for _ in range(6)])
+    module.drop.eval()
+    torch.manual_seed(1)
+    with torch.inference_mode(), dropout_active(module):
+        every = torch.stack([module(x).softmax(1) for _ in range(6)])
+    assert not torch.allclose(every, module_only)
+    torch.testing.assert_close(every, train_mode_passes(module, x, 6, seed=1))
+
+
+def test_has_dropout(tiny_model, digits100):
+    assert has_dropout(tiny_model) and has_dropout(FunctionalDropNet())
+    assert not has_dropout(zoo.build("tiny_bn_nodrop"))
+    nodrop = NoDropNet().eval()
+    with pytest.raises(ValueError, match="pass example_args"):
+        has_dropout(nodrop)
+    x = torch.zeros(1, 1, 28, 28)
+    assert not has_dropout(nodrop, (x,)) and not has_dropout(LoadedModel(nodrop, "n"))
+    assert has_dropout(UntraceableFunctionalNet().eval(), (x + 1,))  # the branch is taken
+    assert not any(m.training for m in nodrop.modules())
+
+
+def test_functional_dropout_is_forced_in_this_thread_only(digits100):
+    """Another thread's plain eval passes stay deterministic during an MC pass."""
+    torch.manual_seed(0)
+    mc_model, other = FunctionalDropNet().eval(), FunctionalDropNet().eval()
+    _, (x,) = next(model_batches(LoadedModel(other, "o"), digits100, CPU, 100))
+    with torch.inference_mode():
+        plain = other(x)
+    inside, done = threading.Event(), threading.Event()
+
+    def mc_thread():
+        with torch.inference_mode(), dropout_active(mc_model):
+            a, b = mc_model(x), mc_model(x)
+            assert not torch.equal(a, b)
+            inside.set()
+            done.wait(30)
+
+    thread = threading.Thread(target=mc_thread)
+    thread.start()
+    assert inside.wait(30)
+    with torch.inference_mode():
+        during = [other(x) for _ in range(3)]
+    done.set()
+    thread.join()
+    for out in during:
+        assert torch.equal(out, plain)
+
+
+def test_two_mc_jobs_in_parallel_threads_equal_each_alone(tiny_model, digits, data_root,
+                                                          tmp_path):
+    ds = load_dataset(digits, "test", data_root=data_root, limit=400)
+    torch.manual_seed(0)
+    models = [tiny_model, LoadedModel(FunctionalDropNet().eval(), "functional")]
+    options = {"mc_dropout": {"samples": 8, "seed": 0, "batch_size": 32}}
+
+    def job(model, where):
+        engine = Engine(model, ds, ArtifactStore(tmp_path / where), CPU, options,
+                        progress=False)
+        return engine.get("mc_dropout")["mean_probs@class"]
+
+    alone = [job(m, f"alone{i}") for i, m in enumerate(models)]
+    together: list = [None, None]
+    errors: list = []
+    start = threading.Barrier(2)
+
+    def run(i):
+        try:
+            start.wait(30)
+            together[i] = job(models[i], f"together{i}")
+        except Exception as exc:  # reported below, not swallowed
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    for a, b in zip(alone, together, strict=True):
+        np.testing.assert_array_equal(a, b)
