@@ -91,11 +91,13 @@ class Engine:
         if name not in self._keys:
             step = get_step(name)
             ref = [self.reference.key(r) for r in step.uses_reference] if self.reference else []
+            extra = step.key_extra(self.model) if step.uses_model else None
             self._keys[name] = stable_hash(
                 "loupe-step", name, step.version, self.config(name),
                 self.model_id if step.uses_model else None,
                 self.dataset.key, self.dataset.fingerprint,
                 [self.key(r) for r in step.requires], ref,
+                *([extra] if extra is not None else []),
             )
         return self._keys[name]
 

@@ -70,6 +70,11 @@ class Step:
     def run(self, ctx: StepContext, config: Any) -> Artifact:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def key_extra(self, model: LoadedModel) -> Any:
+        """Anything more about ``model`` that the step's result depends on (``None``:
+        nothing; then the key is as it was before this hook existed)."""
+        return None
+
     def columns(self, artifact: Artifact, config: Any) -> dict[str, np.ndarray]:
         """Per-sample columns (each ``(N,)``) for the sample table; none by default."""
         return {}

@@ -167,8 +167,13 @@ def has_dropout(model: LoadedModel | nn.Module,
         A bare ``nn.Module`` that fx cannot trace, without ``example_args``.
     """
     module = model.module if isinstance(model, LoadedModel) else model
-    if dropout_modules(module):
-        return True
+    return bool(dropout_modules(module)) or calls_functional_dropout(model, example_args)
+
+
+def calls_functional_dropout(model: LoadedModel | nn.Module,
+                             example_args: tuple[torch.Tensor, ...] | None = None) -> bool:
+    """Whether ``model``'s forward calls a functional dropout (see :func:`has_dropout`)."""
+    module = model.module if isinstance(model, LoadedModel) else model
     try:
         graph_module = _trace(module, ())
     except Exception as exc:  # fx raises many types on untraceable code
@@ -248,12 +253,31 @@ def _trace(module: nn.Module, leaves: tuple[nn.Module, ...]) -> GraphModule:
     forward hook fires inside the trunk/tail split.
     """
     keep = {id(m) for m in leaves}
+    owner = threading.get_ident()
 
     class Tracer(torch.fx.Tracer):
+        # fx patches nn.Module.__call__ and __getattr__ for the whole process while it
+        # traces: another thread's forward pass would be recorded into this graph (or
+        # fail with "module is not installed as a submodule"). Calls from other threads
+        # run untraced, and traces take turns (a second patch would hide the first).
+        def call_module(self, m, forward, args, kwargs):
+            if threading.get_ident() != owner:
+                return forward(*args, **kwargs)
+            return super().call_module(m, forward, args, kwargs)
+
+        def getattr(self, attr, attr_val, parameter_proxy_cache):
+            if threading.get_ident() != owner:
+                return attr_val
+            return super().getattr(attr, attr_val, parameter_proxy_cache)
+
         def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
             return id(m) in keep or super().is_leaf_module(m, qualname)
 
-    return GraphModule(module, Tracer().trace(module))
+    with _TRACE_LOCK:
+        return GraphModule(module, Tracer().trace(module))
+
+
+_TRACE_LOCK = threading.RLock()
 
 
 def _probe_inputs(model: LoadedModel) -> list[tuple[torch.Tensor, ...]]:
@@ -345,6 +369,12 @@ class MCDropout(Step):
         samples: int = 20
         seed: int = 0
         batch_size: int = 0  # 0: chosen for the device (see forward.auto_batch_size)
+
+    def key_extra(self, model: LoadedModel) -> str | None:
+        # Functional dropout was ignored before it was switched on (a model mixing
+        # nn.Dropout with F.dropout got too little noise): such models get new keys,
+        # models with dropout modules only keep theirs.
+        return "functional-dropout" if calls_functional_dropout(model) else None
 
     def run(self, ctx: StepContext, config: Config) -> Artifact:
         module = ctx.model.module.to(ctx.device).eval()

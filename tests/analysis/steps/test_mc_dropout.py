@@ -391,3 +391,36 @@ def test_two_mc_jobs_in_parallel_threads_equal_each_alone(tiny_model, digits, da
     assert errors == []
     for a, b in zip(alone, together, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_trace_in_one_thread_leaves_other_threads_forward_passes_alone():
+    """fx patches nn.Module.__call__ process-wide while tracing; other threads must not
+    be traced into the graph (or fail) meanwhile."""
+    from analysis.steps.mc_dropout import _trace
+
+    traced, other = FunctionalDropNet().eval(), FunctionalDropNet().eval()
+    x = torch.rand(4, 1, 28, 28)
+    with torch.no_grad():
+        expected = other(x)
+    stop, errors, outputs = threading.Event(), [], []
+
+    def forward_loop():
+        try:
+            while not stop.is_set():
+                with torch.no_grad():
+                    outputs.append(other(x))
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    worker = threading.Thread(target=forward_loop)
+    worker.start()
+    try:
+        graphs = [_trace(traced, ()) for _ in range(30)]
+    finally:
+        stop.set()
+        worker.join()
+    assert errors == [] and outputs
+    for out in outputs:
+        torch.testing.assert_close(out, expected)
+    sizes = {len(list(g.graph.nodes)) for g in graphs}
+    assert sizes == {len(list(_trace(traced, ()).graph.nodes))}
