@@ -46,8 +46,8 @@ def test_mc_samples_default_and_refusal(digits50, tmp_path):
                                           r"nn.Dropout modules and no functional dropout "
                                           r"calls\).*use --mc-samples 0"):
         session(nodrop, digits50, tmp_path, mc_samples=5)
-    assert session(nodrop, digits50, tmp_path, mc_samples=0).steps[:2] == ["inference",
-                                                                            "pixel_centroids"]
+    assert session(nodrop, digits50, tmp_path, mc_samples=0).steps[:3] == [
+        "preprocessing_check", "inference", "pixel_centroids"]
 
 
 def test_gradcam_layer_option_and_heatmap_keys(tiny_model, digits50, tmp_path):
