@@ -55,7 +55,9 @@ def input_spec_of(args: argparse.Namespace):
 
 def add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="mnist",
-                   help="mnist, fashion-mnist, notmnist, mnist-5k or folder:PATH")
+                   help="mnist, fashion-mnist, notmnist, mnist-5k, folder:PATH (ImageFolder "
+                        "layout, optionally with train/ and test/ sub-folders) or csv:FILE "
+                        "(columns path,label[,split])")
     p.add_argument("--split", default="test", help="train or test")
     p.add_argument("--limit", type=int, default=None, help="analyse the first N samples")
     p.add_argument("--data-root", default=None, help="folder searched before $LOUPE_DATA")
@@ -77,7 +79,8 @@ def add_step_args(p: argparse.ArgumentParser) -> None:
                    help="GradCAM's layer, a module name (default: the last conv block's output)")
     p.add_argument("--extra-dataset", action="append", default=[], metavar="NAME",
                    help="an out-of-distribution dataset analysed against --dataset "
-                        "(repeatable; e.g. fashion-mnist, notmnist, folder:PATH)")
+                        "(repeatable; e.g. fashion-mnist, notmnist, folder:PATH, csv:FILE); "
+                        "converted to the model's input")
 
 
 def build_parser() -> argparse.ArgumentParser:
