@@ -151,6 +151,13 @@ class LoadedModel:
     def class_names(self) -> list[str] | None:
         return self.meta.get("class_names")
 
+    def __post_init__(self) -> None:
+        # One number means every channel (as older code and tests pass it).
+        if isinstance(self.mean, int | float):
+            self.mean = (float(self.mean),)
+        if isinstance(self.std, int | float):
+            self.std = (float(self.std),)
+
     def settle_input(self, data_shape: tuple[int, int, int] | None = None,
                      data_name: str = "the dataset") -> None:
         """Fix ``input_shape``, ``mean``, ``std`` and ``input_notes`` for images of
