@@ -100,6 +100,18 @@ def sample_index(entry: RunEntry, store: dict | None) -> int:
     return entry.index_of(checked_sample_id(store.get("id")))
 
 
+BUSY_TEXT = ("The server is busy computing other heatmaps; try again in a few seconds "
+             "(change the sample, method or target, or pick this one again).")
+
+
+def heatmap_busy(*_callback_args) -> tuple:
+    """What the heatmap callback answers when the job queue is full (see
+    :func:`dashboard.jobs.pooled`): an empty figure and a "busy, try again" alert."""
+    from dashboard.components.messages import info_alert
+
+    return figures.empty_figure(), info_alert(BUSY_TEXT)
+
+
 def heatmap_view(entry: RunEntry, index: int, method: str, target: str):
     """The heatmap figure: one target over the image, or all classes as small multiples."""
     spec = METHODS.get(method) if isinstance(method, str) else None
