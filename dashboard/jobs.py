@@ -249,6 +249,14 @@ class ThreadJobManager(DiskcacheManager):
             self._wake.notify_all()
 
     def _work(self) -> None:
+        try:
+            self._serve_queue()
+        except SystemExit:  # a test harness stopping its server thread raises it in ours
+            with self._lock:
+                me = threading.current_thread()
+                self._threads = [t for t in self._threads if t is not me]
+
+    def _serve_queue(self) -> None:
         me = threading.current_thread()
         while True:
             with self._lock:

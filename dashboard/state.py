@@ -36,6 +36,8 @@ BOOL_COLUMNS = ("correct", "mc_correct")
 
 # Thumbnails kept per run entry (a 28x28 digit at scale 2 is ~1 kB of data URI).
 THUMBNAIL_CACHE_SIZE = 4096
+# Derived views kept per run entry (the export frame, the sample page's context map...).
+MEMO_SIZE = 8
 
 
 class DashboardInputError(LoupeError):
@@ -101,6 +103,12 @@ class RunEntry:
     _thumbs: LRUCache = field(default_factory=lambda: LRUCache(THUMBNAIL_CACHE_SIZE),
                               repr=False)
     _extra_tables: dict = field(default_factory=dict, repr=False)
+    _memo: LRUCache = field(default_factory=lambda: LRUCache(MEMO_SIZE), repr=False)
+
+    def memo(self, key: Hashable, compute: Callable[[], object]):
+        """A derived view of this entry (never mutated by callers), computed once and kept
+        among the :data:`MEMO_SIZE` most recently used."""
+        return self._memo.get_or_compute(key, compute)
 
     @cached_property
     def table(self) -> pd.DataFrame:

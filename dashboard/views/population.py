@@ -94,24 +94,34 @@ def map_figure(entry: RunEntry, projection: str, color: str, size: str,
                                      projection, highlight, focus)
 
 
-def context_map_figure(entry: RunEntry, sample_store: dict | None, max_points: int = 5000):
+def context_map_figure(entry: RunEntry, sample_store: dict | None, max_points: int = 5000
+                       ) -> dict:
     """A light map for the sample page: every ``k``-th sample of each class, plus the overlay.
 
     Only context for the highlighted sample and its similars (the overlay is
-    exact); not clickable, so its traces need not map back to sample ids.
+    exact); not clickable, so its traces need not map back to sample ids. The
+    context (all but the overlay, trace ``C``) is built once per run entry.
     """
     projection = entry.session.projections[0]
     coords = entry.session.projection(projection)
-    step = max(1, -(-len(coords) // max_points))
-    members = [m[::step] for m in entry.members]
+
+    def base() -> dict:
+        step = max(1, -(-len(coords) // max_points))
+        members = [m[::step] for m in entry.members]
+        labels = figures.color_spec(entry.table["label"].to_numpy(), "class", "label",
+                                    entry.class_names)
+        fig = figures.population_figure(coords, members, entry.class_names, labels,
+                                        figures.size_spec(None), projection, [], None)
+        fig.update_layout(showlegend=False, dragmode="zoom",
+                          margin={"l": 50, "r": 10, "t": 10, "b": 45})
+        return fig.to_plotly_json()
+
+    context = entry.memo(("context-map", projection, max_points), base)
     highlight, focus = highlight_of(entry, sample_store)
-    labels = figures.color_spec(entry.table["label"].to_numpy(), "class", "label",
-                                entry.class_names)
-    fig = figures.population_figure(coords, members, entry.class_names, labels,
-                                    figures.size_spec(None), projection, highlight, focus)
-    fig.update_layout(showlegend=False, dragmode="zoom",
-                      margin={"l": 50, "r": 10, "t": 10, "b": 45})
-    return fig
+    overlay = figures.highlight_trace(coords, highlight, focus).to_plotly_json()
+    data = list(context["data"])
+    data[len(entry.members)] = overlay
+    return {**context, "data": data}
 
 
 def recolor_patch(entry: RunEntry, color: str) -> Patch:
