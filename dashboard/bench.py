@@ -275,7 +275,7 @@ def load_main(registry, entry, args) -> int:
     lines += result.rows()
     lines.append(f"errors: {sum(len(e) for e in result.errors.values())}")
     lines.append(f"server RSS {stats['rss_before_mb']:.0f} MB -> {stats['rss_after_mb']:.0f} MB; "
-                 f"threads besides the users at most {stats['threads_max_besides_users']}; "
+                 f"server threads at most {stats['server_threads_max']}; "
                  f"jobs {stats['jobs']}")
     sys.stdout.write("\n".join(lines) + "\n")
     if args.json:

@@ -116,14 +116,14 @@ class DashClient:
         raise RuntimeError("background job timed out")
 
 
-def person(client: DashClient, entry, ids_mod, result: LoadResult, deadline: float,
-           seed: int, seen: list[str]) -> None:
+def person(client: DashClient, run_key: str, trace_sizes: list[int], result: LoadResult,
+           deadline: float, seed: int, seen: list[str]) -> None:
     """One user's loop until ``deadline``: map, recolour, hover, click, sample, heatmaps,
-    selection, export."""
+    selection, export. ``trace_sizes``: the points of each class trace of the map."""
+    from dashboard import ids as i
+
     rng = random.Random(seed)
-    run = {"run": entry.key}
-    members = entry.members
-    i = ids_mod
+    run = {"run": run_key}
 
     def call(kind: str, fragment: str, values: dict, trigger: str, background: bool = False):
         """One callback request (polled to the end when ``background``), timed."""
@@ -145,8 +145,8 @@ def person(client: DashClient, entry, ids_mod, result: LoadResult, deadline: flo
         color = rng.choice(["pred", "uncertainty", "correct", "loss", "label"])
         call("map: recolour (patch)", f"{graph}.figure", {**map_values, color_select: color},
              color_select)
-        curve = rng.randrange(len(members))
-        point = {"curveNumber": curve, "pointIndex": rng.randrange(len(members[curve]))}
+        curve = rng.randrange(len(trace_sizes))
+        point = {"curveNumber": curve, "pointIndex": rng.randrange(trace_sizes[curve])}
         call("map: hover", f"{i.POPULATION_TOOLTIP}.show",
              {f"{graph}.hoverData": {"points": [point]}}, f"{graph}.hoverData")
         # a new sample (clicked on the map) or, one time in three, one seen before
@@ -159,7 +159,7 @@ def person(client: DashClient, entry, ids_mod, result: LoadResult, deadline: flo
                 continue
             href = reply["response"][i.URL]["href"]
             sid, kind = re.search(r"id=([^&]+)", href).group(1), "new"
-        sample_values = {f"{i.SAMPLE_STORE}.data": {"run": entry.key, "id": sid},
+        sample_values = {f"{i.SAMPLE_STORE}.data": {"run": run_key, "id": sid},
                          f"{i.HEATMAP_METHOD}.value": "integrated_gradients",
                          f"{i.HEATMAP_TARGET}.value": "pred"}
         call("sample page", f"{i.SAMPLE_TITLE}.children", sample_values,
@@ -171,8 +171,8 @@ def person(client: DashClient, entry, ids_mod, result: LoadResult, deadline: flo
                 seen.append(sid)
                 del seen[:-200]
         if rng.random() < 0.25:  # a box selection (every 25th point), then its export
-            picked = [{"curveNumber": c, "pointIndex": n} for c in range(len(members))
-                      for n in range(rng.randrange(25), len(members[c]), 25)]
+            picked = [{"curveNumber": c, "pointIndex": n} for c, size in enumerate(trace_sizes)
+                      for n in range(rng.randrange(25), size, 25)]
             reply = call("map: select", f"{i.SELECTION_STORE}.data",
                          {f"{graph}.selectedData": {"points": picked}}, f"{graph}.selectedData")
             if reply is not None:
@@ -183,16 +183,40 @@ def person(client: DashClient, entry, ids_mod, result: LoadResult, deadline: flo
         time.sleep(rng.uniform(0.2, 1.0))  # a person reads the page
 
 
-def run_load(app, entry, clients: int, seconds: float, port: int) -> tuple[LoadResult, dict]:
-    """Serve ``app`` on 127.0.0.1:``port`` and run ``clients`` simulated users for ``seconds``.
+def simulate_users(base: str, deps: list[dict], end_id: str | None, run_key: str,
+                   trace_sizes: list[int], clients: int, seconds: float, out) -> None:
+    """The users, run in a process of their own (so that their JSON work does not
+    share the server's interpreter lock); timings and errors are put on queue ``out``."""
+    logging.basicConfig(level=logging.WARNING)
+    # warm-up: one user, a few seconds, not counted (first figures, imports)
+    person(DashClient(base, deps, end_id), run_key, trace_sizes, LoadResult(),
+           time.monotonic() + 5, seed=12345, seen=[])
+    out.put("warm")
+    result = LoadResult()
+    deadline = time.monotonic() + seconds
+    seen: list[str] = []
+    users = [threading.Thread(target=person, name=f"bench-user-{n}",
+                              args=(DashClient(base, deps, end_id), run_key, trace_sizes,
+                                    result, deadline, n, seen)) for n in range(clients)]
+    for user in users:
+        user.start()
+    for user in users:
+        user.join()
+    out.put((dict(result.timings), dict(result.errors)))
 
-    Returns the timings and ``{"rss_before_mb", "rss_after_mb", "threads_max", ...}``.
+
+def run_load(app, entry, clients: int, seconds: float, port: int) -> tuple[LoadResult, dict]:
+    """Serve ``app`` on 127.0.0.1:``port`` (this process) and run ``clients`` simulated
+    users (another process) for ``seconds``.
+
+    Returns the timings and ``{"rss_before_mb", "rss_after_mb", "threads_max", ...}``;
+    RSS and threads are the server's.
     """
+    import multiprocessing
+
     import psutil
     import requests
     from werkzeug.serving import make_server
-
-    from dashboard import ids
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
     server = make_server("127.0.0.1", port, app.server, threaded=True)
@@ -205,27 +229,27 @@ def run_load(app, entry, clients: int, seconds: float, port: int) -> tuple[LoadR
         config = json.loads(re.search(r'<script id="_dash-config" type="application/json">'
                                       r"(.*?)</script>", page, re.S).group(1))
         deps = requests.get(f"{base}/_dash-dependencies", timeout=30).json()
-        end_id = config.get("end_id")
-        result = LoadResult()
-        # warm-up: one user, a few seconds, not counted (first figure builds, imports)
-        person(DashClient(base, deps, end_id), entry, ids, LoadResult(), time.monotonic() + 5,
-               seed=12345, seen=[])
-        rss_before = proc.memory_info().rss
-        deadline = time.monotonic() + seconds
-        seen: list[str] = []
-        users = [threading.Thread(target=person, name=f"bench-user-{n}",
-                                  args=(DashClient(base, deps, end_id), entry, ids, result,
-                                        deadline, n, seen)) for n in range(clients)]
-        threads_max = 0
-        for user in users:
-            user.start()
-        while any(u.is_alive() for u in users):
-            threads_max = max(threads_max, threading.active_count() - clients)
+        ctx = multiprocessing.get_context("spawn")
+        queue = ctx.Queue()
+        users = ctx.Process(target=simulate_users, name="bench-users", daemon=True,
+                            args=(base, deps, config.get("end_id"), entry.key,
+                                  [len(m) for m in entry.members], clients, seconds, queue))
+        users.start()
+        queue.get(timeout=300)  # warmed up
+        rss_before, threads_max = proc.memory_info().rss, 0
+        end = time.monotonic() + seconds + 300
+        while users.is_alive() and queue.empty() and time.monotonic() < end:
+            threads_max = max(threads_max, threading.active_count())
             time.sleep(0.5)
+        timings, errors = queue.get(timeout=60)
+        users.join(timeout=30)
         rss_after = proc.memory_info().rss
-        manager = app._background_manager
+        result = LoadResult()
+        result.timings.update(timings)
+        result.errors.update(errors)
         stats = {"rss_before_mb": rss_before / 2**20, "rss_after_mb": rss_after / 2**20,
-                 "threads_max_besides_users": threads_max, "jobs": dict(manager.stats)}
+                 "server_threads_max": threads_max,
+                 "jobs": dict(app._background_manager.stats)}
     finally:
         server.shutdown()
     return result, stats

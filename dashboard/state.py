@@ -37,7 +37,7 @@ BOOL_COLUMNS = ("correct", "mc_correct")
 # Thumbnails kept per run entry (a 28x28 digit at scale 2 is ~1 kB of data URI).
 THUMBNAIL_CACHE_SIZE = 4096
 # Derived views kept per run entry (the export frame, the sample page's context map...).
-MEMO_SIZE = 8
+MEMO_SIZE = 16
 
 
 class DashboardInputError(LoupeError):

@@ -85,13 +85,28 @@ def checked_projection(entry: RunEntry, projection: object) -> str:
 
 
 def map_figure(entry: RunEntry, projection: str, color: str, size: str,
-               sample_store: dict | None = None):
-    """The whole population figure for the current controls."""
-    coords = entry.session.projection(checked_projection(entry, projection))
+               sample_store: dict | None = None) -> dict:
+    """The whole population figure for the current controls (a plotly figure dict).
+
+    The class traces of each (projection, colour, size) are built once per run
+    entry (its bounded memo); only the overlay (trace ``C``: the clicked sample
+    and its similars) is built per request.
+    """
+    projection = checked_projection(entry, projection)
+    color = checked_choice(color, color_columns(entry.table), "colour column")
+    size = checked_choice(size, [NO_SIZE] + numeric_columns(entry.table), "size column")
+    coords = entry.session.projection(projection)
+
+    def base() -> dict:
+        return figures.population_figure(coords, entry.members, entry.class_names,
+                                         make_color(entry, color), make_sizes(entry, size),
+                                         projection, [], None).to_plotly_json()
+
+    classes = entry.memo(("map", projection, color, size), base)
     highlight, focus = highlight_of(entry, sample_store)
-    return figures.population_figure(coords, entry.members, entry.class_names,
-                                     make_color(entry, color), make_sizes(entry, size),
-                                     projection, highlight, focus)
+    data = list(classes["data"])
+    data[len(entry.members)] = figures.highlight_trace(coords, highlight, focus).to_plotly_json()
+    return {**classes, "data": data}
 
 
 def context_map_figure(entry: RunEntry, sample_store: dict | None, max_points: int = 5000

@@ -130,6 +130,10 @@ def test_an_unknown_projection_or_column_is_a_message(entry):
         pop.highlight_patch(entry, {"a": 1}, None)
     with pytest.raises(DashboardInputError, match="Unknown colour column"):
         pop.map_figure(entry, "umap", "nope", "loss")
+    with pytest.raises(DashboardInputError, match="Unknown colour column 'list'"):
+        pop.map_figure(entry, "umap", ["label"], "loss")  # unhashable: not a memo key
+    with pytest.raises(DashboardInputError, match="Unknown size column"):
+        pop.map_figure(entry, "umap", "label", {"a": 1})
     with pytest.raises(DashboardInputError):
         pop.make_sizes(entry, ["loss"])
     assert checked_bins(None) == 20 and checked_bins(30) == 30

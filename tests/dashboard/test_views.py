@@ -44,7 +44,7 @@ def test_control_options_defaults_and_url_values(entry):
 
 def test_map_figure_and_patches_never_resend_coordinates(entry):
     fig = pop.map_figure(entry, "umap", "label", "loss")
-    assert len(fig.data) == len(entry.class_names) + 1
+    assert len(fig["data"]) == len(entry.class_names) + 1
     recolor = patch_ops(pop.recolor_patch(entry, "uncertainty"))
     resize = patch_ops(pop.resize_patch(entry, "entropy"))
     for ops in (recolor, resize):
