@@ -22,8 +22,9 @@ bounded queue, so a browser that starts sixty heatmaps and never polls costs
 sixty queue entries at most, not sixty threads. A job whose result is still
 in the job cache (the same callback with the same inputs, within ``expire``
 seconds) is answered at once without queueing; the same inputs asked again
-while a job runs join that job; a job the browser superseded (Dash sends
-``oldJob`` when the same callback fires again) is dropped before it starts;
+while a job runs join that job; a job the browser tab superseded (the same
+callback fired again from the same page load, told by Dash's signed
+``endId``, or named in ``oldJob``) is dropped before it starts;
 past ``max_queued`` waiting jobs a job is refused: the callback's ``busy``
 answer (:func:`pooled`) or no update.
 """
@@ -83,6 +84,28 @@ class _Task:
     handles: set = field(default_factory=set)
     queued_at: float = field(default_factory=time.monotonic)
     started: bool = False
+    client: str | None = None  # the page load that asked (its signed endId)
+    slot: tuple = ()  # (client, callback, outputs): a newer job of the slot supersedes
+
+
+def _slot(client: str | None, job_fn, context) -> tuple:
+    """What a newer job supersedes: the same tab's same callback writing the same outputs
+    (pattern-matching callbacks write several)."""
+    outputs = context.get("outputs_list") if isinstance(context, dict) else None
+    return client, id(job_fn), repr(outputs)[:500]
+
+
+def requesting_client() -> str | None:
+    """The page load (browser tab) of the current request: the ``endId`` dash-renderer
+    echoes on every callback request (``None`` outside a request)."""
+    try:
+        from flask import has_request_context, request
+    except ImportError:  # pragma: no cover
+        return None
+    if not has_request_context():
+        return None
+    end_id = request.args.get("endId")
+    return end_id[:200] if isinstance(end_id, str) and end_id else None
 
 
 class ThreadJobManager(DiskcacheManager):
@@ -112,6 +135,7 @@ class ThreadJobManager(DiskcacheManager):
         self._running: dict[int, _Task] = {}
         self._handles: dict[str, int] = {}  # job handle -> task id
         self._by_key: dict[str, int] = {}  # result key -> task id, queued or running
+        self._latest: dict[tuple, int] = {}  # (client, job_fn) -> its queued task id
         self._threads: list[threading.Thread] = []
         self._read_once: OrderedDict[str, None] = OrderedDict()  # keys of "busy" answers
         self._salt = os.urandom(4).hex()
@@ -138,8 +162,14 @@ class ThreadJobManager(DiskcacheManager):
         return super().make_job_fn(guarded, progress, key)
 
     def call_job_fn(self, key, job_fn, args, context) -> str:
-        """Queue ``job_fn`` (or answer at once); the returned handle is opaque to the browser."""
+        """Queue ``job_fn`` (or answer at once); the returned handle is opaque to the browser.
+
+        A browser tab's earlier job of the same callback still waiting in the
+        queue is superseded: dropped before it starts, whether or not the tab
+        sent ``oldJob``.
+        """
         handle = str(next(self._ids))
+        client = requesting_client()
         with self._lock:
             if key not in self._read_once and key not in self._by_key and key in self.handle:
                 self.stats["served_cached"] += 1
@@ -151,6 +181,9 @@ class ThreadJobManager(DiskcacheManager):
                 self._handles[handle] = task_id
                 self.stats["joined"] += 1
                 return handle
+            slot = _slot(client, job_fn, context)
+            if client is not None:
+                self._drop_superseded(slot)
             if len(self._queue) >= self.max_queued:
                 self.stats["refused"] += 1
                 refused = True
@@ -159,9 +192,12 @@ class ThreadJobManager(DiskcacheManager):
                 if self._read_once.pop(key, _ABSENT) is not _ABSENT:
                     self.handle.delete(key)  # an unread "busy" answer is not this job's result
                 task_id = int(handle)
-                self._queue[task_id] = _Task(key, job_fn, args, context, {handle})
+                self._queue[task_id] = _Task(key, job_fn, args, context, {handle},
+                                             client=client, slot=slot)
                 self._handles[handle] = task_id
                 self._by_key[key] = task_id
+                if client is not None:
+                    self._latest[slot] = task_id
                 self.stats["queued"] += 1
                 self._start_workers()
                 self._wake.notify()
@@ -196,6 +232,20 @@ class ThreadJobManager(DiskcacheManager):
             self.terminate_job(job)
         return result
 
+    def _drop_superseded(self, slot: tuple) -> None:
+        """Drop the queued task of ``slot`` (a tab's callback), under ``self._lock``, if
+        that tab alone waits for it."""
+        task_id = self._latest.pop(slot, None)
+        task = self._queue.get(task_id) if task_id is not None else None
+        if task is None or task.started or len(task.handles) != 1:
+            return
+        del self._queue[task_id]
+        for handle in task.handles:
+            self._handles.pop(handle, None)
+        if self._by_key.get(task.key) == task_id:
+            del self._by_key[task.key]
+        self.stats["dropped"] += 1
+
     def job_running(self, job) -> bool:
         with self._lock:
             return str(job) in self._handles
@@ -216,6 +266,8 @@ class ThreadJobManager(DiskcacheManager):
             if not task.handles and not task.started:
                 del self._queue[task_id]
                 self._by_key.pop(task.key, None)
+                if self._latest.get(task.slot) == task_id:
+                    del self._latest[task.slot]
                 self.stats["dropped"] += 1
 
     def terminate_unhealthy_job(self, job) -> bool:
@@ -268,6 +320,8 @@ class ThreadJobManager(DiskcacheManager):
                         return
                 task_id, task = self._queue.popitem(last=False)
                 task.started = True
+                if self._latest.get(task.slot) == task_id:
+                    del self._latest[task.slot]
                 self._running[task_id] = task
             try:
                 task.job_fn(task.key, self._make_progress_key(task.key), task.args,

@@ -210,3 +210,34 @@ def test_idle_workers_leave_and_come_back(pool, monkeypatch):
     wait_for(lambda: not any(t.is_alive() for t in pool._threads))
     pool.call_job_fn("b", lambda *a: done.append(2), [], {})
     wait_for(lambda: done == [1, 2])
+
+
+def test_one_tab_starting_sixty_jobs_keeps_one_queued_and_others_are_served(pool):
+    """Sixty heatmaps asked by one tab and never polled: each supersedes the one before
+    while it waits, so another tab's job runs right after the two already running."""
+    from flask import Flask
+
+    release = threading.Event()
+    ran = []
+
+    def job(key, _progress_key, args, _context):
+        ran.append(args)
+        release.wait(20)
+        pool.handle.set(key, args)
+
+    flask_app = Flask(__name__)
+    with flask_app.test_request_context("/_dash-update-component?endId=tab-A"):
+        pool.call_job_fn("a0", job, "a0", {})
+        wait_for(lambda: len(ran) == 1)  # started, so a1 does not supersede it
+        pool.call_job_fn("a1", job, "a1", {})
+        wait_for(lambda: len(ran) == 2)
+        for n in range(2, 60):
+            pool.call_job_fn(f"a{n}", job, f"a{n}", {})
+    assert pool.queued() == 1 and pool.stats["dropped"] == 57 and pool.stats["refused"] == 0
+    with flask_app.test_request_context("/_dash-update-component?endId=tab-B"):
+        other = pool.call_job_fn("b0", job, "b0", {})
+    assert pool.queued() == 2 and pool.job_running(other)
+    assert sum(t.is_alive() for t in pool._threads) == 2
+    release.set()
+    wait_for(lambda: pool.running_jobs() == [], timeout=30)
+    assert sorted(ran) == ["a0", "a1", "a59", "b0"]
