@@ -56,14 +56,27 @@ class LoadResult:
         return out
 
 
-class DashClient:
-    """One simulated browser tab: dash-renderer's requests over ``requests``."""
+def page_end_id(html_text: str) -> str | None:
+    """The signed ``end_id`` of a page load, from the index page's ``_dash-config``."""
+    found = re.search(r'<script id="_dash-config" type="application/json">(.*?)</script>',
+                      html_text, re.S)
+    return json.loads(found.group(1)).get("end_id") if found else None
 
-    def __init__(self, base: str, deps: list[dict], end_id: str | None) -> None:
+
+class DashClient:
+    """One simulated browser tab: dash-renderer's requests over ``requests``.
+
+    ``end_id`` ``None`` loads the index page as a browser does, for this tab's own
+    signed ``end_id`` (the server tells tabs apart by it).
+    """
+
+    def __init__(self, base: str, deps: list[dict], end_id: str | None = None) -> None:
         import requests
 
-        self.base, self.deps, self.end_id = base, deps, end_id
+        self.base, self.deps = base, deps
         self.http = requests.Session()
+        self.end_id = end_id if end_id or not base else \
+            page_end_id(self.http.get(f"{base}/", timeout=60).text)
         self.old_job: str | None = None
 
     def dep(self, fragment: str, trigger: str) -> dict:
@@ -107,9 +120,9 @@ class DashClient:
         while time.monotonic() < end:
             time.sleep(interval)
             reply = self.post(body, {"cacheKey": handles["cacheKey"], "job": handles["job"]})
-            if reply is None:  # 204: no update (the job was dropped)
+            if reply is None:  # 204: no update, the job was dropped (never by this tab)
                 self.old_job = None
-                return {}
+                raise RuntimeError("the job was dropped: no heatmap came")
             if "response" in reply:
                 self.old_job = None
                 return reply["response"]
@@ -183,20 +196,20 @@ def person(client: DashClient, run_key: str, trace_sizes: list[int], result: Loa
         time.sleep(rng.uniform(0.2, 1.0))  # a person reads the page
 
 
-def simulate_users(base: str, deps: list[dict], end_id: str | None, run_key: str,
-                   trace_sizes: list[int], clients: int, seconds: float, out) -> None:
+def simulate_users(base: str, deps: list[dict], run_key: str, trace_sizes: list[int],
+                   clients: int, seconds: float, out) -> None:
     """The users, run in a process of their own (so that their JSON work does not
     share the server's interpreter lock); timings and errors are put on queue ``out``."""
     logging.basicConfig(level=logging.WARNING)
     # warm-up: one user, a few seconds, not counted (first figures, imports)
-    person(DashClient(base, deps, end_id), run_key, trace_sizes, LoadResult(),
+    person(DashClient(base, deps), run_key, trace_sizes, LoadResult(),
            time.monotonic() + 5, seed=12345, seen=[])
     out.put("warm")
     result = LoadResult()
     deadline = time.monotonic() + seconds
     seen: list[str] = []
     users = [threading.Thread(target=person, name=f"bench-user-{n}",
-                              args=(DashClient(base, deps, end_id), run_key, trace_sizes,
+                              args=(DashClient(base, deps), run_key, trace_sizes,
                                     result, deadline, n, seen)) for n in range(clients)]
     for user in users:
         user.start()
@@ -225,14 +238,11 @@ def run_load(app, entry, clients: int, seconds: float, port: int) -> tuple[LoadR
     base = f"http://127.0.0.1:{port}"
     proc = psutil.Process()
     try:
-        page = requests.get(f"{base}/", timeout=30).text
-        config = json.loads(re.search(r'<script id="_dash-config" type="application/json">'
-                                      r"(.*?)</script>", page, re.S).group(1))
         deps = requests.get(f"{base}/_dash-dependencies", timeout=30).json()
         ctx = multiprocessing.get_context("spawn")
         queue = ctx.Queue()
         users = ctx.Process(target=simulate_users, name="bench-users", daemon=True,
-                            args=(base, deps, config.get("end_id"), entry.key,
+                            args=(base, deps, entry.key,
                                   [len(m) for m in entry.members], clients, seconds, queue))
         users.start()
         queue.get(timeout=300)  # warmed up

@@ -54,6 +54,10 @@ BUSY_RESULT_EXPIRE_S = 30
 READ_ONCE_KEYS = 4096
 _ABSENT = object()
 WORKER_IDLE_S = 60.0
+# Dash asks job_running() just after get_result() found nothing: a job finishing in
+# between would read as cancelled (no update, the heatmap never shown). A finished
+# job still reads as running this long, so the next poll reads its result.
+FINISHED_GRACE_S = 5.0
 
 
 def pooled(busy: Callable[..., object] | None = None):
@@ -136,6 +140,7 @@ class ThreadJobManager(DiskcacheManager):
         self._handles: dict[str, int] = {}  # job handle -> task id
         self._by_key: dict[str, int] = {}  # result key -> task id, queued or running
         self._latest: dict[tuple, int] = {}  # (client, job_fn) -> its queued task id
+        self._finished: OrderedDict[str, float] = OrderedDict()  # handle -> when it finished
         self._threads: list[threading.Thread] = []
         self._read_once: OrderedDict[str, None] = OrderedDict()  # keys of "busy" answers
         self._salt = os.urandom(4).hex()
@@ -247,8 +252,14 @@ class ThreadJobManager(DiskcacheManager):
         self.stats["dropped"] += 1
 
     def job_running(self, job) -> bool:
+        """Whether ``job`` is queued or running (or finished less than
+        :data:`FINISHED_GRACE_S` ago: see there)."""
         with self._lock:
-            return str(job) in self._handles
+            job = str(job)
+            if job in self._handles:
+                return True
+            done = self._finished.get(job)
+            return done is not None and time.monotonic() - done < FINISHED_GRACE_S
 
     def terminate_job(self, job) -> None:
         """Forget ``job``; a queued job nobody else waits for is dropped before it starts
@@ -256,6 +267,7 @@ class ThreadJobManager(DiskcacheManager):
         if job is None:
             return
         with self._lock:
+            self._finished.pop(str(job), None)
             task_id = self._handles.pop(str(job), None)
             if task_id is None:
                 return
@@ -333,8 +345,13 @@ class ThreadJobManager(DiskcacheManager):
                     self._running.pop(task_id, None)
                     if self._by_key.get(task.key) == task_id:
                         del self._by_key[task.key]
+                    now = time.monotonic()
                     for handle in task.handles:
-                        self._handles.pop(handle, None)
+                        if self._handles.pop(handle, None) is not None:
+                            self._finished[handle] = now
+                    while self._finished and (len(self._finished) > 10_000 or now - next(
+                            iter(self._finished.values())) > FINISHED_GRACE_S):
+                        self._finished.popitem(last=False)
 
 
 def background_manager(jobs_dir: Path, workers: int | None = None,

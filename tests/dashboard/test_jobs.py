@@ -48,7 +48,7 @@ def test_a_job_runs_in_this_process_and_leaves_no_child(manager):
     assert children_now <= children_before  # no process was started for it
     release.set()
     wait_for(lambda: manager.result_ready("k1"))
-    wait_for(lambda: not manager.job_running(job))
+    wait_for(lambda: manager.running_jobs() == [])
     assert manager.get_result("k1", job) == {"heat": 42}
     assert ran_in == {"pid": os.getpid(), "args": ["a", 1]}
     assert manager.running_jobs() == []
@@ -83,7 +83,7 @@ def test_a_terminated_job_is_forgotten_and_a_failing_one_does_not_kill_the_serve
         raise RuntimeError("boom")
 
     job = manager.call_job_fn("broken", broken, [], {})
-    wait_for(lambda: not manager.job_running(job))
+    wait_for(lambda: manager.running_jobs() == [])
     assert manager.running_jobs() == []
 
 
@@ -169,7 +169,9 @@ def test_a_superseded_queued_job_is_dropped_before_it_starts(pool):
     release.set()
     wait_for(lambda: pool.running_jobs() == [], timeout=30)
     assert "sample-1" not in ran and "sample-2" in ran
-    assert all(not pool.job_running(b) for b in blockers)
+    assert all(pool.get_result(b, job) == b for b, job in zip(("b0", "b1"), blockers,
+                                                               strict=True))
+    assert all(not pool.job_running(b) for b in blockers)  # read: forgotten
 
 
 def test_the_same_inputs_join_the_running_job(pool):
@@ -241,3 +243,21 @@ def test_one_tab_starting_sixty_jobs_keeps_one_queued_and_others_are_served(pool
     release.set()
     wait_for(lambda: pool.running_jobs() == [], timeout=30)
     assert sorted(ran) == ["a0", "a1", "a59", "b0"]
+
+
+def test_a_job_that_just_finished_still_reads_as_running_until_its_result_is_read(pool):
+    """Dash asks job_running() right after get_result() found nothing; a job finishing
+    in between must not read as cancelled (the heatmap would never be shown)."""
+    release = threading.Event()
+
+    def job(key, *_):
+        release.wait(20)
+        pool.handle.set(key, "heat")
+
+    handle = pool.call_job_fn("k", job, [], {})
+    assert pool.get_result("k", handle) is pool.UNDEFINED  # a poll, before it finishes
+    release.set()
+    wait_for(lambda: pool.running_jobs() == [])
+    assert pool.job_running(handle)  # finished, not cancelled: the next poll reads it
+    assert pool.get_result("k", handle) == "heat"
+    assert not pool.job_running(handle)
