@@ -221,8 +221,8 @@ class ThreadJobManager(DiskcacheManager):
         return handle
 
     def get_result(self, key, job):
-        """The job's result; kept ``expire`` seconds for the same inputs, except a
-        "busy" answer, which is read once."""
+        """The job's result; kept ``expire`` seconds after it was computed for the same
+        inputs, except a "busy" answer, which is read once."""
         result = self.handle.get(key, self.UNDEFINED)
         if result is self.UNDEFINED:
             return self.UNDEFINED
@@ -230,9 +230,11 @@ class ThreadJobManager(DiskcacheManager):
             read_once = self._read_once.pop(key, _ABSENT) is not _ABSENT
         if read_once:
             self.clear_cache_entry(key)
-        elif self.expire:
-            self.handle.touch(key, expire=self.expire)
-        self.clear_cache_entry(self._make_progress_key(key))
+        # Reads only, unless there is something to delete: every poll of every tab comes
+        # here, and a write waits for SQLite's lock (the expiry was set when it was stored).
+        progress_key = self._make_progress_key(key)
+        if progress_key in self.handle:
+            self.clear_cache_entry(progress_key)
         if job:
             self.terminate_job(job)
         return result
@@ -338,6 +340,8 @@ class ThreadJobManager(DiskcacheManager):
             try:
                 task.job_fn(task.key, self._make_progress_key(task.key), task.args,
                             task.context)
+                if self.expire:
+                    self.handle.touch(task.key, expire=self.expire)
             except Exception:  # Dash's job_fn stores the callback's own errors; this is its own
                 log.exception("background job %s failed", task_id)
             finally:
