@@ -39,8 +39,35 @@ def export_frame(session, head: str | None = None) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True, sort=False)
 
 
+# OWASP's CSV-injection rule: a cell starting with one of these is read as a formula by
+# spreadsheets (a class folder named "=HYPERLINK(...)" would run when the CSV is opened).
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def escape_formulas(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``frame`` whose text cells starting with ``= + - @``, tab or CR get a
+    leading ``'``, so spreadsheets show them as text instead of running them.
+
+    Only text (object or string dtype) columns are touched: numeric columns,
+    negative numbers included, stay numbers.
+    """
+    out = frame.copy()
+    for col in out.columns:
+        series = out[col]
+        if not (pd.api.types.is_object_dtype(series.dtype)
+                or pd.api.types.is_string_dtype(series.dtype)
+                or isinstance(series.dtype, pd.CategoricalDtype)):
+            continue
+        values = series.astype(object)
+        risky = values.map(lambda v: isinstance(v, str) and v.startswith(FORMULA_PREFIXES))
+        if risky.any():
+            out[col] = values.where(~risky, "'" + values[risky].astype(str))
+    return out
+
+
 def write_csv(frame: pd.DataFrame, out: str | os.PathLike) -> Path:
-    """Write ``frame`` to ``out`` atomically (a temp file renamed into place)."""
+    """Write ``frame`` to ``out`` atomically (a temp file renamed into place), text cells
+    escaped against spreadsheet formulas (:func:`escape_formulas`)."""
     out = Path(out)
     if out.is_dir():
         raise ConfigError(f"--out {out} is a directory; give a file name such as "
@@ -48,7 +75,7 @@ def write_csv(frame: pd.DataFrame, out: str | os.PathLike) -> Path:
     if not out.parent.exists():
         raise ConfigError(f"--out {out}: folder {out.parent} does not exist.")
     tmp = out.with_name(out.name + ".tmp")
-    frame.to_csv(tmp, index=False, float_format="%.6g")
+    escape_formulas(frame).to_csv(tmp, index=False, float_format="%.6g")
     os.replace(tmp, out)
     return out
 

@@ -8,6 +8,7 @@ data. Page logic lives in :mod:`dashboard.pages`.
 from __future__ import annotations
 
 import logging
+import socket
 from pathlib import Path
 
 import dash
@@ -23,6 +24,54 @@ from dashboard.views.experiments_catalog import RunCatalog, attach_catalog
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+# The largest request body a browser sends: a selection of 100,000 map points is ~10 MB.
+MAX_REQUEST_BYTES = 32 * 1024 * 1024
+
+
+def allowed_hosts(bind_host: str) -> frozenset[str]:
+    """Host names the dashboard answers to: loopback and the ``--host`` it was given.
+
+    For a wildcard bind (``0.0.0.0``, ``::``) the machine's own name and
+    addresses are allowed too, since that is what a browser elsewhere uses.
+    """
+    hosts = set(LOOPBACK_HOSTS) | {bind_host.strip("[]").lower()}
+    if bind_host in ("0.0.0.0", "::", ""):
+        import psutil
+
+        hosts |= {socket.gethostname().lower(), socket.getfqdn().lower()}
+        hosts |= {a.address.split("%")[0].lower() for addrs in psutil.net_if_addrs().values()
+                  for a in addrs if a.family in (socket.AF_INET, socket.AF_INET6)}
+    return frozenset(h for h in hosts if h)
+
+
+def host_of(header: str | None) -> str:
+    """The host part of a ``Host`` header: ``[::1]:8050`` -> ``::1``, ``a.b:80`` -> ``a.b``."""
+    header = (header or "").strip().lower()
+    if header.startswith("["):  # an IPv6 literal
+        return header[1:header.find("]")] if "]" in header else ""
+    name = header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+    return name.rstrip(".")
+
+
+def guard_host(server, bind_host: str) -> None:
+    """Refuse requests whose ``Host`` header is not an allowed host (HTTP 400).
+
+    A DNS-rebinding page (``evil.example`` resolved to 127.0.0.1) reaches the
+    server with its own name in ``Host``; answering it would let that page
+    read the dashboard.
+    """
+    from flask import request
+
+    allowed = allowed_hosts(bind_host)
+
+    @server.before_request
+    def _check_host():
+        if host_of(request.headers.get("Host")) not in allowed:
+            log.warning("refused a request for host %r", request.headers.get("Host", "")[:100])
+            return "Bad Host header: this dashboard answers only to its own address.\n", 400, \
+                {"Content-Type": "text/plain; charset=utf-8"}
+        return None
 
 
 def create_app(config: DashboardConfig, registry: RunRegistry | None = None) -> dash.Dash:
@@ -43,6 +92,8 @@ def create_app(config: DashboardConfig, registry: RunRegistry | None = None) -> 
         background_callback_manager=background_manager(config.jobs_dir),
         title="Loupe", update_title=None, serve_locally=True,
     )
+    guard_host(app.server, config.host)
+    app.server.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
     attach_registry(app.server, registry)
     attach_catalog(app.server, RunCatalog(config))  # the Experiments page's runs
     default = registry.default_key

@@ -12,6 +12,9 @@ Measured with the same functions the callbacks call:
 * with ``--browser``: the same in headless Chromium, end to end
   (:mod:`dashboard.bench_browser`): first render of the map, a re-colour,
   a click on the map until the heatmap is drawn.
+* with ``--clients N --seconds S``: instead of the above, a load test of N
+  simulated users on a server on 127.0.0.1 (:mod:`dashboard.bench_load`):
+  errors, p50/p95 per request kind, server memory before and after.
 """
 
 from __future__ import annotations
@@ -190,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="also time the population page in headless Chromium")
     p.add_argument("--port", type=int, default=8123, help="port of the --browser server")
     p.add_argument("--json", help="also write the timings to this file")
+    p.add_argument("--clients", type=int, default=0,
+                   help="load test: this many simulated users against a server on 127.0.0.1")
+    p.add_argument("--seconds", type=float, default=60, help="load test duration")
     args = p.parse_args(argv)
 
     import torch
@@ -214,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     _ = entry.table, entry.members  # built once at start-up in the app too
     log.info("%s: %d samples, torch threads %d", entry.label, len(entry.table),
              torch.get_num_threads())
+    if args.clients:
+        return load_main(registry, entry, args)
     timings = bench_click_to_heatmap(entry, args.samples, seed)
     timings += bench_background_start(args.repeat)
     pop, sizes = bench_population(entry, args.points, args.repeat, seed)
@@ -243,6 +251,38 @@ def main(argv: list[str] | None = None) -> int:
                        "timings_s": {t.name: t.seconds for t in timings},
                        "payload_bytes": sizes}, fh, indent=1)
     return 0
+
+
+def load_main(registry, entry, args) -> int:
+    """``--clients N --seconds S``: the load test (:mod:`dashboard.bench_load`)."""
+    import tempfile
+
+    from dashboard.app import create_app
+    from dashboard.bench_load import run_load
+    from dashboard.config import DashboardConfig
+    from dashboard.views.sample import warm_up_attribution
+
+    with tempfile.TemporaryDirectory() as jobs:
+        app = create_app(DashboardConfig(checkpoints=[], cache_dir=jobs, progress=False),
+                         registry)
+        warm_up_attribution(entry)
+        load_before = os.getloadavg()
+        result, stats = run_load(app, entry, args.clients, args.seconds, args.port)
+    lines = [f"{entry.label}, {len(entry.table):,} samples; {args.clients} clients for "
+             f"{args.seconds:g} s; load average before "
+             + " ".join(f"{v:.2f}" for v in load_before) + ", after "
+             + " ".join(f"{v:.2f}" for v in os.getloadavg()) + f" on {os.cpu_count()} CPUs"]
+    lines += result.rows()
+    lines.append(f"errors: {sum(len(e) for e in result.errors.values())}")
+    lines.append(f"server RSS {stats['rss_before_mb']:.0f} MB -> {stats['rss_after_mb']:.0f} MB; "
+                 f"server threads at most {stats['server_threads_max']}; "
+                 f"jobs {stats['jobs']}")
+    sys.stdout.write("\n".join(lines) + "\n")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"timings_s": dict(result.timings), "errors": dict(result.errors),
+                       **stats}, fh, indent=1)
+    return 1 if result.errors else 0
 
 
 if __name__ == "__main__":

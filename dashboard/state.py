@@ -8,7 +8,9 @@ array stays here. The registry hangs on the Flask server
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING
@@ -32,8 +34,49 @@ CLASS_COLUMNS = ("label", "pred", "mc_pred", "pixel_nearest_class", "embedding_n
 BOOL_COLUMNS = ("correct", "mc_correct")
 
 
+# Thumbnails kept per run entry (a 28x28 digit at scale 2 is ~1 kB of data URI).
+THUMBNAIL_CACHE_SIZE = 4096
+# Derived views kept per run entry (the export frame, the sample page's context map...).
+MEMO_SIZE = 16
+
+
 class DashboardInputError(LoupeError):
     """Bad input reaching the dashboard (URL, store, stale key): shown as a message."""
+
+
+class LRUCache:
+    """A thread-safe mapping of at most ``maxsize`` entries, least recently used evicted.
+
+    The server's memos (thumbnails, figures) are keyed by what browsers ask
+    for; an unbounded dict would grow with every new request.
+    """
+
+    def __init__(self, maxsize: int) -> None:
+        if maxsize < 1:
+            raise ValueError(f"maxsize must be >= 1, got {maxsize}")
+        self.maxsize = maxsize
+        self._data: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get_or_compute(self, key: Hashable, compute: Callable[[], object]):
+        """The value of ``key``; computed (outside the lock) and stored when missing."""
+        with self._lock:
+            if key in self._data:
+                self._data.move_to_end(key)
+                return self._data[key]
+        value = compute()
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self.maxsize:
+                self._data.popitem(last=False)
+        return value
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._data
 
 
 @dataclass
@@ -57,8 +100,15 @@ class RunEntry:
     label: str
     session: AnalysisSession
     head: str = "class"
-    _thumbs: dict = field(default_factory=dict, repr=False)
+    _thumbs: LRUCache = field(default_factory=lambda: LRUCache(THUMBNAIL_CACHE_SIZE),
+                              repr=False)
     _extra_tables: dict = field(default_factory=dict, repr=False)
+    _memo: LRUCache = field(default_factory=lambda: LRUCache(MEMO_SIZE), repr=False)
+
+    def memo(self, key: Hashable, compute: Callable[[], object]):
+        """A derived view of this entry (never mutated by callers), computed once and kept
+        among the :data:`MEMO_SIZE` most recently used."""
+        return self._memo.get_or_compute(key, compute)
 
     @cached_property
     def table(self) -> pd.DataFrame:
@@ -105,16 +155,19 @@ class RunEntry:
         """Row index of ``sample_id``; a :class:`DashboardInputError` names a bad one."""
         try:
             return self.id_to_index[str(sample_id)]
-        except KeyError:
+        except (KeyError, TypeError):
+            shown = str(sample_id) if len(str(sample_id)) <= 60 else str(sample_id)[:60] + "…"
             raise DashboardInputError(
-                f"Sample '{sample_id}' does not exist in run '{self.label}' "
+                f"Sample '{shown}' does not exist in run '{self.label}' "
                 f"(ids look like {self.session.dataset.sample_ids[0]}).") from None
 
     def selected_ids(self, selection: dict | None) -> list[str]:
-        """The sample ids of the shared selection store, if it belongs to this run."""
-        if isinstance(selection, dict) and self.same_run(selection.get("run")):
-            return list(selection.get("ids") or [])
-        return []
+        """The distinct known sample ids of the shared selection store, if it belongs to
+        this run (at most :func:`dashboard.views.guard.selection_limit` of them)."""
+        from dashboard.views.guard import selection_indices
+
+        idx, _ = selection_indices(self, selection)
+        return self.session.dataset.sample_ids[idx].tolist()
 
     def indices_of(self, sample_ids: Iterable[str]) -> np.ndarray:
         """``(M,)`` int64 row indices of known ids (unknown ids are skipped and logged)."""
@@ -132,27 +185,36 @@ class RunEntry:
         ``pointIndex``); points of any other trace (the highlight overlay) carry
         their sample index in ``customdata``, sent as a plain list.
         """
+        from dashboard.views.guard import point_index
+
         out = []
         members = self.members
+        n = len(self.id_to_index)
         for p in points or []:
-            curve, point = p.get("curveNumber"), p.get("pointIndex", p.get("pointNumber"))
-            if curve is None or point is None:
+            if not isinstance(p, dict):
+                continue
+            curve = point_index(p.get("curveNumber"))
+            point = point_index(p.get("pointIndex", p.get("pointNumber")))
+            if curve is None or point is None:  # missing, negative or not a number
                 continue
             if curve < len(members):
-                if 0 <= point < len(members[curve]):
+                if point < len(members[curve]):
                     out.append(int(members[curve][point]))
-            elif isinstance(p.get("customdata"), int | float):
-                out.append(int(p["customdata"]))
+            else:
+                row = point_index(p.get("customdata"))
+                if row is not None and row < n:
+                    out.append(row)
         return np.asarray(out, dtype=np.int64)
 
     def thumbnail(self, index: int, scale: int = 2) -> str:
         """PNG data URI of sample ``index`` (memoised)."""
         from dashboard.images import image_data_uri
 
-        key = (int(index), scale)
-        if key not in self._thumbs:
-            self._thumbs[key] = image_data_uri(self.session.dataset.images[int(index)], scale)
-        return self._thumbs[key]
+        index, scale = int(index), int(scale)
+        if not 0 <= index < len(self.id_to_index) or not 1 <= scale <= 8:
+            raise DashboardInputError(f"No sample {index} (or scale {scale}) to draw.")
+        return self._thumbs.get_or_compute(
+            (index, scale), lambda: image_data_uri(self.session.dataset.images[index], scale))
 
     # -- extra (out-of-distribution) datasets ---------------------------------------------
     def extra_table(self, key: str) -> pd.DataFrame:
@@ -172,7 +234,9 @@ class RunEntry:
         """
         key, _, row = str(sample_id).rpartition(":")
         engine = self.session.extras.get(key)
-        if engine is None or not row.isdigit() or int(row) >= len(engine.dataset):
+        # isascii: "²".isdigit() is true but int("²") raises
+        if engine is None or not (row.isascii() and row.isdigit()) \
+                or int(row) >= len(engine.dataset):
             return None
         return key, int(row)
 

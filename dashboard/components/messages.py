@@ -7,12 +7,18 @@ from dash import html
 
 
 def error_alert(exc: BaseException | str) -> dbc.Alert:
-    """A red alert with the error's message (the message of a ``LoupeError``)."""
-    return dbc.Alert(str(exc), color="danger", className="loupe-error my-2", dismissable=False)
+    """A red alert with the error's message (the message of a ``LoupeError``), server
+    paths and torch's loading hints removed (:func:`dashboard.views.guard.safe_message`)."""
+    from dashboard.views.guard import safe_message
+
+    return dbc.Alert(safe_message(exc), color="danger", className="loupe-error my-2",
+                     dismissable=False)
 
 
 def info_alert(text: str) -> dbc.Alert:
-    return dbc.Alert(text, color="info", className="my-2")
+    from dashboard.views.guard import safe_message
+
+    return dbc.Alert(safe_message(text), color="info", className="my-2")
 
 
 def card(title: str, *children, **kwargs) -> html.Div:

@@ -11,7 +11,8 @@ from dashboard import figures, ids
 from dashboard.components.gallery import sample_gallery
 from dashboard.components.messages import card, error_alert
 from dashboard.state import DashboardInputError, get_entry
-from dashboard.views.errors import cell_indices, most_confused, worst_indices
+from dashboard.views.errors import cell_indices, cell_selection, most_confused, worst_indices
+from dashboard.views.guard import selection_indices
 
 dash.register_page(__name__, path="/errors", name="Errors", order=2)
 
@@ -68,13 +69,13 @@ def draw_errors(run_store):
                prevent_initial_call=True)
 def select_cell(click, run_store):
     """A clicked cell becomes the shared selection (its sample ids)."""
-    if not click or not click.get("points"):
+    try:
+        store = cell_selection(get_entry(run_store), click)
+    except DashboardInputError:
+        store = None
+    if store is None:
         raise dash.exceptions.PreventUpdate
-    entry = get_entry(run_store)
-    point = click["points"][0]
-    idx = cell_indices(entry, str(point["y"]), str(point["x"]))
-    return {"run": entry.key, "ids": entry.session.dataset.sample_ids[idx].tolist(),
-            "source": f"true {point['y']} → predicted {point['x']}"}
+    return store
 
 
 @dash.callback(Output(ids.CELL_TITLE, "children"), Output(ids.CELL_GRID, "children"),
@@ -85,8 +86,9 @@ def show_cell(selection, run_store):
     except DashboardInputError as exc:
         return error_alert(exc), None
     sel = selection if isinstance(selection, dict) and entry.same_run(selection.get("run")) else {}
-    idx = entry.indices_of(sel.get("ids", []))
-    source = sel.get("source") or "selection"
+    idx, note = selection_indices(entry, sel)
+    source = sel.get("source") if isinstance(sel.get("source"), str) else "selection"
+    source = source[:120] or "selection"
     if len(idx) == 0:
         worst = most_confused(entry)
         if worst is None:
@@ -95,5 +97,6 @@ def show_cell(selection, run_store):
         source = f"most confused: true {worst[0]} → predicted {worst[1]}"
     order = idx[np.argsort(-entry.table["loss"].to_numpy()[idx], kind="stable")]
     title = html.Span([html.B(source), f": {len(idx):,} samples",
-                       " (highest loss first)" if len(idx) > 1 else ""])
+                       " (highest loss first)" if len(idx) > 1 else "",
+                       html.Div(note, className="small text-warning") if note else ""])
     return title, sample_gallery(entry, order, limit=120)

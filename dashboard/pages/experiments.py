@@ -28,6 +28,7 @@ from dashboard.views.experiments import (
     table_styles,
 )
 from dashboard.views.experiments_catalog import get_catalog
+from dashboard.views.guard import event_points, safe_message
 
 dash.register_page(__name__, path="/experiments", name="Experiments", order=5)
 
@@ -166,7 +167,7 @@ def draw_diff_map(set_progress, store):
     try:
         return diff_map(get_catalog(), store, set_progress)
     except LoupeError as exc:
-        return figures.empty_figure(str(exc))
+        return figures.empty_figure(safe_message(exc))
 
 
 @dash.callback(Output(ids.URL, "href", allow_duplicate=True),
@@ -187,9 +188,12 @@ def open_clicked(_clicks, click, store):
     if isinstance(trigger, dict) and ctx.triggered[0]["value"]:
         index = trigger["index"]
     elif trigger == ids.RUNS_DIFF and click:
-        index = clicked_index(get_catalog(), store, click.get("points", [])[:1])
+        index = clicked_index(get_catalog(), store, event_points(click)[:1])
     else:
         index = None
     if index is None:
         raise dash.exceptions.PreventUpdate
-    return open_flipped(get_registry(), get_catalog(), store, index)
+    try:
+        return open_flipped(get_registry(), get_catalog(), store, index)
+    except DashboardInputError:  # a forged thumbnail index or a stale pair
+        raise dash.exceptions.PreventUpdate from None

@@ -7,9 +7,9 @@ import dash_bootstrap_components as dbc
 from dash import Input, Output, State, dcc, html
 
 from dashboard import ids
-from dashboard.components.messages import card, error_alert
+from dashboard.components.messages import card, error_alert, info_alert
 from dashboard.state import DashboardInputError, get_entry
-from dashboard.views.export import csv_name, export_table
+from dashboard.views.export import csv_name, export_table, selection_export, to_csv_text
 
 dash.register_page(__name__, path="/export", name="Export", order=5)
 
@@ -56,9 +56,7 @@ def download_table(n_clicks, run_store):
         entry = get_entry(run_store)
     except DashboardInputError as exc:
         return dash.no_update, error_alert(exc)
-    frame = export_table(entry)
-    return dcc.send_data_frame(frame.to_csv, csv_name(entry), index=False,
-                               float_format="%.6g"), None
+    return dcc.send_string(to_csv_text(export_table(entry)), csv_name(entry)), None
 
 
 @dash.callback(Output(ids.EXPORT_SELECTION_DOWNLOAD, "data"),
@@ -70,6 +68,6 @@ def download_selection(n_clicks, run_store, selection):
         entry = get_entry(run_store)
     except DashboardInputError as exc:
         return dash.no_update, error_alert(exc)
-    frame = export_table(entry, entry.selected_ids(selection))
-    return dcc.send_data_frame(frame.to_csv, csv_name(entry, "-selection"), index=False,
-                               float_format="%.6g"), None
+    frame, note = selection_export(entry, selection)
+    return (dcc.send_string(to_csv_text(frame), csv_name(entry, "-selection")),
+            info_alert(note) if note else None)

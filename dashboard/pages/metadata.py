@@ -15,7 +15,8 @@ from dashboard.state import (
     get_entry,
     numeric_columns,
 )
-from dashboard.views.metadata import metadata_controls
+from dashboard.views.guard import safe_message
+from dashboard.views.metadata import checked_bins, metadata_controls
 
 dash.register_page(__name__, path="/metadata", name="Loss vs metadata", order=3)
 
@@ -90,11 +91,12 @@ def draw_binned(column, bins, per_class, run_store):
     try:
         entry = get_entry(run_store)
         check_column(column, numeric_columns(entry.table), column, "metadata")
+        bins = checked_bins(bins)
     except DashboardInputError as exc:
-        return figures.empty_figure(str(exc))
+        return figures.empty_figure(safe_message(exc))
     t = entry.table
     binned = figures.binned_loss(t[column].to_numpy(), t["loss"].to_numpy(),
-                                 t["label"].to_numpy(), int(bins or 20))
+                                 t["label"].to_numpy(), bins)
     return figures.loss_vs_metadata_figure(binned, column_title(column), entry.class_names,
                                            "per_class" in (per_class or []))
 
@@ -111,7 +113,7 @@ def draw_scatter(x, y, run_store):
         check_column(x, cols, x, "scatter x")
         check_column(y, cols, y, "scatter y")
     except DashboardInputError as exc:
-        return figures.empty_figure(str(exc))
+        return figures.empty_figure(safe_message(exc))
     t = entry.table
     return figures.scatter_figure(t[x].to_numpy(), t[y].to_numpy(), t["label"].to_numpy(),
                                   entry.class_names, column_title(x), column_title(y))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dash
 import dash_bootstrap_components as dbc
-import numpy as np
 from dash import Input, Output, State, ctx, dcc, html
 
 from dashboard import ids
@@ -12,12 +11,14 @@ from dashboard.components.gallery import sample_gallery, sample_href
 from dashboard.components.messages import card, error_alert
 from dashboard.state import DashboardInputError, get_entry
 from dashboard.views.population import (
+    clicked_index,
     control_options,
     highlight_patch,
     map_figure,
     recolor_patch,
     resize_patch,
-    selection_summary,
+    selection_from_points,
+    selection_view,
 )
 from dashboard.views.training import input_check_alert
 
@@ -111,23 +112,19 @@ def draw_map(projection, color, size, sample_store, run_store):
                Input(ids.POPULATION_GRAPH, "hoverData"), State(ids.RUN_STORE, "data"))
 def hover_thumbnail(hover, run_store):
     """Thumbnail, label, prediction and loss of the hovered point."""
-    if not hover or not hover.get("points"):
-        return False, dash.no_update, dash.no_update
     try:
         entry = get_entry(run_store)
     except DashboardInputError:
         return False, dash.no_update, dash.no_update
-    point = hover["points"][0]
-    found = entry.points_to_indices([point])
-    if len(found) == 0:
+    i = clicked_index(entry, hover)
+    if i is None:
         return False, dash.no_update, dash.no_update
-    i = int(found[0])
     row = entry.table.iloc[i]
     body = [html.Img(src=entry.thumbnail(i, 3)),
             html.Div(html.B(str(row["sample_id"]))),
             html.Div(f"true {row['label_name']} · predicted {row['pred_name']}"),
             html.Div(f"loss {row['loss']:.4f} nats")]
-    return True, point.get("bbox"), body
+    return True, hover["points"][0].get("bbox"), body
 
 
 @dash.callback(Output(ids.URL, "href", allow_duplicate=True),
@@ -135,13 +132,13 @@ def hover_thumbnail(hover, run_store):
                prevent_initial_call=True)
 def open_clicked(click, run_store):
     """A clicked point opens its sample analysis (mapped server side, see RunEntry.members)."""
-    if not click:
+    try:
+        i = clicked_index(get_entry(run_store), click)
+    except DashboardInputError:
+        i = None
+    if i is None:  # nothing, malformed or a stale run: nothing to open
         raise dash.exceptions.PreventUpdate
-    entry = get_entry(run_store)
-    found = entry.points_to_indices(click.get("points", [])[:1])
-    if len(found) == 0:
-        raise dash.exceptions.PreventUpdate
-    return sample_href(entry.session.dataset.sample_ids[int(found[0])])
+    return sample_href(get_entry(run_store).session.dataset.sample_ids[i])
 
 
 @dash.callback(Output(ids.SELECTION_STORE, "data", allow_duplicate=True),
@@ -151,10 +148,10 @@ def store_selection(selected, run_store):
     """Box/lasso selection -> the ids of the selected samples in the app-level store."""
     if selected is None:
         raise dash.exceptions.PreventUpdate
-    entry = get_entry(run_store)
-    idx = np.unique(entry.points_to_indices(selected.get("points", [])))
-    return {"run": entry.key, "ids": entry.session.dataset.sample_ids[idx].tolist(),
-            "source": "map selection"}
+    try:
+        return selection_from_points(get_entry(run_store), selected)
+    except DashboardInputError:
+        raise dash.exceptions.PreventUpdate from None
 
 
 @dash.callback(Output(ids.SELECTION_SUMMARY, "children"), Output(ids.SELECTION_GRID, "children"),
@@ -165,6 +162,5 @@ def show_selection(selection, run_store):
         entry = get_entry(run_store)
     except DashboardInputError as exc:
         return error_alert(exc), None
-    idx = entry.indices_of(entry.selected_ids(selection))
-    order = idx[np.argsort(-entry.table["loss"].to_numpy()[idx], kind="stable")]
-    return selection_summary(entry, idx), sample_gallery(entry, order, limit=80, empty="")
+    summary, order = selection_view(entry, selection)
+    return summary, sample_gallery(entry, order, limit=80, empty="")

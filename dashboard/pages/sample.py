@@ -11,11 +11,13 @@ from analysis.errors import LoupeError
 from dashboard import figures, ids
 from dashboard.components.gallery import sample_gallery
 from dashboard.components.messages import card, error_alert
+from dashboard.jobs import pooled
 from dashboard.state import DashboardInputError, get_entry
 from dashboard.views.ood_sample import extra_heatmap_view, extra_sample_of, extra_sample_view
 from dashboard.views.population import context_map_figure
 from dashboard.views.sample import (
     SIMILARS_K,
+    heatmap_busy,
     heatmap_view,
     metadata_table,
     resolve_sample,
@@ -120,6 +122,7 @@ def show_sample(store, run_store):
                           "computing the heatmap…"], ""),
                         (Output(ids.SAMPLE_HEATMAP, "style"), {"opacity": 0.35},
                          {"opacity": 1})])
+@pooled(busy=heatmap_busy)  # a full job queue answers "busy, try again"
 def show_heatmap(store, method, target, run_store):
     """Captum heatmap(s), computed (or read from the cache) in a background job."""
     try:

@@ -16,6 +16,7 @@ from dashboard import figures, ids
 from dashboard.components.gallery import sample_href
 from dashboard.components.messages import card, error_alert, info_alert
 from dashboard.state import DashboardInputError, get_entry
+from dashboard.views.guard import first_point
 from dashboard.views.uncertainty import (
     COLOR_CHOICES,
     NO_DROPOUT,
@@ -225,9 +226,13 @@ def draw_galleries(score, key, run_store):
                State(ids.RUN_STORE, "data"), prevent_initial_call=True)
 def open_clicked(click, key, run_store):
     """A clicked point opens its sample analysis (identified server side, see point_sample_id)."""
-    if not click or not click.get("points") or not key:
+    point = first_point(click)
+    if point is None or not isinstance(key, str):
         raise dash.exceptions.PreventUpdate
-    sample_id = point_sample_id(get_entry(run_store), key, click["points"][0])
+    try:
+        sample_id = point_sample_id(get_entry(run_store), key, point)
+    except LoupeError:  # a stale run or dataset key
+        sample_id = None
     if sample_id is None:
         raise dash.exceptions.PreventUpdate
     return sample_href(sample_id)
@@ -239,14 +244,14 @@ def open_clicked(click, key, run_store):
                State(ids.RUN_STORE, "data"))
 def hover_thumbnail(hover, key, run_store):
     """Thumbnail and prediction of the hovered point."""
-    if not hover or not hover.get("points") or not key:
+    point = first_point(hover)
+    if point is None or not isinstance(key, str):
         return False, dash.no_update, dash.no_update
     try:
         entry = get_entry(run_store)
-        point = hover["points"][0]
         sample_id = point_sample_id(entry, key, point)
         if sample_id is None:
             return False, dash.no_update, dash.no_update
         return True, point.get("bbox"), hover_body(entry, key, sample_id)
-    except DashboardInputError:
+    except LoupeError:
         return False, dash.no_update, dash.no_update  # a stale hover: nothing to show

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from dashboard.state import DashboardInputError, RunEntry
+from dashboard.views.guard import first_point
 
 GALLERY_SIZE = 40
 
@@ -37,3 +38,19 @@ def worst_indices(entry: RunEntry, misclassified_only: bool, limit: int = GALLER
     if misclassified_only:
         order = order[~entry.table["correct"].to_numpy()[order]]
     return order[:limit]
+
+
+def cell_selection(entry: RunEntry, click: object) -> dict | None:
+    """The selection store for a click on the confusion matrix; ``None`` when the click
+    data is malformed or names no cell."""
+    point = first_point(click)
+    if point is None or not isinstance(point.get("x"), str | int) \
+            or not isinstance(point.get("y"), str | int):
+        return None
+    true, pred = str(point["y"]), str(point["x"])
+    try:
+        idx = cell_indices(entry, true, pred)
+    except DashboardInputError:
+        return None
+    return {"run": entry.key, "ids": entry.session.dataset.sample_ids[idx].tolist(),
+            "source": f"true {true} → predicted {pred}"}

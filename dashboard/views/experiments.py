@@ -31,6 +31,7 @@ from dashboard.figures.experiments import (
 from dashboard.images import image_data_uri
 from dashboard.state import DashboardInputError, RunEntry, RunRegistry
 from dashboard.views.experiments_catalog import PROJECTION, RunCatalog
+from dashboard.views.guard import point_index
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -327,8 +328,10 @@ def open_flipped(registry: RunRegistry, catalog: RunCatalog, store: dict | None,
     if pair is None:
         raise DashboardInputError(SELECT_HINT)
     session = catalog.session(pair[1])
-    if not 0 <= int(index) < len(session.dataset):
-        raise DashboardInputError(f"Sample {index} is not in run {pair[1]}'s data.")
+    row = point_index(index)  # a pattern-matching id's index comes from the browser
+    if row is None or row >= len(session.dataset):
+        raise DashboardInputError(f"Sample {str(index)[:40]} is not in run {pair[1]}'s data.")
+    index = row
     entry = register_run(registry, session, catalog.folder(pair[1]),
                          diff_head(catalog, store))
     session.run()  # every step into memory (the map's job computed them): the page opens at once

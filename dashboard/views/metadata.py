@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
-from dashboard.state import check_column
+from dashboard.state import DashboardInputError, check_column
 
 DEFAULT_COLUMN = "pixel_dist_label"  # the curve that should rise
+MAX_BINS = 100
+
+
+def checked_bins(bins: object, default: int = 20) -> int:
+    """The slider's bin count as an int in 1..MAX_BINS (``default`` when unset)."""
+    if bins in (None, ""):
+        return default
+    if isinstance(bins, bool) or not isinstance(bins, int | float) or not 1 <= bins <= MAX_BINS:
+        raise DashboardInputError(f"Bins must be a number from 1 to {MAX_BINS}.")
+    return int(bins)
 
 
 def metadata_controls(columns: list[str], query: dict | None) -> tuple:

@@ -104,8 +104,9 @@ def extra_attribution(entry: RunEntry, key: str, row: int, method: str, target: 
 
 def extra_heatmap_view(entry: RunEntry, key: str, row: int, method: str, target: str):
     """The heatmap figure of an extra sample: one target, or every class as small multiples."""
-    spec = METHODS.get(method)
+    spec = METHODS.get(method) if isinstance(method, str) else None
     if spec is None:
+        method = method if isinstance(method, str) and len(method) <= 40 else type(method).__name__
         raise DashboardInputError(f"Unknown heatmap method '{method}'; valid: "
                                   f"{', '.join(METHODS)}.")
     names = entry.class_names
@@ -123,10 +124,10 @@ def extra_heatmap_view(entry: RunEntry, key: str, row: int, method: str, target:
                                   "model's; pick the predicted class or a class.")
     if target == "pred":
         cls = int(np.argmax(probs))
-    elif str(target).isdigit() and 0 <= int(target) < len(names):
+    elif str(target).isascii() and str(target).isdigit() and 0 <= int(target) < len(names):
         cls = int(target)
     else:
-        raise DashboardInputError(f"Unknown heatmap target '{target}'.")
+        raise DashboardInputError(f"Unknown heatmap target '{str(target)[:40]}'.")
     heat = normalize_heatmap(extra_attribution(entry, key, row, method, cls), spec.signed)
     title = f"{spec.label} for class {names[cls]}"
     return figures.heatmap_figure(image, heat, spec.signed,

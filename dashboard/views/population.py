@@ -20,6 +20,13 @@ from dashboard.state import (
     column_title,
     numeric_columns,
 )
+from dashboard.views.guard import (
+    checked_choice,
+    event_points,
+    first_point,
+    selection_indices,
+    selection_limit,
+)
 
 NO_SIZE = "none"
 SIMILARS_K = 10
@@ -72,34 +79,64 @@ def highlight_of(entry: RunEntry, sample_store: dict | None) -> tuple[list[int],
     return [int(i) for i in similar], focus
 
 
+def checked_projection(entry: RunEntry, projection: object) -> str:
+    """``projection`` when the run has it (``umap``, ``tsne``), else a DashboardInputError."""
+    return checked_choice(projection, list(entry.session.projections), "projection")
+
+
 def map_figure(entry: RunEntry, projection: str, color: str, size: str,
-               sample_store: dict | None = None):
-    """The whole population figure for the current controls."""
+               sample_store: dict | None = None) -> dict:
+    """The whole population figure for the current controls (a plotly figure dict).
+
+    The class traces of each (projection, colour, size) are built once per run
+    entry (its bounded memo); only the overlay (trace ``C``: the clicked sample
+    and its similars) is built per request.
+    """
+    projection = checked_projection(entry, projection)
+    color = checked_choice(color, color_columns(entry.table), "colour column")
+    size = checked_choice(size, [NO_SIZE] + numeric_columns(entry.table), "size column")
     coords = entry.session.projection(projection)
+
+    def base() -> dict:
+        return figures.population_figure(coords, entry.members, entry.class_names,
+                                         make_color(entry, color), make_sizes(entry, size),
+                                         projection, [], None).to_plotly_json()
+
+    classes = entry.memo(("map", projection, color, size), base)
     highlight, focus = highlight_of(entry, sample_store)
-    return figures.population_figure(coords, entry.members, entry.class_names,
-                                     make_color(entry, color), make_sizes(entry, size),
-                                     projection, highlight, focus)
+    data = list(classes["data"])
+    data[len(entry.members)] = figures.highlight_trace(coords, highlight, focus).to_plotly_json()
+    return {**classes, "data": data}
 
 
-def context_map_figure(entry: RunEntry, sample_store: dict | None, max_points: int = 5000):
+def context_map_figure(entry: RunEntry, sample_store: dict | None, max_points: int = 5000
+                       ) -> dict:
     """A light map for the sample page: every ``k``-th sample of each class, plus the overlay.
 
     Only context for the highlighted sample and its similars (the overlay is
-    exact); not clickable, so its traces need not map back to sample ids.
+    exact); not clickable, so its traces need not map back to sample ids. The
+    context (all but the overlay, trace ``C``) is built once per run entry.
     """
     projection = entry.session.projections[0]
     coords = entry.session.projection(projection)
-    step = max(1, -(-len(coords) // max_points))
-    members = [m[::step] for m in entry.members]
+
+    def base() -> dict:
+        step = max(1, -(-len(coords) // max_points))
+        members = [m[::step] for m in entry.members]
+        labels = figures.color_spec(entry.table["label"].to_numpy(), "class", "label",
+                                    entry.class_names)
+        fig = figures.population_figure(coords, members, entry.class_names, labels,
+                                        figures.size_spec(None), projection, [], None)
+        fig.update_layout(showlegend=False, dragmode="zoom",
+                          margin={"l": 50, "r": 10, "t": 10, "b": 45})
+        return fig.to_plotly_json()
+
+    context = entry.memo(("context-map", projection, max_points), base)
     highlight, focus = highlight_of(entry, sample_store)
-    labels = figures.color_spec(entry.table["label"].to_numpy(), "class", "label",
-                                entry.class_names)
-    fig = figures.population_figure(coords, members, entry.class_names, labels,
-                                    figures.size_spec(None), projection, highlight, focus)
-    fig.update_layout(showlegend=False, dragmode="zoom",
-                      margin={"l": 50, "r": 10, "t": 10, "b": 45})
-    return fig
+    overlay = figures.highlight_trace(coords, highlight, focus).to_plotly_json()
+    data = list(context["data"])
+    data[len(entry.members)] = overlay
+    return {**context, "data": data}
 
 
 def recolor_patch(entry: RunEntry, color: str) -> Patch:
@@ -122,24 +159,71 @@ def resize_patch(entry: RunEntry, size: str) -> Patch:
 def highlight_patch(entry: RunEntry, projection: str, sample_store: dict | None) -> Patch:
     """Replace the overlay trace (index ``C``) with the clicked sample and its similars."""
     highlight, focus = highlight_of(entry, sample_store)
-    trace = figures.highlight_trace(entry.session.projection(projection), highlight, focus)
+    trace = figures.highlight_trace(entry.session.projection(checked_projection(entry, projection)),
+                                    highlight, focus)
     patch = Patch()
     patch["data"][len(entry.members)] = trace.to_plotly_json()
     return patch
 
 
-def selection_summary(entry: RunEntry, indices: np.ndarray) -> html.Div:
-    """Count, accuracy, mean loss and class mix of the selected samples."""
+def clicked_index(entry: RunEntry, click: object) -> int | None:
+    """The sample index of the first point of click or hover data; ``None`` when the data
+    is malformed or names no sample of the map (negative indices included)."""
+    point = first_point(click)
+    found = entry.points_to_indices([point]) if point is not None else []
+    return int(found[0]) if len(found) else None
+
+
+def selection_from_points(entry: RunEntry, selected: object) -> dict:
+    """The selection store for a box/lasso selection (``selectedData``).
+
+    At most :func:`selection_limit` samples are kept (the first ones); the
+    store's ``note`` then says so, for the selection summary.
+    """
+    limit = selection_limit(entry)
+    points = event_points(selected)
+    # The map has one point per sample (+ a small overlay): more is not a real selection.
+    idx = np.unique(entry.points_to_indices(points[:limit + 64]))
+    note = ""
+    if len(idx) > limit or len(points) > limit + 64:
+        idx = idx[:limit]
+        note = f"Only the first {limit:,} samples of the selection are kept (the limit)."
+    return {"run": entry.key, "ids": entry.session.dataset.sample_ids[idx].tolist(),
+            "source": "map selection", "note": note}
+
+
+def selection_view(entry: RunEntry, selection: object) -> tuple[html.Div, np.ndarray]:
+    """The summary of the shared selection and its indices, highest loss first.
+
+    Bad stores (repeated or unknown ids, too many) are cleaned and the summary
+    says what was dropped.
+    """
+    idx, note = selection_indices(entry, selection)
+    stored = selection.get("note") if isinstance(selection, dict) else None
+    notes = [n for n in (stored if isinstance(stored, str) else None, note) if n]
+    order = idx[np.argsort(-entry.table["loss"].to_numpy()[idx], kind="stable")]
+    return selection_summary(entry, idx, " ".join(notes)[:300] or None), order
+
+
+def selection_summary(entry: RunEntry, indices: np.ndarray, note: str | None = None
+                      ) -> html.Div:
+    """Count, accuracy, mean loss and class mix of the selected samples (and a note on
+    what was dropped from the selection, if anything)."""
+    warning = html.Div(note, className="small text-warning mb-1 loupe-selection-note") \
+        if note else None
     if len(indices) == 0:
+        if warning is not None:
+            return warning
         return html.Div("Drag a box or lasso on the map to select samples.",
                         className="text-muted small")
     rows = entry.table.iloc[indices]
     mix = rows["label_name"].value_counts()
     badges = [dbc.Badge(f"{name}: {n}", color="light", text_color="dark", className="me-1 border")
               for name, n in mix.items()]
-    return html.Div([
+    return html.Div([part for part in [
+        warning,
         html.Div([html.B(f"{len(rows):,}"), " samples · accuracy ",
                   html.B(f"{rows['correct'].mean():.1%}"), " · mean loss ",
                   html.B(f"{rows['loss'].mean():.3f}"), " nats"], className="mb-1"),
         html.Div(["class mix: ", *badges], className="small mb-2"),
-    ], id="selection-stats")
+    ] if part is not None], id="selection-stats")

@@ -12,6 +12,7 @@ from dash import html
 from analysis.attribution import METHODS, normalize_heatmap
 from dashboard import figures
 from dashboard.state import ID_COLUMNS, DashboardInputError, RunEntry
+from dashboard.views.guard import checked_sample_id
 
 ALL_CLASSES = "all"
 SIMILARS_K = 10
@@ -70,6 +71,7 @@ def target_options(class_names) -> list[dict]:
 def resolve_sample(entry: RunEntry, query_id: str | None, current: dict | None) -> dict:
     """The sample store for this page: the URL's id, else the last one, else the worst sample."""
     if query_id:
+        query_id = checked_sample_id(query_id)
         if entry.locate_extra(query_id) is None:  # extra datasets: see views.ood_sample
             entry.index_of(query_id)  # raises a DashboardInputError naming a bad id
         return {"run": entry.key, "id": str(query_id)}
@@ -95,14 +97,27 @@ def metadata_table(entry: RunEntry, index: int) -> html.Table:
 def sample_index(entry: RunEntry, store: dict | None) -> int:
     if not isinstance(store, dict) or not entry.same_run(store.get("run")):
         raise DashboardInputError("No sample chosen for this run: click one on any page.")
-    return entry.index_of(store.get("id"))
+    return entry.index_of(checked_sample_id(store.get("id")))
+
+
+BUSY_TEXT = ("The server is busy computing other heatmaps; try again in a few seconds "
+             "(change the sample, method or target, or pick this one again).")
+
+
+def heatmap_busy(*_callback_args) -> tuple:
+    """What the heatmap callback answers when the job queue is full (see
+    :func:`dashboard.jobs.pooled`): an empty figure and a "busy, try again" alert."""
+    from dashboard.components.messages import info_alert
+
+    return figures.empty_figure(), info_alert(BUSY_TEXT)
 
 
 def heatmap_view(entry: RunEntry, index: int, method: str, target: str):
     """The heatmap figure: one target over the image, or all classes as small multiples."""
-    spec = METHODS.get(method)
+    spec = METHODS.get(method) if isinstance(method, str) else None
     if spec is None:
-        raise DashboardInputError(f"Unknown heatmap method '{method}'; valid: "
+        shown = method if isinstance(method, str) and len(method) <= 40 else type(method).__name__
+        raise DashboardInputError(f"Unknown heatmap method '{shown}'; valid: "
                                   f"{', '.join(METHODS)}.")
     session = entry.session
     image = session.dataset.images[index]
@@ -116,8 +131,10 @@ def heatmap_view(entry: RunEntry, index: int, method: str, target: str):
         titles = [f"{n} ({probs[c]:.0%})" for c, n in enumerate(names)]
         return figures.heatmap_grid_figure(image, list(heats), spec.signed, titles)
     if target not in ("pred", "label"):
-        if not str(target).isdigit() or not 0 <= int(target) < len(names):
-            raise DashboardInputError(f"Unknown heatmap target '{target}'.")
+        text = str(target)[:40]
+        # isascii: "²".isdigit() is true, int("²") raises
+        if not (text.isascii() and text.isdigit()) or not 0 <= int(text) < len(names):
+            raise DashboardInputError(f"Unknown heatmap target '{text}'.")
         target = int(target)
     with single_torch_thread():
         heat = normalize_heatmap(session.attribute(index, method, target, head=entry.head),

@@ -20,6 +20,7 @@ from dashboard.components.gallery import sample_gallery, sample_href
 from dashboard.figures import uncertainty as ufig
 from dashboard.images import image_data_uri
 from dashboard.state import DashboardInputError, RunEntry, column_title
+from dashboard.views.guard import point_index
 
 NO_EXTRA = ("No extra dataset is open for this run, so there is nothing to compare the "
             "in-distribution data with. Start the dashboard with an out-of-distribution set, "
@@ -221,16 +222,18 @@ def point_sample_id(entry: RunEntry, key: str, point: dict) -> str | None:
     carries no ``customdata``; the overlay trace's plain-list ``customdata``
     holds joint rows.
     """
-    curve = point.get("curveNumber")
-    index = point.get("pointIndex", point.get("pointNumber"))
-    if curve is None or index is None:
+    if not isinstance(point, dict):
+        return None
+    curve = point_index(point.get("curveNumber"))
+    index = point_index(point.get("pointIndex", point.get("pointNumber")))
+    if curve is None or index is None:  # missing, negative or not a number
         return None
     n_in = len(entry.session.dataset)
     if curve == ufig.OVERLAY_TRACE:
-        if not isinstance(point.get("customdata"), int | float):
+        row = point_index(point.get("customdata"))
+        if row is None:
             return None
-        curve, index = (0, int(point["customdata"])) if point["customdata"] < n_in \
-            else (1, int(point["customdata"]) - n_in)
+        curve, index = (0, row) if row < n_in else (1, row - n_in)
     ids = entry.session.dataset.sample_ids if curve == ufig.IN_TRACE \
         else entry.session.extra(key).dataset.sample_ids
     return str(ids[index]) if curve in (0, 1) and 0 <= index < len(ids) else None

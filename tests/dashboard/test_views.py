@@ -44,7 +44,7 @@ def test_control_options_defaults_and_url_values(entry):
 
 def test_map_figure_and_patches_never_resend_coordinates(entry):
     fig = pop.map_figure(entry, "umap", "label", "loss")
-    assert len(fig.data) == len(entry.class_names) + 1
+    assert len(fig["data"]) == len(entry.class_names) + 1
     recolor = patch_ops(pop.recolor_patch(entry, "uncertainty"))
     resize = patch_ops(pop.resize_patch(entry, "entropy"))
     for ops in (recolor, resize):
@@ -71,8 +71,14 @@ def test_highlight_follows_the_clicked_sample_of_this_run(entry):
 def test_context_map_is_light_but_keeps_the_overlay(entry):
     sid = entry.session.dataset.sample_ids[5]
     fig = pop.context_map_figure(entry, {"run": entry.key, "id": sid}, max_points=100)
-    assert sum(len(t.x) for t in fig.data[:-1]) <= 100 + len(entry.class_names)
-    assert fig.data[-1].customdata[0] == 5 and len(fig.data[-1].customdata) == 11
+    data = fig["data"]
+    assert sum(len(t["x"]) for t in data[:-1]) <= 100 + len(entry.class_names)
+    assert list(data[-1]["customdata"])[0] == 5 and len(data[-1]["customdata"]) == 11
+    # the context is built once; another sample only changes the overlay
+    other = pop.context_map_figure(entry, {"run": entry.key, "id": entry.session.dataset
+                                           .sample_ids[7]}, max_points=100)
+    assert other["data"][0] is data[0] and list(other["data"][-1]["customdata"])[0] == 7
+    assert list(fig["data"][-1]["customdata"])[0] == 5  # the first answer was not mutated
 
 
 def test_selection_summary(entry):
