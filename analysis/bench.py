@@ -30,14 +30,20 @@ import torch
 
 from analysis.datasets import load_dataset
 
+# Peak RSS from VmHWM: Linux keeps ru_maxrss across fork + exec, so a child's
+# ru_maxrss is at least the bench process's own RSS when it forked.
 CHILD = """
 import json, resource, sys, time
 sys.argv = ["python -m analysis"] + {argv!r}
 from analysis.cli import main
 t = time.perf_counter()
 rc = main(sys.argv[1:])
+try:
+    peak = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
+except (OSError, StopIteration):
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print("BENCH " + json.dumps({{"rc": rc, "seconds": time.perf_counter() - t,
-      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+      "peak_rss_mb": peak / 1024}}))
 """
 
 NAIVE_UMAP = """
