@@ -13,8 +13,9 @@ def test_train_and_test_patches_come_from_opposite_halves():
     assert train.shape == test.shape == (4 * len(PHOTOS), 32, 32, 3)
     assert train.dtype == np.uint8
     np.testing.assert_array_equal(y_train, np.repeat(np.arange(len(PHOTOS)), 4))
+    # Blank background (the retina's black border) is alike in both halves; real content is not.
     train_set = {p.tobytes() for p in train}
-    assert not any(p.tobytes() in train_set for p in test)
+    assert not any(p.tobytes() in train_set for p in test if np.ptp(p) > 16)
 
 
 def test_parse_run_output_reads_the_summary():
