@@ -11,6 +11,10 @@ Everything runs on the same data in the same invocation:
    defaults in a fresh process; scikit-learn's brute-force kNN; a Python loop of
    per-sample Captum calls. Medians over ``--repeats`` for the cheap ones.
    Projection quality (exact trustworthiness, 10-NN kept) for both ways.
+
+``--suite rgb`` (or ``all``) adds colour data Loupe has never seen: 32x32
+patches of scikit-image's photographs as a PNG folder, a small CNN of the
+user's own, end to end in fresh processes (:mod:`analysis.bench_rgb`).
 """
 
 from __future__ import annotations

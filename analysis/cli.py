@@ -107,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     runs = sub.add_parser("runs", help="list every run under a runs folder")
     runs.add_argument("--runs-dir", default="runs", help="folder of run folders (default runs)")
     runs.add_argument("--out", default=None, help="also write the table as CSV")
-    bench = sub.add_parser("bench", help="time each step against the naive way")
+    bench = sub.add_parser("bench", help="time each step against the naive way "
+                                         "(--suite rgb: colour photo patches, your own CNN)")
     bench.add_argument("--n", type=int, default=10_000, help="samples of the MNIST test set")
     bench.add_argument("--checkpoint", default=None,
                        help="run folder (default: train mnist_cnn for 3 epochs into a temp dir)")
