@@ -11,6 +11,10 @@ Everything runs on the same data in the same invocation:
    defaults in a fresh process; scikit-learn's brute-force kNN; a Python loop of
    per-sample Captum calls. Medians over ``--repeats`` for the cheap ones.
    Projection quality (exact trustworthiness, 10-NN kept) for both ways.
+
+``--suite rgb`` (or ``all``) adds colour data Loupe has never seen: 32x32
+patches of scikit-image's photographs as a PNG folder, a small CNN of the
+user's own, end to end in fresh processes (:mod:`analysis.bench_rgb`).
 """
 
 from __future__ import annotations
@@ -30,14 +34,20 @@ import torch
 
 from analysis.datasets import load_dataset
 
+# Peak RSS from VmHWM: Linux keeps ru_maxrss across fork + exec, so a child's
+# ru_maxrss is at least the bench process's own RSS when it forked.
 CHILD = """
 import json, resource, sys, time
 sys.argv = ["python -m analysis"] + {argv!r}
 from analysis.cli import main
 t = time.perf_counter()
 rc = main(sys.argv[1:])
+try:
+    peak = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
+except (OSError, StopIteration):
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print("BENCH " + json.dumps({{"rc": rc, "seconds": time.perf_counter() - t,
-      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+      "peak_rss_mb": peak / 1024}}))
 """
 
 NAIVE_UMAP = """
@@ -52,8 +62,8 @@ print("BENCH " + json.dumps({"import_s": t1 - t0, "fit_s": time.perf_counter() -
 """
 
 
-def _child(code: str, args: list[str], env: dict[str, str]) -> dict:
-    """Run ``code`` in a fresh interpreter; return its ``BENCH {...}`` line."""
+def _child(code: str, args: list[str], env: dict[str, str], keep_stdout: bool = False) -> dict:
+    """Run ``code`` in a fresh interpreter; return its ``BENCH {...}`` line (and its stdout)."""
     started = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True,
                           text=True, cwd=Path(__file__).resolve().parent.parent)
@@ -62,6 +72,8 @@ def _child(code: str, args: list[str], env: dict[str, str]) -> dict:
         if line.startswith("BENCH "):
             out = json.loads(line[6:])
             out["wall_s"] = wall
+            if keep_stdout:
+                out["stdout"] = proc.stdout
             return out
     raise RuntimeError(f"benchmark child failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
 
@@ -221,23 +233,41 @@ def run_bench(args: argparse.Namespace) -> int:
     from analysis.device import resolve_device
 
     device = str(resolve_device(args.device))
-    ds = load_dataset("mnist", "test", data_root=args.data_root)
-    n = min(args.n, len(ds))
+    suite = getattr(args, "suite", "mnist")
+    results: dict = {}
     with tempfile.TemporaryDirectory(prefix="loupe-bench-") as tmp:
         work = Path(tmp)
-        checkpoint = args.checkpoint
-        if checkpoint is None:
-            from models.train import TrainConfig, train
+        if suite in ("mnist", "all"):
+            results = mnist_bench(args, device, work)
+            print(_format(results), flush=True)
+        if suite in ("rgb", "all"):
+            from analysis.bench_rgb import format_rgb, rgb_bench
 
-            checkpoint = str(work / "mnist_cnn")
-            print("training mnist_cnn (3 epochs) for the benchmark ...", file=sys.stderr)
-            train(TrainConfig(dataset=ds.name), checkpoint, device=device,
-                  data_root=args.data_root, progress=False)
-        results = {"n": n, "device": device, "dataset": ds.name,
-                   "end_to_end": end_to_end(checkpoint, args.data_root, n, device, work),
-                   "steps": step_comparison(checkpoint, args.data_root, n, device, args.repeats,
-                                            work, args.skip_naive)}
-    print(_format(results))
+            print("building the RGB photo-patch folder and training its small CNN ...",
+                  file=sys.stderr)
+            results["rgb"] = rgb_bench(work, n_test=args.rgb_n, n_train=args.rgb_train_n,
+                                       epochs=args.rgb_epochs, device=device)
+            if suite == "all":
+                print()
+            print(format_rgb(results["rgb"]))
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2))
     return 0
+
+
+def mnist_bench(args: argparse.Namespace, device: str, work: Path) -> dict:
+    """The MNIST rows: end to end and step by step against the naive way."""
+    ds = load_dataset("mnist", "test", data_root=args.data_root)
+    n = min(args.n, len(ds))
+    checkpoint = args.checkpoint
+    if checkpoint is None:
+        from models.train import TrainConfig, train
+
+        checkpoint = str(work / "mnist_cnn")
+        print("training mnist_cnn (3 epochs) for the benchmark ...", file=sys.stderr)
+        train(TrainConfig(dataset=ds.name), checkpoint, device=device,
+              data_root=args.data_root, progress=False)
+    return {"n": n, "device": device, "dataset": ds.name,
+            "end_to_end": end_to_end(checkpoint, args.data_root, n, device, work),
+            "steps": step_comparison(checkpoint, args.data_root, n, device, args.repeats,
+                                     work, args.skip_naive)}

@@ -110,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     runs = sub.add_parser("runs", help="list every run under a runs folder")
     runs.add_argument("--runs-dir", default="runs", help="folder of run folders (default runs)")
     runs.add_argument("--out", default=None, help="also write the table as CSV")
-    bench = sub.add_parser("bench", help="time each step against the naive way")
+    bench = sub.add_parser("bench", help="time each step against the naive way "
+                                         "(--suite rgb: colour photo patches, your own CNN)")
     bench.add_argument("--n", type=int, default=10_000, help="samples of the MNIST test set")
     bench.add_argument("--checkpoint", default=None,
                        help="run folder (default: train mnist_cnn for 3 epochs into a temp dir)")
@@ -119,6 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeats", type=int, default=3, help="repeats of each timed step")
     bench.add_argument("--skip-naive", action="store_true",
                        help="time only Loupe's way (the naive baselines take minutes)")
+    bench.add_argument("--suite", default="mnist", choices=["mnist", "rgb", "all"],
+                       help="mnist (default): the MNIST rows; rgb: 32x32 colour photo patches "
+                            "and a small CNN of your own, end to end; all: both")
+    bench.add_argument("--rgb-n", type=int, default=10_000, help="RGB test images (--suite rgb)")
+    bench.add_argument("--rgb-train-n", type=int, default=10_000,
+                       help="RGB train images for the small CNN")
+    bench.add_argument("--rgb-epochs", type=int, default=3, help="epochs of the small CNN")
     bench.add_argument("--out", default=None, help="also write the results as JSON")
     return p
 
