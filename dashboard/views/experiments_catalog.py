@@ -26,7 +26,8 @@ from analysis.runs import (
     with_mult_adds,
 )
 from analysis.session import AnalysisSession
-from dashboard.state import DashboardInputError
+from dashboard.state import DashboardInputError, LRUCache
+from dashboard.views.guard import safe_message
 from models.checkpoint import META_FILE, WEIGHTS_FILE, read_run_meta
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ PROJECTION = "umap"  # the diff map's projection; the only one the compared sess
 LISTING_TTL_S = 2.0  # how long a listing of the runs folder is reused
 KEEP_SESSIONS = 6
 KEEP_COMPARISONS = 4
+KEEP_COMPUTED = 512  # listed rows and model summaries, keyed by folder and file times
 
 
 def missing_runs_message(runs_dir: str) -> str:
@@ -66,9 +68,10 @@ class RunCatalog:
     def __init__(self, config: DashboardConfig) -> None:
         self.config = config
         self._listing: tuple[float, dict[str, Path]] | None = None
-        self._computed: dict[tuple, object] = {}
-        self._sessions: dict[tuple, AnalysisSession] = {}
-        self._comparisons: dict[tuple, Comparison] = {}
+        # Bounded and thread-safe: callbacks of several browsers share the catalog.
+        self._computed = LRUCache(KEEP_COMPUTED)
+        self._sessions = LRUCache(KEEP_SESSIONS)
+        self._comparisons = LRUCache(KEEP_COMPARISONS)
 
     @property
     def runs_dir(self) -> Path:
@@ -120,10 +123,7 @@ class RunCatalog:
                                       f"'{self.runs_dir_name}'. Reload the page.") from None
 
     def _cached(self, what: str, folder: Path, compute: Callable[[], object]):
-        key = (what, str(folder), _stamp(folder))
-        if key not in self._computed:
-            self._computed[key] = compute()
-        return self._computed[key]
+        return self._computed.get_or_compute((what, str(folder), _stamp(folder)), compute)
 
     # -- what the table and the curves show ---------------------------------------------------
     def table(self) -> pd.DataFrame:
@@ -164,19 +164,18 @@ class RunCatalog:
     def session(self, key: str) -> AnalysisSession:
         """The run opened on the dashboard's dataset, split and limit (nothing computed yet)."""
         folder = self.folder(key)
-        cache_key = (str(folder), _stamp(folder))
-        if cache_key not in self._sessions:
+
+        def open_session() -> AnalysisSession:
             c = self.config
             try:
-                session = AnalysisSession.open(
+                return AnalysisSession.open(
                     folder, c.dataset, c.split, data_root=c.data_root, cache_dir=c.cache_dir,
-                    device=c.device, limit=c.limit, projections=(PROJECTION,), progress=False)
+                    device=c.device, limit=c.limit, projections=(PROJECTION,), progress=False,
+                    trust_code=c.trust_code)
             except LoupeError as exc:
-                raise DashboardInputError(f"Run {key}: {exc}") from None
-            while len(self._sessions) >= KEEP_SESSIONS:
-                self._sessions.pop(next(iter(self._sessions)))
-            self._sessions[cache_key] = session
-        return self._sessions[cache_key]
+                raise DashboardInputError(f"Run {key}: {safe_message(exc)}") from None
+
+        return self._sessions.get_or_compute((str(folder), _stamp(folder)), open_session)
 
     def shared_heads(self, a: str, b: str) -> list[str]:
         """The heads both runs have, in run A's order (``["class"]`` for classifiers)."""
@@ -199,16 +198,15 @@ class RunCatalog:
                 "diff compares two models on the same samples. Tick two runs trained on the "
                 "same dataset.")
         fa, fb = self.folder(a), self.folder(b)
-        key = (str(fa), _stamp(fa), str(fb), _stamp(fb), head)
-        if key not in self._comparisons:
+        def compare() -> Comparison:
             try:
-                cmp = compare_sessions(self.session(a), self.session(b), head)
+                return compare_sessions(self.session(a), self.session(b), head)
             except LoupeError as exc:
-                raise DashboardInputError(f"Runs {a} and {b} cannot be compared: {exc}") from None
-            if len(self._comparisons) >= KEEP_COMPARISONS:
-                self._comparisons.pop(next(iter(self._comparisons)))
-            self._comparisons[key] = cmp
-        return self._comparisons[key]
+                raise DashboardInputError(f"Runs {a} and {b} cannot be compared: "
+                                          f"{safe_message(exc)}") from None
+
+        return self._comparisons.get_or_compute(
+            (str(fa), _stamp(fa), str(fb), _stamp(fb), head), compare)
 
 
 def _with_mult_adds(info: RunInfo) -> tuple[RunInfo, int | None]:
@@ -227,7 +225,7 @@ def _model_summary(folder: Path) -> str:
     try:
         return model_summary(load_model(folder))
     except (LoupeError, RuntimeError, ValueError) as exc:
-        return f"No summary: {exc}"
+        return f"No summary: {safe_message(exc)}"
 
 
 def attach_catalog(server, catalog: RunCatalog) -> None:
