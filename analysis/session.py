@@ -312,6 +312,14 @@ class AnalysisSession:
         keep = ~np.isin(idx[0], sel)
         return idx[0][keep][:k_eff], dist[0][keep][:k_eff]
 
+    def gradcam_layers(self) -> list[str]:
+        """The modules GradCAM can explain, in forward order; the last is the default
+        (see :func:`analysis.attribution.conv_layer_choices`)."""
+        from analysis.attribution import conv_layer_choices
+
+        with model_lock(self.model):
+            return conv_layer_choices(self.model)
+
     def attribute(self, index: int, method: str = "integrated_gradients",
                   target: int | str = "pred", n_steps: int = 50,
                   dataset: str | None = None, head: str | None = None,

@@ -66,6 +66,8 @@ MODEL_SUMMARY = "model-summary"
 HYPERPARAMETERS = "hyperparameters"
 TRAINING_MESSAGE = "training-message"
 INPUT_CHECK = "input-check"
+HEATMAP_LAYER = "heatmap-layer"
+HEATMAP_LAYER_ROW = "heatmap-layer-row"
 
 # -- export (/export) --------------------------------------------------------------------------
 EXPORT_CSV = "export-csv"

@@ -17,6 +17,8 @@ from dashboard.views.ood_sample import extra_heatmap_view, extra_sample_of, extr
 from dashboard.views.population import context_map_figure
 from dashboard.views.sample import (
     SIMILARS_K,
+    checked_layer,
+    gradcam_layer_options,
     heatmap_busy,
     heatmap_view,
     metadata_table,
@@ -38,6 +40,11 @@ def layout(id: str | None = None, **_ignored) -> html.Div:
                 md=6),
         dbc.Col(dcc.Dropdown(id=ids.HEATMAP_TARGET, clearable=False, value="pred",
                              options=target_options([])), md=6),
+        dbc.Col(html.Div([html.Span("GradCAM layer", className="small text-muted me-2"),
+                          dcc.Dropdown(id=ids.HEATMAP_LAYER, clearable=False,
+                                       className="flex-grow-1")],
+                         className="d-flex align-items-center"),
+                id=ids.HEATMAP_LAYER_ROW, md=12, style={"display": "none"}),
     ], className="g-2 mb-2")
     return html.Div([
         dcc.Store(id=QUERY_STORE, data={"id": id}),
@@ -113,9 +120,25 @@ def show_sample(store, run_store):
             target_options(entry.class_names), sample_gallery(entry, sim, captions), mini, None)
 
 
+@dash.callback(Output(ids.HEATMAP_LAYER, "options"), Output(ids.HEATMAP_LAYER, "value"),
+               Input(ids.RUN_STORE, "data"))
+def fill_layers(run_store):
+    """The run's GradCAM layers; the default is the last convolutional block."""
+    try:
+        return gradcam_layer_options(get_entry(run_store))
+    except DashboardInputError:
+        return [], None
+
+
+@dash.callback(Output(ids.HEATMAP_LAYER_ROW, "style"), Input(ids.HEATMAP_METHOD, "value"))
+def show_layer_choice(method):
+    return {} if method == "gradcam" else {"display": "none"}
+
+
 @dash.callback(Output(ids.SAMPLE_HEATMAP, "figure"), Output(ids.HEATMAP_ERROR, "children"),
                Input(ids.SAMPLE_STORE, "data"), Input(ids.HEATMAP_METHOD, "value"),
-               Input(ids.HEATMAP_TARGET, "value"), State(ids.RUN_STORE, "data"),
+               Input(ids.HEATMAP_TARGET, "value"), Input(ids.HEATMAP_LAYER, "value"),
+               State(ids.RUN_STORE, "data"),
                background=True, interval=150, prevent_initial_call=True,
                running=[(Output(ids.HEATMAP_STATUS, "children"),
                          [dbc.Spinner(size="sm", spinner_class_name="me-2"),
@@ -123,13 +146,15 @@ def show_sample(store, run_store):
                         (Output(ids.SAMPLE_HEATMAP, "style"), {"opacity": 0.35},
                          {"opacity": 1})])
 @pooled(busy=heatmap_busy)  # a full job queue answers "busy, try again"
-def show_heatmap(store, method, target, run_store):
+def show_heatmap(store, method, target, layer, run_store):
     """Captum heatmap(s), computed (or read from the cache) in a background job."""
     try:
         entry = get_entry(run_store)
+        layer = checked_layer(entry, method, layer)
         extra = extra_sample_of(entry, store)
         if extra is not None:
-            return extra_heatmap_view(entry, *extra, method, target or "pred"), None
-        return heatmap_view(entry, sample_index(entry, store), method, target or "pred"), None
+            return extra_heatmap_view(entry, *extra, method, target or "pred", layer), None
+        return heatmap_view(entry, sample_index(entry, store), method, target or "pred",
+                            layer), None
     except LoupeError as exc:
         return figures.empty_figure(), error_alert(exc)

@@ -96,13 +96,14 @@ def extra_mini_map(entry: RunEntry, key: str, row: int, nearest: np.ndarray):
 
 
 def extra_attribution(entry: RunEntry, key: str, row: int, method: str, target: int,
-                      n_steps: int = 50) -> np.ndarray:
+                      n_steps: int = 50, layer: str | None = None) -> np.ndarray:
     """``(H, W)`` heatmap of extra sample ``row`` for class ``target`` (cached by the session)."""
     return entry.session.attribute(row, method, int(target), n_steps, dataset=key,
-                                   head=entry.head)
+                                   head=entry.head, layer=layer)
 
 
-def extra_heatmap_view(entry: RunEntry, key: str, row: int, method: str, target: str):
+def extra_heatmap_view(entry: RunEntry, key: str, row: int, method: str, target: str,
+                       layer: str | None = None):
     """The heatmap figure of an extra sample: one target, or every class as small multiples."""
     spec = METHODS.get(method) if isinstance(method, str) else None
     if spec is None:
@@ -114,7 +115,7 @@ def extra_heatmap_view(entry: RunEntry, key: str, row: int, method: str, target:
     image = engine.dataset.images[row]
     probs = entry.session.probabilities_of(entry.head, key)[row]
     if target == ALL_CLASSES:
-        heats = np.stack([extra_attribution(entry, key, row, method, c)
+        heats = np.stack([extra_attribution(entry, key, row, method, c, layer=layer)
                           for c in range(len(names))])
         heats = normalize_heatmap(heats, spec.signed)  # one scale so panels compare
         titles = [f"{n} ({probs[c]:.0%})" for c, n in enumerate(names)]
@@ -128,7 +129,8 @@ def extra_heatmap_view(entry: RunEntry, key: str, row: int, method: str, target:
         cls = int(target)
     else:
         raise DashboardInputError(f"Unknown heatmap target '{str(target)[:40]}'.")
-    heat = normalize_heatmap(extra_attribution(entry, key, row, method, cls), spec.signed)
+    heat = normalize_heatmap(extra_attribution(entry, key, row, method, cls, layer=layer),
+                             spec.signed)
     title = f"{spec.label} for class {names[cls]}"
     return figures.heatmap_figure(image, heat, spec.signed,
                                   title + " (red: for, blue: against)" if spec.signed else title)

@@ -10,6 +10,7 @@ import numpy as np
 from dash import html
 
 from analysis.attribution import METHODS, normalize_heatmap
+from analysis.errors import LoupeError
 from dashboard import figures
 from dashboard.state import ID_COLUMNS, DashboardInputError, RunEntry
 from dashboard.views.guard import checked_sample_id
@@ -112,8 +113,31 @@ def heatmap_busy(*_callback_args) -> tuple:
     return figures.empty_figure(), info_alert(BUSY_TEXT)
 
 
-def heatmap_view(entry: RunEntry, index: int, method: str, target: str):
-    """The heatmap figure: one target over the image, or all classes as small multiples."""
+def gradcam_layer_options(entry: RunEntry) -> tuple[list[dict], str | None]:
+    """The GradCAM layer dropdown's options (forward order) and its default (the last)."""
+    try:
+        layers = entry.session.gradcam_layers()
+    except LoupeError:  # no feature map at all: GradCAM itself will say so
+        return [], None
+    return [{"label": name, "value": name} for name in layers], (layers[-1] if layers else None)
+
+
+def checked_layer(entry: RunEntry, method: str, layer: object) -> str | None:
+    """``layer`` when GradCAM is asked for and it is one of the run's layers, else None."""
+    if method != "gradcam" or layer in (None, ""):
+        return None
+    options, _ = gradcam_layer_options(entry)
+    if not isinstance(layer, str) or layer not in {o["value"] for o in options}:
+        shown = str(layer)[:40] if isinstance(layer, str) else type(layer).__name__
+        raise DashboardInputError(f"Unknown GradCAM layer '{shown}' for this run.")
+    return layer
+
+
+def heatmap_view(entry: RunEntry, index: int, method: str, target: str,
+                 layer: str | None = None):
+    """The heatmap figure: one target over the image, or all classes as small multiples.
+
+    ``layer`` is GradCAM's layer (default: the model's last convolutional block)."""
     spec = METHODS.get(method) if isinstance(method, str) else None
     if spec is None:
         shown = method if isinstance(method, str) and len(method) <= 40 else type(method).__name__
@@ -124,7 +148,7 @@ def heatmap_view(entry: RunEntry, index: int, method: str, target: str):
     names = entry.class_names
     if target == ALL_CLASSES:
         with single_torch_thread():
-            heats = np.stack([session.attribute(index, method, c, head=entry.head)
+            heats = np.stack([session.attribute(index, method, c, head=entry.head, layer=layer)
                               for c in range(len(names))])
         heats = normalize_heatmap(heats, spec.signed)  # one scale so panels compare
         probs = session.probabilities_of(entry.head)[index]
@@ -137,8 +161,8 @@ def heatmap_view(entry: RunEntry, index: int, method: str, target: str):
             raise DashboardInputError(f"Unknown heatmap target '{text}'.")
         target = int(target)
     with single_torch_thread():
-        heat = normalize_heatmap(session.attribute(index, method, target, head=entry.head),
-                                 spec.signed)
+        heat = normalize_heatmap(session.attribute(index, method, target, head=entry.head,
+                                                   layer=layer), spec.signed)
     row = entry.table.iloc[index]
     cls = {"pred": row["pred_name"], "label": row["label_name"]}.get(target) \
         if isinstance(target, str) else names[target]

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from analysis.datasets import load_dataset
-from analysis.errors import ConfigError
+from analysis.errors import CheckpointError, ConfigError
 from analysis.session import AnalysisSession
 from analysis.tasks import (
     DIGITS,
@@ -45,9 +45,13 @@ def shift_run(tmp_path_factory, digits, data_root, byo_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def shift_session(shift_run, digits, data_root, tmp_path_factory):
-    s = AnalysisSession.open(shift_run, digits, "test", data_root=data_root, limit=200,
-                             cache_dir=tmp_path_factory.mktemp("cache"), device="cpu",
-                             progress=False, mc_samples=5, projections=())
+    # The run names its code; opening it takes the same --model and --task (or trust).
+    common = dict(data_root=data_root, limit=200, cache_dir=tmp_path_factory.mktemp("cache"),
+                  device="cpu", progress=False, mc_samples=5, projections=())
+    with pytest.raises(CheckpointError, match="Pass --model byo_factory:shift_net"):
+        AnalysisSession.open(shift_run, digits, "test", **common)
+    s = AnalysisSession.open(shift_run, digits, "test", model_spec="byo_factory:shift_net",
+                             task="byo_factory:shift_task", **common)
     s.run()
     return s
 
