@@ -323,7 +323,7 @@ class AnalysisSession:
     def attribute(self, index: int, method: str = "integrated_gradients",
                   target: int | str = "pred", n_steps: int = 50,
                   dataset: str | None = None, head: str | None = None,
-                  layer: str | None = None) -> np.ndarray:
+                  layer: str | None = None, cached_only: bool = False) -> np.ndarray | None:
         """One sample's ``(H, W)`` float32 heatmap, cached like every other result.
 
         ``target`` is a class index of ``head`` (default: the first head),
@@ -331,7 +331,8 @@ class AnalysisSession:
         the analysed dataset). The attribution is with respect to the image;
         side inputs (``mnist-sum``'s number) are held at the sample's values.
         ``layer`` is GradCAM's (default: the session's ``gradcam_layer``, else
-        the last conv block's output); the other methods ignore it.
+        the last conv block's output); the other methods ignore it. With
+        ``cached_only`` nothing is computed: ``None`` when it is not cached yet.
         """
         get_method(method)
         h = self.task.head(head)
@@ -361,6 +362,8 @@ class AnalysisSession:
         cached = self.store.get(key)
         if cached is not None:
             return cached["heatmap"]
+        if cached_only:
+            return None
         meta = {k: v[[index]] for k, v in self.task.sample_metadata(ds).items()}
         with model_lock(self.model):
             heat = attribute(self.model, ds.images[[index]], target, method,

@@ -68,6 +68,7 @@ TRAINING_MESSAGE = "training-message"
 INPUT_CHECK = "input-check"
 HEATMAP_LAYER = "heatmap-layer"
 HEATMAP_LAYER_ROW = "heatmap-layer-row"
+HEATMAP_REQUEST = "heatmap-request"
 
 # -- export (/export) --------------------------------------------------------------------------
 EXPORT_CSV = "export-csv"

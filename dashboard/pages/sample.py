@@ -17,6 +17,7 @@ from dashboard.views.ood_sample import extra_heatmap_view, extra_sample_of, extr
 from dashboard.views.population import context_map_figure
 from dashboard.views.sample import (
     SIMILARS_K,
+    NotCached,
     checked_layer,
     gradcam_layer_options,
     heatmap_busy,
@@ -48,6 +49,7 @@ def layout(id: str | None = None, **_ignored) -> html.Div:
     ], className="g-2 mb-2")
     return html.Div([
         dcc.Store(id=QUERY_STORE, data={"id": id}),
+        dcc.Store(id=ids.HEATMAP_REQUEST),
         html.Div(id=ids.SAMPLE_MESSAGE),
         dbc.Row([
             dbc.Col(card("Sample", html.Div(id=ids.SAMPLE_TITLE, className="mb-2"),
@@ -135,10 +137,35 @@ def show_layer_choice(method):
     return {} if method == "gradcam" else {"display": "none"}
 
 
-@dash.callback(Output(ids.SAMPLE_HEATMAP, "figure"), Output(ids.HEATMAP_ERROR, "children"),
+@dash.callback(Output(ids.SAMPLE_HEATMAP, "figure", allow_duplicate=True),
+               Output(ids.HEATMAP_ERROR, "children", allow_duplicate=True),
+               Output(ids.HEATMAP_REQUEST, "data"),
                Input(ids.SAMPLE_STORE, "data"), Input(ids.HEATMAP_METHOD, "value"),
                Input(ids.HEATMAP_TARGET, "value"), Input(ids.HEATMAP_LAYER, "value"),
-               State(ids.RUN_STORE, "data"),
+               State(ids.RUN_STORE, "data"), prevent_initial_call=True)
+def request_heatmap(store, method, target, layer, run_store):
+    """A heatmap already computed is drawn at once; anything else goes to a background job.
+
+    The request is stored either way, so a job still running for an earlier
+    request is superseded and never draws over this one.
+    """
+    request = {"sample": store, "method": method, "target": target or "pred", "layer": layer}
+    try:
+        entry = get_entry(run_store)
+        checked = checked_layer(entry, method, layer)
+        if extra_sample_of(entry, store) is None:
+            figure = heatmap_view(entry, sample_index(entry, store), method, target or "pred",
+                                  checked, cached_only=True)
+            return figure, None, {**request, "done": True}
+    except NotCached:
+        pass
+    except LoupeError as exc:
+        return figures.empty_figure(), error_alert(exc), {**request, "done": True}
+    return dash.no_update, dash.no_update, request
+
+
+@dash.callback(Output(ids.SAMPLE_HEATMAP, "figure"), Output(ids.HEATMAP_ERROR, "children"),
+               Input(ids.HEATMAP_REQUEST, "data"), State(ids.RUN_STORE, "data"),
                background=True, interval=150, prevent_initial_call=True,
                running=[(Output(ids.HEATMAP_STATUS, "children"),
                          [dbc.Spinner(size="sm", spinner_class_name="me-2"),
@@ -146,11 +173,14 @@ def show_layer_choice(method):
                         (Output(ids.SAMPLE_HEATMAP, "style"), {"opacity": 0.35},
                          {"opacity": 1})])
 @pooled(busy=heatmap_busy)  # a full job queue answers "busy, try again"
-def show_heatmap(store, method, target, layer, run_store):
-    """Captum heatmap(s), computed (or read from the cache) in a background job."""
+def show_heatmap(request, run_store):
+    """Captum heatmap(s) not yet computed, in a background job (see request_heatmap)."""
+    if not isinstance(request, dict) or request.get("done"):
+        raise dash.exceptions.PreventUpdate
+    store, method, target = request.get("sample"), request.get("method"), request.get("target")
     try:
         entry = get_entry(run_store)
-        layer = checked_layer(entry, method, layer)
+        layer = checked_layer(entry, method, request.get("layer"))
         extra = extra_sample_of(entry, store)
         if extra is not None:
             return extra_heatmap_view(entry, *extra, method, target or "pred", layer), None

@@ -133,11 +133,26 @@ def checked_layer(entry: RunEntry, method: str, layer: object) -> str | None:
     return layer
 
 
+class NotCached(Exception):
+    """A heatmap asked for with ``cached_only`` has not been computed yet."""
+
+
 def heatmap_view(entry: RunEntry, index: int, method: str, target: str,
-                 layer: str | None = None):
+                 layer: str | None = None, cached_only: bool = False):
     """The heatmap figure: one target over the image, or all classes as small multiples.
 
-    ``layer`` is GradCAM's layer (default: the model's last convolutional block)."""
+    ``layer`` is GradCAM's layer (default: the model's last convolutional block).
+    With ``cached_only`` nothing is computed: :class:`NotCached` when a heatmap is
+    missing (the page then asks a background job for it).
+    """
+
+    def attribution(target_class):
+        heat = session.attribute(index, method, target_class, head=entry.head, layer=layer,
+                                 cached_only=cached_only)
+        if heat is None:
+            raise NotCached
+        return heat
+
     spec = METHODS.get(method) if isinstance(method, str) else None
     if spec is None:
         shown = method if isinstance(method, str) and len(method) <= 40 else type(method).__name__
@@ -148,8 +163,7 @@ def heatmap_view(entry: RunEntry, index: int, method: str, target: str,
     names = entry.class_names
     if target == ALL_CLASSES:
         with single_torch_thread():
-            heats = np.stack([session.attribute(index, method, c, head=entry.head, layer=layer)
-                              for c in range(len(names))])
+            heats = np.stack([attribution(c) for c in range(len(names))])
         heats = normalize_heatmap(heats, spec.signed)  # one scale so panels compare
         probs = session.probabilities_of(entry.head)[index]
         titles = [f"{n} ({probs[c]:.0%})" for c, n in enumerate(names)]
@@ -161,8 +175,7 @@ def heatmap_view(entry: RunEntry, index: int, method: str, target: str,
             raise DashboardInputError(f"Unknown heatmap target '{text}'.")
         target = int(target)
     with single_torch_thread():
-        heat = normalize_heatmap(session.attribute(index, method, target, head=entry.head,
-                                                   layer=layer), spec.signed)
+        heat = normalize_heatmap(attribution(target), spec.signed)
     row = entry.table.iloc[index]
     cls = {"pred": row["pred_name"], "label": row["label_name"]}.get(target) \
         if isinstance(target, str) else names[target]
