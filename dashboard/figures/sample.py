@@ -8,7 +8,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from dashboard.figures.common import base_layout
+from dashboard.figures.common import base_layout, fast_figure
 from dashboard.images import to_display
 
 # Transparent at zero so the digit shows through; red supports the target class, blue
@@ -31,17 +31,16 @@ def probability_figure(probs: np.ndarray, class_names: Sequence[str], label: int
     colors[int(pred)] = "#d62728" if pred != label else "#2ca02c"
     colors[int(label)] = "#2ca02c"
     names = [str(n) for n in class_names]
-    fig = go.Figure(go.Bar(
+    bars = go.Bar(
         x=probs * 100, y=names, orientation="h", marker_color=colors,
         text=[f"{p:.1%}" for p in probs], textposition="outside", cliponaxis=False,
-        hovertemplate="%{y}: %{x:.2f} %<extra></extra>"))
-    fig.update_layout(**base_layout(
+        hovertemplate="%{y}: %{x:.2f} %<extra></extra>")
+    return fast_figure([bars], base_layout(
         height=max(220, 24 * len(names) + 80), margin={"l": 80, "r": 40, "t": 30, "b": 45},
         xaxis={"title": {"text": "probability (%)"}, "range": [0, 115]},
         yaxis={"title": {"text": "class"}, "autorange": "reversed", "type": "category"},
         title={"text": "Predicted probabilities (green: ground truth)", "font": {"size": 13}},
     ))
-    return fig
 
 
 def _overlay_traces(image: np.ndarray, heat: np.ndarray, signed: bool, opacity: float,
@@ -71,12 +70,10 @@ def heatmap_figure(image: np.ndarray, heatmap: np.ndarray, signed: bool, title: 
     signed : bool
         Diverging colours centred on 0 when True.
     """
-    fig = go.Figure(_overlay_traces(image, heatmap, signed, opacity, True))
-    fig.update_layout(**base_layout(
+    return fast_figure(_overlay_traces(image, heatmap, signed, opacity, True), base_layout(
         title={"text": title, "font": {"size": 13}}, height=380,
         margin={"l": 10, "r": 10, "t": 40, "b": 10},
         xaxis={"visible": False}, yaxis={"visible": False, "scaleanchor": "x"}))
-    return fig
 
 
 def heatmap_grid_figure(image: np.ndarray, heatmaps: Sequence[np.ndarray], signed: bool,
