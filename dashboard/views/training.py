@@ -8,6 +8,7 @@ import dash_bootstrap_components as dbc
 from dash import html
 
 from dashboard.state import RunEntry
+from models.inputs import normalisation_flags
 
 # run.json keys worth showing next to the curves (paths and the history itself are left out).
 META_KEYS = ("arch", "dataset", "train_samples", "parameters", "best_test_acc",
@@ -43,14 +44,13 @@ def input_facts(entry: RunEntry) -> html.Div:
     session = entry.session
     model = session.model
     check = session.preprocessing()
-    from models.inputs import normalisation_flags
-
     rows = [html.Tr([html.Td("input"), html.Td("x".join(map(str, model.input_shape)))]),
             html.Tr([html.Td("normalisation"),
                      html.Td(html.Code(normalisation_flags(model.mean, model.std)))])]
     notes = [html.Li(n) for n in session.input_notes]
+    # The flags of each row are its tooltip: as a column they would overflow the card.
     results = [html.Tr([html.Td(r["name"]), html.Td(f"{r['accuracy']:.1%}"),
-                        html.Td(f"{r['loss']:.3f}"), html.Td(html.Code(r["flags"]))],
+                        html.Td(f"{r['loss']:.3f}")], title=r["flags"],
                        className="table-warning" if r["name"] == check["best"]
                        and check["warning"] else None)
                for r in check["results"]]
@@ -59,9 +59,10 @@ def input_facts(entry: RunEntry) -> html.Div:
         html.Table(html.Tbody(rows), className="loupe-meta"),
         html.Div([html.Div("Assumed, not declared:", className="text-muted small mt-2"),
                   html.Ul(notes, className="small mb-1")]) if notes else None,
-        html.Div(f"Accuracy of the first head on {check['n']} labelled samples under each "
-                 "normalisation (the first is the one used):", className="small mt-2"),
+        html.Div(f"Accuracy and mean loss (nats) of the first head on {check['n']} labelled "
+                 "samples under each normalisation; the first is the one used (hover a row "
+                 "for its flags):", className="small mt-2"),
         dbc.Table([html.Thead(html.Tr([html.Th("normalisation"), html.Th("accuracy"),
-                                       html.Th("loss"), html.Th("flags")])),
+                                       html.Th("loss")])),
                    html.Tbody(results)], size="sm", className="loupe-input-check mb-0"),
     ], id="input-facts")

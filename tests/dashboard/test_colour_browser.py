@@ -108,6 +108,13 @@ def test_colour_sample_heatmap_and_gradcam_layer(dash_duo, browser, dash_config,
           timeout=20)
     until(lambda: heat_of(dash_duo) not in (None, default_heat), timeout=60)
     browser.screenshot("sample-colour-gradcam")
+    # The Training page's input card: the check's table fits (no sideways scrolling).
+    browser.nav("/training")
+    dash_duo.wait_for_element(f"#{ids.INPUT_CHECK} table.loupe-input-check", timeout=30)
+    assert "3x32x32" in dash_duo.find_element(f"#{ids.INPUT_CHECK}").text
+    assert dash_duo.driver.execute_script(
+        "return document.documentElement.scrollWidth <= window.innerWidth")
+    browser.screenshot("training-colour")
     assert dash_duo.get_logs() == []
     # The map's hover thumbnails are colour too.
     thumb = decoded(entry.thumbnail(0))
