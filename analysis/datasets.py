@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 IDX_NAMES = ("mnist", "fashion-mnist", "notmnist")
 EMBEDDED = "mnist-5k"
 SPLIT_PREFIX = {"train": "train", "test": "t10k"}
-SPLIT_ALIASES = {"t10k": "test", "val": "test", "validation": "test"}
+SPLIT_ALIASES = {"t10k": "test", "val": "test", "valid": "test", "validation": "test"}
 
 CLASS_NAMES: dict[str, tuple[str, ...]] = {
     "mnist": tuple(str(d) for d in range(10)),

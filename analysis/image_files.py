@@ -192,6 +192,11 @@ def read_image(path: str | os.PathLike, shape: tuple[int, int, int] | None = Non
             if im.mode.startswith("I;16"):
                 # Pillow's convert('L') clips 16-bit values at 255: keep the high byte instead.
                 im = Image.fromarray((np.asarray(im) >> 8).astype(np.uint8))
+            elif im.mode in ("I", "F"):
+                # 32-bit integer or float pixels have no fixed range: converting would clip
+                # (or zero) them silently.
+                raise DataError(f"{path}: {im.mode!r} images (32-bit integer or float pixels) "
+                                "have no fixed range; save it as 8- or 16-bit PNG or TIFF.")
             mode = "L" if channels == 1 or not header.colour else "RGB"
             if im.mode != mode:
                 im = im.convert(mode)

@@ -28,7 +28,7 @@ import hashlib
 import logging
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -87,15 +87,25 @@ class WalkResult:
     files: list[str]
     skipped: list[str]  # not regular files (FIFO, socket, device)
     revisits: list[str]  # directories reached again through a link
+    outside: list[str] = field(default_factory=list)  # links leaving the root
 
 
-def walk_class(class_dir: Path) -> WalkResult:
+def walk_class(class_dir: Path, root: Path | None = None) -> WalkResult:
     """Image files under ``class_dir`` in ``ImageFolder``'s order, walked safely.
 
     Directories are identified by ``(st_dev, st_ino)``; one already walked for
     this class is not walked again (a link to a parent cannot loop). Files
     are checked with ``stat`` (following links) and only regular ones kept.
+    A link (to a file or a directory) that resolves outside ``root`` (default
+    ``class_dir``) is not followed: a dataset someone sent cannot pull in the
+    rest of the disk.
     """
+    inside = os.path.realpath(root or class_dir)
+
+    def leaves_root(path: str) -> bool:
+        real = os.path.realpath(path)
+        return real != inside and not real.startswith(inside + os.sep)
+
     visited: set[tuple[int, int]] = set()
     per_dir: list[tuple[str, list[str]]] = []
     result = WalkResult([], [], [])
@@ -116,10 +126,13 @@ def walk_class(class_dir: Path) -> WalkResult:
         for entry in _scandir_sorted(Path(folder)):
             if entry.name.startswith("."):
                 continue
+            path = os.path.join(folder, entry.name)
+            if entry.is_symlink() and leaves_root(path):
+                result.outside.append(path)
+                continue
             if _is_dir(entry):
-                (linked if entry.is_symlink() else stack).append(os.path.join(folder, entry.name))
+                (linked if entry.is_symlink() else stack).append(path)
             elif has_image_extension(entry.name):
-                path = os.path.join(folder, entry.name)
                 try:
                     mode = entry.stat().st_mode  # follows links; never opens the file
                 except OSError as exc:
@@ -158,17 +171,22 @@ def list_samples(split_dir: Path, class_names: list[str]) -> tuple[list[str], li
     labels: list[int] = []
     skipped: list[str] = []
     revisits: list[str] = []
+    outside: list[str] = []
     for label, cls in enumerate(class_names):
         if not (split_dir / cls).is_dir():
             continue
-        walk = walk_class(split_dir / cls)
+        walk = walk_class(split_dir / cls, split_dir)
         files += walk.files
         labels += [label] * len(walk.files)
         skipped += walk.skipped
         revisits += walk.revisits
+        outside += walk.outside
     if skipped:
         log.warning("Skipped %d entries that are not regular files (FIFO, socket or device): "
                     "%s. Remove them from %s.", len(skipped), ", ".join(skipped[:5]), split_dir)
+    if outside:
+        log.warning("Not following %d symbolic links that lead outside %s: %s.",
+                    len(outside), split_dir, ", ".join(outside[:5]))
     if revisits:
         log.warning("Not walking %d directories again (reached through a symbolic link to a "
                     "directory already walked): %s.", len(revisits), ", ".join(revisits[:5]))

@@ -22,6 +22,7 @@ import logging
 import os
 import re
 import sqlite3
+import stat
 import tempfile
 import threading
 import time
@@ -77,6 +78,26 @@ def check_row(mode: int, filename: str | None) -> None:
         raise ValueError(f"value file name {filename!r} refused")
 
 
+def read_value_file(folder: str | os.PathLike, filename: str) -> bytes:
+    """The bytes of value file ``filename`` under ``folder``, read only if it is a regular
+    file inside the folder: a planted link (to ``/dev/zero``, outside the folder) or a
+    FIFO is refused with ``ValueError`` instead of hanging or reading elsewhere."""
+    base = os.path.realpath(folder)
+    path = os.path.join(base, filename)
+    if not os.path.realpath(path).startswith(base + os.sep):
+        raise ValueError(f"value file {filename!r} leads outside the cache folder")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EMLINK):
+            raise ValueError(f"value file {filename!r} is a link") from None
+        raise
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            raise ValueError(f"value file {filename!r} is not a regular file")
+        return fh.read()
+
+
 class SafeDisk(diskcache.Disk):
     """diskcache's ``Disk`` restricted to what Loupe stores: ``str`` keys and ``bytes`` values."""
 
@@ -91,6 +112,8 @@ class SafeDisk(diskcache.Disk):
 
     def fetch(self, mode, filename, value, read):
         check_row(mode, filename)
+        if mode == MODE_BINARY and not read:
+            return read_value_file(self._directory, filename)
         return super().fetch(mode, filename, value, read)
 
     def _write(self, full_path, iterator, mode, encoding=None):
@@ -264,7 +287,7 @@ class ReadOnlyIndex:
         if mode == MODE_RAW:
             return bytes(value)
         try:
-            return (self.folder / filename).read_bytes()
+            return read_value_file(self.folder, filename)
         except FileNotFoundError:
             return None
 

@@ -30,6 +30,7 @@ import os
 import sqlite3
 import threading
 import weakref
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,13 @@ def decode(blob: bytes) -> Artifact:
     digest, payload = blob[len(MAGIC):len(MAGIC) + 32], blob[len(MAGIC) + 32:]
     if hashlib.sha256(payload).digest() != digest:
         raise ValueError("checksum mismatch")
+    # np.savez stores members uncompressed; a compressed one could inflate without bound.
+    try:
+        with zipfile.ZipFile(io.BytesIO(payload)) as archive:
+            if any(i.compress_type != zipfile.ZIP_STORED for i in archive.infolist()):
+                raise ValueError("compressed members refused")
+    except zipfile.BadZipFile as exc:
+        raise ValueError(f"not an npz payload ({exc})") from None
     with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
         arrays = {k: npz[k] for k in npz.files}
     summary = json.loads(str(arrays.pop(SUMMARY_KEY)))

@@ -57,20 +57,32 @@ class LRUCache:
         self.maxsize = maxsize
         self._data: OrderedDict = OrderedDict()
         self._lock = threading.Lock()
+        self._pending: dict[Hashable, threading.Lock] = {}
 
     def get_or_compute(self, key: Hashable, compute: Callable[[], object]):
-        """The value of ``key``; computed (outside the lock) and stored when missing."""
+        """The value of ``key``; computed when missing, once: callers asking for a key
+        being computed wait for it (a second session of the same run is never built)."""
         with self._lock:
             if key in self._data:
                 self._data.move_to_end(key)
                 return self._data[key]
-        value = compute()
-        with self._lock:
-            self._data[key] = value
-            self._data.move_to_end(key)
-            while len(self._data) > self.maxsize:
-                self._data.popitem(last=False)
-        return value
+            pending = self._pending.setdefault(key, threading.Lock())
+        with pending:
+            with self._lock:
+                if key in self._data:  # computed by the caller this one waited for
+                    self._data.move_to_end(key)
+                    return self._data[key]
+            try:
+                value = compute()
+            finally:
+                with self._lock:
+                    self._pending.pop(key, None)
+            with self._lock:
+                self._data[key] = value
+                self._data.move_to_end(key)
+                while len(self._data) > self.maxsize:
+                    self._data.popitem(last=False)
+            return value
 
     def __len__(self) -> int:
         return len(self._data)

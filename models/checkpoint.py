@@ -144,8 +144,12 @@ class LoadedModel:
 
     @property
     def fingerprint(self) -> str:
-        """sha256 over the weights' bytes, the architecture and the embedding layer."""
-        return model_fingerprint(self.module, self.arch, self.embedding_layer)
+        """sha256 over the weights' bytes, the architecture and the embedding layer (and an
+        ONNX model's file, whose graph holds layers without weights)."""
+        arch = self.arch
+        if self.meta.get("onnx_sha256"):
+            arch = f"{arch}@{self.meta['onnx_sha256']}"
+        return model_fingerprint(self.module, arch, self.embedding_layer)
 
     @property
     def class_names(self) -> list[str] | None:
@@ -364,11 +368,21 @@ def load_model(
         onnx_file = onnx_path(spec, folder if from_run else None)
         module, onnx_shape = load_onnx(onnx_file)
         arch = f"{ONNX_PREFIX}{onnx_file.name}"
+        meta = {**meta, "onnx_sha256": file_sha256(onnx_file)}
         if onnx_shape is not None:
-            meta = {**meta, "onnx_input_shape": onnx_shape}
+            meta["onnx_input_shape"] = onnx_shape
     elif spec:
         factory = resolve_factory(spec)
-        module = factory()
+        if not callable(factory):
+            raise CheckpointError(f"--model {spec}: {type(factory).__name__} is not callable; "
+                                  "name a function or class that returns the nn.Module.")
+        try:
+            module = factory()
+        except Exception as exc:  # noqa: BLE001 - the user's factory failed: say so, no trace
+            first = (str(exc).strip().splitlines() or [""])[0]
+            raise CheckpointError(f"--model {spec}: calling it failed with {type(exc).__name__}: "
+                                  f"{first}. The factory must take no arguments and return "
+                                  "the nn.Module.") from None
         if not isinstance(module, nn.Module):
             raise CheckpointError(f"--model {spec}: the factory returned "
                                   f"{type(module).__name__}, not a torch.nn.Module.")

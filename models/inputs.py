@@ -89,9 +89,9 @@ def parse_input_size(text: str) -> tuple[int, int, int] | tuple[None, int, int]:
                           "(e.g. 224x224), with positive integers.")
     if len(dims) == 2:
         return (None, dims[0], dims[1])
-    if dims[0] not in (1, 3, 4):
+    if dims[0] not in (1, 3):
         raise ConfigError(f"--input-size {text!r}: {dims[0]} channels; Loupe reads grayscale "
-                          "(1), RGB (3) or RGBA (4) images.")
+                          "(1) or RGB (3) images.")
     return (dims[0], dims[1], dims[2])
 
 

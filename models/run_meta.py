@@ -143,15 +143,16 @@ def read_run_meta(folder: str | Path) -> dict:
     return validate_run_meta(meta, path)
 
 
-def is_code_spec(spec: str | None) -> bool:
-    """``pkg.mod:name`` names code to import; built-in names and ``onnx:`` paths are data."""
-    return bool(spec) and ":" in spec and not spec.startswith(ONNX_PREFIX)
+def is_code_spec(spec: str | None, onnx_is_data: bool = True) -> bool:
+    """``pkg.mod:name`` names code to import; built-in names (and, for a model, ``onnx:``
+    paths) are data. A task is never ONNX: there ``onnx:x`` would import ``onnx``."""
+    return bool(spec) and ":" in spec and not (onnx_is_data and spec.startswith(ONNX_PREFIX))
 
 
 def code_specs(meta: dict) -> list[tuple[str, str]]:
     """``[(flag, spec)]`` of the code a run needs: its ``--model`` and/or ``--task``."""
     return [(flag, meta[key]) for flag, key in (("--model", "model_spec"), ("--task", "task"))
-            if is_code_spec(meta.get(key))]
+            if is_code_spec(meta.get(key), onnx_is_data=key == "model_spec")]
 
 
 def file_sha256(path: Path) -> str:

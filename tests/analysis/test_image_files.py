@@ -100,3 +100,17 @@ def test_pillow_bomb_limit_names_the_file(tmp_path, monkeypatch):
     monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 20_000)
     with pytest.raises(DataError, match=r"wide\.png is refused by Pillow"):
         read_header(tmp_path / "wide.png")
+
+
+@pytest.mark.parametrize("mode", ["I", "F"])
+def test_32_bit_and_float_pixels_are_refused_not_clipped(tmp_path, mode):
+    from PIL import Image
+
+    from analysis.errors import DataError
+    from analysis.image_files import read_image
+
+    values = np.linspace(0, 65520 if mode == "I" else 1.0, 64).reshape(8, 8)
+    path = tmp_path / "deep.tif"
+    Image.fromarray(values.astype(np.int32 if mode == "I" else np.float32), mode).save(path)
+    with pytest.raises(DataError, match="no fixed range"):
+        read_image(path, (1, 8, 8))

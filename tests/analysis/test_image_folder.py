@@ -272,3 +272,26 @@ def test_sample_ids_unique_and_stable(counts):
     assert ids == list(second.sample_ids)
     assert first.fingerprint == second.fingerprint
     assert first.class_names == tuple(sorted(counts))
+
+
+def test_links_leaving_the_dataset_are_not_followed(tmp_path, caplog):
+    """A folder someone sent may link to the rest of the disk: those links are skipped."""
+    import numpy as np
+    from PIL import Image
+
+    from analysis.image_folder import load_image_folder
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    Image.fromarray(np.full((8, 8), 200, np.uint8)).save(outside / "secret.png")
+    ds_root = tmp_path / "ds"
+    (ds_root / "cat").mkdir(parents=True)
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(ds_root / "cat" / "a.png")
+    (ds_root / "cat" / "elsewhere").symlink_to(outside, target_is_directory=True)
+    (ds_root / "cat" / "stolen.png").symlink_to(outside / "secret.png")
+    (ds_root / "cat" / "inside.png").symlink_to(ds_root / "cat" / "a.png")
+    with caplog.at_level("WARNING"):
+        ds = load_image_folder(str(ds_root))
+    assert len(ds) == 2  # a.png and the link to it; nothing from outside
+    assert (ds.images == 0).all()
+    assert "lead outside" in caplog.text and "stolen.png" in caplog.text

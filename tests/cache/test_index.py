@@ -291,3 +291,49 @@ def test_an_unknown_open_failure_is_a_cache_error(cache_dir):
     with pytest.raises(CacheError, match=f"cache folder {cache_dir} cannot be opened"):
         ArtifactStore(cache_dir).get("k")
 
+
+
+def test_a_value_file_replaced_by_a_link_or_a_fifo_is_refused_not_read(tmp_path):
+    """A cache folder someone sent: a value file linked to /dev/zero (endless) or replaced
+    by a FIFO (blocks on open) is refused; the entry is recomputed, nothing hangs."""
+    import os
+    import signal
+
+    import numpy as np
+
+    from cache import Artifact, ArtifactStore
+
+    store = ArtifactStore(tmp_path / "c")
+    big = Artifact({"x": np.arange(20_000, dtype=np.float64)})  # over diskcache's inline size
+    store.put("a", big)
+    store.put("b", big)
+    store.close()
+    values = sorted(p for p in (tmp_path / "c").rglob("*.val"))
+    assert len(values) == 2
+    values[0].unlink()
+    values[0].symlink_to("/dev/zero")
+    values[1].unlink()
+    os.mkfifo(values[1])
+    signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(TimeoutError("hung")))
+    signal.alarm(20)
+    try:
+        again = ArtifactStore(tmp_path / "c")
+        assert again.get("a") is None and again.get("b") is None
+    finally:
+        signal.alarm(0)
+
+
+def test_a_compressed_npz_payload_is_refused():
+    import hashlib
+    import io
+
+    import numpy as np
+    import pytest
+
+    from cache.store import MAGIC, decode
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, x=np.zeros(10_000))
+    payload = buf.getvalue()
+    with pytest.raises(ValueError, match="compressed"):
+        decode(MAGIC + hashlib.sha256(payload).digest() + payload)

@@ -97,3 +97,26 @@ def test_registry_hangs_on_the_app(app, registry):
     finally:
         app_context.reset(token)
     assert np.all(registry.get(None).table.index == np.arange(len(registry.get(None).table)))
+
+
+def test_lru_computes_a_key_once_when_threads_ask_together():
+    import threading
+    import time
+
+    from dashboard.state import LRUCache
+
+    cache, calls = LRUCache(4), []
+
+    def compute():
+        calls.append(1)
+        time.sleep(0.2)
+        return "value"
+
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(cache.get_or_compute("k", compute)))
+               for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == ["value"] * 5 and len(calls) == 1

@@ -202,3 +202,17 @@ def test_a_run_json_without_arch_says_to_pass_model(tiny_run, tmp_path):
     (run / "run.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="names no arch or model_spec: pass --model"):
         load_model(run)
+
+
+@pytest.mark.parametrize(("spec", "said"), [("torch.nn:Linear", "calling it failed with TypeError"),
+                                            ("math:pi", "float is not callable")])
+def test_a_factory_that_cannot_build_the_model_is_one_error_line(spec, said, tmp_path, capsys):
+    from analysis.cli import main
+
+    weights = tmp_path / "w.pt"
+    torch.save({}, weights)
+    code = main(["run", "--model", spec, "--weights", str(weights), "--dataset", "mnist-5k",
+                 "--limit", "20"])
+    err = capsys.readouterr().err
+    assert code == 2 and said in err and "Traceback" not in err
+    assert err.count("error:") == 1

@@ -131,3 +131,17 @@ def test_dynamo_export_that_onnx2torch_cannot_convert_says_how_to_export(tmp_pat
     with pytest.raises(CheckpointError, match=f"ONNX file {path} cannot be converted.*"
                                               "dynamo=False, opset_version=17"):
         load_model(model_spec=f"onnx:{path}")
+
+
+def test_a_graph_change_without_new_weights_changes_the_fingerprint(trained, tmp_path):
+    """An ONNX export with a softmax appended has the same weights but other outputs: its
+    cached results must not be reused."""
+    plain, soft = tmp_path / "m" / "model.onnx", tmp_path / "s" / "model.onnx"
+    plain.parent.mkdir()
+    soft.parent.mkdir()
+    export_onnx(trained.module, plain)
+    export_onnx(torch.nn.Sequential(trained.module, torch.nn.Softmax(1)), soft)
+    a, b = load_model(model_spec=f"onnx:{plain}"), load_model(model_spec=f"onnx:{soft}")
+    assert a.arch == b.arch == "onnx:model.onnx"
+    assert a.fingerprint != b.fingerprint
+    assert load_model(model_spec=f"onnx:{plain}").fingerprint == a.fingerprint
