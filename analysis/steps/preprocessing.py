@@ -48,22 +48,20 @@ def candidates(model: LoadedModel, images: np.ndarray
                                                                1e-3)))
     named = [(name, mean, std) for name, (mean, std) in NORMALISATIONS.items()
              if len(mean) in (1, channels)]
-    declared = "declared"
-    for name, mean, std in named:
-        if (per_channel(mean, channels, "--mean") == tuple(model.mean) * (
-                channels // len(model.mean))
-                and per_channel(std, channels, "--std") == tuple(model.std) * (
-                    channels // len(model.std))):
-            declared = f"declared ({name})"
-    found = [(declared, tuple(model.mean), tuple(model.std))]
+
+    def spread(mean, std) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        return per_channel(mean, channels, "--mean"), per_channel(std, channels, "--std")
+
+    def key(mean, std) -> tuple:
+        return tuple(tuple(round(v, 4) for v in part) for part in spread(mean, std))
+
+    declared = spread(model.mean, model.std)
+    label = next((f"declared ({name})" for name, mean, std in reversed(named)
+                  if spread(mean, std) == declared), "declared")
+    found = [(label, tuple(model.mean), tuple(model.std))]
     for name, mean, std in [*named, ("the dataset's own mean/std", *own)]:
-        mean = per_channel(mean, channels, "--mean")
-        std = per_channel(std, channels, "--std")
-        key = (tuple(round(v, 4) for v in mean), tuple(round(v, 4) for v in std))
-        if all(key != (tuple(round(v, 4) for v in per_channel(m, channels, "--mean")),
-                       tuple(round(v, 4) for v in per_channel(s, channels, "--std")))
-               for _, m, s in found):
-            found.append((name, mean, std))
+        if all(key(mean, std) != key(m, s) for _, m, s in found):
+            found.append((name, *spread(mean, std)))
     return found
 
 
