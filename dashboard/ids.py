@@ -114,3 +114,13 @@ RUNS_DIFF_SPINNER = "runs-diff-spinner"    # shown while the map's job runs, wit
 RUNS_DIFF_STATUS = "runs-diff-status"
 RUNS_BODY = "runs-body"                    # everything but the message (hidden without runs)
 EXPERIMENTS_MESSAGE = "experiments-message"
+
+# -- sample table (/samples) -------------------------------------------------------------------
+SAMPLES_GRID = "samples-grid"
+SAMPLES_SEARCH = "samples-search"                # the id search box
+SAMPLES_ONLY_SELECTED = "samples-only-selected"  # switch: restrict to the shared selection
+SAMPLES_USE_SELECTION = "samples-use-selection"  # button: the table's rows become the selection
+SAMPLES_COUNT = "samples-count"                  # "N of M samples"
+SAMPLES_NOTE = "samples-note"
+SAMPLES_REFRESH = "samples-refresh"              # written when the grid's cache was purged
+SAMPLES_MESSAGE = "samples-message"
