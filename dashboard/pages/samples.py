@@ -35,6 +35,8 @@ GRID_OPTIONS = {
     # dash-ag-grid keeps one pending request: a second concurrent one would replace it.
     "maxConcurrentDatasourceRequests": 1, "infiniteInitialRowCount": CACHE_BLOCK_SIZE,
     "tooltipShowDelay": 300, "enableCellTextSelection": True,
+    # ~40 columns: all drawn, so scrolling sideways never waits for cells.
+    "suppressColumnVirtualisation": True,
 }
 
 
@@ -79,6 +81,8 @@ def set_columns(run_store):
                State(ids.RUN_STORE, "data"), prevent_initial_call=True)
 def serve_rows(request, search, only_selected, selection, run_store):
     """One block of the sorted, filtered table; bad input empties the grid and says why."""
+    if request is None:  # the page's first render, before the grid asks
+        raise dash.exceptions.PreventUpdate
     try:
         query = TableQuery(request, search, only_selected, selection)
         return (*rows_response(get_entry(run_store), query), None)
@@ -103,8 +107,10 @@ def open_sample(cell, run_store):
                State(ids.SAMPLES_GRID, "getRowsRequest"), State(ids.SAMPLES_SEARCH, "value"),
                State(ids.SAMPLES_ONLY_SELECTED, "value"), State(ids.SELECTION_STORE, "data"),
                State(ids.RUN_STORE, "data"), prevent_initial_call=True)
-def use_as_selection(_clicks, request, search, only_selected, selection, run_store):
+def use_as_selection(clicks, request, search, only_selected, selection, run_store):
     """The rows the table shows become the shared selection (map, Errors, Export follow)."""
+    if not clicks:  # the page's first render calls it despite prevent_initial_call
+        raise dash.exceptions.PreventUpdate
     try:
         store = selection_from_table(get_entry(run_store),
                                      TableQuery(request, search, only_selected, selection))

@@ -37,10 +37,12 @@ MAX_BLOCK = 1000
 MAX_CONDITIONS = 2
 MAX_FILTER_TEXT = MAX_ID_LENGTH
 
-NUMBER_OPTIONS = ("inRange", "greaterThanOrEqual", "lessThanOrEqual", "greaterThan", "lessThan",
+NUMBER_OPTIONS = ("greaterThanOrEqual", "lessThanOrEqual", "inRange", "greaterThan", "lessThan",
                   "equals", "notEqual")
 TEXT_OPTIONS = ("contains", "notContains", "equals", "notEqual", "startsWith", "endsWith")
 CLASS_OPTIONS = ("equals", "notEqual", "contains")
+# Shown first, in this order; the other columns follow in table order.
+FIRST_COLUMNS = (ID, "label", "pred", "correct", "loss", "confidence")
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,8 @@ def bool_words(field: str) -> tuple[str, str]:
 
 
 def table_columns(table: pd.DataFrame) -> list[GridColumn]:
-    """The grid's columns: the id, class columns, yes/no columns, numbers, other text.
+    """The grid's columns: :data:`FIRST_COLUMNS`, then class columns, yes/no columns,
+    numbers and other text.
 
     The id columns other than ``sample_id`` (dataset, split, index) are parts of the
     id; ``label_name``/``pred_name`` are what the class columns show.
@@ -82,7 +85,8 @@ def table_columns(table: pd.DataFrame) -> list[GridColumn]:
             out.append(GridColumn(c, kind, column_title(c)))
     taken = {g.field for g in out} | set(ID_COLUMNS) | {f"{c}_name" for c in classes}
     out += [GridColumn(c, "text", c) for c in table.columns if c not in taken]
-    return out
+    first = {field: n for n, field in enumerate(FIRST_COLUMNS)}
+    return sorted(out, key=lambda g: first.get(g.field, len(first)))  # stable: rest kept
 
 
 def column_defs(columns: Sequence[GridColumn], class_names: Sequence[str]) -> list[dict]:
@@ -108,12 +112,12 @@ def column_defs(columns: Sequence[GridColumn], class_names: Sequence[str]) -> li
                      filterParams={"filterOptions": list(CLASS_OPTIONS),
                                    "maxNumConditions": MAX_CONDITIONS})
         elif col.kind == "bool":
-            yes, no = bool_words(col.field)
+            # ag-grid's own yes/no filter: a choice of two options taking no value. Their
+            # predicate (required) never runs: the infinite row model filters on the server.
+            options = [{"displayKey": word, "displayName": word, "numberOfInputs": 0,
+                        "predicate": {"function": "false"}} for word in bool_words(col.field)]
             d.update(filter="agTextColumnFilter", minWidth=100, filterParams={
-                "maxNumConditions": 1,
-                "filterOptions": ["empty",
-                                  {"displayKey": yes, "displayName": yes, "numberOfInputs": 0},
-                                  {"displayKey": no, "displayName": no, "numberOfInputs": 0}]})
+                "maxNumConditions": 1, "filterOptions": ["empty", *options]})
         elif col.kind in ("number", "integer"):
             d.update(filter="agNumberColumnFilter", minWidth=120, type="rightAligned",
                      filterParams={"filterOptions": list(NUMBER_OPTIONS),
