@@ -31,12 +31,10 @@ from dashboard.views.samples import (
 dash.register_page(__name__, path="/samples", name="Samples", order=0.5)
 
 GRID_OPTIONS = {
-    "rowBuffer": 20, "cacheBlockSize": CACHE_BLOCK_SIZE, "maxBlocksInCache": 40,
+    "rowBuffer": 10, "cacheBlockSize": CACHE_BLOCK_SIZE, "maxBlocksInCache": 40,
     # dash-ag-grid keeps one pending request: a second concurrent one would replace it.
     "maxConcurrentDatasourceRequests": 1, "infiniteInitialRowCount": CACHE_BLOCK_SIZE,
     "tooltipShowDelay": 300, "enableCellTextSelection": True,
-    # ~40 columns: all drawn, so scrolling sideways never waits for cells.
-    "suppressColumnVirtualisation": True,
 }
 
 
