@@ -114,3 +114,10 @@ RUNS_DIFF_SPINNER = "runs-diff-spinner"    # shown while the map's job runs, wit
 RUNS_DIFF_STATUS = "runs-diff-status"
 RUNS_BODY = "runs-body"                    # everything but the message (hidden without runs)
 EXPERIMENTS_MESSAGE = "experiments-message"
+# -- uncertainty & OOD (/uncertainty): in-distribution part, shown with or without an extra set
+IN_UNCERTAINTY_SUMMARY = "in-uncertainty-summary"
+IN_UNCERTAINTY_HISTOGRAMS = "in-uncertainty-histograms"
+IN_UNCERTAINTY_SCORE = "in-uncertainty-score"          # ranks the most-uncertain gallery
+IN_MOST_UNCERTAIN_GALLERY = "in-most-uncertain-gallery"
+OOD_SECTION = "ood-section"                            # hidden while no extra dataset is open
+OOD_HINT = "ood-hint"                                  # how to open one, when none is
