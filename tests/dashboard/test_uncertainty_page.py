@@ -207,9 +207,16 @@ def test_controls_callback_tells_about_missing_dropout(dash_config, ood_session)
 
 
 # -- in the browser --------------------------------------------------------------------------
+def scroll_to(duo, element) -> None:
+    """Bring ``element`` to the middle of the window, as a person scrolls to it."""
+    duo.driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
+
+
 def wait_for_ood_map(duo) -> None:
     duo.wait_for_element(f"#{ids.OOD_MAP} .nsewdrag", timeout=30)
     until(lambda: duo.driver.execute_script(TRACE_LEN_JS, ids.OOD_MAP, 1) == SLICE, timeout=30)
+    # Below the in-distribution part: scroll the map into the window before pointing at it.
+    scroll_to(duo, duo.find_element(f"#{ids.OOD_MAP}"))
     time.sleep(0.5)  # let the WebGL scene settle before pointing at it
 
 
@@ -247,6 +254,7 @@ def test_page_renders_histograms_map_and_table(dash_duo, browser, ood_app, ood_e
     fpr = table["fpr_at_95tpr"]
     assert fpr.iat[0] != fpr.max()  # the default order (best AUROC first) is not this one
     for want in (fpr.min(), fpr.max()):
+        scroll_to(dash_duo, dash_duo.find_element(header))
         dash_duo.find_element(header).click()
         until(lambda want=want: first_row("fpr_at_95tpr") == f"{want:.3f}", timeout=10)
     dash_duo.wait_for_element(f"#{ids.OOD_CONFIDENT_GALLERY} a.loupe-thumb", timeout=20)
