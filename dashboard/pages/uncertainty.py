@@ -77,7 +77,7 @@ def layout(dataset: str | None = None, **_ignored) -> html.Div:
                  className="d-flex align-items-center"),
     ], className="d-flex flex-wrap column-gap-3")
     table = dag.AgGrid(
-        id=ids.OOD_TABLE, columnDefs=table_columns(), rowData=[], columnSize="sizeToFit",
+        id=ids.OOD_TABLE, columnDefs=table_columns(), rowData=[],
         dashGridOptions={"domLayout": "autoHeight", "tooltipShowDelay": 300,
                          "suppressCellFocus": True,
                          "theme": {"function": "themeQuartz.withParams({fontSize: 12, "

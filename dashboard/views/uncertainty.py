@@ -112,15 +112,17 @@ def table_columns() -> list[dict]:
     """
     cols = []
     for field_name, name, kind in TABLE_COLUMNS:
-        col = {"field": field_name, "headerName": name, "sortable": True, "resizable": True}
+        # Headers wrap rather than being cut ("AUR..."); the description takes what is left.
+        col = {"field": field_name, "headerName": name, "sortable": True, "resizable": True,
+               "wrapHeaderText": True, "autoHeaderHeight": True}
         if kind == "numeric":
-            col.update(type="rightAligned", width=92, suppressSizeToFit=False,
+            col.update(type="rightAligned", width=70,
                        valueFormatter={"function": "d3.format('.3f')(params.value)"})
         if field_name == "description":
-            col.update(tooltipField="tooltip", flex=1, minWidth=200, wrapText=True,
+            col.update(tooltipField="tooltip", flex=1, minWidth=130, wrapText=True,
                        autoHeight=True)
         if field_name == "mc":
-            col.update(width=64)
+            col.update(width=48)
         if field_name == "auroc":
             col["cellStyle"] = {"styleConditions": [{
                 "condition": "params.value >= 0.9",
