@@ -16,6 +16,9 @@ Datasets
 ``csv:FILE``
     A manifest with ``path`` and ``label`` columns (and optionally ``split``);
     see :mod:`analysis.image_manifest`.
+``corrupt:NAME[:BASE]``
+    An MNIST-C corruption (``fog``, ``inverse``..., or ``all`` for the mix) of
+    ``BASE``, or of the dataset passed as ``base``; see :mod:`analysis.corruptions`.
 
 Images keep their native shape unless ``image_shape`` asks for another, in
 which case they are converted at load time and :attr:`ImageDataset.conversion`
@@ -162,6 +165,7 @@ def load_dataset(
     limit: int | None = None,
     image_shape: ShapeRequest | None = None,
     fallback: bool = True,
+    base: ImageDataset | None = None,
 ) -> ImageDataset:
     """Load a named dataset split, at its native shape or converted to ``image_shape``.
 
@@ -169,7 +173,7 @@ def load_dataset(
     ----------
     name : str
         One of ``mnist``, ``fashion-mnist``, ``notmnist``, ``mnist-5k``,
-        ``folder:PATH`` or ``csv:FILE``.
+        ``folder:PATH``, ``csv:FILE`` or ``corrupt:NAME[:BASE]``.
     split : str
         ``train`` or ``test`` (``t10k``, ``val`` and ``validation`` mean ``test``);
         a folder or manifest without splits serves every name as ``all``.
@@ -183,6 +187,10 @@ def load_dataset(
         is 3 channels if any image is colour (else 1) and the images' common size.
     fallback : bool
         When ``mnist`` is not found anywhere, use ``mnist-5k`` (logged).
+    base : ImageDataset, optional
+        What ``corrupt:NAME`` (no ``:BASE``) corrupts, e.g. the analysed dataset
+        (already converted and limited); ``split``, ``limit`` and ``image_shape``
+        are then not applied again.
 
     Raises
     ------
@@ -196,7 +204,10 @@ def load_dataset(
     request = check_shape_request(image_shape)
     if limit is not None and limit <= 0:
         raise ConfigError(f"--limit must be a positive number of samples, got {limit}.")
-    # Imported here: both modules import ImageDataset from this one.
+    # Imported here: these modules import ImageDataset from this one.
+    if name.startswith("corrupt:"):
+        return load_corrupted(name, split, data_root=data_root, limit=limit,
+                              image_shape=request, fallback=fallback, base=base)
     if name.startswith("folder:"):
         from analysis.image_folder import load_image_folder
 
@@ -212,6 +223,21 @@ def load_dataset(
     return ds.head(limit)
 
 
+def load_corrupted(name: str, split: str, *, base: ImageDataset | None = None,
+                   **load_kwargs) -> ImageDataset:
+    """``corrupt:NAME[:BASE]``: ``BASE`` (loaded with ``load_kwargs``) or ``base``, corrupted."""
+    from analysis.corruptions import corrupt_dataset, parse_corrupt_name
+
+    corruption, base_name = parse_corrupt_name(name)
+    if base_name is not None:
+        base = load_dataset(base_name, split, **load_kwargs)
+    elif base is None:
+        raise ConfigError(f"{name!r} names no dataset to corrupt here: write "
+                          f"corrupt:{corruption}:BASE, e.g. corrupt:{corruption}:mnist "
+                          "(as --extra-dataset, corrupt:NAME alone corrupts the analysed dataset).")
+    return corrupt_dataset(base.head(load_kwargs.get("limit")), corruption)
+
+
 def load_named(name: str, split: str, data_root: str | os.PathLike | None,
                fallback: bool) -> ImageDataset:
     """An idx or embedded dataset at its native ``(1, 28, 28)``."""
@@ -220,8 +246,8 @@ def load_named(name: str, split: str, data_root: str | os.PathLike | None,
     if name not in IDX_NAMES:
         raise ConfigError(
             f"Unknown dataset {name!r}. Valid names: {', '.join(IDX_NAMES + (EMBEDDED,))}, "
-            "folder:PATH for an ImageFolder-layout folder, or csv:FILE for a manifest with "
-            "path,label columns."
+            "folder:PATH for an ImageFolder-layout folder, csv:FILE for a manifest with "
+            "path,label columns, or corrupt:NAME[:BASE] for a built-in shifted dataset."
         )
     found = find_idx_dir(name, data_root)
     if found is not None:

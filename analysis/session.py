@@ -182,7 +182,7 @@ class AnalysisSession:
         model.settle_input(ds.images.shape[1:], ds.key)
         check_classes(model, ds)
         check_forward(model, ds)
-        extras = [load_extra(name, split, data_root, limit, model.input_shape)
+        extras = [load_extra(name, split, data_root, limit, model.input_shape, analysed=ds)
                   for name in extra_datasets]
         return cls(model, ds, ArtifactStore(cache_dir), device, extra_datasets=extras, **kwargs)
 
@@ -480,10 +480,17 @@ def check_forward(model: LoadedModel, dataset: ImageDataset) -> None:
 
 
 def load_extra(name: str, split: str, data_root, limit: int | None,
-               image_shape: tuple[int, int, int]) -> ImageDataset:
-    """Load an extra dataset ``name[:split]``; falls back to its only split."""
+               image_shape: tuple[int, int, int],
+               analysed: ImageDataset | None = None) -> ImageDataset:
+    """Load an extra dataset ``name[:split]``; falls back to its only split.
+
+    ``corrupt:NAME`` corrupts ``analysed`` (see :mod:`analysis.corruptions`).
+    """
     from analysis.datasets import SPLITS_AVAILABLE
 
+    if name.startswith("corrupt:"):
+        return load_dataset(name, split, data_root=data_root, limit=limit,
+                            image_shape=image_shape, fallback=False, base=analysed)
     if not name.startswith(("folder:", "csv:")) and name.count(":") == 1:
         name, split = name.split(":")
     if split not in SPLITS_AVAILABLE.get(name, (split,)):

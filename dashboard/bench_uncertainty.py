@@ -47,11 +47,11 @@ def page_requests(deps: list[dict], run_key: str, extra: str, joint_map: str) ->
         ("controls", _request(find(f"{ids.OOD_DATASET_SELECT}.options"), [run],
                               [("uncertainty-query", "data", {"dataset": None})])),
         ("histograms", _request(
-            find(f"{ids.UNCERTAINTY_HISTOGRAMS}.figure"),
+            find(f"..{ids.UNCERTAINTY_HISTOGRAMS}.figure"),  # not in-uncertainty-histograms
             [(ids.OOD_DATASET_SELECT, "value", extra), (ids.OOD_HISTOGRAM_SCALE, "value", "log")],
             [run])),
         ("table", _request(
-            find(f"{ids.OOD_TABLE}.data"), [(ids.OOD_DATASET_SELECT, "value", extra)],
+            find(f"{ids.OOD_TABLE}.rowData"), [(ids.OOD_DATASET_SELECT, "value", extra)],
             [run, (ids.OOD_GALLERY_SCORE, "value", None)])),
         ("joint map", _request(
             find(f"{ids.OOD_MAP}.figure"),

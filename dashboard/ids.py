@@ -124,3 +124,11 @@ SAMPLES_COUNT = "samples-count"                  # "N of M samples"
 SAMPLES_NOTE = "samples-note"
 SAMPLES_REFRESH = "samples-refresh"              # written when the grid's cache was purged
 SAMPLES_MESSAGE = "samples-message"
+
+# -- uncertainty & OOD (/uncertainty): in-distribution part, shown with or without an extra set
+IN_UNCERTAINTY_SUMMARY = "in-uncertainty-summary"
+IN_UNCERTAINTY_HISTOGRAMS = "in-uncertainty-histograms"
+IN_UNCERTAINTY_SCORE = "in-uncertainty-score"          # ranks the most-uncertain gallery
+IN_MOST_UNCERTAIN_GALLERY = "in-most-uncertain-gallery"
+OOD_SECTION = "ood-section"                            # hidden while no extra dataset is open
+OOD_HINT = "ood-hint"                                  # how to open one, when none is

@@ -146,8 +146,70 @@ def uncertainty_histograms_figure(in_scores: Mapping[str, np.ndarray],
                            yref="paper", yshift=34, showarrow=False, font={"size": 14})
     fig.update_layout(**base_layout(
         barmode="overlay", bargap=0, height=230 * len(rows) + 90,
-        margin={"l": 60, "r": 20, "t": 75, "b": 50},
-        legend={"orientation": "h", "x": 1.0, "xanchor": "right", "y": 1.0, "yanchor": "bottom",
+        margin={"l": 60, "r": 20, "t": 95, "b": 50},
+        legend={"orientation": "h", "x": 0.0, "xanchor": "left", "y": 1.0, "yanchor": "top",
+                "yref": "container"}))
+    return fig
+
+
+CORRECT_COLOR = "#2ca02c"
+WRONG_COLOR = "#d62728"
+
+
+def correctness_histograms_figure(scores: Mapping[str, np.ndarray],
+                                  correct: Mapping[str, np.ndarray],
+                                  titles: Mapping[str, str], bins: int = 30) -> go.Figure:
+    """In-distribution uncertainty: each score's histogram, correct vs wrong predictions.
+
+    One panel per score, side by side; each bar is the share of its group (in %)
+    so a few wrong predictions compare with many correct ones. A panel's title
+    gives how well the score ranks wrong above correct predictions (AUROC,
+    wrong = positive; 0.5 is chance).
+
+    Parameters
+    ----------
+    scores : mapping column -> (N,) float
+        Uncertainty scores, higher = less sure.
+    correct : mapping column -> (N,) bool
+        Whether the prediction the score belongs to is right (the MC-dropout
+        prediction for ``mc_*`` scores).
+    titles : mapping column -> str
+        The x-axis title of each panel (what the score measures, with its unit).
+
+    Returns
+    -------
+    go.Figure
+        Overlaid ``bar`` traces, two per panel (correct, wrong).
+    """
+    cols = list(scores)
+    if not cols:
+        raise ValueError("no uncertainty score to draw")
+    heads = []
+    for col in cols:
+        ok = np.asarray(correct[col], dtype=bool)
+        v = np.asarray(scores[col], dtype=np.float64)
+        heads.append(f"{col} · AUROC wrong vs correct {auroc(v[ok], v[~ok]):.3f}"
+                     if ok.any() and (~ok).any() else col)
+    fig = make_subplots(rows=1, cols=len(cols), subplot_titles=heads, horizontal_spacing=0.07)
+    fig.update_annotations(font_size=12)
+    for c, col in enumerate(cols, start=1):
+        ok = np.asarray(correct[col], dtype=bool)
+        v = np.asarray(scores[col], dtype=np.float64)
+        edges = score_bins([v], bins)
+        centers, width = (edges[:-1] + edges[1:]) / 2, edges[1] - edges[0]
+        for part, name, color in ((ok, "correct", CORRECT_COLOR), (~ok, "wrong", WRONG_COLOR)):
+            label = f"{name} predictions ({int(part.sum()):,})"
+            fig.add_trace(go.Bar(
+                x=centers, y=percent_histogram(v[part], edges), width=width, name=label,
+                legendgroup=name, showlegend=c == 1, marker_color=color, opacity=0.6,
+                marker_line_width=0,
+                hovertemplate=f"{name}<br>{col} %{{x:.3g}}: %{{y:.1f}} % of {name} predictions"
+                              "<extra></extra>"), row=1, col=c)
+        fig.update_xaxes(title_text=titles.get(col, col), title_font_size=11, row=1, col=c)
+    fig.update_yaxes(title_text="% of the group", title_font_size=11, row=1, col=1)
+    fig.update_layout(**base_layout(
+        barmode="overlay", bargap=0, height=330, margin={"l": 60, "r": 20, "t": 62, "b": 55},
+        legend={"orientation": "h", "x": 0.0, "xanchor": "left", "y": 1.0, "yanchor": "top",
                 "yref": "container"}))
     return fig
 

@@ -1,15 +1,20 @@
 """Uncertainty & OOD (``/uncertainty``): does the model know when it does not know?
 
-The analysed (in-distribution) dataset against an extra one (``--extra-dataset
-fashion-mnist``): each score's histograms without and with MC dropout, the
-joint map, every score's AUROC and FPR@95, and galleries of what a score misses.
+Always: the in-distribution uncertainty that was computed (entropy, mutual
+information, least confidence; histograms split by correct and wrong
+predictions) and the most uncertain samples. With an extra dataset open
+(``--extra-dataset corrupt:all``, the dashboard's default, or ``fashion-mnist``):
+each score's histograms in- vs out-of-distribution without and with MC dropout,
+the joint map, every score's AUROC and FPR@95, and galleries of what a score
+misses. Without one, a short hint says how to open one.
 """
 
 from __future__ import annotations
 
 import dash
+import dash_ag_grid as dag
 import dash_bootstrap_components as dbc
-from dash import Input, Output, State, ctx, dash_table, dcc, html
+from dash import Input, Output, State, ctx, dcc, html
 
 from analysis.errors import LoupeError
 from dashboard import figures, ids
@@ -20,14 +25,19 @@ from dashboard.views.guard import first_point
 from dashboard.views.uncertainty import (
     COLOR_CHOICES,
     NO_DROPOUT,
-    NO_EXTRA,
     check_extra,
     extra_options,
     galleries_view,
     histograms_view,
     hover_body,
+    in_histograms_view,
+    in_score_columns,
+    in_score_options,
+    in_summary,
     map_options,
     map_view,
+    most_uncertain_view,
+    no_extra_hint,
     overlap_caption,
     overlap_table,
     point_sample_id,
@@ -37,7 +47,6 @@ from dashboard.views.uncertainty import (
     score_table,
     table_columns,
     table_records,
-    table_tooltips,
 )
 
 dash.register_page(__name__, path="/uncertainty", name="Uncertainty & OOD", order=3)
@@ -67,20 +76,26 @@ def layout(dataset: str | None = None, **_ignored) -> html.Div:
                                  inputClassName="me-1", labelClassName="me-3 small")],
                  className="d-flex align-items-center"),
     ], className="d-flex flex-wrap column-gap-3")
-    table = dash_table.DataTable(
-        id=ids.OOD_TABLE, columns=table_columns(), data=[], sort_action="native",
-        tooltip_delay=300, tooltip_duration=None,
-        style_table={"overflowX": "auto"}, style_as_list_view=True,
-        style_cell={"fontFamily": "system-ui, sans-serif", "fontSize": 12, "padding": "3px 5px",
-                    "textAlign": "left", "whiteSpace": "normal", "height": "auto"},
-        style_header={"fontWeight": 600, "backgroundColor": "#f1f3f5"},
-        style_cell_conditional=[{"if": {"column_id": c}, "textAlign": "right"}
-                                for c in ("auroc", "fpr_at_95tpr", "mean_in", "mean_ood")],
-        style_data_conditional=[{"if": {"column_id": "auroc", "filter_query": "{auroc} >= 0.9"},
-                                 "fontWeight": 700, "color": "#146c43"}])
-    return html.Div([
-        dcc.Store(id=QUERY_STORE, data={"dataset": dataset}),
-        html.Div(id=ids.UNCERTAINTY_MESSAGE),
+    table = dag.AgGrid(
+        id=ids.OOD_TABLE, columnDefs=table_columns(), rowData=[],
+        dashGridOptions={"domLayout": "autoHeight", "tooltipShowDelay": 300,
+                         "suppressCellFocus": True,
+                         "theme": {"function": "themeQuartz.withParams({fontSize: 12, "
+                                               "spacing: 4, headerFontWeight: 600})"}},
+        style={"height": None})
+    in_distribution = card(
+        "In-distribution uncertainty: is the model less sure where it is wrong?",
+        html.Div(id=ids.IN_UNCERTAINTY_SUMMARY),
+        dcc.Loading(dcc.Graph(id=ids.IN_UNCERTAINTY_HISTOGRAMS, config={"displayModeBar": False},
+                              style={"height": "330px"}), delay_show=300),
+        html.Div([html.Span("most uncertain by ", className="small text-muted me-1"),
+                  dcc.Dropdown(id=ids.IN_UNCERTAINTY_SCORE, options=[], value=None,
+                               clearable=False, style={"minWidth": "340px"})],
+                 className="d-flex align-items-center mt-2 mb-2"),
+        html.Div(id=ids.IN_MOST_UNCERTAIN_GALLERY))
+    ood = html.Div(id=ids.OOD_SECTION, style={"display": "none"}, children=[
+        html.H5("Out-of-distribution: does the model tell the extra dataset apart?",
+                className="mt-3"),
         header,
         dbc.Row([
             dbc.Col(card("Joint map of both datasets: click a point to open it", map_controls,
@@ -104,8 +119,7 @@ def layout(dataset: str | None = None, **_ignored) -> html.Div:
              html.Div([html.Span("y axis", className="small text-muted me-2"),
                        dcc.RadioItems(id=ids.OOD_HISTOGRAM_SCALE, value="log", inline=True,
                                       options=[{"label": "log", "value": "log"},
-                                               {"label": "linear (as in the study)",
-                                                "value": "linear"}],
+                                               {"label": "linear", "value": "linear"}],
                                       inputClassName="me-1", labelClassName="me-3 small")],
                       className="d-flex align-items-center"),
              dcc.Loading(dcc.Graph(id=ids.UNCERTAINTY_HISTOGRAMS,
@@ -125,28 +139,70 @@ def layout(dataset: str | None = None, **_ignored) -> html.Div:
                           html.Div(id=ids.IN_UNCERTAIN_GALLERY)], lg=6),
              ], className="g-3")),
     ])
+    return html.Div([
+        dcc.Store(id=QUERY_STORE, data={"dataset": dataset}),
+        html.Div(id=ids.UNCERTAINTY_MESSAGE),
+        in_distribution,
+        html.Div(id=ids.OOD_HINT, className="loupe-card", style={"display": "none"}),
+        ood,
+    ])
 
 
 # -- callbacks -------------------------------------------------------------------------------
+SHOWN, HIDDEN = {"display": "block"}, {"display": "none"}
+
+
 @dash.callback(Output(ids.OOD_DATASET_SELECT, "options"), Output(ids.OOD_DATASET_SELECT, "value"),
                Output(ids.OOD_MAP_SELECT, "options"), Output(ids.OOD_MAP_SELECT, "value"),
                Output(ids.UNCERTAINTY_MESSAGE, "children"),
+               Output(ids.OOD_SECTION, "style"), Output(ids.OOD_HINT, "children"),
+               Output(ids.OOD_HINT, "style"),
                Input(ids.RUN_STORE, "data"), State(QUERY_STORE, "data"))
 def init_controls(run_store, query):
-    """The run's extra datasets and joint maps; tell the user when there is nothing to show."""
+    """The run's extra datasets and joint maps; the hint when none is open."""
     try:
         entry = get_entry(run_store)
-        if not entry.session.extras:
-            return [], None, [], None, info_alert(NO_EXTRA)
-        maps = map_options(entry)
         note = None if entry.session.mc_samples else info_alert(NO_DROPOUT)
+        if not entry.session.extras:
+            return [], None, [], None, note, HIDDEN, no_extra_hint(entry), SHOWN
+        maps = map_options(entry)
         try:
             key = check_extra(entry, (query or {}).get("dataset"))
         except DashboardInputError as exc:
             key, note = check_extra(entry, None), error_alert(exc)
-        return (extra_options(entry), key, maps, maps[0]["value"] if maps else None, note)
+        return (extra_options(entry), key, maps, maps[0]["value"] if maps else None, note,
+                SHOWN, None, HIDDEN)
     except DashboardInputError as exc:
-        return [], None, [], None, error_alert(exc)
+        return [], None, [], None, error_alert(exc), HIDDEN, None, HIDDEN
+
+
+@dash.callback(Output(ids.IN_UNCERTAINTY_HISTOGRAMS, "figure"),
+               Output(ids.IN_UNCERTAINTY_SUMMARY, "children"),
+               Output(ids.IN_UNCERTAINTY_SCORE, "options"),
+               Output(ids.IN_UNCERTAINTY_SCORE, "value"),
+               Input(ids.RUN_STORE, "data"))
+def draw_in_distribution(run_store):
+    """The in-distribution histograms (correct vs wrong) and the gallery's score choices."""
+    try:
+        entry = get_entry(run_store)
+        cols = in_score_columns(entry)
+        return (in_histograms_view(entry), in_summary(entry), in_score_options(entry),
+                cols[0] if cols else None)
+    except LoupeError as exc:
+        return figures.empty_figure(), error_alert(exc), [], None
+
+
+@dash.callback(Output(ids.IN_MOST_UNCERTAIN_GALLERY, "children"),
+               Input(ids.IN_UNCERTAINTY_SCORE, "value"), State(ids.RUN_STORE, "data"),
+               prevent_initial_call=True)
+def draw_most_uncertain(score, run_store):
+    """The most uncertain in-distribution samples by the chosen score."""
+    if not score:
+        raise dash.exceptions.PreventUpdate
+    try:
+        return most_uncertain_view(get_entry(run_store), score)
+    except LoupeError as exc:
+        return error_alert(exc)
 
 
 @dash.callback(Output(ids.UNCERTAINTY_HISTOGRAMS, "figure"),
@@ -164,7 +220,7 @@ def draw_histograms(key, scale, run_store):
         return figures.empty_figure(), error_alert(exc)
 
 
-@dash.callback(Output(ids.OOD_TABLE, "data"), Output(ids.OOD_TABLE, "tooltip_data"),
+@dash.callback(Output(ids.OOD_TABLE, "rowData"),
                Output(ids.OOD_OVERLAP_TABLE, "children"), Output(ids.OOD_SUMMARY, "children"),
                Output(ids.OOD_GALLERY_SCORE, "options"), Output(ids.OOD_GALLERY_SCORE, "value"),
                Output(ids.UNCERTAINTY_MESSAGE, "children", allow_duplicate=True),
@@ -180,11 +236,11 @@ def draw_scores(key, run_store, score):
         options = score_options(entry, key)
         valid = [o["value"] for o in options]
         records = table_records(score_table(entry, key))
-        return (records, table_tooltips(records), overlap_table(entry, key),
+        return (records, overlap_table(entry, key),
                 run_summary(entry, key), options, score if score in valid else "uncertainty",
                 dash.no_update)
     except LoupeError as exc:
-        return [], [], None, None, [], None, error_alert(exc)
+        return [], None, None, [], None, error_alert(exc)
 
 
 @dash.callback(Output(ids.OOD_MAP, "figure"), Output(ids.OOD_MAP_OVERLAP, "children"),

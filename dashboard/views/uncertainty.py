@@ -22,12 +22,13 @@ from dashboard.images import image_data_uri
 from dashboard.state import DashboardInputError, RunEntry, column_title
 from dashboard.views.guard import point_index
 
-NO_EXTRA = ("No extra dataset is open for this run, so there is nothing to compare the "
-            "in-distribution data with. Start the dashboard with an out-of-distribution set, "
-            "e.g. `python -m dashboard --extra-dataset fashion-mnist` (or notmnist, "
-            "folder:PATH).")
-NO_DROPOUT = ("This model has no dropout layer, so there are no MC-dropout scores (mc_*): "
-              "the right-hand histograms stay empty and only the plain scores are compared.")
+NO_EXTRA = ("No extra dataset is open for this run. Start the dashboard with one: "
+            "python -m dashboard --extra-dataset corrupt:all (a shifted copy of the analysed "
+            "data, always available) or --extra-dataset fashion-mnist (needs its idx files).")
+NO_DROPOUT = ("This model has no dropout layer, so there are no MC-dropout scores: the "
+              "uncertainty shown is the plain softmax's (entropy, least confidence), mutual "
+              "information (which needs dropout) is left out, and the MC-dropout histograms "
+              "stay empty.")
 COLOR_CHOICES = (("dataset", "dataset"), ("the model's prediction", "class"))
 GALLERY_SIZE = 40
 NEAREST_K = 10
@@ -105,12 +106,29 @@ TABLE_COLUMNS = (("description", "score", "text"), ("mc", "MC", "text"),
 
 
 def table_columns() -> list[dict]:
-    """``DataTable`` columns; numbers with 3 decimals."""
-    from dash.dash_table.Format import Format, Scheme
+    """AG Grid ``columnDefs``: numbers with 3 decimals, AUROC >= 0.9 in bold green.
 
-    return [{"id": cid, "name": name, "type": kind,
-             **({"format": Format(precision=3, scheme=Scheme.fixed)} if kind == "numeric" else {})}
-            for cid, name, kind in TABLE_COLUMNS]
+    The score's description shows its sample-table column as a tooltip.
+    """
+    cols = []
+    for field_name, name, kind in TABLE_COLUMNS:
+        # Headers wrap rather than being cut ("AUR..."); the description takes what is left.
+        col = {"field": field_name, "headerName": name, "sortable": True, "resizable": True,
+               "wrapHeaderText": True, "autoHeaderHeight": True}
+        if kind == "numeric":
+            col.update(type="rightAligned", width=70,
+                       valueFormatter={"function": "d3.format('.3f')(params.value)"})
+        if field_name == "description":
+            col.update(tooltipField="tooltip", flex=1, minWidth=130, wrapText=True,
+                       autoHeight=True)
+        if field_name == "mc":
+            col.update(width=48)
+        if field_name == "auroc":
+            col["cellStyle"] = {"styleConditions": [{
+                "condition": "params.value >= 0.9",
+                "style": {"fontWeight": 700, "color": "#146c43"}}]}
+        cols.append(col)
+    return cols
 
 
 def score_table(entry: RunEntry, key: str) -> pd.DataFrame:
@@ -121,13 +139,11 @@ def score_table(entry: RunEntry, key: str) -> pd.DataFrame:
 
 
 def table_records(frame: pd.DataFrame) -> list[dict]:
-    """The table's rows; each keeps its column name under ``score`` (shown as a tooltip)."""
-    return frame[["score"] + [c for c, _, _ in TABLE_COLUMNS]].to_dict("records")
-
-
-def table_tooltips(records: list[dict]) -> list[dict]:
-    """Per row, the score's column in the sample table (hover the score's name)."""
-    return [{"description": f"column `{r['score']}` of the sample table"} for r in records]
+    """The grid's rows; each keeps its column name under ``score`` and a ``tooltip``."""
+    records = frame[["score"] + [c for c, _, _ in TABLE_COLUMNS]].to_dict("records")
+    for r in records:
+        r["tooltip"] = f"column {r['score']} of the sample table"
+    return records
 
 
 # -- the joint map ----------------------------------------------------------------------------
@@ -294,3 +310,110 @@ def galleries_view(entry: RunEntry, key: str, score: str | None
                for i in high]
     return (extra_gallery(entry, key, low, ood_caps),
             sample_gallery(entry, high, in_caps), column_title(score))
+
+
+# -- in-distribution uncertainty (shown with or without an extra dataset) --------------------
+# (column without MC dropout, column with it, what it measures): the three of the study's
+# in-distribution plots; mutual information exists only with MC dropout.
+IN_FAMILIES = (("entropy", "mc_entropy", "predictive entropy (nats)"),
+               (None, "mc_mutual_info", "mutual information (nats)"),
+               ("uncertainty", "mc_uncertainty", "least confident, 1 - max p"))
+IN_SCORE_LABELS = {"entropy": "predictive entropy", "mc_entropy": "predictive entropy, MC dropout",
+                   "mc_mutual_info": "mutual information, MC dropout",
+                   "uncertainty": "least confident (1 - max p)",
+                   "mc_uncertainty": "least confident (1 - max p), MC dropout"}
+
+
+def has_mc(entry: RunEntry) -> bool:
+    """Whether MC-dropout scores were computed (the model has dropout, T > 0)."""
+    return bool(entry.session.mc_samples) and "mc_entropy" in entry.table
+
+
+def in_score_columns(entry: RunEntry) -> list[str]:
+    """The scores the histograms show: the MC-dropout ones when computed, else the plain ones."""
+    mc = has_mc(entry)
+    cols = [m if mc else p for p, m, _ in IN_FAMILIES]
+    return [c for c in cols if c and c in entry.table]
+
+
+def in_score_options(entry: RunEntry) -> list[dict]:
+    """Every uncertainty score of the table (plain and MC dropout), for the gallery's ranking."""
+    return [{"label": label, "value": col} for col, label in IN_SCORE_LABELS.items()
+            if col in entry.table]
+
+
+def prediction_correct(entry: RunEntry, column: str) -> np.ndarray:
+    """``(N,)`` bool: the prediction ``column`` belongs to is right (MC's for ``mc_*``)."""
+    t = entry.table
+    if column.startswith("mc_") and "mc_pred" in t:
+        return (t["mc_pred"].to_numpy() == t["label"].to_numpy())
+    return t["correct"].to_numpy(dtype=bool)
+
+
+def in_histograms_view(entry: RunEntry):
+    """The in-distribution histograms, correct vs wrong predictions, one panel per score."""
+    cols = in_score_columns(entry)
+    if not cols:
+        raise DashboardInputError("This run's sample table has no uncertainty score (entropy, "
+                                  "1 - max p): the inference step did not run.")
+    titles = {m if m in cols else p: label for p, m, label in IN_FAMILIES}
+    return ufig.correctness_histograms_figure(
+        {c: entry.table[c].to_numpy() for c in cols},
+        {c: prediction_correct(entry, c) for c in cols}, titles)
+
+
+def in_summary(entry: RunEntry) -> html.Div:
+    """How many samples, the accuracy with and without MC dropout, and what is drawn."""
+    session = entry.session
+    acc = session.artifact("inference").summary[entry.head]["accuracy"]
+    parts = [html.B(session.dataset.key), f" ({len(session.dataset):,} samples) · accuracy ",
+             html.B(f"{acc:.2%}"), " without MC dropout"]
+    if has_mc(entry):
+        mc = session.artifact("mc_dropout").summary
+        parts += [", ", html.B(f"{mc[entry.head]['accuracy']:.2%}"),
+                  f" with (T={mc['samples']} passes). The histograms show the MC-dropout "
+                  "scores, split by whether the MC-dropout prediction is right."]
+    else:
+        parts += [". The model has no dropout (no MC-dropout passes), so these are the plain "
+                  "softmax's scores."]
+    return html.Div(parts, className="small mb-1")
+
+
+def most_uncertain_view(entry: RunEntry, score: str | None) -> html.Div:
+    """The :data:`GALLERY_SIZE` samples ranked highest by ``score``, each linking to its page."""
+    score = _check_choice(score, [o["value"] for o in in_score_options(entry)],
+                          "uncertainty score")
+    t = entry.table
+    order = np.argsort(-t[score].to_numpy(), kind="stable")[:GALLERY_SIZE]
+    caps = [f"{t['label_name'].iat[i]}→{t['pred_name'].iat[i]} · {t[score].iat[i]:.2f}"
+            for i in order]
+    note = (f"The {len(order)} most uncertain of {len(t):,} samples by "
+            f"{IN_SCORE_LABELS[score]}, most uncertain first; caption: true → predicted "
+            "class · score. Red frame: a wrong prediction. Click one to open it.")
+    return html.Div([html.Div(note, className="small text-muted mb-1"),
+                     sample_gallery(entry, order, caps, limit=GALLERY_SIZE)])
+
+
+def no_extra_hint(entry: RunEntry) -> html.Div:
+    """What to start the dashboard with to compare against an out-of-distribution dataset."""
+    return html.Div([
+        html.Div([html.B("No out-of-distribution dataset is open"),
+                  f", so there is nothing to compare {entry.session.dataset.key} with yet. "
+                  "Restart the dashboard with one:"]),
+        html.Ul([
+            html.Li([html.Code("python -m dashboard --extra-dataset corrupt:all"),
+                     ": a shifted copy of the analysed data, always available (the 15 MNIST-C "
+                     "corruptions mixed, from small shifts to fog and inverted stripes). ",
+                     html.Code("corrupt:inverse"), ", ", html.Code("corrupt:fog"),
+                     " and the other names open one corruption."]),
+            html.Li([html.Code("--extra-dataset fashion-mnist"),
+                     ": needs the Fashion-MNIST idx files. Install Debian's ",
+                     html.Code("dataset-fashion-mnist"), " package (it installs them under ",
+                     html.Code("/usr/share/datasets"), "), or put the four files (",
+                     html.Code("train-images-idx3-ubyte.gz"), ", ",
+                     html.Code("train-labels-idx1-ubyte.gz"), " and the two ",
+                     html.Code("t10k-"), " ones) in a folder ", html.Code("fashion-mnist"),
+                     " inside the folder you pass with ", html.Code("--data-root"), " or ",
+                     html.Code("LOUPE_DATA"), "."]),
+        ], className="mb-0 mt-1"),
+    ], className="small")

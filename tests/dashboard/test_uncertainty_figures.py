@@ -121,3 +121,24 @@ def test_ood_probabilities_show_plain_and_mc_without_ground_truth():
     np.testing.assert_allclose(fig.data[1].x, mc * 100)
     assert (fig.data[0].marker.color, fig.data[1].marker.color) == (ufig.OOD_COLOR, "#ff9896")
     assert fig.layout.barmode == "group"
+
+
+def test_correctness_histograms_split_each_score_by_right_and_wrong():
+    # Generated here: 300 scores, the 40 wrong predictions drawn higher.
+    rng = np.random.default_rng(3)
+    correct = np.ones(300, bool)
+    correct[:40] = False
+    v = np.where(correct, rng.gamma(2.0, 0.2, 300), rng.gamma(2.0, 0.5, 300))
+    fig = ufig.correctness_histograms_figure(
+        {"mc_entropy": v, "entropy": v * 0.5}, {"mc_entropy": correct, "entropy": correct},
+        {"mc_entropy": "predictive entropy (nats)"}, bins=20)
+    assert [t.name for t in fig.data[:2]] == ["correct predictions (260)", "wrong predictions (40)"]
+    edges = np.linspace(v.min(), v.max(), 21)
+    np.testing.assert_allclose(fig.data[1].y, 100 * np.histogram(v[:40], edges)[0] / 40)
+    assert sum(fig.data[0].y) == pytest.approx(100)
+    assert panel_titles(fig)[0] == \
+        f"mc_entropy · AUROC wrong vs correct {auroc(v[correct], v[~correct]):.3f}"
+    assert fig.layout.xaxis.title.text == "predictive entropy (nats)"
+    assert fig.layout.xaxis2.title.text == "entropy"  # no title given: the column's name
+    with pytest.raises(ValueError, match="no uncertainty score"):
+        ufig.correctness_histograms_figure({}, {}, {})

@@ -96,7 +96,8 @@ def test_score_table_is_the_ood_report(ood_entry):
         assert row["fpr_at_95tpr"] == pytest.approx(report.loc[row["score"], "fpr_at_95tpr"])
     assert table["auroc"].is_monotonic_decreasing
     records = views.table_records(table)
-    assert set(records[0]) == {"score"} | {c["id"] for c in views.table_columns()}
+    assert set(records[0]) == {"score", "tooltip"} | {c["field"] for c in views.table_columns()}
+    assert records[0]["tooltip"] == f"column {records[0]['score']} of the sample table"
 
 
 def test_map_points_resolve_to_sample_ids(ood_entry):
@@ -193,20 +194,29 @@ def test_controls_callback_tells_about_missing_dropout(dash_config, ood_session)
     registry = RunRegistry()
     entry = registry.add(plain_session(ood_session, 0, extras=True), "no-mc")
     page = page_module(create_app(dash_config, registry))
-    options, key, maps, map_name, message = page.init_controls({"run": entry.key}, {})
+    options, key, maps, map_name, message, section, hint, _ = \
+        page.init_controls({"run": entry.key}, {})
     assert (key, map_name) == (OOD, MAP) and len(options) == 1 and len(maps) == 1
     assert message.children == views.NO_DROPOUT
-    *_, message = page.init_controls({"run": entry.key}, {"dataset": "cifar:test"})
+    assert section == {"display": "block"} and hint is None
+    message = page.init_controls({"run": entry.key}, {"dataset": "cifar:test"})[4]
     assert message.children == \
         f"Unknown extra dataset 'cifar:test'; this run has: {OOD}."
-    *_, message = page.init_controls({"run": "stale"}, {})
+    message = page.init_controls({"run": "stale"}, {})[4]
     assert "Unknown run 'stale'" in message.children
 
 
 # -- in the browser --------------------------------------------------------------------------
+def scroll_to(duo, element) -> None:
+    """Bring ``element`` to the middle of the window, as a person scrolls to it."""
+    duo.driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
+
+
 def wait_for_ood_map(duo) -> None:
     duo.wait_for_element(f"#{ids.OOD_MAP} .nsewdrag", timeout=30)
     until(lambda: duo.driver.execute_script(TRACE_LEN_JS, ids.OOD_MAP, 1) == SLICE, timeout=30)
+    # Below the in-distribution part: scroll the map into the window before pointing at it.
+    scroll_to(duo, duo.find_element(f"#{ids.OOD_MAP}"))
     time.sleep(0.5)  # let the WebGL scene settle before pointing at it
 
 
@@ -229,18 +239,24 @@ def test_page_renders_histograms_map_and_table(dash_duo, browser, ood_app, ood_e
         "return document.querySelectorAll('#uncertainty-histograms .barlayer .trace').length")
     assert n_bars == 2 * 11  # 11 scores x 2 datasets
     assert dash_duo.driver.execute_script(TRACE_LEN_JS, ids.OOD_MAP, 0) == SLICE
-    rows = dash_duo.find_elements(f"#{ids.OOD_TABLE} tbody tr")
-    assert len(rows) == 1 + 11  # header + one row per score
+    rows = dash_duo.find_elements(f"#{ids.OOD_TABLE} .ag-center-cols-container .ag-row")
+    assert len(rows) == 11  # one row per score
     table = views.score_table(ood_entry, OOD)
-    assert f"{table['auroc'].iat[0]:.3f}" in rows[1].text
-    # Sorting is the table's own: FPR@95's arrow sorts ascending, then descending.
-    sort = f"#{ids.OOD_TABLE} th[data-dash-column='fpr_at_95tpr'] .column-header--sort"
+
+    def first_row(col: str) -> str:
+        return dash_duo.find_element(
+            f"#{ids.OOD_TABLE} .ag-center-cols-container .ag-row[row-index='0'] "
+            f".ag-cell[col-id='{col}']").text
+
+    assert first_row("auroc") == f"{table['auroc'].iat[0]:.3f}"
+    # Sorting is the grid's own: FPR@95's header sorts ascending, then descending.
+    header = f"#{ids.OOD_TABLE} .ag-header-cell[col-id='fpr_at_95tpr'] .ag-header-cell-label"
     fpr = table["fpr_at_95tpr"]
     assert fpr.iat[0] != fpr.max()  # the default order (best AUROC first) is not this one
     for want in (fpr.min(), fpr.max()):
-        dash_duo.find_element(sort).click()
-        until(lambda want=want: dash_duo.find_elements(f"#{ids.OOD_TABLE} tbody tr")[1]
-              .find_elements("css selector", "td")[3].text == f"{want:.3f}", timeout=10)
+        scroll_to(dash_duo, dash_duo.find_element(header))
+        dash_duo.find_element(header).click()
+        until(lambda want=want: first_row("fpr_at_95tpr") == f"{want:.3f}", timeout=10)
     dash_duo.wait_for_element(f"#{ids.OOD_CONFIDENT_GALLERY} a.loupe-thumb", timeout=20)
     assert "AUROC" in dash_duo.find_element(f"#{ids.UNCERTAINTY_HISTOGRAMS}").text
     dash_duo.find_elements(f"#{ids.OOD_COLOR_SELECT} input")[1].click()  # by predicted class
@@ -289,8 +305,10 @@ def test_run_without_extra_dataset_says_how_to_add_one(dash_duo, browser, dash_c
     registry = RunRegistry()
     registry.add(plain_session(ood_session, 5, extras=False), "bare")
     browser.open(create_app(dash_config, registry), "/uncertainty")
-    dash_duo.wait_for_contains_text(f"#{ids.UNCERTAINTY_MESSAGE}",
-                                    "--extra-dataset fashion-mnist", timeout=20)
+    dash_duo.wait_for_contains_text(f"#{ids.OOD_HINT}", "--extra-dataset fashion-mnist",
+                                    timeout=20)
+    assert "--extra-dataset corrupt:all" in dash_duo.find_element(f"#{ids.OOD_HINT}").text
+    assert not dash_duo.find_element(f"#{ids.OOD_SECTION}").is_displayed()
     assert dash_duo.get_logs() == []
 
 
