@@ -3,8 +3,11 @@
 ``corrupt:NAME`` (or ``corrupt:NAME:BASE``) anywhere a dataset name is taken
 gives the analysed dataset (or ``BASE``) with corruption ``NAME`` applied to
 every image, e.g. ``--extra-dataset corrupt:fog``. ``corrupt:all`` mixes the
-15 MNIST-C corruptions: sample ``i`` gets ``MNIST_C[i % 15]``, and is the very
-same image as sample ``i`` of that single corruption. ``inverse`` (255 - x) is
+15 MNIST-C corruptions: sample ``i`` gets the corruption :func:`corruption_of`
+draws from a hash of ``i`` (not ``i % 15``: datasets stored class by class in
+turn, like the embedded mnist-5k, would then give each class only a few
+corruptions), and is the very same image as sample ``i`` of that single
+corruption. ``inverse`` (255 - x) is
 the 16th name, not in the mix (MNIST-C's paper leaves it out of its 15).
 
 Severities are the default severity of each function in the paper's code
@@ -283,7 +286,7 @@ def check_corruption(name: str) -> str:
     if name not in VALID_NAMES:
         raise ConfigError(f"Unknown corruption {name!r} in {PREFIX}{name}. Valid names: "
                           f"{', '.join(VALID_NAMES)} (all = the 15 MNIST-C corruptions mixed, "
-                          "sample i getting the (i mod 15)-th).")
+                          "one drawn per sample).")
     return name
 
 
@@ -302,8 +305,14 @@ def sample_seed(corruption: str, index: int) -> int:
 
 
 def corruption_of(name: str, index: int) -> str:
-    """The corruption sample ``index`` gets under ``name`` (``all``: the (index mod 15)-th)."""
-    return MNIST_C[index % len(MNIST_C)] if name == MIX else name
+    """The corruption sample ``index`` gets under ``name``.
+
+    ``all``: one of the 15 drawn from a hash of ``index`` (uniform, and
+    independent of the class even when a dataset interleaves its classes).
+    """
+    if name != MIX:
+        return name
+    return MNIST_C[sample_seed(MIX, index) % len(MNIST_C)]
 
 
 def corrupt_image(image: np.ndarray, name: str, index: int) -> np.ndarray:

@@ -16,7 +16,7 @@ log = logging.getLogger("dashboard")
 DEFAULT_RUN = Path("runs/mnist_cnn")
 # With no --extra-dataset the Uncertainty & OOD page still compares against something, with
 # nothing to download: corrupt:all, the 15 MNIST-C corruptions of the analysed data mixed
-# (sample i gets the (i mod 15)-th). From near-harmless shifts (translate, rotate) to far ones
+# (one drawn per sample). From near-harmless shifts (translate, rotate) to far ones
 # (fog, stripe, canny edges), its scores overlap the digits' in part, so the histograms, the
 # AUROC table and the "what a score misses" galleries have something to show; corrupt:inverse
 # alone separates almost perfectly and teaches less. "--extra-dataset none" opts out.

@@ -20,6 +20,7 @@ from analysis.corruptions import (
     corrupt_dataset,
     corrupt_image,
     corrupt_images,
+    corruption_of,
     parse_corrupt_name,
 )
 from analysis.datasets import load_dataset
@@ -165,7 +166,16 @@ def test_lines_add_ink(base, corrupted):
 def test_mix_is_each_single_corruption_at_its_index(base, corrupted):
     mix = corrupt_images(base.images, "all")
     for i in range(N):
-        np.testing.assert_array_equal(mix[i], corrupted[MNIST_C[i % 15]][i])
+        np.testing.assert_array_equal(mix[i], corrupted[corruption_of("all", i)][i])
+
+
+def test_mix_is_not_tied_to_the_class():
+    # mnist-5k stores its classes in turn (label = i mod 10); i mod 15 would give each
+    # class 3 of the 15 corruptions. The drawn mix gives every class (nearly) all of them.
+    drawn = np.array([MNIST_C.index(corruption_of("all", i)) for i in range(1000)])
+    labels = np.arange(1000) % 10
+    assert min(len(set(drawn[labels == c])) for c in range(10)) >= 12
+    assert np.bincount(drawn, minlength=15).min() > 30
 
 
 def test_colour_and_any_size():
