@@ -35,6 +35,9 @@ class Evidence:
     lift : float
         Share of the group among samples with the over-represented value (or
         bin) divided by the group's overall share; 1 = no association.
+    condition : str
+        The over-represented value or bin as a pandas query condition
+        (``label == 7``, ``stroke_thickness < 1.9``); empty when unknown.
     """
 
     column: str
@@ -44,6 +47,7 @@ class Evidence:
     outside: float | str
     score: float
     lift: float = 1.0
+    condition: str = ""
 
 
 @dataclass(frozen=True)
