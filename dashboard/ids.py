@@ -114,3 +114,14 @@ RUNS_DIFF_SPINNER = "runs-diff-spinner"    # shown while the map's job runs, wit
 RUNS_DIFF_STATUS = "runs-diff-status"
 RUNS_BODY = "runs-body"                    # everything but the message (hidden without runs)
 EXPERIMENTS_MESSAGE = "experiments-message"
+
+# -- insights (/insights) ----------------------------------------------------------------------
+INSIGHTS_LIST = "insights-list"            # one card per insight, ranked
+INSIGHTS_STATUS = "insights-status"        # "finding insights…" while the job runs
+INSIGHTS_MESSAGE = "insights-message"
+INSIGHTS_QUERY = "insights-query"          # {"explain": bool} from the URL (?explain=1)
+INSIGHT_SELECT = "insight-select"          # pattern-matching type: {"type", "index"}
+EXPLAIN_CARD = "explain-card"              # the "Explain selection" card at the top
+EXPLAIN_STATUS = "explain-status"
+EXPLAIN_CURRENT = "explain-current"        # button: explain the shared selection now
+EXPLAIN_SELECTION = "explain-selection"    # the Population page's "Explain this selection"

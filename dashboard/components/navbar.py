@@ -8,7 +8,8 @@ from dash import Input, Output, State, dcc, html
 
 from dashboard import ids
 
-PAGES = (("Population", "/"), ("Sample", "/sample"), ("Errors", "/errors"),
+PAGES = (("Population", "/"), ("Insights", "/insights"), ("Sample", "/sample"),
+         ("Errors", "/errors"),
          ("Uncertainty & OOD", "/uncertainty"), ("Loss vs metadata", "/metadata"),
          ("Training", "/training"), ("Experiments", "/experiments"),
          ("Export", "/export"))
