@@ -192,13 +192,15 @@ def column_info(name: str) -> Column | None:
 def _load_builtin_steps() -> None:
     # Importing the modules registers their steps; done lazily so importing the
     # registry stays cheap.
-    from analysis.steps import (  # noqa: F401  # noqa: F401
+    from analysis.steps import (  # noqa: F401
         attribution,
         centroids,
+        image_metadata,
         inference,
         mc_dropout,
         neighbors,
         ood,
         preprocessing,
         projection,
+        slices,
     )
