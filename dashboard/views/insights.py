@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 
 import dash_bootstrap_components as dbc
 import numpy as np
@@ -77,18 +78,23 @@ def cached_insights(entry: RunEntry) -> list[Insight] | None:
 
 
 def explain_indices(entry: RunEntry, indices: np.ndarray) -> Insight:
-    """The explanation of the samples ``indices`` (``(M,)`` row indices), as an insight
-    record of kind ``selection`` (what distinguishes them, metrics inside vs outside)."""
-    session = entry.session
-    if not hasattr(session, "explain"):
-        raise DashboardInputError("This version of the analysis cannot explain a selection yet.")
-    explained = session.explain(np.asarray(indices, dtype=np.int64))
-    if isinstance(explained, Insight):
-        return explained
-    evidence, metrics = explained
-    sample_ids = session.dataset.sample_ids
-    return Insight("selection", "", "", tuple(sample_ids[indices].tolist()), len(indices),
-                   len(indices) / max(1, len(sample_ids)), dict(metrics), {}, tuple(evidence))
+    """The explanation of the samples ``indices`` (``(M,)`` row indices) against the rest,
+    as an insight record of kind ``selection``: the metadata that distinguishes them,
+    error rate and mean loss inside vs outside, the test of the difference."""
+    from analysis.explain import compare_groups, explain
+
+    indices = np.asarray(indices, dtype=np.int64)
+    table = entry.table  # this entry's head: its label, prediction and loss
+    inside = np.zeros(len(table), dtype=bool)
+    inside[indices] = True
+    evidence = explain(table, inside)
+    comparison = compare_groups(table, inside)
+    return Insight(
+        "selection", "", "", tuple(entry.session.dataset.sample_ids[indices].tolist()),
+        int(comparison["n"]), float(comparison["share"]),
+        {"error_rate": (comparison["error_rate_inside"], comparison["error_rate_outside"]),
+         "mean_loss": (comparison["mean_loss_inside"], comparison["mean_loss_outside"])},
+        {k: comparison[k] for k in ("excess_errors", "p_value")}, evidence)
 
 
 # -- the cards -------------------------------------------------------------------------------
@@ -134,8 +140,16 @@ def category_evidence(evidence: Sequence[Evidence]) -> list[html.Li]:
     return out
 
 
+def worded(evidence: Sequence[Evidence]) -> tuple[Evidence, ...]:
+    """The evidence with the table's own columns (``label``, ``pred``...) in words."""
+    return tuple(replace(e, label=COLUMN_WORDS[e.column])
+                 if e.column in COLUMN_WORDS and e.label in (e.column, e.column.replace("_", " "))
+                 else e for e in evidence)
+
+
 def evidence_view(evidence: Sequence[Evidence], graph_id: str | dict | None = None) -> list:
     """What distinguishes the group: the paired-bar figure and the categorical evidence."""
+    evidence = worded(evidence)
     if not evidence:
         return [html.Div("No measurement distinguishes these samples from the rest.",
                          className="text-muted small")]
@@ -158,7 +172,7 @@ def plain_rule(rule: str, evidence: Sequence[Evidence] = (),
     thickness (px) < 1.8``: column names are replaced by the evidence's labels (or
     the column's words), class indices by class names, quotes and ``&`` by words.
     """
-    words = {**COLUMN_WORDS, **{e.column: evidence_title(e) for e in evidence}}
+    words = {**COLUMN_WORDS, **{e.column: evidence_title(e) for e in worded(evidence)}}
     text = rule.replace("`", "").replace("&", " and ").replace("|", " or ")
 
     def class_name(match: re.Match) -> str:

@@ -162,3 +162,31 @@ def test_mean_heatmaps_average_only_those_already_computed(entry):
     expected = np.mean([views.normalize_heatmap(heats[int(i)]) for i in inside[:2]], axis=0)
     np.testing.assert_allclose(mean_in, expected, rtol=1e-6)
     assert mean_out.shape == mean_in.shape and np.abs(mean_in).max() <= 1.0
+
+
+def test_explain_a_class_of_the_run_against_the_rest(entry):
+    t = entry.table
+    labels, wrong, loss = t["label"].to_numpy(), ~t["correct"].to_numpy(), t["loss"].to_numpy()
+    c = int(np.argmax([wrong[labels == k].mean() for k in range(len(entry.class_names))]))
+    inside = np.flatnonzero(labels == c)
+    explained = views.explain_indices(entry, inside)
+    assert explained.n == len(inside) and explained.share == pytest.approx(len(inside) / len(t))
+    # hand-computed: error rate and mean loss inside vs outside
+    out = labels != c
+    assert explained.metrics["error_rate"] == pytest.approx((wrong[inside].mean(),
+                                                            wrong[out].mean()))
+    assert explained.metrics["mean_loss"] == pytest.approx((loss[inside].mean(),
+                                                           loss[out].mean()))
+    assert explained.explanation[0].column == "label"  # what the group is, first
+    selection = {"run": entry.key, "ids": entry.session.dataset.sample_ids[inside].tolist(),
+                 "source": f"true {entry.class_names[c]} (test)"}
+    seen = []
+    card = views.explain_view(entry, selection, seen.append)
+    text = visible_text(card)
+    assert f"true {entry.class_names[c]} (test)" in text and f"{len(inside):,}" in text
+    assert f"{wrong[inside].mean():.1%}" in text and f"{wrong[out].mean():.1%}" in text
+    assert "true class" in text and f"mostly {entry.class_names[c]} inside" in text
+    assert seen and "Mean heatmaps" in text or find_all(card, dcc.Graph)
+    worst = inside[np.argsort(-loss[inside], kind="stable")][:views.GALLERY_SIZE]
+    assert [a.href for a in find_all(card, dcc.Link)] == \
+        [f"/sample?id={entry.session.dataset.sample_ids[i]}" for i in worst]
