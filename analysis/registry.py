@@ -197,6 +197,7 @@ def _load_builtin_steps() -> None:
         centroids,
         image_metadata,
         inference,
+        label_issues,
         mc_dropout,
         neighbors,
         ood,
