@@ -72,13 +72,14 @@ def evidence_figure(evidence: Sequence, max_rows: int = MAX_ROWS) -> go.Figure:
             x=values, y=["outside", "inside"], orientation="h",
             marker_color=[OUTSIDE_COLOUR, INSIDE_COLOUR],
             text=[format_value(v) + (f" {e.unit}" if e.unit else "") for v in values],
-            textposition="auto", cliponaxis=False, showlegend=False,
+            textposition="outside", cliponaxis=False, showlegend=False,
             hovertemplate=f"{evidence_title(e)}<br>%{{y}}: %{{x:.4g}}<extra></extra>"),
             row=r, col=1)
         low = min(0.0, *values)
         high = max(0.0, *values)
-        pad = 0.05 * (high - low or 1.0)
-        fig.update_xaxes(range=[low - (pad if low < 0 else 0), high + pad], row=r, col=1)
+        pad = 0.3 * (high - low or 1.0)  # room for the value written beside each bar
+        fig.update_xaxes(range=[low - (pad if low < 0 else 0), high + (pad if high > 0 else 0)],
+                         row=r, col=1)
     fig.update_layout(**base_layout(
         height=40 + ROW_HEIGHT * len(rows), bargap=0.25,
         margin={"l": 60, "r": 15, "t": 24, "b": 10}))
