@@ -201,6 +201,7 @@ def _load_builtin_steps() -> None:
         mc_dropout,
         neighbors,
         ood,
+        outliers,
         preprocessing,
         projection,
         slices,
