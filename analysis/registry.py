@@ -195,6 +195,7 @@ def _load_builtin_steps() -> None:
     from analysis.steps import (  # noqa: F401
         attribution,
         centroids,
+        duplicates,
         image_metadata,
         inference,
         label_issues,
