@@ -81,6 +81,10 @@ def add_step_args(p: argparse.ArgumentParser) -> None:
                    help="an out-of-distribution dataset analysed against --dataset "
                         "(repeatable; e.g. fashion-mnist, notmnist, folder:PATH, csv:FILE); "
                         "converted to the model's input")
+    p.add_argument("--metadata", default=None, metavar="PKG.MODULE:FUNCTIONS",
+                   help="your own per-sample metadata: a function or list of functions "
+                        "f(images (N,C,H,W) in [0,1], labels) -> (N,) array or dict of them; "
+                        "columns named meta_<name> (see README, Metadata)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -141,7 +145,7 @@ def open_session(args: argparse.Namespace):
         mc_samples=args.mc_samples, k=args.k, projections=args.projection,
         extra_datasets=args.extra_dataset, attribution=args.attribution, task=args.task,
         input_spec=input_spec_of(args), trust_code=args.trust_code,
-        gradcam_layer=args.gradcam_layer)
+        gradcam_layer=args.gradcam_layer, metadata=getattr(args, "metadata", None))
 
 
 def print_summary(session, records, seconds: float) -> None:

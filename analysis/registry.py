@@ -206,4 +206,5 @@ def _load_builtin_steps() -> None:
         preprocessing,
         projection,
         slices,
+        user_metadata,
     )

@@ -34,11 +34,13 @@ log = logging.getLogger(__name__)
 ATTRIBUTION_VERSION = 2  # 2: per head
 
 
-def plan_steps(mc_samples: int, projections: Sequence[str], extra: bool = False) -> list[str]:
+def plan_steps(mc_samples: int, projections: Sequence[str], extra: bool = False,
+               metadata: bool = False) -> list[str]:
     """The steps of a full run, in dependency order.
 
     ``extra=True`` plans an extra (out-of-distribution) dataset: its own
     per-sample steps plus the joint maps with the in-distribution set.
+    ``metadata=True`` adds the ``--metadata`` functions' step to the main dataset's.
     """
     unknown = set(projections) - set(PROJECTIONS)
     if unknown:
@@ -50,7 +52,9 @@ def plan_steps(mc_samples: int, projections: Sequence[str], extra: bool = False)
     steps += ["pixel_centroids", "centroids", "neighbors", "distances"]
     if mc_samples > 0:
         steps.append("mc_distances")
-    if not extra:
+    if not extra:  # image measurements and per-sample insight scores
+        steps += ["image_metadata", *(["user_metadata"] if metadata else []), "label_issues",
+                  "duplicates", "outliers"]
         return steps + list(projections)
     from analysis.steps.ood import JOINT_MAPS
 
@@ -88,13 +92,17 @@ class AnalysisSession:
     gradcam_layer : str, optional
         GradCAM's layer (a name of :func:`analysis.attribution.conv_layer_choices`);
         default: the output of the last convolutional block.
+    metadata : str, optional
+        ``package.module:functions``, your own per-sample metadata functions (see
+        :mod:`analysis.steps.user_metadata`); imported here.
     """
 
     def __init__(self, model: LoadedModel, dataset: ImageDataset, store: ArtifactStore,
                  device: str = "auto", *, mc_samples: int | None = None, k: int = 10,
                  projections: Sequence[str] = PROJECTIONS, progress: bool = True,
                  extra_datasets: Sequence[ImageDataset] = (),
-                 attribution: str | None = None, gradcam_layer: str | None = None) -> None:
+                 attribution: str | None = None, gradcam_layer: str | None = None,
+                 metadata: str | None = None) -> None:
         if mc_samples is None:
             mc_samples = 20 if has_dropout(model) else 0
         elif mc_samples > 0 and not has_dropout(model):
@@ -114,8 +122,12 @@ class AnalysisSession:
         self.mc_samples = mc_samples
         self.k = k
         self.projections = tuple(projections)
-        self.steps = plan_steps(mc_samples, self.projections)
+        self.steps = plan_steps(mc_samples, self.projections, metadata=bool(metadata))
         options = {"mc_dropout": {"samples": mc_samples}, "neighbors": {"k": k}}
+        if metadata:
+            from analysis.steps.user_metadata import metadata_options
+
+            options["user_metadata"] = metadata_options(metadata)
         if gradcam_layer:
             resolve_gradcam_layer(model, gradcam_layer, dataset.images.shape[1:])
         self.gradcam_layer = gradcam_layer or None
