@@ -55,7 +55,7 @@ def plan_steps(mc_samples: int, projections: Sequence[str], extra: bool = False,
     if not extra:  # image measurements and per-sample insight scores
         steps += ["image_metadata", *(["user_metadata"] if metadata else []), "label_issues",
                   "duplicates", "outliers"]
-        return steps + list(projections)
+        return steps + list(projections) + ["slices"]
     from analysis.steps.ood import JOINT_MAPS
 
     steps.append("joint_neighbors")
@@ -140,6 +140,7 @@ class AnalysisSession:
         self.options = options
         self.engine = Engine(model, dataset, store, self.device, options, progress=progress)
         self.extras: dict[str, Engine] = {}
+        self._insights: dict[tuple, list] = {}
         self.extra_steps = plan_steps(mc_samples, self.projections, extra=True)
         for extra in extra_datasets:
             self.add_extra(extra)
@@ -383,6 +384,28 @@ class AnalysisSession:
                              metadata=meta, layer=layer if method == "gradcam" else None)[0]
         self.store.put(key, Artifact({"heatmap": heat}))
         return heat
+
+    # -- insights ------------------------------------------------------------------------------
+    def insights(self) -> list:
+        """Every :class:`~analysis.insights.Insight` of this run, most severe first
+        (see :func:`analysis.insights.collect_insights`); computed once per set of
+        open datasets."""
+        from analysis.insights import collect_insights
+
+        key = tuple(self.extras)
+        if key not in self._insights:
+            self._insights[key] = collect_insights(self)
+        return list(self._insights[key])
+
+    def explain(self, indices: Sequence[int] | np.ndarray, dataset: str | None = None,
+                head: str | None = None):
+        """Why the samples ``indices`` ((M,) row indices) stand out, as an
+        :class:`~analysis.insights.Insight` of kind ``selection``: the metadata that
+        distinguishes them (:func:`analysis.explain.explain`), error rate and mean loss
+        inside vs outside with Fisher's test, the samples worst (highest loss) first."""
+        from analysis.insights import explain_selection
+
+        return explain_selection(self.table(dataset, head=head), indices)
 
     # -- run metadata --------------------------------------------------------------------------
     @property
