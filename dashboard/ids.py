@@ -125,3 +125,4 @@ EXPLAIN_CARD = "explain-card"              # the "Explain selection" card at the
 EXPLAIN_STATUS = "explain-status"
 EXPLAIN_CURRENT = "explain-current"        # button: explain the shared selection now
 EXPLAIN_SELECTION = "explain-selection"    # the Population page's "Explain this selection"
+INSIGHT_CARD = "insight"                   # + "-<rank>": the card of the rank-th insight

@@ -124,15 +124,16 @@ def mean_heatmaps_figure(inside: np.ndarray, outside: np.ndarray, n_inside: int,
         raise ValueError(f"two (H, W) heatmaps of one shape expected, got {inside.shape} "
                          f"and {outside.shape}")
     scale = float(max(np.abs(inside).max(), np.abs(outside).max(), 1e-6))
-    layout = base_layout(height=240, margin={"l": 10, "r": 10, "t": 30, "b": 10},
+    layout = base_layout(height=220, margin={"l": 5, "r": 5, "t": 24, "b": 5},
                          annotations=[])
     data = []
     for c, (heat, domain, what, count) in enumerate(
-            ((inside, [0.0, 0.46], "inside", n_inside),
-             (outside, [0.52, 0.98], "outside", n_outside)), start=1):
+            ((inside, [0.0, 0.44], "inside", n_inside),
+             (outside, [0.48, 0.92], "outside", n_outside)), start=1):
         a = _axis(c)
         data.append(go.Heatmap(z=heat[::-1], zmin=-scale if signed else 0.0, zmax=scale,
                                colorscale="RdBu_r" if signed else "Reds", showscale=c == 2,
+                               colorbar={"thickness": 10, "len": 0.9},
                                xaxis=f"x{a}", yaxis=f"y{a}",
                                hovertemplate="%{z:.3f}<extra></extra>"))
         # square pixels in each panel
@@ -140,6 +141,6 @@ def mean_heatmaps_figure(inside: np.ndarray, outside: np.ndarray, n_inside: int,
                                "scaleanchor": f"y{a}", "constrain": "domain"}
         layout[f"yaxis{a}"] = {"anchor": f"x{a}", "domain": [0.0, 1.0], "visible": False,
                                "constrain": "domain"}
-        layout["annotations"].append(_title(f"{what}: mean of {count} heatmap(s)",
-                                            domain[0], 1.0))
+        layout["annotations"].append({**_title(f"{what}, {count} heatmap{'s' * (count != 1)}",
+                                               sum(domain) / 2, 1.0), "xanchor": "center"})
     return fast_figure(data, layout)

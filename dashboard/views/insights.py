@@ -78,23 +78,11 @@ def cached_insights(entry: RunEntry) -> list[Insight] | None:
 
 
 def explain_indices(entry: RunEntry, indices: np.ndarray) -> Insight:
-    """The explanation of the samples ``indices`` (``(M,)`` row indices) against the rest,
-    as an insight record of kind ``selection``: the metadata that distinguishes them,
-    error rate and mean loss inside vs outside, the test of the difference."""
-    from analysis.explain import compare_groups, explain
-
-    indices = np.asarray(indices, dtype=np.int64)
-    table = entry.table  # this entry's head: its label, prediction and loss
-    inside = np.zeros(len(table), dtype=bool)
-    inside[indices] = True
-    evidence = explain(table, inside)
-    comparison = compare_groups(table, inside)
-    return Insight(
-        "selection", "", "", tuple(entry.session.dataset.sample_ids[indices].tolist()),
-        int(comparison["n"]), float(comparison["share"]),
-        {"error_rate": (comparison["error_rate_inside"], comparison["error_rate_outside"]),
-         "mean_loss": (comparison["mean_loss_inside"], comparison["mean_loss_outside"])},
-        {k: comparison[k] for k in ("excess_errors", "p_value")}, evidence)
+    """The explanation of the samples ``indices`` (``(M,)`` row indices) against the rest
+    (:meth:`AnalysisSession.explain` on this entry's head): an insight of kind
+    ``selection`` with the metadata that distinguishes them, error rate and mean loss
+    inside vs outside, the test of the difference, the samples worst first."""
+    return entry.session.explain(np.asarray(indices, dtype=np.int64), head=entry.head)
 
 
 # -- the cards -------------------------------------------------------------------------------
@@ -108,7 +96,8 @@ def metrics_table(metrics: Mapping[str, Sequence[float]]) -> html.Table | None:
     """Each metric inside vs outside the group, as a small table (``None`` without metrics)."""
     if not metrics:
         return None
-    head = html.Thead(html.Tr([html.Th(""), html.Th("inside"), html.Th("outside")]))
+    head = html.Thead(html.Tr([html.Th(""), html.Th("inside", className="small"),
+                               html.Th("outside", className="small")]))
     rows = []
     for name, pair in metrics.items():
         inside, outside = float(pair[0]), float(pair[1])
@@ -226,7 +215,8 @@ def insight_card(entry: RunEntry, insight: Insight, position: int) -> html.Div:
                  *evidence_view(insight.explanation)], lg=4),
         dbc.Col([html.Div("Worst samples", className="small text-muted mb-1"),
                  worst_gallery(entry, shown)], lg=4),
-    ], className="g-3"), className="loupe-card loupe-insight", id=f"insight-{position}")
+    ], className="g-3"), className="loupe-card loupe-insight",
+        id=f"{ids.INSIGHT_CARD}-{position}")
 
 
 def insights_view(entry: RunEntry) -> list:
@@ -315,12 +305,15 @@ def explain_view(entry: RunEntry, selection: object,
     if progress:
         progress("comparing the selection with the rest…")
     explained = explain_indices(entry, idx)
-    order = idx[np.argsort(-entry.table["loss"].to_numpy()[idx], kind="stable")]
+    order = entry.indices_of(explained.sample_ids)  # worst first
     if progress:
         progress("looking for heatmaps already computed…")
     heat = mean_cached_heatmaps(entry, order)
-    heat_part = dcc.Graph(figure=mean_heatmaps_figure(*heat), config={"displayModeBar": False},
-                          className="loupe-mean-heatmaps") if heat is not None else html.Div(
+    heat_part = html.Div([
+        html.Div(f"Mean heatmaps ({METHODS[HEATMAP_METHOD].label}, predicted class) of the "
+                 "samples whose heatmap was already computed", className="small text-muted"),
+        dcc.Graph(figure=mean_heatmaps_figure(*heat), config={"displayModeBar": False},
+                  className="loupe-mean-heatmaps")]) if heat is not None else html.Div(
         "Mean heatmaps: open a few of these samples and of the others on the Sample page "
         "first (only heatmaps already computed are averaged).", className="small text-muted")
     left = [html.H5(source, className="mb-1 loupe-insight-title"),

@@ -60,8 +60,8 @@ def test_mean_heatmaps_side_by_side_on_one_scale():
     scale = float(np.abs(inside).max())
     assert all(t.zmin == -scale and t.zmax == scale for t in fig.data)
     np.testing.assert_allclose(np.asarray(fig.data[0].z), inside[::-1])  # row 0 on top
-    assert [a.text for a in fig.layout.annotations] == ["inside: mean of 3 heatmap(s)",
-                                                       "outside: mean of 7 heatmap(s)"]
+    assert [a.text for a in fig.layout.annotations] == ["inside, 3 heatmaps",
+                                                       "outside, 7 heatmaps"]
     unsigned = mean_heatmaps_figure(np.abs(inside), np.abs(outside), 1, 1, signed=False)
     assert unsigned.data[0].zmin == 0.0
     with pytest.raises(ValueError, match="one shape"):
