@@ -95,7 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="write the per-sample table as CSV")
     ood = sub.add_parser("ood", help="how well each uncertainty score separates --dataset "
                                      "from each --extra-dataset (AUROC, FPR@95)")
-    for sp in (run, export, ood):
+    insights = sub.add_parser("insights", help="where the model fails and why, as JSON; "
+                                               "--fail-on makes it a CI check")
+    for sp in (run, export, ood, insights):
         add_model_args(sp)
         add_data_args(sp)
         add_step_args(sp)
@@ -104,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="head whose label/pred/loss fill the unprefixed columns "
                              "(multi-head models; every head also has <head>_* columns)")
     ood.add_argument("--out", default=None, help="CSV file for the score table")
+    insights.add_argument("--out", default=None, help="JSON file of the insights (a list)")
+    insights.add_argument("--fail-on", action="append", default=[], metavar="KIND:COUNT",
+                          help="exit 1 when insights of KIND (slice, cluster, label_issues, "
+                               "duplicates, leakage, outliers, class_imbalance, ood) hold more "
+                               "than COUNT samples in all (leakage:0 fails on any); repeatable")
     compare = sub.add_parser("compare", help="per-sample differences between two runs")
     compare.add_argument("--checkpoint", action="append", required=True,
                          help="run folder; give exactly two (A then B)")
@@ -226,6 +233,62 @@ def list_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_fail_on(values: list[str]) -> dict[str, int]:
+    """``["label_issues:10", ...]`` -> ``{"label_issues": 10}``; a bad value is a ConfigError."""
+    from analysis.insights import KINDS
+
+    out = {}
+    for value in values:
+        kind, _, count = value.partition(":")
+        if kind not in KINDS or not count.isdigit():
+            raise ConfigError(f"--fail-on {value!r}: use KIND:COUNT with KIND one of "
+                              f"{', '.join(KINDS)} and COUNT a whole number, e.g. "
+                              "label_issues:10.")
+        out[kind] = int(count)
+    return out
+
+
+def write_insights(session, out: str | None, thresholds: dict[str, int]) -> int:
+    """Print the insights, write them as JSON, and return 1 when a threshold is crossed."""
+    import json
+    from pathlib import Path
+
+    insights = session.insights()
+    for ins in insights:
+        print(f"[{ins.severity:6s}] {ins.kind:15s} {ins.n:7,d}  {ins.title}")
+    if not insights:
+        print("no insights")
+    if out:
+        path = Path(out)
+        if not path.parent.exists():
+            raise ConfigError(f"--out {out}: folder {path.parent} does not exist.")
+        path.write_text(json.dumps([json_ready(i.to_dict()) for i in insights], indent=1,
+                                   allow_nan=False))
+        print(f"wrote {out}")
+    failed = 0
+    for kind, limit in thresholds.items():
+        count = sum(i.n for i in insights if i.kind == kind)
+        if count > limit:
+            print(f"FAIL: {kind}: {count} samples (threshold {limit})", file=sys.stderr)
+            failed = 1
+    return failed
+
+
+def json_ready(value):
+    """``value`` with numpy scalars as Python numbers and NaN/inf as ``None`` (strict JSON)."""
+    import math
+
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, str):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def args_method(session) -> str:
     return session.engine.config("attribution").method
 
@@ -247,8 +310,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "ood" and not args.extra_dataset:
             raise ConfigError("analysis ood needs at least one --extra-dataset "
                               "(e.g. fashion-mnist).")
+        thresholds = parse_fail_on(args.fail_on) if args.command == "insights" else {}
         session = open_session(args)
         records = session.run()
+        if args.command == "insights":
+            return write_insights(session, args.out, thresholds)
         if args.command == "run":
             print_summary(session, records, time.perf_counter() - started)
         elif args.command == "ood":

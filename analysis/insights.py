@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 
 SEVERITIES = ("high", "medium", "low")
+KINDS = ("slice", "cluster", "label_issues", "duplicates", "leakage", "outliers",
+         "class_imbalance", "ood")
 
 
 @dataclass(frozen=True)
