@@ -53,6 +53,9 @@ def test_insight_cards_select_on_the_map_and_explain(dash_duo, browser, app, ent
         dash_duo.wait_for_element(
             f"#{ids.INSIGHT_CARD}-0 .loupe-evidence .js-plotly-plot .barlayer", timeout=20)
     assert "`" not in dash_duo.find_element("#insights-list").text
+    # The cards fit the 1280 px window: no sideways scrolling.
+    assert dash_duo.driver.execute_script(
+        "return document.documentElement.scrollWidth <= window.innerWidth")
     shot(dash_duo, "insights-page")
 
     # Select on the map: the Population page opens with the insight's samples selected.
