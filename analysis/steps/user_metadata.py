@@ -175,7 +175,7 @@ class UserMetadata(Step):
 
     Artifact arrays
     ---------------
-    one ``(N,)`` float32 array per column, named ``meta_<name>``
+    one ``(N,)`` float32 array per column, named ``meta_<name>``; none without ``--metadata``
     """
 
     name = "user_metadata"
@@ -192,8 +192,8 @@ class UserMetadata(Step):
         return tuple(_DECLARED.values())
 
     def run(self, ctx: StepContext, config: Config) -> Artifact:
-        if not config.spec:
-            raise ConfigError("user_metadata needs --metadata package.module:functions.")
+        if not config.spec:  # no --metadata: no columns (so other steps may always require it)
+            return Artifact({}, summary={"columns": [], "spec": "", "declared": {}})
         functions = resolve_functions(config.spec)
         if source_hash(functions) != config.source:
             raise ConfigError(f"--metadata {config.spec}: the functions changed since the "

@@ -177,3 +177,11 @@ def test_cli_export_with_metadata(meta_pkg, tiny_run, digits, data_root, tmp_pat
                          capture_output=True, timeout=600)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert "error: --metadata function wrong_shape returned shape" in bad.stderr
+
+
+def test_without_metadata_the_step_has_no_columns(digits_300):
+    from types import SimpleNamespace
+
+    step = um.UserMetadata()
+    art = step.run(SimpleNamespace(dataset=digits_300), step.Config())
+    assert step.columns(art, step.Config()) == {}
