@@ -131,9 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeats", type=int, default=3, help="repeats of each timed step")
     bench.add_argument("--skip-naive", action="store_true",
                        help="time only Loupe's way (the naive baselines take minutes)")
-    bench.add_argument("--suite", default="mnist", choices=["mnist", "rgb", "all"],
+    bench.add_argument("--suite", default="mnist", choices=["mnist", "rgb", "all", "insights"],
                        help="mnist (default): the MNIST rows; rgb: 32x32 colour photo patches "
-                            "and a small CNN of your own, end to end; all: both")
+                            "and a small CNN of your own, end to end; all: both; insights: "
+                            "the insight steps and image measurements on MNIST test and train")
     bench.add_argument("--rgb-n", type=int, default=10_000, help="RGB test images (--suite rgb)")
     bench.add_argument("--rgb-train-n", type=int, default=10_000,
                        help="RGB train images for the small CNN")

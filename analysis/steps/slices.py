@@ -116,7 +116,7 @@ class Slices(Step):
 
     @dataclass(frozen=True)
     class Config:
-        graph_k: int = 15  # neighbours per sample in the clustered graph
+        graph_k: int = 10  # neighbours per sample in the clustered graph
         resolution: float = 1.0  # Leiden RB-configuration resolution
         seed: int = 0
         bins: int = 5  # quantile bins per numeric metadata column
