@@ -22,7 +22,8 @@ probabilities ``P`` (``(n, m)``) and the given labels ``y``:
 Out-of-sample probabilities: on a split the model was not trained on, the
 model's own probabilities (the ``inference`` step). On the split it was
 trained on (run.json's ``dataset`` with split ``train``; any ``train`` split
-when the run does not say), K-fold cross-validated probabilities of a
+when the run does not say; the embedded ``mnist-5k`` for a run trained on
+``mnist``, whose training images they are), K-fold cross-validated probabilities of a
 multinomial logistic regression on the embeddings, so no sample is scored by
 a classifier that saw its label. (The embedding itself was learnt with the
 labels; a network that memorised a wrong label can hide it there.)
@@ -196,11 +197,22 @@ def cross_validated_probs(features: np.ndarray, labels: np.ndarray, num_classes:
     return out
 
 
+# Datasets made of another's training images: the embedded mnist-5k's 5,000 digits are all
+# MNIST training images (checked by pixel hash), whichever of its splits.
+TRAINING_SUBSETS = {"mnist-5k": "mnist"}
+
+
 def trained_on(meta: dict, dataset_name: str, split: str) -> bool:
-    """Whether a run (its run.json ``meta``) was trained on this dataset split: its recorded
-    dataset's ``train`` split, or any ``train`` split when the run does not record one."""
+    """Whether a run (its run.json ``meta``) was trained on this dataset split's images: its
+    recorded dataset's ``train`` split (any ``train`` split when the run does not record
+    one), including a subset of those images (:data:`TRAINING_SUBSETS`)."""
     recorded = meta.get("dataset")
-    return split == "train" and (recorded is None or recorded == dataset_name)
+    if recorded is None or recorded == dataset_name:
+        return split == "train"
+    if TRAINING_SUBSETS.get(dataset_name) == recorded:  # every image of it was trained on
+        return True
+    # trained on the subset's train split: part of the parent's train split was seen
+    return TRAINING_SUBSETS.get(recorded) == dataset_name and split == "train"
 
 
 @register
@@ -216,7 +228,7 @@ class LabelIssues(Step):
     """
 
     name = "label_issues"
-    version = 1
+    version = 2  # 2: mnist-5k counted as MNIST training images
     requires = ("inference",)
     declares = (
         Column("label_issue_score", "numeric", unit="0-1",

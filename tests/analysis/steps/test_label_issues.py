@@ -144,3 +144,19 @@ def test_trained_on_reads_the_run_record():
     assert not trained_on({"dataset": "mnist"}, "mnist", "test")
     assert not trained_on({"dataset": "fashion-mnist"}, "mnist", "train")
     assert trained_on({}, "folder-x", "train")  # unknown: assume it was
+    # mnist-5k's digits are MNIST training images
+    assert trained_on({"dataset": "mnist"}, "mnist-5k", "test")
+    assert trained_on({"dataset": "mnist-5k"}, "mnist", "train")
+    assert not trained_on({"dataset": "mnist-5k"}, "mnist", "test")
+    assert not trained_on({"dataset": "mnist-5k"}, "mnist-5k", "test")
+
+
+def test_the_embedded_digits_are_mnist_training_images(data_root):
+    from analysis.datasets import find_idx_dir
+    from analysis.steps.duplicates import pixel_hashes
+
+    if not find_idx_dir("mnist", data_root):
+        pytest.skip("needs MNIST under LOUPE_DATA")
+    embedded = set(pixel_hashes(load_dataset("mnist-5k", "all").images).tolist())
+    train = set(pixel_hashes(load_dataset("mnist", "train", data_root=data_root).images).tolist())
+    assert embedded <= train
