@@ -18,8 +18,9 @@ one lying (at least half) inside it that holds at least ``focus`` (80%) of its e
 errors (``label == 7 and stroke_thickness < 1.9`` rather than all thin
 digits, when the thin 7s hold most of the excess), and a slice overlapping a
 better-ranked one by more than ``max_overlap`` (Jaccard) is dropped. At most
-``max_slices`` are kept. Each kept slice is explained by
-:func:`analysis.explain.explain`.
+``max_slices`` are kept, none above ``max_share`` of the samples (with a very
+easy remainder, "everything but the easiest" would otherwise show excess
+errors). Each kept slice is explained by :func:`analysis.explain.explain`.
 """
 
 from __future__ import annotations
@@ -130,6 +131,7 @@ class Slices(Step):
         max_overlap: float = 0.8  # Jaccard above which a worse-ranked slice is dropped
         focus: float = 0.8  # a sub-slice with this share of a slice's excess errors replaces it
         max_slices: int = 10
+        max_share: float = 0.5  # a "slice" of more than this share of the data is not one
         error: str = "error"  # SliceLine's error vector: "error" (0/1) or "loss"
 
     def run(self, ctx: StepContext, config: Config) -> Artifact:
@@ -234,16 +236,17 @@ def rule_slices(table: pd.DataFrame, columns: list[str], config: Slices.Config
         parts = [conditions[f][int(code)] for f, code in enumerate(predicate)
                  if code is not None and not (isinstance(code, float) and np.isnan(code))]
         if parts:
-            parts = refine_thresholds(table, parts, errors)
+            parts = refine_thresholds(table, parts, errors, config.max_share)
             rule = " and ".join(parts)
             out.append(("rule", table.eval(rule).to_numpy(dtype=bool), rule))
     return out
 
 
 def refine_thresholds(table: pd.DataFrame, parts: list[str], errors: np.ndarray,
-                      steps: int = 20) -> list[str]:
+                      max_share: float = 0.5, steps: int = 20) -> list[str]:
     """Move each ``column < t`` / ``column >= t`` of a rule to the one of its ``steps``
-    quantiles *within the rest of the rule* that gives the most excess errors.
+    quantiles *within the rest of the rule* that gives the most excess errors (the
+    smallest slice within 5% of the best; none above ``max_share`` of the samples).
 
     The quintile thresholds are the whole dataset's; the group that fails is often a
     share of one class (the thinnest fifth of the 7s), whose quantiles differ.
@@ -267,7 +270,7 @@ def refine_thresholds(table: pd.DataFrame, parts: list[str], errors: np.ndarray,
         for t in np.unique([float(f"{q:.4g}") for q in qs]):
             inside = others & ((x < t) if op == "<" else (x >= t))
             n_in = int(inside.sum())
-            if 0 < n_in < len(table):
+            if 0 < n_in <= max_share * len(table):
                 tried.append((err[inside].sum() - n_in * err[~inside].mean(), n_in,
                               f"{col} {op} {t:.4g}"))
         if tried:
@@ -289,7 +292,8 @@ def rank_slices(table: pd.DataFrame, groups: list[tuple[str, np.ndarray, str]],
     p = np.array([s["p_value"] for s in stats], dtype=np.float64)
     q = false_discovery_control(np.nan_to_num(p, nan=1.0))
     excess = np.array([np.nan_to_num(s["excess_errors"]) for s in stats])
-    eligible = [i for i in range(len(groups)) if q[i] < config.fdr and excess[i] > 0]
+    eligible = [i for i in range(len(groups)) if q[i] < config.fdr and excess[i] > 0
+                and stats[i]["share"] <= config.max_share]
     dominated = {a for a in eligible for b in eligible
                  if _dominates(groups[b][1], excess[b], groups[a][1], excess[a], config.focus)}
     order = sorted((i for i in eligible if i not in dominated), key=lambda i: -excess[i])
