@@ -218,7 +218,7 @@ def explain(table: pd.DataFrame, inside: np.ndarray, columns: Sequence[str] | No
             common_out = int(np.argmax(cont[0]))
             inside_v = _plain(col.names.get(col.values[best], col.values[best]))
             outside_v = _plain(col.names.get(col.values[common_out], col.values[common_out]))
-            condition = f"{col.name} == {_literal(col.values[best])}"
+            condition = f"{col.name} == {query_literal(col.values[best])}"
         else:
             inside_v, outside_v = _nanmean(col.raw[inside]), _nanmean(col.raw[~inside])
             condition = col.values[best]
@@ -246,7 +246,7 @@ def _plain(value: Any) -> float | str:
     return value if isinstance(value, float | str) else str(value)
 
 
-def _literal(value: Any) -> str:
+def query_literal(value: Any) -> str:
     if isinstance(value, np.generic):
         value = value.item()
     return repr(value)

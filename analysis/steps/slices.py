@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.errors import ConfigError
-from analysis.explain import _literal, bin_table, compare_groups, explain
+from analysis.explain import bin_table, compare_groups, explain, query_literal
 from analysis.registry import Column, Step, StepContext, get_step, make_config, register
 from analysis.tasks import head_key
 from cache import Artifact
@@ -204,7 +204,7 @@ def rule_features(table: pd.DataFrame, columns: list[str], bins: int
     for col in bin_table(table, columns, bins):
         if col.is_class:
             features.append(col.codes)
-            conditions.append([f"{col.name} == {_literal(v)}" for v in col.values])
+            conditions.append([f"{col.name} == {query_literal(v)}" for v in col.values])
             continue
         finite = np.isfinite(col.raw)
         for edge in quantile_edges(col.raw, bins):
