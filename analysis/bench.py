@@ -15,6 +15,8 @@ Everything runs on the same data in the same invocation:
 ``--suite rgb`` (or ``all``) adds colour data Loupe has never seen: 32x32
 patches of scikit-image's photographs as a PNG folder, a small CNN of the
 user's own, end to end in fresh processes (:mod:`analysis.bench_rgb`).
+``--suite insights``: the insight steps and the image measurements on the 10,000
+test and 60,000 training images (:mod:`analysis.bench_insights`).
 """
 
 from __future__ import annotations
@@ -240,6 +242,13 @@ def run_bench(args: argparse.Namespace) -> int:
         if suite in ("mnist", "all"):
             results = mnist_bench(args, device, work)
             print(_format(results), flush=True)
+        if suite == "insights":
+            from analysis.bench_insights import format_insights, insights_bench
+
+            checkpoint = args.checkpoint or train_default(args, device, work)
+            results["insights"] = insights_bench(checkpoint, args.data_root, device,
+                                                 args.repeats, work)
+            print(format_insights(results["insights"]))
         if suite in ("rgb", "all"):
             from analysis.bench_rgb import format_rgb, rgb_bench
 
@@ -255,18 +264,23 @@ def run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def train_default(args: argparse.Namespace, device: str, work: Path,
+                  dataset: str = "mnist") -> str:
+    """Train mnist_cnn for 3 epochs into ``work`` (when no --checkpoint is given)."""
+    from models.train import TrainConfig, train
+
+    checkpoint = str(work / "mnist_cnn")
+    print("training mnist_cnn (3 epochs) for the benchmark ...", file=sys.stderr)
+    train(TrainConfig(dataset=dataset), checkpoint, device=device, data_root=args.data_root,
+          progress=False)
+    return checkpoint
+
+
 def mnist_bench(args: argparse.Namespace, device: str, work: Path) -> dict:
     """The MNIST rows: end to end and step by step against the naive way."""
     ds = load_dataset("mnist", "test", data_root=args.data_root)
     n = min(args.n, len(ds))
-    checkpoint = args.checkpoint
-    if checkpoint is None:
-        from models.train import TrainConfig, train
-
-        checkpoint = str(work / "mnist_cnn")
-        print("training mnist_cnn (3 epochs) for the benchmark ...", file=sys.stderr)
-        train(TrainConfig(dataset=ds.name), checkpoint, device=device,
-              data_root=args.data_root, progress=False)
+    checkpoint = args.checkpoint or train_default(args, device, work, ds.name)
     return {"n": n, "device": device, "dataset": ds.name,
             "end_to_end": end_to_end(checkpoint, args.data_root, n, device, work),
             "steps": step_comparison(checkpoint, args.data_root, n, device, args.repeats,

@@ -81,6 +81,10 @@ def add_step_args(p: argparse.ArgumentParser) -> None:
                    help="an out-of-distribution dataset analysed against --dataset "
                         "(repeatable; e.g. fashion-mnist, notmnist, folder:PATH, csv:FILE); "
                         "converted to the model's input")
+    p.add_argument("--metadata", default=None, metavar="PKG.MODULE:FUNCTIONS",
+                   help="your own per-sample metadata: a function or list of functions "
+                        "f(images (N,C,H,W) in [0,1], labels) -> (N,) array or dict of them; "
+                        "columns named meta_<name> (see README, Metadata)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,7 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="write the per-sample table as CSV")
     ood = sub.add_parser("ood", help="how well each uncertainty score separates --dataset "
                                      "from each --extra-dataset (AUROC, FPR@95)")
-    for sp in (run, export, ood):
+    insights = sub.add_parser("insights", help="where the model fails and why, as JSON; "
+                                               "--fail-on makes it a CI check")
+    for sp in (run, export, ood, insights):
         add_model_args(sp)
         add_data_args(sp)
         add_step_args(sp)
@@ -100,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="head whose label/pred/loss fill the unprefixed columns "
                              "(multi-head models; every head also has <head>_* columns)")
     ood.add_argument("--out", default=None, help="CSV file for the score table")
+    insights.add_argument("--out", default=None, help="JSON file of the insights (a list)")
+    insights.add_argument("--fail-on", action="append", default=[], metavar="KIND:COUNT",
+                          help="exit 1 when insights of KIND (slice, cluster, label_issues, "
+                               "duplicates, leakage, outliers, class_imbalance, ood) hold more "
+                               "than COUNT samples in all (leakage:0 fails on any); repeatable")
     compare = sub.add_parser("compare", help="per-sample differences between two runs")
     compare.add_argument("--checkpoint", action="append", required=True,
                          help="run folder; give exactly two (A then B)")
@@ -120,9 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeats", type=int, default=3, help="repeats of each timed step")
     bench.add_argument("--skip-naive", action="store_true",
                        help="time only Loupe's way (the naive baselines take minutes)")
-    bench.add_argument("--suite", default="mnist", choices=["mnist", "rgb", "all"],
+    bench.add_argument("--suite", default="mnist", choices=["mnist", "rgb", "all", "insights"],
                        help="mnist (default): the MNIST rows; rgb: 32x32 colour photo patches "
-                            "and a small CNN of your own, end to end; all: both")
+                            "and a small CNN of your own, end to end; all: both; insights: "
+                            "the insight steps and image measurements on MNIST test and train")
     bench.add_argument("--rgb-n", type=int, default=10_000, help="RGB test images (--suite rgb)")
     bench.add_argument("--rgb-train-n", type=int, default=10_000,
                        help="RGB train images for the small CNN")
@@ -141,7 +153,7 @@ def open_session(args: argparse.Namespace):
         mc_samples=args.mc_samples, k=args.k, projections=args.projection,
         extra_datasets=args.extra_dataset, attribution=args.attribution, task=args.task,
         input_spec=input_spec_of(args), trust_code=args.trust_code,
-        gradcam_layer=args.gradcam_layer)
+        gradcam_layer=args.gradcam_layer, metadata=getattr(args, "metadata", None))
 
 
 def print_summary(session, records, seconds: float) -> None:
@@ -222,6 +234,62 @@ def list_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_fail_on(values: list[str]) -> dict[str, int]:
+    """``["label_issues:10", ...]`` -> ``{"label_issues": 10}``; a bad value is a ConfigError."""
+    from analysis.insights import KINDS
+
+    out = {}
+    for value in values:
+        kind, _, count = value.partition(":")
+        if kind not in KINDS or not count.isdigit():
+            raise ConfigError(f"--fail-on {value!r}: use KIND:COUNT with KIND one of "
+                              f"{', '.join(KINDS)} and COUNT a whole number, e.g. "
+                              "label_issues:10.")
+        out[kind] = int(count)
+    return out
+
+
+def write_insights(session, out: str | None, thresholds: dict[str, int]) -> int:
+    """Print the insights, write them as JSON, and return 1 when a threshold is crossed."""
+    import json
+    from pathlib import Path
+
+    insights = session.insights()
+    for ins in insights:
+        print(f"[{ins.severity:6s}] {ins.kind:15s} {ins.n:7,d}  {ins.title}")
+    if not insights:
+        print("no insights")
+    if out:
+        path = Path(out)
+        if not path.parent.exists():
+            raise ConfigError(f"--out {out}: folder {path.parent} does not exist.")
+        path.write_text(json.dumps([json_ready(i.to_dict()) for i in insights], indent=1,
+                                   allow_nan=False))
+        print(f"wrote {out}")
+    failed = 0
+    for kind, limit in thresholds.items():
+        count = sum(i.n for i in insights if i.kind == kind)
+        if count > limit:
+            print(f"FAIL: {kind}: {count} samples (threshold {limit})", file=sys.stderr)
+            failed = 1
+    return failed
+
+
+def json_ready(value):
+    """``value`` with numpy scalars as Python numbers and NaN/inf as ``None`` (strict JSON)."""
+    import math
+
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, str):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def args_method(session) -> str:
     return session.engine.config("attribution").method
 
@@ -243,8 +311,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "ood" and not args.extra_dataset:
             raise ConfigError("analysis ood needs at least one --extra-dataset "
                               "(e.g. fashion-mnist).")
+        thresholds = parse_fail_on(args.fail_on) if args.command == "insights" else {}
         session = open_session(args)
         records = session.run()
+        if args.command == "insights":
+            return write_insights(session, args.out, thresholds)
         if args.command == "run":
             print_summary(session, records, time.perf_counter() - started)
         elif args.command == "ood":

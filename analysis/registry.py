@@ -7,6 +7,10 @@ turns its artifact into per-sample columns for the sample table.
 
 Steps that do not read the model (``uses_model = False``) are keyed without
 the model's fingerprint, so a new checkpoint reuses them.
+
+A step may declare its columns (``declares``: :class:`Column` records with a
+kind, a unit and a plain-words description); :func:`column_info` finds the
+declaration of a column over all registered steps.
 """
 
 from __future__ import annotations
@@ -25,6 +29,48 @@ if TYPE_CHECKING:
     from analysis.datasets import ImageDataset
     from cache import Artifact
     from models.checkpoint import LoadedModel
+
+
+COLUMN_KINDS = ("numeric", "class", "bool", "text", "id")
+
+
+@dataclass(frozen=True)
+class Column:
+    """The declaration of one per-sample column a step produces.
+
+    Attributes
+    ----------
+    name : str
+        The column's name in the sample table (snake_case).
+    kind : str
+        ``"numeric"``, ``"class"`` (a class index), ``"bool"``, ``"text"`` or ``"id"``.
+    unit : str
+        The unit, in plain words (``"px"``, ``"degrees"``, ``"0-1"``); ``""`` for none.
+    description : str
+        What the value means, in plain words (one sentence).
+    worse : str or None
+        ``"higher"`` or ``"lower"`` when one direction is worse (more suspicious,
+        more unusual); ``None`` when neither is.
+    interpretable : bool
+        Whether the column is metadata a person can reason with, usable to
+        explain a slice (image measurements, user metadata) rather than a
+        model score.
+    """
+
+    name: str
+    kind: str
+    unit: str = ""
+    description: str = ""
+    worse: str | None = None
+    interpretable: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind not in COLUMN_KINDS:
+            raise ValueError(f"column {self.name!r}: kind {self.kind!r} is not one of "
+                             f"{', '.join(COLUMN_KINDS)}")
+        if self.worse not in ("higher", "lower", None):
+            raise ValueError(f"column {self.name!r}: worse must be 'higher', 'lower' or None, "
+                             f"got {self.worse!r}")
 
 
 @dataclass
@@ -62,6 +108,9 @@ class Step:
     uses_model: ClassVar[bool] = True
     # Steps whose key includes the in-distribution (reference) artifacts.
     uses_reference: ClassVar[tuple[str, ...]] = ()
+    # The columns ``columns`` returns, declared (see :class:`Column`); steps
+    # whose columns depend on the data (user metadata) also override ``declared``.
+    declares: ClassVar[tuple[Column, ...]] = ()
 
     @dataclass(frozen=True)
     class Config:
@@ -78,6 +127,11 @@ class Step:
     def columns(self, artifact: Artifact, config: Any) -> dict[str, np.ndarray]:
         """Per-sample columns (each ``(N,)``) for the sample table; none by default."""
         return {}
+
+    @classmethod
+    def declared(cls) -> tuple[Column, ...]:
+        """The column declarations known now (``declares`` by default)."""
+        return cls.declares
 
 
 STEPS: dict[str, type[Step]] = {}
@@ -118,16 +172,39 @@ def all_steps() -> list[str]:
     return list(STEPS)
 
 
+def column_info(name: str) -> Column | None:
+    """The declaration of column ``name`` over all registered steps, or ``None``.
+
+    Head-suffixed names (``"col@head"``) fall back to the declaration of ``col``.
+    """
+    _load_builtin_steps()
+    base = name.split("@", 1)[0]
+    found = None
+    for cls in STEPS.values():
+        for col in cls.declared():
+            if col.name == name:
+                return col
+            if col.name == base and found is None:
+                found = col
+    return found
+
+
 def _load_builtin_steps() -> None:
     # Importing the modules registers their steps; done lazily so importing the
     # registry stays cheap.
-    from analysis.steps import (  # noqa: F401  # noqa: F401
+    from analysis.steps import (  # noqa: F401
         attribution,
         centroids,
+        duplicates,
+        image_metadata,
         inference,
+        label_issues,
         mc_dropout,
         neighbors,
         ood,
+        outliers,
         preprocessing,
         projection,
+        slices,
+        user_metadata,
     )

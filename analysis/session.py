@@ -34,11 +34,13 @@ log = logging.getLogger(__name__)
 ATTRIBUTION_VERSION = 2  # 2: per head
 
 
-def plan_steps(mc_samples: int, projections: Sequence[str], extra: bool = False) -> list[str]:
+def plan_steps(mc_samples: int, projections: Sequence[str], extra: bool = False,
+               metadata: bool = False) -> list[str]:
     """The steps of a full run, in dependency order.
 
     ``extra=True`` plans an extra (out-of-distribution) dataset: its own
     per-sample steps plus the joint maps with the in-distribution set.
+    ``metadata=True`` adds the ``--metadata`` functions' step to the main dataset's.
     """
     unknown = set(projections) - set(PROJECTIONS)
     if unknown:
@@ -50,8 +52,10 @@ def plan_steps(mc_samples: int, projections: Sequence[str], extra: bool = False)
     steps += ["pixel_centroids", "centroids", "neighbors", "distances"]
     if mc_samples > 0:
         steps.append("mc_distances")
-    if not extra:
-        return steps + list(projections)
+    if not extra:  # image measurements and per-sample insight scores
+        steps += ["image_metadata", *(["user_metadata"] if metadata else []), "label_issues",
+                  "duplicates", "outliers"]
+        return steps + list(projections) + ["slices"]
     from analysis.steps.ood import JOINT_MAPS
 
     steps.append("joint_neighbors")
@@ -88,13 +92,17 @@ class AnalysisSession:
     gradcam_layer : str, optional
         GradCAM's layer (a name of :func:`analysis.attribution.conv_layer_choices`);
         default: the output of the last convolutional block.
+    metadata : str, optional
+        ``package.module:functions``, your own per-sample metadata functions (see
+        :mod:`analysis.steps.user_metadata`); imported here.
     """
 
     def __init__(self, model: LoadedModel, dataset: ImageDataset, store: ArtifactStore,
                  device: str = "auto", *, mc_samples: int | None = None, k: int = 10,
                  projections: Sequence[str] = PROJECTIONS, progress: bool = True,
                  extra_datasets: Sequence[ImageDataset] = (),
-                 attribution: str | None = None, gradcam_layer: str | None = None) -> None:
+                 attribution: str | None = None, gradcam_layer: str | None = None,
+                 metadata: str | None = None) -> None:
         if mc_samples is None:
             mc_samples = 20 if has_dropout(model) else 0
         elif mc_samples > 0 and not has_dropout(model):
@@ -114,8 +122,12 @@ class AnalysisSession:
         self.mc_samples = mc_samples
         self.k = k
         self.projections = tuple(projections)
-        self.steps = plan_steps(mc_samples, self.projections)
+        self.steps = plan_steps(mc_samples, self.projections, metadata=bool(metadata))
         options = {"mc_dropout": {"samples": mc_samples}, "neighbors": {"k": k}}
+        if metadata:
+            from analysis.steps.user_metadata import metadata_options
+
+            options["user_metadata"] = metadata_options(metadata)
         if gradcam_layer:
             resolve_gradcam_layer(model, gradcam_layer, dataset.images.shape[1:])
         self.gradcam_layer = gradcam_layer or None
@@ -128,6 +140,7 @@ class AnalysisSession:
         self.options = options
         self.engine = Engine(model, dataset, store, self.device, options, progress=progress)
         self.extras: dict[str, Engine] = {}
+        self._insights: dict[tuple, list] = {}
         self.extra_steps = plan_steps(mc_samples, self.projections, extra=True)
         for extra in extra_datasets:
             self.add_extra(extra)
@@ -371,6 +384,28 @@ class AnalysisSession:
                              metadata=meta, layer=layer if method == "gradcam" else None)[0]
         self.store.put(key, Artifact({"heatmap": heat}))
         return heat
+
+    # -- insights ------------------------------------------------------------------------------
+    def insights(self) -> list:
+        """Every :class:`~analysis.insights.Insight` of this run, most severe first
+        (see :func:`analysis.insights.collect_insights`); computed once per set of
+        open datasets."""
+        from analysis.insights import collect_insights
+
+        key = tuple(self.extras)
+        if key not in self._insights:
+            self._insights[key] = collect_insights(self)
+        return list(self._insights[key])
+
+    def explain(self, indices: Sequence[int] | np.ndarray, dataset: str | None = None,
+                head: str | None = None):
+        """Why the samples ``indices`` ((M,) row indices) stand out, as an
+        :class:`~analysis.insights.Insight` of kind ``selection``: the metadata that
+        distinguishes them (:func:`analysis.explain.explain`), error rate and mean loss
+        inside vs outside with Fisher's test, the samples worst (highest loss) first."""
+        from analysis.insights import explain_selection
+
+        return explain_selection(self.table(dataset, head=head), indices)
 
     # -- run metadata --------------------------------------------------------------------------
     @property

@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "use the same value as `python -m analysis run` to reuse its results")
     p.add_argument("--projection", nargs="*", default=["umap", "tsne"],
                    choices=["umap", "tsne"], help="2D maps to compute (default both)")
+    p.add_argument("--metadata", default=None, metavar="PKG.MODULE:FUNCTIONS",
+                   help="your own per-sample metadata functions (see python -m analysis "
+                        "run --help); their meta_* columns appear everywhere")
     add_input_args(p)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--runs-dir", default="runs", metavar="DIR",
@@ -80,7 +83,7 @@ def config_from_args(args: argparse.Namespace) -> DashboardConfig:
         host=args.host, port=args.port, debug=args.debug, progress=not args.quiet,
         runs_dir=args.runs_dir, mc_samples=args.mc_samples,
         projections=tuple(args.projection), input_size=args.input_size, mean=args.mean,
-        std=args.std, task=args.task, trust_code=args.trust_code)
+        std=args.std, task=args.task, trust_code=args.trust_code, metadata=args.metadata)
 
 
 def ensure_default_run(config: DashboardConfig, explicit: bool) -> None:

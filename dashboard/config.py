@@ -49,6 +49,7 @@ class DashboardConfig:
     std: str | None = None
     task: str | None = None
     trust_code: bool = False
+    metadata: str | None = None  # --metadata package.module:functions
 
     @property
     def cache_path(self) -> Path:
@@ -83,7 +84,7 @@ def open_runs(config: DashboardConfig):
             data_root=config.data_root, cache_dir=config.cache_dir, device=config.device,
             limit=config.limit, extra_datasets=config.extra_datasets, progress=config.progress,
             mc_samples=config.mc_samples, projections=config.projections, task=config.task,
-            trust_code=config.trust_code,
+            trust_code=config.trust_code, metadata=config.metadata,
             input_spec=spec_from_flags(config.input_size, config.mean, config.std))
         session.run()
         registry.add(session, checkpoint)

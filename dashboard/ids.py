@@ -132,3 +132,15 @@ IN_UNCERTAINTY_SCORE = "in-uncertainty-score"          # ranks the most-uncertai
 IN_MOST_UNCERTAIN_GALLERY = "in-most-uncertain-gallery"
 OOD_SECTION = "ood-section"                            # hidden while no extra dataset is open
 OOD_HINT = "ood-hint"                                  # how to open one, when none is
+
+# -- insights (/insights) ----------------------------------------------------------------------
+INSIGHTS_LIST = "insights-list"            # one card per insight, ranked
+INSIGHTS_STATUS = "insights-status"        # "finding insights…" while the job runs
+INSIGHTS_MESSAGE = "insights-message"
+INSIGHTS_QUERY = "insights-query"          # {"explain": bool} from the URL (?explain=1)
+INSIGHT_SELECT = "insight-select"          # pattern-matching type: {"type", "index"}
+EXPLAIN_CARD = "explain-card"              # the "Explain selection" card at the top
+EXPLAIN_STATUS = "explain-status"
+EXPLAIN_CURRENT = "explain-current"        # button: explain the shared selection now
+EXPLAIN_SELECTION = "explain-selection"    # the Population page's "Explain this selection"
+INSIGHT_CARD = "insight"                   # + "-<rank>": the card of the rank-th insight

@@ -400,9 +400,15 @@ UNITS = {
 
 
 def column_title(name: str) -> str:
-    """``name (unit)`` for axis and colour-bar titles."""
+    """``name (unit)`` for axis and colour-bar titles (the unit a step declares when it is
+    not one of :data:`UNITS`; see :func:`analysis.registry.column_info`)."""
+    from analysis.registry import column_info
+
     if name in UNITS:
         return f"{name} ({UNITS[name]})"
+    declared = column_info(name)
+    if declared is not None and declared.unit:
+        return f"{name} ({declared.unit})"
     if name.startswith("pixel_"):
         return f"{name} (L2, pixels in [0, 1])"
     if name.startswith("embedding_"):

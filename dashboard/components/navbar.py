@@ -8,7 +8,7 @@ from dash import Input, Output, State, dcc, html
 
 from dashboard import ids
 
-PAGES = (("Population", "/"), ("Samples", "/samples"),
+PAGES = (("Population", "/"), ("Insights", "/insights"), ("Samples", "/samples"),
          ("Sample", "/sample"), ("Errors", "/errors"),
          ("Uncertainty & OOD", "/uncertainty"), ("Loss vs metadata", "/metadata"),
          ("Training", "/training"), ("Experiments", "/experiments"),

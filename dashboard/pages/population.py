@@ -59,6 +59,9 @@ def layout(color: str | None = None, size: str | None = None, projection: str | 
                          dcc.Tooltip(id=ids.POPULATION_TOOLTIP, className="loupe-tooltip")),
                     lg=8),
             dbc.Col(card("Selection", html.Div(id=ids.SELECTION_SUMMARY),
+                         dcc.Link("Explain this selection", id=ids.EXPLAIN_SELECTION,
+                                  href="/insights?explain=1",
+                                  className="btn btn-sm btn-outline-primary mb-2"),
                          html.Div(id=ids.SELECTION_GRID)), lg=4),
         ], className="g-3"),
     ])

@@ -7,7 +7,16 @@ import dataclasses
 import pytest
 
 from analysis.errors import ConfigError
-from analysis.registry import STEPS, all_steps, get_step, make_config, register
+from analysis.registry import (
+    STEPS,
+    Column,
+    Step,
+    all_steps,
+    column_info,
+    get_step,
+    make_config,
+    register,
+)
 
 CORE = {"inference", "mc_dropout", "pixel_centroids", "centroids", "neighbors", "umap", "tsne",
         "attribution"}
@@ -41,3 +50,27 @@ def test_registering_a_name_twice_is_refused():
     cls = STEPS["inference"]
     with pytest.raises(ValueError, match="registered twice"):
         register(cls)
+
+
+def test_column_info_finds_a_declared_column_and_its_head_variant():
+    class Declaring(Step):
+        name = "test_declaring_step"
+        declares = (Column("test_thing", "numeric", unit="px", description="A thing.",
+                           worse="higher", interpretable=True),)
+
+    register(Declaring)
+    try:
+        col = column_info("test_thing")
+        assert col is not None and col.unit == "px" and col.worse == "higher"
+        assert column_info("test_thing@digit") is col  # per-head names fall back to the base
+        assert column_info("no_such_column") is None
+    finally:
+        del STEPS["test_declaring_step"]
+    assert column_info("test_thing") is None
+
+
+def test_column_refuses_unknown_kinds_and_directions():
+    with pytest.raises(ValueError, match="kind 'float'"):
+        Column("x", "float")
+    with pytest.raises(ValueError, match="worse must be"):
+        Column("x", "numeric", worse="up")

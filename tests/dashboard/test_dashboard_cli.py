@@ -87,3 +87,16 @@ def test_app_registers_every_page_and_leaks_no_path(app, registry, analysed_sess
                                   "/training", "/export", "/no-such-page"])
 def test_every_url_is_served(app, path):
     assert app.server.test_client().get(path).status_code == 200
+
+
+def test_metadata_flag_reaches_the_session(tiny_run, digits, tmp_path, caplog):
+    args = cli.build_parser().parse_args(["--metadata", "pkg.meta:functions"])
+    assert cli.config_from_args(args).metadata == "pkg.meta:functions"
+    # opening imports the named module: a missing one is one message, before any step runs
+    caplog.set_level(logging.ERROR)
+    code = cli.main(["--checkpoint", str(tiny_run), "--dataset", digits, "--limit", "50",
+                     "--cache-dir", str(tmp_path / "c"), "--quiet", "--metadata",
+                     "no_such_pkg_xyz.meta:functions"])
+    assert code == 2
+    assert any("--metadata 'no_such_pkg_xyz.meta:functions': cannot import" in r.getMessage()
+               for r in caplog.records)

@@ -86,6 +86,20 @@ def test_columns(entry):
     assert "pixels" in column_title("pixel_dist_label")
 
 
+def test_declared_columns_are_offered_with_their_units(entry):
+    # image measurements and insight scores: offered like built-in columns, titled with
+    # the unit their step declares (analysis.registry.column_info)
+    table = entry.table
+    numeric, colors = numeric_columns(table), color_columns(table)
+    for col in ("stroke_thickness", "slant", "holes", "label_issue_score", "outlier_score",
+                "near_duplicate_distance"):
+        assert col in numeric and col in colors, col
+    assert "is_label_issue" in colors and "duplicate_of" not in numeric
+    assert column_title("slant") == "slant (degrees)"
+    assert column_title("stroke_thickness") == "stroke_thickness (px)"
+    assert column_title("no_such_column") == "no_such_column"
+
+
 def test_registry_hangs_on_the_app(app, registry):
     from dash._get_app import app_context  # what Dash sets while it runs a callback
 

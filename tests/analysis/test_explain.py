@@ -1,0 +1,110 @@
+"""explain() and compare_groups() against hand-written evaluations on data generated here."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import fisher_exact
+from sklearn.metrics import mutual_info_score
+
+from analysis.errors import ConfigError
+from analysis.explain import bin_codes, bin_table, compare_groups, explain, quantile_edges
+
+
+def planted_table(n: int = 5000, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+    """Generated: a class column, one informative number (thin), noise; the group is
+    "label 7 and thickness below 1.5"."""
+    rng = np.random.default_rng(seed)
+    label = rng.integers(0, 10, n)
+    thickness = rng.normal(2.0, 0.4, n)
+    table = pd.DataFrame({
+        "label": label, "label_name": np.array([f"digit {i}" for i in range(10)])[label],
+        "pred": label, "thickness": thickness, "noise": rng.normal(size=n),
+        "loss": rng.random(n), "correct": rng.random(n) > 0.05,
+    })
+    inside = (label == 7) & (thickness < 1.5)
+    return table, inside
+
+
+def test_explain_names_the_planted_columns_with_hand_computed_mi_and_lift():
+    table, inside = planted_table()
+    ev = explain(table, inside, ["label", "thickness", "noise"])
+    assert [e.column for e in ev] == ["label", "thickness"]  # noise is not significant
+    # Hand evaluation: MI of the quantile-binned column with membership, and the lift.
+    edges = quantile_edges(table["thickness"].to_numpy())
+    codes = bin_codes(table["thickness"].to_numpy(), edges)
+    thick = next(e for e in ev if e.column == "thickness")
+    assert thick.score == pytest.approx(mutual_info_score(codes, inside))
+    in_bin0 = codes == 0
+    assert thick.lift == pytest.approx(inside[in_bin0].mean() / inside.mean())
+    assert thick.condition == f"thickness < {edges[0]:.4g}"
+    assert thick.inside == pytest.approx(table["thickness"][inside].mean())
+    assert thick.outside == pytest.approx(table["thickness"][~inside].mean())
+    lab = ev[0]
+    assert lab.inside == "digit 7" and lab.condition == "label == 7"
+    assert lab.score == pytest.approx(mutual_info_score(table["label"], inside))
+    assert lab.lift == pytest.approx(1 / (table["label"] == 7).mean())
+
+
+def test_bin_conditions_reproduce_the_bins_as_queries():
+    table, _ = planted_table()
+    (col,) = bin_table(table, ["thickness"])
+    for code, condition in enumerate(col.values[:-1]):  # the last code is NaN's
+        assert np.array_equal(table.eval(condition).to_numpy(), col.codes == code)
+
+
+def test_binned_once_gives_the_same_answer():
+    table, inside = planted_table()
+    b = bin_table(table, ["label", "thickness", "noise"])
+    assert explain(table, inside, binned=b) == explain(table, inside,
+                                                        ["label", "thickness", "noise"])
+
+
+def test_empty_or_full_group_has_no_explanation_and_bad_input_is_refused():
+    table, _ = planted_table(200)
+    assert explain(table, np.zeros(200, bool), ["label"]) == ()
+    assert explain(table, np.ones(200, bool), ["label"]) == ()
+    with pytest.raises(ConfigError, match="shape"):
+        explain(table, np.zeros(5, bool), ["label"])
+    with pytest.raises(ConfigError, match="no column"):
+        explain(table, np.zeros(200, bool) | (np.arange(200) < 9), ["nope"])
+
+
+def test_compare_groups_matches_hand_counts_and_fisher():
+    table, inside = planted_table()
+    table.loc[inside, "correct"] = np.arange(inside.sum()) % 2 == 0  # half wrong inside
+    err = ~table["correct"].to_numpy()
+    out = compare_groups(table, inside, alternative="greater")
+    a, b = err[inside].sum(), (~err[inside]).sum()
+    c, d = err[~inside].sum(), (~err[~inside]).sum()
+    assert out["n"] == inside.sum() and out["errors"] == a
+    assert out["error_rate_inside"] == pytest.approx(a / (a + b))
+    assert out["error_rate_outside"] == pytest.approx(c / (c + d))
+    assert out["excess_errors"] == pytest.approx(a - (a + b) * c / (c + d))
+    assert out["mean_loss_inside"] == pytest.approx(table["loss"][inside].mean())
+    assert out["p_value"] == pytest.approx(fisher_exact([[a, b], [c, d]], "greater").pvalue)
+    assert out["p_value"] < 1e-10
+
+
+def test_explain_is_fast_on_70k_rows():
+    rng = np.random.default_rng(1)
+    n = 70_000
+    table = pd.DataFrame({"label": rng.integers(0, 10, n), "pred": rng.integers(0, 10, n),
+                          "loss": rng.random(n), "correct": rng.random(n) > 0.02})
+    cols = ["label", "pred"]
+    for i in range(12):
+        table[f"m{i}"] = rng.normal(size=n).astype(np.float32)
+        cols.append(f"m{i}")
+    inside = ((table["label"] == 7) & (table["m0"] < -0.8)).to_numpy()
+    explain(table, inside, cols)  # warm-up (imports)
+    times = []
+    for _ in range(5):
+        t = time.perf_counter()
+        explain(table, inside, cols)
+        compare_groups(table, inside)
+        times.append(time.perf_counter() - t)
+    # The target is 200 ms (measured ~55 ms here); the bound leaves room for a busy CI box.
+    assert np.median(times) < 0.6

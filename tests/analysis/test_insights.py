@@ -1,0 +1,123 @@
+"""collect_insights and the per-kind builders: generated tables checked by hand, and the
+tiny real-digit session end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.insights import (
+    explain_selection,
+    grade,
+    imbalance_insights,
+    label_issue_insights,
+    leakage_insight,
+    outlier_insights,
+)
+
+
+def generated_table(n: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Generated: 3 classes (class 2 rare), a label-issue flag on 15 samples, an outlier
+    score whose top 1% are all wrong."""
+    rng = np.random.default_rng(seed)
+    label = rng.choice(3, n, p=[0.45, 0.45, 0.10])
+    correct = rng.random(n) > 0.05
+    score = rng.random(n)
+    top = np.argsort(-score)[:10]
+    correct[top] = False
+    issue = np.zeros(n, bool)
+    issue[:15] = True
+    return pd.DataFrame({
+        "sample_id": [f"d:test:{i}" for i in range(n)], "label": label,
+        "label_name": np.array(["a", "b", "c"])[label], "pred": label, "correct": correct,
+        "loss": rng.random(n), "outlier_score": score, "is_label_issue": issue,
+        "label_issue_score": np.where(issue, 0.9, 0.1) + rng.random(n) * 0.01,
+        "suggested_label": (label + 1) % 3})
+
+
+def test_grade():
+    assert [grade(v, 0.1, 0.03) for v in (0.2, 0.05, 0.01)] == ["high", "medium", "low"]
+
+
+def test_imbalance_counts_and_per_class_accuracy():
+    table = generated_table()
+    (ins,) = imbalance_insights(table)
+    counts = table["label"].value_counts()
+    assert ins.stats["ratio"] == pytest.approx(counts.max() / counts.min())
+    assert ins.n == counts.min() and ins.rule == "label == 2"
+    assert ins.metrics["accuracy c"][0] == pytest.approx(table["correct"][table.label == 2].mean())
+    assert ins.severity == grade(ins.stats["ratio"], 10, 3)
+    balanced = table.assign(label=np.arange(len(table)) % 3)
+    assert imbalance_insights(balanced) == []
+
+
+def test_outliers_are_the_top_percent_and_graded_by_their_errors():
+    table = generated_table()
+    (ins,) = outlier_insights(table)
+    top = table.nlargest(10, "outlier_score")
+    assert ins.n == 10 and set(ins.sample_ids) == set(top["sample_id"])
+    assert ins.sample_ids[0] == top["sample_id"].iloc[0]  # highest score first
+    assert ins.metrics["error_rate"][0] == 1.0 and ins.severity == "medium"
+    assert np.array_equal(table.eval(ins.rule).to_numpy(),
+                          table["sample_id"].isin(top["sample_id"]).to_numpy())
+
+
+def test_label_issues_sorted_by_score_with_a_suggestion():
+    table = generated_table()
+    (ins,) = label_issue_insights(table)
+    assert ins.title == "15 samples look mislabelled" and ins.n == 15
+    scores = table.set_index("sample_id").loc[list(ins.sample_ids), "label_issue_score"]
+    assert list(scores) == sorted(scores, reverse=True)
+    assert ins.severity == "high"  # 1.5% of the samples
+    assert "suggested_label" in ins.suggestion
+    assert label_issue_insights(table.assign(is_label_issue=False)) == []
+
+
+def test_leakage_counts_test_samples():
+    class DS:
+        def __init__(self, split, n):
+            self.split, self.key, self.n = split, f"d:{split}", n
+
+        def __len__(self):
+            return self.n
+
+    pairs = [("d:test:1", "d:train:5", 0.0), ("d:test:1", "d:train:9", 0.05),
+             ("d:test:2", "d:train:7", 0.0)]
+    (ins,) = leakage_insight(DS("test", 100), DS("train", 1000), pairs)
+    assert ins.kind == "leakage" and ins.share == 0.02 and ins.severity == "high"
+    assert ins.stats == {"pairs": 3, "exact_pairs": 2}
+    assert leakage_insight(DS("test", 100), DS("train", 1000), []) == []
+
+
+def test_explain_selection_checks_range():
+    from analysis.errors import ConfigError
+
+    table = generated_table()
+    ins = explain_selection(table, [3, 1, 2])
+    assert ins.kind == "selection" and ins.n == 3
+    with pytest.raises(ConfigError, match="out of range"):
+        explain_selection(table, [len(table)])
+
+
+def test_session_insights_end_to_end(tiny_session):
+    insights = tiny_session.insights()
+    assert insights is not tiny_session.insights() and insights == tiny_session.insights()
+    order = {"high": 0, "medium": 1, "low": 2}
+    assert [order[i.severity] for i in insights] == sorted(order[i.severity] for i in insights)
+    table = tiny_session.table()
+    assert "slice" in table
+    json.dumps([i.to_dict() for i in insights])  # the CLI's output
+    for ins in insights:
+        assert ins.n == len(ins.sample_ids) or ins.kind in ("ood", "leakage")
+        if ins.kind in ("slice", "cluster"):
+            inside = table["sample_id"].isin(ins.sample_ids).to_numpy()
+            rate = 1 - table["correct"][inside].mean()
+            assert ins.metrics["error_rate"][0] == pytest.approx(rate)
+            assert (table["slice"][inside] <= ins.stats["rank"]).all()
+            if ins.rule:
+                assert np.array_equal(table.eval(ins.rule).to_numpy(), inside)
+    sel = tiny_session.explain(np.arange(20))
+    assert sel.kind == "selection" and sel.n == 20
