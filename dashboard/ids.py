@@ -114,3 +114,9 @@ RUNS_DIFF_SPINNER = "runs-diff-spinner"    # shown while the map's job runs, wit
 RUNS_DIFF_STATUS = "runs-diff-status"
 RUNS_BODY = "runs-body"                    # everything but the message (hidden without runs)
 EXPERIMENTS_MESSAGE = "experiments-message"
+
+# -- polish (appended) ---------------------------------------------------------------------------
+CELL_EMPTY = "cell-empty"                  # "No samples with true X predicted as Y."
+SIZE_NOTE = "population-size-note"         # what the marker size means
+RUNS_DIFF_PENDING = "runs-diff-pending"    # "Computing the diff of A vs B…" while it runs
+RUNS_DIFF_PENDING_TEXT = "runs-diff-pending-text"
