@@ -17,7 +17,7 @@ import pandas as pd
 from dash import html
 
 from dashboard import ids
-from dashboard.components.gallery import sample_href
+from dashboard.components.gallery import caption_children, sample_href
 from dashboard.components.navbar import head_box_style
 from dashboard.components.navbar import head_choices as navbar_head_choices
 from dashboard.figures import empty_figure
@@ -104,7 +104,11 @@ def shown_runs(catalog: RunCatalog, store: dict | None) -> list[str]:
 
 
 def curves_figure(catalog: RunCatalog, keys: Sequence[str]) -> go.Figure:
-    return runs_curves_figure([(k, catalog.history(k)) for k in keys])
+    """The ticked runs' curves; a run's colour is its position in the whole run list, so
+    it does not change with which runs are ticked or in what order."""
+    position = {k: n for n, k in enumerate(catalog.folders())}
+    return runs_curves_figure([(k, catalog.history(k)) for k in keys],
+                              [position.get(k, n) for n, k in enumerate(keys)])
 
 
 def summaries_view(catalog: RunCatalog, keys: Sequence[str]) -> list:
@@ -227,7 +231,8 @@ def flip_gallery(session: AnalysisSession, frame: pd.DataFrame,
         idx = idx[np.argsort(sign * delta[idx], kind="stable")][:GALLERY_SIZE]
         thumbs = [flip_thumb(session, frame, int(i), names, flip == TO_WRONG) for i in idx]
         count = int((frame["flip"] == flip).sum())
-        shown = f" (the {len(idx)} largest loss changes)" if count > len(idx) else ""
+        shown = f" (showing {len(idx)} of {count}, largest loss change first)" \
+            if count > len(idx) else ""
         sections += [html.Div([html.B(title), f": {count}{shown}"], className="small mb-1"),
                      html.Div(thumbs or html.Span("None.", className="text-muted small"),
                               className="loupe-gallery mb-3")]
@@ -244,7 +249,8 @@ def flip_thumb(session: AnalysisSession, frame: pd.DataFrame, i: int, names: np.
     if not to_wrong:
         style.update(borderColor="#a3cfbb", background="#f3faf6")
     return html.Div([html.Img(src=image_data_uri(session.dataset.images[i], 2), alt=sid),
-                     html.Span(f"A {names[row['pred_a']]} · B {names[row['pred_b']]}",
+                     html.Span(caption_children(f"run A: {names[row['pred_a']]}\n"
+                                                f"run B: {names[row['pred_b']]}"),
                                className="cap")],
                     id={"type": ids.RUNS_DIFF_THUMB, "index": i}, n_clicks=0, title=title,
                     role="button", className="loupe-thumb" + (" wrong" if to_wrong else ""),
