@@ -49,7 +49,7 @@ def layout(color: str | None = None, size: str | None = None, projection: str | 
                  html.Div(id=ids.SIZE_NOTE, className="text-muted",
                           style={"fontSize": "11px"})],
                 md=4),
-    ], className="g-2 align-items-end")
+    ], className="g-2 align-items-start")
     return html.Div([
         dcc.Store(id=QUERY_STORE, data={"color": color, "size": size, "projection": projection}),
         html.Div(id=ids.POPULATION_MESSAGE),
