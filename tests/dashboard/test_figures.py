@@ -133,6 +133,14 @@ def test_size_by_a_skewed_loss_is_not_mostly_dots():
     assert sizes[np.argmax(loss)] == pytest.approx(hi)
 
 
+def test_percentile_rank_by_hand():
+    from dashboard.figures.population import percentile_rank
+
+    # Sorted: 1 (rank 0), 2 and 2 (ranks 1 and 2: mean 1.5), 3 (rank 3); divided by n - 1.
+    np.testing.assert_allclose(percentile_rank(np.array([3.0, 1.0, 2.0, 2.0])),
+                               [1.0, 0.0, 0.5, 0.5])
+
+
 def test_size_spec_none_is_a_constant():
     assert np.ndim(figures.size_spec(None)) == 0
 
