@@ -55,16 +55,25 @@ TABLE_COLUMNS = (("key", "run", None), ("arch", "architecture", None), ("dataset
                  ("status", "status", None), ("problem", "problem", None))
 
 
-def table_columns() -> list[dict]:
-    """``DataTable`` columns: numbers stay numbers (so sorting is numeric), formatted."""
-    from dash.dash_table.Format import Format, Group, Scheme
+# d3-format specifiers (dash-ag-grid ships d3-format) of TABLE_COLUMNS' formats.
+D3_FORMATS = {"int": ",d", "pct": ".2%", "f4": ".4f", "f1": ".1f"}
 
-    formats = {"int": Format(group=Group.yes), "pct": Format(precision=2, scheme=Scheme.percentage),
-               "f4": Format(precision=4, scheme=Scheme.fixed),
-               "f1": Format(precision=1, scheme=Scheme.fixed)}
-    return [{"id": cid, "name": name, **({"type": "numeric", "format": formats[fmt]} if fmt
-                                         else {"type": "text"})}
-            for cid, name, fmt in TABLE_COLUMNS]
+
+def table_columns() -> list[dict]:
+    """dash-ag-grid ``columnDefs``: numbers stay numbers (so sorting is numeric), shown
+    formatted (an empty cell for a missing value)."""
+    out = []
+    for cid, name, fmt in TABLE_COLUMNS:
+        col = {"field": cid, "headerName": name, "sortable": True}
+        if fmt:
+            col.update(type="numericColumn", cellDataType="number", valueFormatter={
+                "function": f"params.value == null ? '' : "
+                            f"d3.format('{D3_FORMATS[fmt]}')(params.value)"})
+        else:
+            col.update(cellDataType="text")
+        out.append(col)
+    out[0].update(pinned="left")  # the run name stays in view when scrolling sideways
+    return out
 
 
 def table_records(frame: pd.DataFrame) -> list[dict]:
@@ -83,12 +92,22 @@ def _missing(value) -> bool:
 
 
 def table_styles(frame: pd.DataFrame) -> list[dict]:
-    """Bold green for the best test accuracy."""
+    """``columnDefs`` with the best test accuracy in bold green (a ``cellStyle`` condition)."""
+    columns = table_columns()
     best = frame["best_test_acc"].max()
     if _missing(best):
-        return []
-    return [{"if": {"column_id": "best_test_acc", "filter_query": f"{{best_test_acc}} = {best}"},
-             "fontWeight": 700, "color": "#146c43"}]
+        return columns
+    for col in columns:
+        if col["field"] == "best_test_acc":
+            col["cellStyle"] = {"styleConditions": [{
+                "condition": f"params.value == {float(best)!r}",
+                "style": {"fontWeight": 700, "color": "#146c43"}}]}
+    return columns
+
+
+def ticked_runs(rows: Sequence[dict] | None) -> list[str]:
+    """The run names of the grid's ``selectedRows`` (malformed rows skipped)."""
+    return [r["id"] for r in rows or [] if isinstance(r, dict) and isinstance(r.get("id"), str)]
 
 
 def table_caption(frame: pd.DataFrame, runs_dir: str) -> str:
