@@ -55,7 +55,9 @@ def layout(**_ignored) -> html.Div:
                          # The tick boxes first, pinned with the run names.
                          "selectionColumnDef": {"pinned": "left"},
                          "ensureDomOrder": True, "domLayout": "autoHeight",
-                         "suppressCellFocus": True, "rowHeight": 32},
+                         "suppressCellFocus": True, "rowHeight": 32,
+                         # A dozen columns: all rendered (autoSize measures every one).
+                         "suppressColumnVirtualisation": True},
         style={"width": "100%"})
     swap = dbc.Button("swap A and B", id=ids.RUNS_SWAP, size="sm", color="secondary",
                       outline=True, disabled=True, className="ms-2")
