@@ -144,3 +144,9 @@ EXPLAIN_STATUS = "explain-status"
 EXPLAIN_CURRENT = "explain-current"        # button: explain the shared selection now
 EXPLAIN_SELECTION = "explain-selection"    # the Population page's "Explain this selection"
 INSIGHT_CARD = "insight"                   # + "-<rank>": the card of the rank-th insight
+
+# -- polish (appended) ---------------------------------------------------------------------------
+CELL_EMPTY = "cell-empty"                  # "No samples with true X predicted as Y."
+SIZE_NOTE = "population-size-note"         # what the marker size means
+RUNS_DIFF_PENDING = "runs-diff-pending"    # "Computing the diff of A vs B…" while it runs
+RUNS_DIFF_PENDING_TEXT = "runs-diff-pending-text"

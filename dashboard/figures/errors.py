@@ -18,13 +18,23 @@ def confusion_counts(labels: np.ndarray, preds: np.ndarray, num_classes: int) ->
     return cm
 
 
-def confusion_figure(labels: np.ndarray, preds: np.ndarray, class_names: Sequence[str]
+def confusion_figure(labels: np.ndarray, preds: np.ndarray, class_names: Sequence[str],
+                     highlight: tuple[int, int] | None = None, title: str | None = None
                      ) -> go.Figure:
     """Clickable confusion matrix.
 
     Colour is the share of each true class (row-normalised, log-like contrast
     via the off-diagonal emphasis), the text the raw count. ``customdata`` is
     not needed: a click reports the cell's (x, y) class names.
+
+    Parameters
+    ----------
+    labels, preds : (N,) int
+        Ground truth and prediction of the counted samples (all, or a selection).
+    class_names : sequence of str, length C
+    highlight : ``(true index, predicted index)`` of the cell whose samples are
+        shown: outlined in orange (``layout.shapes[0]``)
+    title : a line above the matrix (e.g. ``199 selected samples``)
     """
     n = len(class_names)
     cm = confusion_counts(labels, preds, n)
@@ -34,8 +44,16 @@ def confusion_figure(labels: np.ndarray, preds: np.ndarray, class_names: Sequenc
         z=np.sqrt(share).tolist(), x=names, y=names, text=cm.tolist(), texttemplate="%{text}",
         colorscale="Blues", showscale=False, xgap=1, ygap=1,
         hovertemplate="true %{y} → predicted %{x}: %{text} samples<extra></extra>"))
+    shapes = []
+    if highlight is not None:
+        t, p = (int(v) for v in highlight)
+        # Category axes put class k at k: the cell spans k - 0.5 .. k + 0.5.
+        shapes.append({"type": "rect", "xref": "x", "yref": "y", "x0": p - 0.5, "x1": p + 0.5,
+                       "y0": t - 0.5, "y1": t + 0.5, "line": {"color": "#fd7e14", "width": 3},
+                       "fillcolor": "rgba(0,0,0,0)"})
     fig.update_layout(**base_layout(
-        height=460, margin={"l": 70, "r": 10, "t": 30, "b": 60},
+        height=460, margin={"l": 70, "r": 10, "t": 30, "b": 60}, shapes=shapes,
+        title={"text": title or "", "font": {"size": 12}, "x": 0.01, "y": 0.99},
         xaxis={"title": {"text": "predicted class"}, "type": "category", "side": "bottom"},
         yaxis={"title": {"text": "ground-truth class"}, "type": "category",
                "autorange": "reversed", "scaleanchor": "x"},

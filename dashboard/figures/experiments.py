@@ -20,7 +20,8 @@ FLIP_TRACES = ((TO_WRONG, "correct → wrong", "triangle-down"),
 UNCHANGED_COLOR = "#c3c8ce"
 
 
-def runs_curves_figure(histories: Sequence[tuple[str, Sequence[dict]]]) -> go.Figure:
+def runs_curves_figure(histories: Sequence[tuple[str, Sequence[dict]]],
+                       color_slots: Sequence[int] | None = None) -> go.Figure:
     """Loss (nats) and accuracy (%) per epoch of several runs, overlaid.
 
     Parameters
@@ -29,6 +30,9 @@ def runs_curves_figure(histories: Sequence[tuple[str, Sequence[dict]]]) -> go.Fi
         ``history`` is ``run.json``'s list of dicts with ``epoch`` and
         ``{train,test}_{loss,acc}`` (accuracy in [0, 1]); a split missing from
         a run's history is skipped.
+    color_slots : one palette index per run (default: the run's position in
+        ``histories``); the page passes the run's position in the whole run
+        list, so a run keeps its colour whatever is ticked.
 
     Returns
     -------
@@ -40,8 +44,9 @@ def runs_curves_figure(histories: Sequence[tuple[str, Sequence[dict]]]) -> go.Fi
         return empty_figure("No training history: the runs have no run.json history.")
     fig = make_subplots(rows=1, cols=2, subplot_titles=("loss (lower is better)",
                                                         "accuracy (higher is better)"))
-    for n, (name, history) in enumerate(histories):
-        color = PALETTE[n % len(PALETTE)]
+    slots = list(range(len(histories))) if color_slots is None else list(color_slots)
+    for (name, history), slot in zip(histories, slots, strict=True):
+        color = PALETTE[int(slot) % len(PALETTE)]
         epochs = [h.get("epoch", e + 1) for e, h in enumerate(history)]
         for split, dash in SPLIT_DASH:
             loss = [h.get(f"{split}_loss") for h in history]
@@ -56,11 +61,23 @@ def runs_curves_figure(histories: Sequence[tuple[str, Sequence[dict]]]) -> go.Fi
             fig.add_trace(go.Scatter(
                 y=[None if a is None else a * 100 for a in acc], **common, showlegend=False,
                 hovertemplate=f"{name} {split}, epoch %{{x}}: %{{y:.2f}} %<extra></extra>"), 1, 2)
-    fig.update_xaxes(title_text="epoch", tickformat="d")
+    fig.update_xaxes(title_text="epoch", **epoch_ticks(histories))
     fig.update_yaxes(title_text="cross-entropy loss (nats)", row=1, col=1)
     fig.update_yaxes(title_text="accuracy (%)", row=1, col=2)
     fig.update_layout(**base_layout(height=400, legend={"title": {"text": "run · split"}}))
     return fig
+
+
+def epoch_ticks(histories: Sequence[tuple[str, Sequence[dict]]], most: int = 10) -> dict:
+    """Integer epoch ticks only (plotly's automatic ticks fall on half epochs, which
+    ``tickformat="d"`` then prints as ``1 2 2 3 3``): a whole-number step giving at
+    most ``most`` ticks."""
+    epochs = [h.get("epoch", e + 1) for _, history in histories
+              for e, h in enumerate(history)]
+    numbers = [e for e in epochs if isinstance(e, int | float) and np.isfinite(e)]
+    span = (max(numbers) - min(numbers)) if numbers else 0
+    step = max(1, int(np.ceil(span / most)))
+    return {"tickmode": "linear", "tick0": 0, "dtick": step, "tickformat": "d"}
 
 
 def flip_groups(flip: np.ndarray) -> list[np.ndarray]:

@@ -2,9 +2,14 @@
 
 Trace ``c`` holds the samples of ground-truth class ``c`` (``members[c]``), in
 index order; trace ``C`` (after the classes) is the highlight overlay (the
-clicked sample and its similars). Re-colouring and re-sizing only replace
-``marker.color`` / ``marker.size`` (see :func:`recolor_payload`), never the
-coordinates.
+clicked sample and its similars); traces ``C + 1 ..`` are legend keys (no
+points): the colours of a categorical colouring other than the true class
+(``correct``/``wrong``, the predicted class). Re-colouring and re-sizing only
+replace ``marker.color`` / ``marker.size`` and the legend entries (see
+:func:`recolor_payload`), never the coordinates.
+
+The legend stands in a fixed place, right of the plot; a numeric colouring's
+colour bar sits under it, its title along the bar.
 """
 
 from __future__ import annotations
@@ -19,6 +24,10 @@ from dashboard.figures.common import base_layout, class_palette, typed_array
 
 BOOL_COLORS = ("#d62728", "#9ecae1")  # wrong, correct
 SIZE_RANGE = (3.0, 14.0)              # marker diameter in px
+SIZE_RULE = "size: percentile rank of {column}, 3 px (lowest) to 14 px (highest)"
+HIGHLIGHT_NAME = "sample + similars"
+# Boolean columns whose yes/no reads better as correct/wrong, and their legend title.
+CORRECTNESS_TITLES = {"correct": "prediction", "mc_correct": "MC-dropout prediction"}
 PROJECTION_LABELS = {"umap": "UMAP", "tsne": "t-SNE"}
 
 
@@ -33,12 +42,19 @@ class ColorSpec:
     coloraxis : dict
         Plotly ``layout.coloraxis`` (colourscale, range, colour bar).
     title : str
+    per_class : bool
+        Colour = ground-truth class: one solid colour per trace (the traces are the legend).
+    keys : tuple of (name, colour)
+        The legend of any other categorical colouring (one key per category).
+    legend_title : str
     """
 
     values: np.ndarray
     coloraxis: dict
     title: str
-    per_class: bool = False  # colour = ground-truth class: one solid colour per trace
+    per_class: bool = False
+    keys: tuple = ()
+    legend_title: str = "true class"
 
 
 def _step_scale(colors: Sequence[str]) -> list:
@@ -67,17 +83,26 @@ def color_spec(values: np.ndarray, kind: str, title: str,
     vals = np.asarray(values)
     if kind == "class":
         n = len(class_names)
-        axis = {"colorscale": _step_scale(class_palette(n)), "cmin": -0.5, "cmax": n - 0.5,
-                "showscale": title != "label",
-                "colorbar": {"title": {"text": title}, "tickvals": list(range(n)),
-                             "ticktext": list(class_names), "len": 0.9}}
-        return ColorSpec(vals.astype(np.float32), axis, title, per_class=title == "label")
+        palette = class_palette(n)
+        # Categories are told by the legend (keys), never by a colour bar.
+        axis = {"colorscale": _step_scale(palette), "cmin": -0.5, "cmax": n - 0.5,
+                "showscale": False}
+        per_class = title == "label"
+        keys = () if per_class else tuple(zip((str(c) for c in class_names), palette,
+                                              strict=True))
+        legend = "true class" if per_class else title.replace("_", " ")
+        return ColorSpec(vals.astype(np.float32), axis, title, per_class=per_class, keys=keys,
+                         legend_title=legend)
     if kind == "bool":
         axis = {"colorscale": _step_scale(BOOL_COLORS), "cmin": -0.5, "cmax": 1.5,
-                "showscale": True,
-                "colorbar": {"title": {"text": title}, "tickvals": [0, 1],
-                             "ticktext": ["no", "yes"], "len": 0.5}}
-        return ColorSpec(vals.astype(np.float32), axis, title)
+                "showscale": False}
+        if title in CORRECTNESS_TITLES:
+            keys, legend = (("correct", BOOL_COLORS[1]), ("wrong", BOOL_COLORS[0])), \
+                CORRECTNESS_TITLES[title]
+        else:
+            keys, legend = (("yes", BOOL_COLORS[1]), ("no", BOOL_COLORS[0])), \
+                title.replace("_", " ")
+        return ColorSpec(vals.astype(np.float32), axis, title, keys=keys, legend_title=legend)
     if kind != "numeric":
         raise ValueError(f"unknown colour kind {kind!r}")
     v = vals.astype(np.float32)
@@ -85,30 +110,44 @@ def color_spec(values: np.ndarray, kind: str, title: str,
     lo, hi = (np.percentile(finite, [2, 98]) if finite.size else (0.0, 1.0))
     if not hi > lo:
         hi = lo + 1.0
+    # Under the legend, its title along the bar: a long column name costs no width.
     axis = {"colorscale": "Viridis", "cmin": float(lo), "cmax": float(hi), "showscale": True,
-            "colorbar": {"title": {"text": title}, "len": 0.9}}
-    return ColorSpec(np.where(np.isfinite(v), v, lo).astype(np.float32), axis, title)
+            "colorbar": {"title": {"text": title, "side": "right"}, "len": 0.6, "thickness": 14,
+                         "x": 1.02, "xanchor": "left", "y": 0, "yanchor": "bottom"}}
+    return ColorSpec(np.where(np.isfinite(v), v, lo).astype(np.float32), axis, title,
+                     legend_title="")
 
 
 def size_spec(values: np.ndarray | None, size_range: tuple[float, float] = SIZE_RANGE
               ) -> np.ndarray:
     """``(N,)`` float32 marker sizes in px; larger value, larger dot (``None``: constant).
 
-    The square root of the value clipped to its 1st-99th percentiles, so a few
-    huge losses do not shrink every other dot.
+    Linear in the value's percentile rank (ties share their mean rank; NaN is
+    the smallest): a loss is heavily skewed (most samples near 0, a few
+    huge), and a size linear in the value made ~95% of the points 2-px dots.
+    The median sample is mid-sized, the top 10% nearly the largest. See
+    :data:`SIZE_RULE`.
     """
     lo_px, hi_px = size_range
     if values is None:
         return np.float32(5.0)
     v = np.asarray(values, dtype=np.float64)
-    finite = v[np.isfinite(v)]
-    if finite.size == 0:
+    finite = np.isfinite(v)
+    if not finite.any():
         return np.full(v.shape, lo_px, dtype=np.float32)
-    lo, hi = np.percentile(finite, [1, 99])
-    if not hi > lo:
-        return np.full(v.shape, (lo_px + hi_px) / 2, dtype=np.float32)
-    t = np.sqrt(np.clip((np.nan_to_num(v, nan=lo) - lo) / (hi - lo), 0.0, 1.0))
-    return (lo_px + (hi_px - lo_px) * t).astype(np.float32)
+    q = np.zeros(v.shape, dtype=np.float64)
+    q[finite] = percentile_rank(v[finite])
+    return (lo_px + (hi_px - lo_px) * q).astype(np.float32)
+
+
+def percentile_rank(values: np.ndarray) -> np.ndarray:
+    """``(N,)`` float64 in [0, 1]: the share of the other values below each (ties: mean rank)."""
+    from scipy.stats import rankdata
+
+    v = np.asarray(values, dtype=np.float64)
+    if v.size < 2:
+        return np.full(v.shape, 0.5)
+    return (rankdata(v, method="average") - 1) / (v.size - 1)
 
 
 def _trace_colors(color: ColorSpec, members: Sequence[np.ndarray]) -> list:
@@ -142,7 +181,7 @@ def highlight_trace(coords: np.ndarray, indices: Sequence[int], focus: int | Non
     xy = np.asarray(coords, dtype=np.float32)[idx] if idx else np.zeros((0, 2), np.float32)
     return go.Scattergl(
         x=xy[:, 0].tolist(), y=xy[:, 1].tolist(), customdata=idx, mode="markers",
-        name="sample + similars", hoverinfo="none",
+        name=HIGHLIGHT_NAME, hoverinfo="none", legendrank=2000,
         marker={"symbol": symbols, "size": sizes, "color": "#000000",
                 "line": {"width": 2, "color": "#000000"}},
     )
@@ -178,25 +217,45 @@ def population_figure(coords: np.ndarray, members: Sequence[np.ndarray],
     for c, idx in enumerate(members):
         traces.append(go.Scattergl(
             x=coords[idx, 0], y=coords[idx, 1], mode="markers", name=str(class_names[c]),
-            legendgroup=str(c), hoverinfo="none",
+            legendgroup=str(c), hoverinfo="none", showlegend=color.per_class,
             marker={"color": colors[c], "coloraxis": "coloraxis", "size": size_per[c],
                     "opacity": 0.8, "line": {"width": 0}},
         ))
     traces.append(highlight_trace(coords, highlight, focus))
+    traces += [go.Scattergl(x=[None], y=[None], mode="markers", hoverinfo="skip", **key)
+               for key in legend_keys(color, key_slots(len(members)))]
     name = PROJECTION_LABELS.get(projection, projection)
     layout = base_layout(
         coloraxis=color.coloraxis, dragmode="select", uirevision=projection,
-        # Legend under the plot: the colour bar (numeric colourings) keeps the right side
-        # and the mode bar the top.
-        legend={"title": {"text": "true class "}, "itemsizing": "constant",
-                "orientation": "h", "x": 0.5, "xanchor": "center", "y": -0.12,
-                "yanchor": "top"},
+        # A fixed place right of the plot, whatever it lists: under the plot it wrapped
+        # onto the x-axis title once the highlight entry joined it.
+        legend=legend_layout(color),
         xaxis={"title": {"text": f"{name} 1 (arbitrary units)"}, "zeroline": False},
         yaxis={"title": {"text": f"{name} 2 (arbitrary units)"}, "zeroline": False},
         margin={"l": 60, "r": 10, "t": 30, "b": 40},
         hovermode="closest",
     )
     return go.Figure(traces, layout)
+
+
+def key_slots(num_classes: int) -> int:
+    """Legend-key traces after the overlay: enough for any categorical colouring."""
+    return max(num_classes, 2)
+
+
+def legend_keys(color: ColorSpec, slots: int) -> list[dict]:
+    """Per key trace: ``name``, ``showlegend`` and ``marker`` (unused slots hidden)."""
+    out = []
+    for k in range(slots):
+        name, col = color.keys[k] if k < len(color.keys) else ("", "#000000")
+        out.append({"name": name, "showlegend": k < len(color.keys), "legendrank": 1000 + k,
+                    "marker": {"color": col, "size": 9}})
+    return out
+
+
+def legend_layout(color: ColorSpec) -> dict:
+    return {"title": {"text": color.legend_title}, "itemsizing": "constant",
+            "orientation": "v", "x": 1.02, "xanchor": "left", "y": 1, "yanchor": "top"}
 
 
 def recolor_payload(color: ColorSpec, members: Sequence[np.ndarray]
@@ -207,6 +266,8 @@ def recolor_payload(color: ColorSpec, members: Sequence[np.ndarray]
     -------
     per_trace : list of ``{"dtype", "bdata"}`` or colour strings (one per class trace)
     coloraxis : the new ``layout.coloraxis``
+
+    The legend's changes are :func:`legend_keys` and :func:`legend_layout`.
     """
     return ([c if isinstance(c, str) else typed_array(c) for c in _trace_colors(color, members)],
             color.coloraxis)

@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import dash
 import dash_bootstrap_components as dbc
-import numpy as np
 from dash import Input, Output, State, dcc, html
 
 from dashboard import figures, ids
 from dashboard.components.gallery import sample_gallery
 from dashboard.components.messages import card, error_alert
 from dashboard.state import DashboardInputError, get_entry
-from dashboard.views.errors import cell_indices, cell_selection, most_confused, worst_indices
-from dashboard.views.guard import selection_indices
+from dashboard.views.errors import (
+    GALLERY_SIZE,
+    cell_panel,
+    cell_selection,
+    confusion_view,
+    worst_indices,
+)
 
 dash.register_page(__name__, path="/errors", name="Errors", order=2)
 
-
+CELL_GALLERY_SIZE = 120
 
 def layout(**_ignored) -> html.Div:
     return html.Div([
@@ -40,7 +44,7 @@ def layout(**_ignored) -> html.Div:
 
 
 # -- callbacks -------------------------------------------------------------------------------
-@dash.callback(Output(ids.CONFUSION_MATRIX, "figure"), Output(ids.PER_CLASS_GRAPH, "figure"),
+@dash.callback(Output(ids.PER_CLASS_GRAPH, "figure"),
                Output(ids.HIGHEST_LOSS_GALLERY, "children"),
                Output(ids.MISCLASSIFIED_GALLERY, "children"),
                Output(ids.ERRORS_MESSAGE, "children"),
@@ -49,28 +53,35 @@ def draw_errors(run_store):
     try:
         entry = get_entry(run_store)
     except DashboardInputError as exc:
-        empty = figures.empty_figure()
-        return empty, empty, None, None, error_alert(exc)
+        return figures.empty_figure(), None, None, error_alert(exc)
     t = entry.table
-    names = entry.class_names
-    worst = worst_indices(entry, False)
-    wrong = worst_indices(entry, True)
-    captions = [f"pred {t['pred_name'].iat[i]} / true {t['label_name'].iat[i]}" for i in wrong]
-    return (figures.confusion_figure(t["label"].to_numpy(), t["pred"].to_numpy(), names),
-            figures.per_class_figure(t["label"].to_numpy(), t["correct"].to_numpy(),
-                                     t["loss"].to_numpy(), names),
-            sample_gallery(entry, worst),
-            sample_gallery(entry, wrong, captions, empty="No misclassified samples."),
+    return (figures.per_class_figure(t["label"].to_numpy(), t["correct"].to_numpy(),
+                                     t["loss"].to_numpy(), entry.class_names),
+            sample_gallery(entry, worst_indices(entry, False, None), limit=GALLERY_SIZE,
+                           order="(highest loss first)"),
+            sample_gallery(entry, worst_indices(entry, True, None), limit=GALLERY_SIZE,
+                           empty="No misclassified samples.", order="(highest loss first)"),
             None)
+
+
+@dash.callback(Output(ids.CONFUSION_MATRIX, "figure"),
+               Input(ids.SELECTION_STORE, "data"), Input(ids.RUN_STORE, "data"))
+def draw_matrix(selection, run_store):
+    """The matrix of the shared selection (all samples without one), the shown cell outlined."""
+    try:
+        return confusion_view(get_entry(run_store), selection)
+    except DashboardInputError:  # draw_errors shows the message
+        return figures.empty_figure()
 
 
 @dash.callback(Output(ids.SELECTION_STORE, "data", allow_duplicate=True),
                Input(ids.CONFUSION_MATRIX, "clickData"), State(ids.RUN_STORE, "data"),
-               prevent_initial_call=True)
-def select_cell(click, run_store):
-    """A clicked cell becomes the shared selection (its sample ids)."""
+               State(ids.SELECTION_STORE, "data"), prevent_initial_call=True)
+def select_cell(click, run_store, selection):
+    """A clicked cell becomes the shared selection (its sample ids, within the selection
+    the matrix counts)."""
     try:
-        store = cell_selection(get_entry(run_store), click)
+        store = cell_selection(get_entry(run_store), click, selection)
     except DashboardInputError:
         store = None
     if store is None:
@@ -85,18 +96,11 @@ def show_cell(selection, run_store):
         entry = get_entry(run_store)
     except DashboardInputError as exc:
         return error_alert(exc), None
-    sel = selection if isinstance(selection, dict) and entry.same_run(selection.get("run")) else {}
-    idx, note = selection_indices(entry, sel)
-    source = sel.get("source") if isinstance(sel.get("source"), str) else "selection"
-    source = source[:120] or "selection"
-    if len(idx) == 0:
-        worst = most_confused(entry)
-        if worst is None:
-            return html.Span("No misclassified samples.", className="text-muted small"), None
-        idx = cell_indices(entry, *worst)
-        source = f"most confused: true {worst[0]} → predicted {worst[1]}"
-    order = idx[np.argsort(-entry.table["loss"].to_numpy()[idx], kind="stable")]
-    title = html.Span([html.B(source), f": {len(idx):,} samples",
-                       " (highest loss first)" if len(idx) > 1 else "",
-                       html.Div(note, className="small text-warning") if note else ""])
-    return title, sample_gallery(entry, order, limit=120)
+    source, order, note, empty = cell_panel(entry, selection)
+    warning = html.Div(note, className="small text-warning") if note else ""
+    if empty is not None:
+        return html.Span([html.Span(empty, id=ids.CELL_EMPTY), warning],
+                         className="text-muted small"), None
+    title = html.Span([html.B(source), f": {len(order):,} samples",
+                       " (highest loss first)" if len(order) > 1 else "", warning])
+    return title, sample_gallery(entry, order, limit=CELL_GALLERY_SIZE)

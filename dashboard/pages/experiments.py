@@ -4,8 +4,9 @@ per-sample diff of two of them (flips, McNemar, the flipped samples on run B's m
 from __future__ import annotations
 
 import dash
+import dash_ag_grid as dag
 import dash_bootstrap_components as dbc
-from dash import ALL, Input, Output, State, ctx, dash_table, dcc, html
+from dash import ALL, Input, Output, State, ctx, dcc, html
 
 from analysis.errors import LoupeError
 from dashboard import figures, ids
@@ -26,6 +27,7 @@ from dashboard.views.experiments import (
     table_columns,
     table_records,
     table_styles,
+    ticked_runs,
 )
 from dashboard.views.experiments_catalog import get_catalog
 from dashboard.views.guard import event_points, safe_message
@@ -42,16 +44,21 @@ MAP_CONFIG = {"displaylogo": False, "scrollZoom": True,
 
 
 def layout(**_ignored) -> html.Div:
-    table = dash_table.DataTable(
-        id=ids.RUNS_TABLE, columns=table_columns(), data=[], sort_action="native",
-        row_selectable="multi", selected_row_ids=[], style_as_list_view=True,
-        style_table={"overflowX": "auto"},
-        style_cell={"fontFamily": "system-ui, sans-serif", "fontSize": 13, "padding": "4px 8px",
-                    "textAlign": "right"},
-        style_cell_conditional=[{"if": {"column_id": c}, "textAlign": "left"}
-                                for c in ("key", "arch", "dataset", "augment")],
-        style_header={"fontWeight": 600, "backgroundColor": "#f1f3f5", "whiteSpace": "normal",
-                      "height": "auto"})
+    table = dag.AgGrid(
+        id=ids.RUNS_TABLE, columnDefs=table_columns(), rowData=[], getRowId="params.data.id",
+        columnSize="autoSize", selectedRows=[], className="loupe-runs-grid",
+        defaultColDef={"resizable": True, "wrapHeaderText": True, "autoHeaderHeight": True,
+                       "suppressMovable": True},
+        # Rows in the DOM in display order (sorted), the grid as tall as its rows.
+        dashGridOptions={"theme": {"function": "themeAlpine.withParams({ fontSize: 13 })"},
+                         "rowSelection": {"mode": "multiRow", "headerCheckbox": False},
+                         # The tick boxes first, pinned with the run names.
+                         "selectionColumnDef": {"pinned": "left"},
+                         "ensureDomOrder": True, "domLayout": "autoHeight",
+                         "suppressCellFocus": True, "rowHeight": 32,
+                         # A dozen columns: all rendered (autoSize measures every one).
+                         "suppressColumnVirtualisation": True},
+        style={"width": "100%"})
     swap = dbc.Button("swap A and B", id=ids.RUNS_SWAP, size="sm", color="secondary",
                       outline=True, disabled=True, className="ms-2")
     head = html.Div([html.Span("head", className="small text-muted ms-3 me-2"),
@@ -59,6 +66,10 @@ def layout(**_ignored) -> html.Div:
                                   clearable=False, searchable=False, style={"width": "9rem"})],
                     id=ids.RUNS_DIFF_HEAD_BOX, className="align-items-center",
                     style={"display": "none"})
+    # Shown while the diff is computed (both runs' inference: half a minute the first time).
+    pending = html.Div([dbc.Spinner(size="sm", spinner_class_name="me-2"),
+                        html.Span(id=ids.RUNS_DIFF_PENDING_TEXT)], id=ids.RUNS_DIFF_PENDING,
+                       style={"display": "none"}, className="small text-primary mb-2")
     # Shown while the map's background job runs (its progress text inside).
     status = html.Div([dbc.Spinner(size="sm", spinner_class_name="me-2"),
                        html.Span(id=ids.RUNS_DIFF_STATUS)], id=ids.RUNS_DIFF_SPINNER,
@@ -76,6 +87,7 @@ def layout(**_ignored) -> html.Div:
     diff = card("Per-sample diff: which samples run B gets right or wrong that run A did not",
                 html.Div([html.Div(id=ids.RUNS_PAIR), swap, head],
                          className="d-flex align-items-center mb-2"),
+                pending,
                 dcc.Loading(html.Div(html.Div(SELECT_HINT, className="text-muted small"),
                                      id=ids.RUNS_DIFF_SUMMARY), delay_show=300),
                 dbc.Row([dbc.Col(html.Div(id=ids.RUNS_DIFF_GALLERY), lg=5),
@@ -92,7 +104,7 @@ def layout(**_ignored) -> html.Div:
 
 
 # -- callbacks -------------------------------------------------------------------------------
-@dash.callback(Output(ids.RUNS_TABLE, "data"), Output(ids.RUNS_TABLE, "style_data_conditional"),
+@dash.callback(Output(ids.RUNS_TABLE, "rowData"), Output(ids.RUNS_TABLE, "columnDefs"),
                Output(ids.RUNS_CAPTION, "children"), Output(ids.EXPERIMENTS_MESSAGE, "children"),
                Output(ids.RUNS_BODY, "style"), Input(LOAD_STORE, "data"))
 def load_runs(_load):
@@ -102,17 +114,17 @@ def load_runs(_load):
     try:
         frame = catalog.table()
     except DashboardInputError as exc:
-        return [], [], None, info_alert(str(exc)), {"display": "none"}
+        return [], table_columns(), None, info_alert(str(exc)), {"display": "none"}
     return (table_records(frame), table_styles(frame),
             table_caption(frame, catalog.runs_dir_name), None, {})
 
 
-@dash.callback(Output(ids.RUNS_PAIR_STORE, "data"), Input(ids.RUNS_TABLE, "selected_row_ids"),
+@dash.callback(Output(ids.RUNS_PAIR_STORE, "data"), Input(ids.RUNS_TABLE, "selectedRows"),
                Input(ids.RUNS_SWAP, "n_clicks"), State(ids.RUNS_PAIR_STORE, "data"),
                prevent_initial_call=True)
 def choose_pair(selected, _swaps, current):
     """Ticked runs in ticking order; A and B when exactly two are ticked."""
-    return pair_store(selected, current, swap=ctx.triggered_id == ids.RUNS_SWAP)
+    return pair_store(ticked_runs(selected), current, swap=ctx.triggered_id == ids.RUNS_SWAP)
 
 
 @dash.callback(Output(ids.RUNS_CURVES, "figure"), Output(ids.RUNS_SUMMARIES, "children"),
@@ -133,6 +145,8 @@ def draw_curves(store):
                Output(ids.RUNS_DIFF_HEAD, "options"), Output(ids.RUNS_DIFF_HEAD, "value"),
                Output(ids.RUNS_DIFF_HEAD_BOX, "style"),
                Input(ids.RUNS_PAIR_STORE, "data"), Input(ids.RUNS_DIFF_HEAD, "value"),
+               running=[(Output(ids.RUNS_DIFF_PENDING, "style"), {"display": "block"},
+                         {"display": "none"})],
                prevent_initial_call=True)
 def draw_diff(store, head):
     """Accuracies, flip counts, McNemar's p, and the flipped samples of runs A and B, on
@@ -153,6 +167,17 @@ def draw_diff(store, head):
         return None, True, summary, None, dash.no_update, figures.empty_figure(), *hidden
     return (line, False, summary, gallery, {**store, "head": head}, dash.no_update,
             *diff_head_choices(catalog, store, head))
+
+
+# What is being computed, shown (by draw_diff's ``running``) until the diff is there. In the
+# browser, so it is there the instant the pair is, not after a round trip behind the diff.
+dash.clientside_callback(
+    """function (store) {
+        if (!store || !store.a || !store.b) { return ""; }
+        return "Computing the diff of " + store.a + " vs " + store.b + ": both models " +
+               "predict every sample (up to a minute the first time for a pair, then cached)…";
+    }""",
+    Output(ids.RUNS_DIFF_PENDING_TEXT, "children"), Input(ids.RUNS_PAIR_STORE, "data"))
 
 
 @dash.callback(Output(ids.RUNS_DIFF, "figure"), Input(ids.RUNS_DIFF_READY, "data"),

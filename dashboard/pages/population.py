@@ -19,6 +19,8 @@ from dashboard.views.population import (
     resize_patch,
     selection_from_points,
     selection_view,
+    size_note,
+    size_rank,
 )
 from dashboard.views.training import input_check_alert
 
@@ -43,9 +45,11 @@ def layout(color: str | None = None, size: str | None = None, projection: str | 
                  dcc.Dropdown(id=ids.COLOR_SELECT, options=[], value=None, clearable=False)],
                 md=4),
         dbc.Col([dbc.Label("size by", className="small mb-0"),
-                 dcc.Dropdown(id=ids.SIZE_SELECT, options=[], value=None, clearable=False)],
+                 dcc.Dropdown(id=ids.SIZE_SELECT, options=[], value=None, clearable=False),
+                 html.Div(id=ids.SIZE_NOTE, className="text-muted",
+                          style={"fontSize": "11px"})],
                 md=4),
-    ], className="g-2 align-items-end")
+    ], className="g-2 align-items-start")
     return html.Div([
         dcc.Store(id=QUERY_STORE, data={"color": color, "size": size, "projection": projection}),
         html.Div(id=ids.POPULATION_MESSAGE),
@@ -112,8 +116,9 @@ def draw_map(projection, color, size, sample_store, run_store):
 
 @dash.callback(Output(ids.POPULATION_TOOLTIP, "show"), Output(ids.POPULATION_TOOLTIP, "bbox"),
                Output(ids.POPULATION_TOOLTIP, "children"),
-               Input(ids.POPULATION_GRAPH, "hoverData"), State(ids.RUN_STORE, "data"))
-def hover_thumbnail(hover, run_store):
+               Input(ids.POPULATION_GRAPH, "hoverData"), State(ids.RUN_STORE, "data"),
+               State(ids.SIZE_SELECT, "value"))
+def hover_thumbnail(hover, run_store, size):
     """Thumbnail, label, prediction and loss of the hovered point."""
     try:
         entry = get_entry(run_store)
@@ -127,7 +132,16 @@ def hover_thumbnail(hover, run_store):
             html.Div(html.B(str(row["sample_id"]))),
             html.Div(f"true {row['label_name']} · predicted {row['pred_name']}"),
             html.Div(f"loss {row['loss']:.4f} nats")]
+    rank = size_rank(entry, size, i)
+    if rank:
+        body.append(html.Div(rank, className="text-muted"))
     return True, hover["points"][0].get("bbox"), body
+
+
+@dash.callback(Output(ids.SIZE_NOTE, "children"), Input(ids.SIZE_SELECT, "value"))
+def explain_size(size):
+    """What the marker size means, under the control."""
+    return size_note(size)
 
 
 @dash.callback(Output(ids.URL, "href", allow_duplicate=True),
@@ -166,4 +180,4 @@ def show_selection(selection, run_store):
     except DashboardInputError as exc:
         return error_alert(exc), None
     summary, order = selection_view(entry, selection)
-    return summary, sample_gallery(entry, order, limit=80, empty="")
+    return summary, sample_gallery(entry, order, limit=80, empty="", order="(highest loss first)")

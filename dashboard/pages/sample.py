@@ -116,7 +116,8 @@ def show_sample(store, run_store):
                                        int(row["label"]), int(row["pred"]))
     sim, dist = entry.session.similars(i, SIMILARS_K)
     names = entry.table[["label_name", "pred_name"]].to_numpy()
-    captions = [f"{names[j, 0]}→{names[j, 1]} · d {d:.2f}" for j, d in zip(sim, dist, strict=True)]
+    captions = [f"true {names[j, 0]}, pred {names[j, 1]}\ndistance {d:.2f}"
+                for j, d in zip(sim, dist, strict=True)]
     mini = context_map_figure(entry, store)
     return (title, entry.thumbnail(i, 6), metadata_table(entry, i), probs,
             target_options(entry.class_names), sample_gallery(entry, sim, captions), mini, None)

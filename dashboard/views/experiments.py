@@ -17,7 +17,7 @@ import pandas as pd
 from dash import html
 
 from dashboard import ids
-from dashboard.components.gallery import sample_href
+from dashboard.components.gallery import caption_children, sample_href
 from dashboard.components.navbar import head_box_style
 from dashboard.components.navbar import head_choices as navbar_head_choices
 from dashboard.figures import empty_figure
@@ -55,16 +55,25 @@ TABLE_COLUMNS = (("key", "run", None), ("arch", "architecture", None), ("dataset
                  ("status", "status", None), ("problem", "problem", None))
 
 
-def table_columns() -> list[dict]:
-    """``DataTable`` columns: numbers stay numbers (so sorting is numeric), formatted."""
-    from dash.dash_table.Format import Format, Group, Scheme
+# d3-format specifiers (dash-ag-grid ships d3-format) of TABLE_COLUMNS' formats.
+D3_FORMATS = {"int": ",d", "pct": ".2%", "f4": ".4f", "f1": ".1f"}
 
-    formats = {"int": Format(group=Group.yes), "pct": Format(precision=2, scheme=Scheme.percentage),
-               "f4": Format(precision=4, scheme=Scheme.fixed),
-               "f1": Format(precision=1, scheme=Scheme.fixed)}
-    return [{"id": cid, "name": name, **({"type": "numeric", "format": formats[fmt]} if fmt
-                                         else {"type": "text"})}
-            for cid, name, fmt in TABLE_COLUMNS]
+
+def table_columns() -> list[dict]:
+    """dash-ag-grid ``columnDefs``: numbers stay numbers (so sorting is numeric), shown
+    formatted (an empty cell for a missing value)."""
+    out = []
+    for cid, name, fmt in TABLE_COLUMNS:
+        col = {"field": cid, "headerName": name, "sortable": True}
+        if fmt:
+            col.update(type="numericColumn", cellDataType="number", valueFormatter={
+                "function": f"params.value == null ? '' : "
+                            f"d3.format('{D3_FORMATS[fmt]}')(params.value)"})
+        else:
+            col.update(cellDataType="text")
+        out.append(col)
+    out[0].update(pinned="left")  # the run name stays in view when scrolling sideways
+    return out
 
 
 def table_records(frame: pd.DataFrame) -> list[dict]:
@@ -83,12 +92,22 @@ def _missing(value) -> bool:
 
 
 def table_styles(frame: pd.DataFrame) -> list[dict]:
-    """Bold green for the best test accuracy."""
+    """``columnDefs`` with the best test accuracy in bold green (a ``cellStyle`` condition)."""
+    columns = table_columns()
     best = frame["best_test_acc"].max()
     if _missing(best):
-        return []
-    return [{"if": {"column_id": "best_test_acc", "filter_query": f"{{best_test_acc}} = {best}"},
-             "fontWeight": 700, "color": "#146c43"}]
+        return columns
+    for col in columns:
+        if col["field"] == "best_test_acc":
+            col["cellStyle"] = {"styleConditions": [{
+                "condition": f"params.value == {float(best)!r}",
+                "style": {"fontWeight": 700, "color": "#146c43"}}]}
+    return columns
+
+
+def ticked_runs(rows: Sequence[dict] | None) -> list[str]:
+    """The run names of the grid's ``selectedRows`` (malformed rows skipped)."""
+    return [r["id"] for r in rows or [] if isinstance(r, dict) and isinstance(r.get("id"), str)]
 
 
 def table_caption(frame: pd.DataFrame, runs_dir: str) -> str:
@@ -104,7 +123,11 @@ def shown_runs(catalog: RunCatalog, store: dict | None) -> list[str]:
 
 
 def curves_figure(catalog: RunCatalog, keys: Sequence[str]) -> go.Figure:
-    return runs_curves_figure([(k, catalog.history(k)) for k in keys])
+    """The ticked runs' curves; a run's colour is its position in the whole run list, so
+    it does not change with which runs are ticked or in what order."""
+    position = {k: n for n, k in enumerate(catalog.folders())}
+    return runs_curves_figure([(k, catalog.history(k)) for k in keys],
+                              [position.get(k, n) for n, k in enumerate(keys)])
 
 
 def summaries_view(catalog: RunCatalog, keys: Sequence[str]) -> list:
@@ -227,7 +250,8 @@ def flip_gallery(session: AnalysisSession, frame: pd.DataFrame,
         idx = idx[np.argsort(sign * delta[idx], kind="stable")][:GALLERY_SIZE]
         thumbs = [flip_thumb(session, frame, int(i), names, flip == TO_WRONG) for i in idx]
         count = int((frame["flip"] == flip).sum())
-        shown = f" (the {len(idx)} largest loss changes)" if count > len(idx) else ""
+        shown = f" (showing {len(idx)} of {count}, largest loss change first)" \
+            if count > len(idx) else ""
         sections += [html.Div([html.B(title), f": {count}{shown}"], className="small mb-1"),
                      html.Div(thumbs or html.Span("None.", className="text-muted small"),
                               className="loupe-gallery mb-3")]
@@ -244,7 +268,8 @@ def flip_thumb(session: AnalysisSession, frame: pd.DataFrame, i: int, names: np.
     if not to_wrong:
         style.update(borderColor="#a3cfbb", background="#f3faf6")
     return html.Div([html.Img(src=image_data_uri(session.dataset.images[i], 2), alt=sid),
-                     html.Span(f"A {names[row['pred_a']]} · B {names[row['pred_b']]}",
+                     html.Span(caption_children(f"run A: {names[row['pred_a']]}\n"
+                                                f"run B: {names[row['pred_b']]}"),
                                className="cap")],
                     id={"type": ids.RUNS_DIFF_THUMB, "index": i}, n_clicks=0, title=title,
                     role="button", className="loupe-thumb" + (" wrong" if to_wrong else ""),

@@ -73,7 +73,8 @@ def extra_sample_view(entry: RunEntry, key: str, row: int) -> tuple:
     nearest = dist["reference_neighbors"][row][:NEAREST_K]
     d = dist["reference_distances"][row][:NEAREST_K]
     names = entry.table["label_name"]
-    captions = [f"{names.iat[j]} · d {dj:.2f}" for j, dj in zip(nearest, d, strict=True)]
+    captions = [f"class {names.iat[j]}\ndistance {dj:.2f}"
+                for j, dj in zip(nearest, d, strict=True)]
     gallery = sample_gallery(entry, nearest, captions)
     return (html.Div(lines, className="text-danger"),
             image_data_uri(engine.dataset.images[row], 6), extra_metadata(r), probs,

@@ -11,6 +11,13 @@ import numpy as np
 from dash import Patch, html
 
 from dashboard import figures
+from dashboard.figures.population import (
+    SIZE_RULE,
+    key_slots,
+    legend_keys,
+    legend_layout,
+    percentile_rank,
+)
 from dashboard.state import (
     BOOL_COLUMNS,
     CLASS_COLUMNS,
@@ -68,6 +75,25 @@ def make_sizes(entry: RunEntry, column: str):
     table = entry.table
     check_column(column, [NO_SIZE] + numeric_columns(table), NO_SIZE, "size")
     return figures.size_spec(None if column == NO_SIZE else table[column].to_numpy())
+
+
+def size_note(column: str | None) -> str:
+    """What the marker size means (shown under the size control)."""
+    if not column or column == NO_SIZE:
+        return "all points the same size"
+    return SIZE_RULE.format(column=column)
+
+
+def size_rank(entry: RunEntry, column: str | None, index: int) -> str | None:
+    """``loss 0.0123: percentile 43`` for the hover of sample ``index`` (``None``: no size)."""
+    if not column or column == NO_SIZE or column not in numeric_columns(entry.table):
+        return None
+    values = entry.table[column].to_numpy(dtype=np.float64)
+    ok = np.isfinite(values)
+    if not ok[index]:
+        return f"size by {column}: no value"
+    rank = percentile_rank(values[ok])[int(ok[:index].sum())]
+    return f"size by {column}: percentile {100 * rank:.0f}"
 
 
 def highlight_of(entry: RunEntry, sample_store: dict | None) -> tuple[list[int], int | None]:
@@ -129,7 +155,9 @@ def context_map_figure(entry: RunEntry, sample_store: dict | None, max_points: i
                                         figures.size_spec(None), projection, [], None)
         fig.update_layout(showlegend=False, dragmode="zoom",
                           margin={"l": 50, "r": 10, "t": 10, "b": 45})
-        return fig.to_plotly_json()
+        out = fig.to_plotly_json()
+        # No legend here: the legend-key traces go, the overlay stays the last trace.
+        return {**out, "data": out["data"][:len(entry.members) + 1]}
 
     context = entry.memo(("context-map", projection, max_points), base)
     highlight, focus = highlight_of(entry, sample_store)
@@ -140,12 +168,20 @@ def context_map_figure(entry: RunEntry, sample_store: dict | None, max_points: i
 
 
 def recolor_patch(entry: RunEntry, color: str) -> Patch:
-    """Only ``marker.color`` of each class trace and the colour axis: no coordinates."""
-    per_trace, axis = figures.recolor_payload(make_color(entry, color), entry.members)
+    """Only ``marker.color`` of each class trace, the colour axis and the legend (which
+    class traces it lists, the key traces after the overlay): no coordinates."""
+    spec = make_color(entry, color)
+    per_trace, axis = figures.recolor_payload(spec, entry.members)
     patch = Patch()
     for i, values in enumerate(per_trace):
         patch["data"][i]["marker"]["color"] = values
+        patch["data"][i]["showlegend"] = spec.per_class
+    first = len(entry.members) + 1
+    for k, key in enumerate(legend_keys(spec, key_slots(len(entry.members)))):
+        for prop, value in key.items():
+            patch["data"][first + k][prop] = value
     patch["layout"]["coloraxis"] = axis
+    patch["layout"]["legend"] = legend_layout(spec)
     return patch
 
 

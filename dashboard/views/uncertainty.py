@@ -303,11 +303,11 @@ def galleries_view(entry: RunEntry, key: str, score: str | None
     score = _check_choice(score, score_columns(entry, key), "score")
     extra = entry.extra_table(key)
     low = np.argsort(extra[score].to_numpy(), kind="stable")[:GALLERY_SIZE]
-    ood_caps = [f"→{extra['pred_name'].iat[r]} · {extra['confidence'].iat[r]:.0%}" for r in low]
+    ood_caps = [f"pred {extra['pred_name'].iat[r]} ({extra['confidence'].iat[r]:.0%})" for r in low]
     high = np.argsort(-entry.table[score].to_numpy(), kind="stable")[:GALLERY_SIZE]
     t = entry.table
-    in_caps = [f"{t['label_name'].iat[i]}→{t['pred_name'].iat[i]} · {t[score].iat[i]:.2g}"
-               for i in high]
+    in_caps = [f"true {t['label_name'].iat[i]}, pred {t['pred_name'].iat[i]}\n"
+               f"score {t[score].iat[i]:.2g}" for i in high]
     return (extra_gallery(entry, key, low, ood_caps),
             sample_gallery(entry, high, in_caps), column_title(score))
 

@@ -39,9 +39,9 @@ EXTRA_SHOTS = (
      "#metadata-graph .scatterlayer .trace", None),
     ("heads-errors", "/errors", "#confusion-matrix .hm image", None),
     # --runs-dir runs/series: the table and curves, then the diff of the first two runs.
-    ("experiments", "/experiments", "#runs-table td", None),
-    ("experiments-diff", "/experiments", "#runs-table td",
-     "const boxes = document.querySelectorAll('#runs-table input[type=checkbox]');"
+    ("experiments", "/experiments", "#runs-table .ag-cell", None),
+    ("experiments-diff", "/experiments", "#runs-table .ag-cell",
+     "const boxes = document.querySelectorAll('#runs-table input.ag-checkbox-input');"
      "boxes[0].click(); setTimeout(() => boxes[1].click(), 1500);"),
 )
 # Seconds to wait after a shot's script (background work it starts).

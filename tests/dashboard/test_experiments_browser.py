@@ -26,6 +26,17 @@ const r = gd.getBoundingClientRect();
 return [r.left + xa._offset + xa.d2p(arguments[1]), r.top + ya._offset + ya.d2p(arguments[2])];
 """
 A, B = "tiny_base", "tiny_bn"
+# Records the pending line's text each time it is shown (display block, text set).
+PENDING_WATCH_JS = """
+window.__pendingSeen = [];
+const box = document.getElementById(arguments[0]);
+const look = () => {
+  const text = box.textContent.trim();
+  if (box.style.display === 'block' && text) { window.__pendingSeen.push(text); }
+};
+new MutationObserver(look).observe(box, {attributes: true, childList: true, subtree: true,
+                                         characterData: true});
+"""
 
 
 @pytest.fixture
@@ -40,14 +51,38 @@ def experiments_app(tmp_path_factory, digits, data_root):
     return create_app(config, RunRegistry()), config
 
 
+# The grid's run-name cells in display order (a sorted grid moves rows by row-index).
+RUN_NAMES_JS = """
+return [...document.querySelectorAll('#' + arguments[0] + ' .ag-cell[col-id="key"]')]
+  .map(c => [+c.closest('.ag-row').getAttribute('row-index'), c.textContent.trim()])
+  .sort((a, b) => a[0] - b[0]).map(p => p[1]);
+"""
+# Each curve trace's name and line colour.
+CURVE_COLOURS_JS = """
+const gd = document.querySelector('#' + arguments[0] + ' .js-plotly-plot');
+return gd && gd._fullData ? gd._fullData.map(t => [t.name, t.line.color]) : [];
+"""
+# The first subplot's x tick labels as drawn.
+XTICKS_JS = """
+const layer = document.querySelector('#' + arguments[0] + ' .xaxislayer-above');
+return layer ? [...layer.querySelectorAll('.xtick text')].map(t => t.textContent) : [];
+"""
+
+
 def run_names(duo) -> list[str]:
-    return [td.text for td in duo.find_elements(f"#{ids.RUNS_TABLE} td[data-dash-column='key']")]
+    return duo.driver.execute_script(RUN_NAMES_JS, ids.RUNS_TABLE)
 
 
 def tick(duo, name: str) -> None:
-    """Tick the row of run ``name`` (wherever sorting put it)."""
-    row = run_names(duo).index(name)
-    duo.find_elements(f"#{ids.RUNS_TABLE} td.dash-select-cell input")[row].click()
+    """Tick the checkbox of run ``name``'s row (wherever sorting put it)."""
+    boxes = duo.find_elements(f"#{ids.RUNS_TABLE} .ag-row[row-id='{name}'] "
+                              "input.ag-checkbox-input")
+    assert boxes, f"no checkbox for {name}"
+    boxes[0].click()
+
+
+def curve_colours(duo) -> dict[str, str]:
+    return dict(duo.driver.execute_script(CURVE_COLOURS_JS, ids.RUNS_CURVES))
 
 
 def trace_lengths(duo, graph_id: str) -> list[int]:
@@ -77,19 +112,37 @@ def test_table_sort_curves_diff_and_open_a_flipped_sample(dash_duo, browser, exp
     assert str(config.runs_dir) not in dash_duo.driver.page_source  # never a server path
     # No run ticked: every run's curves, train and test, loss and accuracy.
     until(lambda: len(trace_lengths(dash_duo, ids.RUNS_CURVES)) == 3 * 2 * 2, timeout=20)
+    colours = curve_colours(dash_duo)
+    assert len({colours[f"{k} · train"] for k in run_names(dash_duo)}) == 3
+    ticks = dash_duo.driver.execute_script(XTICKS_JS, ids.RUNS_CURVES)
+    assert ticks and all(t.isdigit() for t in ticks) and len(set(ticks)) == len(ticks), ticks
 
     # Sorting is the table's own: best test accuracy ascending, then descending.
     best = {k: catalog.meta(k)["best_test_acc"] for k in run_names(dash_duo)}
-    sort = f"#{ids.RUNS_TABLE} th[data-dash-column='best_test_acc'] .column-header--sort"
+    sort = f"#{ids.RUNS_TABLE} .ag-header-cell[col-id='best_test_acc'] .ag-header-cell-label"
     for descending in (False, True):
         dash_duo.find_element(sort).click()
         want = sorted(best, key=best.get, reverse=descending)
         until(lambda want=want: run_names(dash_duo) == want, timeout=10)
     browser.screenshot("experiments-table")
 
-    tick(dash_duo, A)
+    # Ticked B first, then A: each run keeps the colour it had among all runs.
     tick(dash_duo, B)
+    until(lambda: len(trace_lengths(dash_duo, ids.RUNS_CURVES)) == 2 * 2, timeout=20)
+    # The pending line, watched from before the second tick (it may be brief when cached).
+    dash_duo.driver.execute_script(PENDING_WATCH_JS, ids.RUNS_DIFF_PENDING)
+    tick(dash_duo, A)
     until(lambda: len(trace_lengths(dash_duo, ids.RUNS_CURVES)) == 2 * 2 * 2, timeout=20)
+    assert {k: c for k, c in curve_colours(dash_duo).items()} == \
+        {k: c for k, c in colours.items() if k.split(" · ")[0] in (A, B)}
+    dash_duo.wait_for_text_to_equal("#runs-diff-a", B, timeout=30)
+    dash_duo.wait_for_text_to_equal("#runs-diff-b", A, timeout=10)
+    seen = dash_duo.driver.execute_script("return window.__pendingSeen;")
+    assert seen and seen[0].startswith(f"Computing the diff of {B} vs {A}"), seen
+    swap = dash_duo.find_element(f"#{ids.RUNS_SWAP}")
+    dash_duo.driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", swap)
+    time.sleep(0.3)
+    swap.click()  # A and B as the rest expects
     dash_duo.wait_for_text_to_equal("#runs-diff-a", A, timeout=30)
     dash_duo.wait_for_text_to_equal("#runs-diff-b", B, timeout=10)
     summary = catalog.comparison(A, B).summary
@@ -189,6 +242,9 @@ def test_two_multi_head_runs_are_diffed_on_the_chosen_head(dash_duo, browser, tm
     tick(dash_duo, "sum_b")
     dash_duo.wait_for_contains_text(f"#{ids.RUNS_PAIR}", "head digit", timeout=60)
     assert dash_duo.find_element(f"#{ids.RUNS_DIFF_HEAD_BOX}").is_displayed()
+    dash_duo.driver.execute_script("arguments[0].scrollIntoView({block: 'center'});",
+                                   dash_duo.find_element(f"#{ids.RUNS_DIFF_HEAD}"))
+    time.sleep(0.3)
     pick(dash_duo, ids.RUNS_DIFF_HEAD, "sum")
     dash_duo.wait_for_contains_text(f"#{ids.RUNS_PAIR}", "head sum", timeout=30)
     summary = catalog.comparison("sum_a", "sum_b", "sum").summary

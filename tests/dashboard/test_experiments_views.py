@@ -104,10 +104,15 @@ def test_table_rows_equal_run_json(catalog, runs_dir):
         assert rec["augment"] == "no"
     # The browser gets run names, never a server path.
     assert str(runs_dir) not in json.dumps(records)
-    columns = {c["id"]: c for c in views.table_columns()}
-    assert set(columns) <= set(records[0]) and columns["best_test_acc"]["type"] == "numeric"
+    columns = {c["field"]: c for c in views.table_columns()}
+    assert set(columns) <= set(records[0])
+    assert columns["best_test_acc"]["cellDataType"] == "number"  # numeric sorting
+    assert "d3.format('.2%')" in columns["best_test_acc"]["valueFormatter"]["function"]
     best = max(records, key=lambda r: r["best_test_acc"])["best_test_acc"]
-    assert str(best) in views.table_styles(catalog.table())[0]["if"]["filter_query"]
+    styled = {c["field"]: c for c in views.table_styles(catalog.table())}
+    condition = styled["best_test_acc"]["cellStyle"]["styleConditions"][0]["condition"]
+    assert condition == f"params.value == {float(best)!r}"
+    assert views.ticked_runs([{"id": "a", "key": "a"}, {"x": 1}, "junk", {"id": 3}]) == ["a"]
 
 
 def test_mult_adds_are_computed_once_per_model(catalog, monkeypatch):
@@ -154,6 +159,29 @@ def test_curves_have_one_trace_per_run_and_split(catalog):
     assert len(summaries) == 2 and "Total params" in summaries[0].children[1].children
     assert views.shown_runs(catalog, None) == [name for name, _, _ in sorted(RUNS)]
     assert views.shown_runs(catalog, {"order": keys}) == keys
+
+
+def test_a_run_keeps_its_colour_whatever_is_ticked(catalog):
+    everything = sorted(name for name, _, _ in RUNS)
+
+    def colour(keys, key):
+        fig = views.curves_figure(catalog, keys)
+        return next(t.line.color for t in fig.data if t.name == f"{key} · train")
+
+    last = everything[-1]
+    assert colour([last], last) == colour(everything[::-1], last) == colour(everything, last)
+    assert len({colour(everything, k) for k in everything}) == len(everything)
+
+
+def test_epoch_ticks_are_whole_numbers():
+    from dashboard.figures.experiments import epoch_ticks, runs_curves_figure
+
+    history = [{"epoch": e, "train_loss": 1.0 / e, "test_loss": 1.2 / e} for e in (1, 2, 3)]
+    fig = runs_curves_figure([("r", history)])
+    axis = fig.layout.xaxis
+    assert (axis.tickmode, axis.tick0, axis.dtick) == ("linear", 0, 1)
+    long = [("r", [{"epoch": e} for e in range(1, 41)])]
+    assert epoch_ticks(long)["dtick"] == 4  # at most 10 ticks, still whole epochs
 
 
 def test_pair_follows_ticking_order_and_swaps():

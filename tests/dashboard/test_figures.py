@@ -37,8 +37,11 @@ def test_population_figure_has_one_webgl_trace_per_class_plus_overlay(population
     color = figures.color_spec(labels, "class", "label", NAMES)
     fig = figures.population_figure(coords, members, NAMES, color, figures.size_spec(loss),
                                     "umap", highlight=[1, 2, 3], focus=0)
-    assert [t.type for t in fig.data] == ["scattergl"] * 5
+    # 4 classes, the overlay, then 4 legend-key slots (hidden: the classes are the legend).
+    assert [t.type for t in fig.data] == ["scattergl"] * 9
     assert [t.name for t in fig.data[:4]] == NAMES
+    assert all(t.showlegend for t in fig.data[:4]) and not any(t.showlegend for t in fig.data[5:])
+    assert fig.layout.legend.title.text == "true class"
     for c, trace in enumerate(fig.data[:4]):
         np.testing.assert_array_equal(trace.x, coords[members[c], 0])
         assert np.asarray(trace.x).dtype == np.float32
@@ -75,8 +78,9 @@ def test_recolor_payload_sends_only_colours_per_trace(population):
 
 def test_color_spec_kinds():
     pred = figures.color_spec(np.array([0, 3, 1]), "class", "pred", NAMES)
-    assert pred.coloraxis["showscale"] and pred.coloraxis["colorbar"]["ticktext"] == NAMES
-    assert not pred.per_class
+    # The legend, not a colour bar, tells the categories.
+    assert not pred.coloraxis["showscale"] and not pred.per_class
+    assert pred.keys == tuple(zip(NAMES, figures.class_palette(4), strict=True))
     ok = figures.color_spec(np.array([True, False]), "bool", "correct")
     np.testing.assert_array_equal(ok.values, [1.0, 0.0])
     nan = figures.color_spec(np.array([1.0, np.nan, 3.0]), "numeric", "x")
@@ -96,6 +100,45 @@ def test_size_spec_stays_in_range_and_grows_with_the_value(values):
     finite = np.isfinite(values)
     order = np.argsort(values[finite], kind="stable")
     assert np.all(np.diff(sizes[finite][order]) >= -1e-4)
+
+
+def test_colour_by_correct_has_its_own_legend_with_two_colours(population):
+    coords, labels, members, loss = population
+    correct = labels % 2 == 0  # made-up correctness, per sample
+    spec = figures.color_spec(correct, "bool", "correct")
+    fig = figures.population_figure(coords, members, NAMES, spec, figures.size_spec(None))
+    assert fig.layout.legend.title.text == "prediction"
+    keys = [t for t in fig.data[5:] if t.showlegend]
+    assert [k.name for k in keys] == ["correct", "wrong"]
+    assert len({k.marker.color for k in keys}) == 2
+    assert not any(t.showlegend for t in fig.data[:4])  # class traces left out of the legend
+    # The class traces' points carry the two colours, through the stepped colour axis.
+    np.testing.assert_array_equal(fig.data[0].marker.color, correct[members[0]].astype(float))
+
+
+def test_numeric_colour_bar_title_runs_along_the_bar(population):
+    coords, labels, members, loss = population
+    spec = figures.color_spec(loss, "numeric", "mc_dropout_mutual_information (nats)")
+    bar = spec.coloraxis["colorbar"]
+    assert bar["title"]["side"] == "right" and bar["thickness"] <= 16
+
+
+def test_size_by_a_skewed_loss_is_not_mostly_dots():
+    rng = np.random.default_rng(1)
+    loss = rng.lognormal(-4, 2, size=5000)  # generated: like a trained model's losses
+    sizes = figures.size_spec(loss)
+    lo, hi = figures.population.SIZE_RANGE
+    assert np.mean(sizes < lo + 1) < 0.15  # a linear scale made ~95% of these minimum dots
+    assert np.median(sizes) == pytest.approx((lo + hi) / 2, abs=0.1)
+    assert sizes[np.argmax(loss)] == pytest.approx(hi)
+
+
+def test_percentile_rank_by_hand():
+    from dashboard.figures.population import percentile_rank
+
+    # Sorted: 1 (rank 0), 2 and 2 (ranks 1 and 2: mean 1.5), 3 (rank 3); divided by n - 1.
+    np.testing.assert_allclose(percentile_rank(np.array([3.0, 1.0, 2.0, 2.0])),
+                               [1.0, 0.0, 0.5, 0.5])
 
 
 def test_size_spec_none_is_a_constant():

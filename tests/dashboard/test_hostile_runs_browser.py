@@ -52,8 +52,12 @@ def test_hostile_run_folders_are_listed_never_imported(dash_duo, browser, tiny_r
     browser.open(create_app(config, RunRegistry()), "/experiments")
 
     def cells(column: str) -> list[str]:
-        return [td.text for td in dash_duo.find_elements(
-            f"#{ids.RUNS_TABLE} td[data-dash-column='{column}']")]
+        """The grid's cells of ``column``, in display order."""
+        return dash_duo.driver.execute_script(
+            "return [...document.querySelectorAll('#' + arguments[0] + ' .ag-cell[col-id=\"'"
+            " + arguments[1] + '\"]')].map(c => [+c.closest('.ag-row').getAttribute("
+            "'row-index'), c.textContent.trim()]).sort((a, b) => a[0] - b[0]).map(p => p[1]);",
+            ids.RUNS_TABLE, column)
 
     until(lambda: len(cells("key")) == 4, timeout=60)
     status = dict(zip(cells("key"), cells("status"), strict=True))

@@ -44,7 +44,8 @@ def test_control_options_defaults_and_url_values(entry):
 
 def test_map_figure_and_patches_never_resend_coordinates(entry):
     fig = pop.map_figure(entry, "umap", "label", "loss")
-    assert len(fig["data"]) == len(entry.class_names) + 1
+    n = len(entry.class_names)
+    assert len(fig["data"]) == n + 1 + max(n, 2)  # classes, overlay, legend keys
     recolor = patch_ops(pop.recolor_patch(entry, "uncertainty"))
     resize = patch_ops(pop.resize_patch(entry, "entropy"))
     for ops in (recolor, resize):
@@ -55,6 +56,14 @@ def test_map_figure_and_patches_never_resend_coordinates(entry):
     assert colors[0]["params"]["value"]["dtype"] == "f4"
     with pytest.raises(DashboardInputError):
         pop.recolor_patch(entry, "no_such_column")
+    # Colour by correctness: the legend is retitled and lists two keys, no class.
+    ops = {tuple(op["location"]): op["params"]["value"]
+           for op in patch_ops(pop.recolor_patch(entry, "correct"))}
+    assert ops[("layout", "legend")]["title"]["text"] == "prediction"
+    assert ops[("data", 0, "showlegend")] is False
+    keys = [ops[("data", n + 1 + k, "name")] for k in range(2)]
+    assert keys == ["correct", "wrong"] and ops[("data", n + 3, "showlegend")] is False
+    assert pop.size_note("loss").startswith("size: percentile rank of loss")
 
 
 def test_highlight_follows_the_clicked_sample_of_this_run(entry):
