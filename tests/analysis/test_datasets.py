@@ -101,6 +101,7 @@ def test_notmnist_test_and_no_train(data_root):
     with pytest.raises(ConfigError, match=r"notmnist.*only.*test.*not 'train'"):
         load_dataset("notmnist", "train", data_root=data_root)
 
+
 def test_unknown_name_and_split():
     with pytest.raises(ConfigError, match="mnist, fashion-mnist, notmnist, mnist-5k"):
         load_dataset("cifar10")
