@@ -114,3 +114,10 @@ RUNS_DIFF_SPINNER = "runs-diff-spinner"    # shown while the map's job runs, wit
 RUNS_DIFF_STATUS = "runs-diff-status"
 RUNS_BODY = "runs-body"                    # everything but the message (hidden without runs)
 EXPERIMENTS_MESSAGE = "experiments-message"
+
+# -- sample page metadata, run selector progress (appended) ------------------------------------
+SAMPLE_METADATA_RAW = "sample-metadata-raw"    # every column under its internal name
+SAMPLE_RAW_TOGGLE = "sample-raw-toggle"        # switches the grouped view for the raw one
+SAMPLE_BODY = "sample-body"                    # everything but the message (hidden on a bad id)
+RUN_STATUS = "run-status"                      # "analysing run X… step k of n" under the navbar
+RUN_OPEN_REQUEST = "run-open-request"          # a discovered run the selector asked to open

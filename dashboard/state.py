@@ -396,17 +396,56 @@ UNITS = {
     "mc_mutual_info": "nats", "confidence": "probability", "uncertainty": "1 - confidence",
     "margin": "top-2 probability gap", "mc_confidence": "probability",
     "mc_uncertainty": "1 - mean confidence", "mc_top_var": "variance",
+    "mc_margin": "top-2 probability gap", "total_loss": "cross-entropy, nats",
 }
+
+# Plain words for columns whose name is internal (the Sample page; hovers). A name not
+# here reads as itself with spaces (``pixel_dist_label`` -> ``pixel dist label``).
+COLUMN_WORDS = {
+    "label_name": "true class", "pred_name": "predicted class", "loss": "loss",
+    "confidence": "confidence", "margin": "margin over the runner-up", "entropy": "entropy",
+    "mc_pred": "prediction", "mc_confidence": "mean confidence",
+    "mc_margin": "margin over the runner-up", "mc_entropy": "entropy of the mean",
+    "mc_mutual_info": "mutual information", "mc_top_var": "variance of the top class",
+    "knn_distance": "to the k-th nearest sample", "centroid_distance":
+        "to the nearest class centroid", "total_loss": "total loss (all heads)",
+    # embedding_* and pixel_* (see analysis.steps.centroids.distance_columns)
+    "dist_label": "to its true class's centroid", "dist_pred":
+        "to the predicted class's centroid", "dist_other": "to the nearest other centroid",
+    "margin_space": "other minus own (negative: nearer another class)",
+    "nearest_class": "nearest centroid's class",
+}
+
+
+def column_unit(name: str) -> str | None:
+    """The unit (or scale) of a per-sample column, ``None`` when it has none."""
+    if name in UNITS:
+        return UNITS[name]
+    bare = name[3:] if name.startswith("mc_") else name
+    if name.startswith("pixel_"):
+        return "L2, pixels in [0, 1]"
+    if name.startswith("embedding_") or bare in ("knn_distance", "centroid_distance"):
+        return "L2, embedding space"
+    if name.endswith(("_x", "_y")) and name.split("_")[0] in ("umap", "tsne", "joint", "mc"):
+        return "arbitrary units"
+    return None
+
+
+def column_words(name: str) -> str:
+    """Plain words for column ``name`` (without its unit)."""
+    if name in COLUMN_WORDS:
+        return COLUMN_WORDS[name]
+    for space in ("embedding_", "pixel_"):
+        if name.startswith(space):
+            rest = name[len(space):]
+            if rest.endswith("_nearest_class") or rest == "nearest_class":
+                return COLUMN_WORDS["nearest_class"]
+            return COLUMN_WORDS.get("margin_space" if rest == "margin" else rest,
+                                    rest.replace("_", " "))
+    return name.replace("_", " ")
 
 
 def column_title(name: str) -> str:
     """``name (unit)`` for axis and colour-bar titles."""
-    if name in UNITS:
-        return f"{name} ({UNITS[name]})"
-    if name.startswith("pixel_"):
-        return f"{name} (L2, pixels in [0, 1])"
-    if name.startswith("embedding_"):
-        return f"{name} (L2, embedding space)"
-    if name.endswith(("_x", "_y")) and name.split("_")[0] in ("umap", "tsne"):
-        return f"{name} (arbitrary units)"
-    return name
+    unit = column_unit(name)
+    return f"{name} ({unit})" if unit else name
