@@ -161,7 +161,7 @@ class RunEntry:
         if not self.session.store.is_available():
             raise DashboardInputError(
                 f"The analysis cache of run '{self.label}' was deleted while the dashboard was "
-                "running. Restart `python -m dashboard` to recompute it.")
+                "running. Restart the dashboard (python -m dashboard) to recompute it.")
 
     def index_of(self, sample_id: str) -> int:
         """Row index of ``sample_id``; a :class:`DashboardInputError` names a bad one."""
