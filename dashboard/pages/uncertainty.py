@@ -104,7 +104,7 @@ def layout(dataset: str | None = None, **_ignored) -> html.Div:
              html.Div([html.Span("y axis", className="small text-muted me-2"),
                        dcc.RadioItems(id=ids.OOD_HISTOGRAM_SCALE, value="log", inline=True,
                                       options=[{"label": "log", "value": "log"},
-                                               {"label": "linear (as in the study)",
+                                               {"label": "linear",
                                                 "value": "linear"}],
                                       inputClassName="me-1", labelClassName="me-3 small")],
                       className="d-flex align-items-center"),

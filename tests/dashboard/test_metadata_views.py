@@ -42,3 +42,13 @@ def test_a_scatter_point_is_the_sample_its_hover_names(entry):
             i = clicked_index(entry, {"points": [{"curveNumber": curve, "pointIndex": point}]})
             assert trace.text[point] == ids[i]
             assert np.float32(trace.y[point]) == np.float32(t["loss"].iat[i])
+
+
+def test_accuracy_per_class_axis_starts_at_zero(entry):
+    """A well-trained model's 95% is drawn against 0, not against a zoomed-in 90%."""
+    from dashboard.figures.errors import per_class_figure
+
+    t = entry.table
+    fig = per_class_figure(t["label"].to_numpy(), t["correct"].to_numpy(), t["loss"].to_numpy(),
+                           entry.class_names)
+    assert fig.layout.yaxis.range[0] == 0 and t["correct"].mean() > 0.5
