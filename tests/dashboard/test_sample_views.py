@@ -99,3 +99,18 @@ def test_raw_columns_keep_the_internal_names(entry):
     names = [r.children[0].children for r in raw_metadata_table(entry.table.iloc[0]).children
              .children]
     assert "neg_margin" in names and "umap_x" in names and "sample_id" not in names
+
+
+def test_the_readme_s_sample_example_exists_on_the_default_start():
+    """The README's /sample?id= example is an id of the data `python -m dashboard` opens
+    without LOUPE_DATA (the embedded mnist-5k test split)."""
+    import re
+    from pathlib import Path
+
+    from analysis.datasets import load_dataset
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    examples = re.findall(r"/sample\?id=([\w-]+:\w+:\d+)", readme)
+    assert examples
+    default = load_dataset("mnist-5k", "test")
+    assert examples[0] in set(default.sample_ids)
