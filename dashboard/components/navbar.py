@@ -69,7 +69,8 @@ def register_callbacks() -> None:
                    Output(ids.APP_MESSAGE, "children", allow_duplicate=True),
                    Input(ids.RUN_SELECT, "value"), State(ids.RUN_STORE, "data"),
                    background=True, interval=500, prevent_initial_call=True,
-                   progress=Output(ids.RUN_STATUS, "children"), progress_default=None,
+                   # A list: Dash ignores a falsy default, and the line would stay up.
+                   progress=Output(ids.RUN_STATUS, "children"), progress_default=[None],
                    running=[(Output(ids.RUN_SELECT, "disabled"), True, False)])
     def open_run(set_progress, run_key, run_store):
         """A run discovered under --runs-dir is opened and analysed on its first
