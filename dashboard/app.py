@@ -8,7 +8,6 @@ data. Page logic lives in :mod:`dashboard.pages`.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import socket
 from pathlib import Path
@@ -87,9 +86,6 @@ def create_app(config: DashboardConfig, registry: RunRegistry | None = None) -> 
     """
     if registry is None:
         registry = open_runs(config)
-    # Every other run under --runs-dir is listed, and opened on its first selection.
-    registry.session_opener = functools.partial(open_discovered_session, config)
-    registry.discover(config.runs_dir)
     navbar_component.register_callbacks()
     app = dash.Dash(
         __name__, use_pages=True, pages_folder=str(HERE / "pages"),
@@ -101,30 +97,24 @@ def create_app(config: DashboardConfig, registry: RunRegistry | None = None) -> 
     app.server.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
     attach_registry(app.server, registry)
     attach_catalog(app.server, RunCatalog(config))  # the Experiments page's runs
-    app.layout = functools.partial(serve_layout, registry)
-    return app
-
-
-def serve_layout(registry: RunRegistry) -> html.Div:
-    """The app's layout, built per page load: the run selector lists the runs as they
-    are now (one opened by another browser shows as opened)."""
     default = registry.default_key
-    return html.Div([
+    app.layout = html.Div([
         dcc.Location(id=ids.URL, refresh="callback-nav"),
         dcc.Store(id=ids.RUN_STORE, data={"run": default}),
         dcc.Store(id=ids.SELECTION_STORE, data={"run": default, "ids": [], "source": ""}),
         dcc.Store(id=ids.SAMPLE_STORE, data=None),
         navbar_component.navbar(registry.options(), default,
                                 registry.head_options(default) if default else []),
-        dbc.Container([html.Div(id=ids.RUN_STATUS, className="small"),
-                       html.Div(id=ids.APP_MESSAGE), dash.page_container], fluid=True,
+        dbc.Container([html.Div(id=ids.APP_MESSAGE), dash.page_container], fluid=True,
                       className="pb-4"),
     ])
+    return app
 
 
 def open_discovered_session(config: DashboardConfig, folder: str):
-    """A discovered run folder opened on the dashboard's data (a run folder says its
-    own model: the bring-your-own-model flags are not applied to it)."""
+    """A run folder found under ``--runs-dir`` opened on the dashboard's data (a run
+    folder says its own model: the bring-your-own-model flags are not applied to it).
+    The opener of :meth:`RunRegistry.open_discovered` (not wired to the selector yet)."""
     plain = dataclasses.replace(config, model_spec=None, weights=None, embedding_layer=None,
                                 task=None, progress=False)
     return open_session(plain, folder)

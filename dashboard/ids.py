@@ -121,3 +121,4 @@ SAMPLE_RAW_TOGGLE = "sample-raw-toggle"        # switches the grouped view for t
 SAMPLE_BODY = "sample-body"                    # everything but the message (hidden on a bad id)
 RUN_STATUS = "run-status"                      # "analysing run X… step k of n" under the navbar
 RUN_OPEN_REQUEST = "run-open-request"          # a discovered run the selector asked to open
+RUN_OPENED = "run-opened"                      # the discovered run just opened: offer its heads

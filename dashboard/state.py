@@ -310,8 +310,10 @@ class RunRegistry:
     def options(self) -> list[dict]:
         """Run selector options ``[{"label", "value"}]``: one per open run (its first head),
         then the discovered runs not opened yet (their label says so)."""
-        opened = [{"label": e.label, "value": e.key} for e in self._entries.values()
-                  if e.head == e.session.heads[0]]
+        # A discovered run keeps its key once opened: the selector's value stays valid.
+        alias = {entry: key for key, entry in self._opened.items()}
+        opened = [{"label": e.label, "value": alias.get(e.key, e.key)}
+                  for e in self._entries.values() if e.head == e.session.heads[0]]
         waiting = [{"label": f"{d.name} · not analysed yet", "value": d.key}
                    for d in self._discovered.values() if d.key not in self._opened]
         return opened + waiting

@@ -8,7 +8,8 @@ from dash import Input, Output, State, dcc, html
 
 from dashboard import ids
 
-PAGES = (("Population", "/"), ("Sample", "/sample"), ("Errors", "/errors"),
+PAGES = (("Population", "/"), ("Insights", "/insights"), ("Samples", "/samples"),
+         ("Sample", "/sample"), ("Errors", "/errors"),
          ("Uncertainty & OOD", "/uncertainty"), ("Loss vs metadata", "/metadata"),
          ("Training", "/training"), ("Experiments", "/experiments"),
          ("Export", "/export"))
@@ -55,61 +56,10 @@ def register_callbacks() -> None:
                    Input(ids.RUN_SELECT, "value"), State(ids.HEAD_SELECT, "value"),
                    prevent_initial_call=True)
     def select_run(run_key, head_key):
-        """A new run offers its heads and starts on its first (a run not analysed yet:
-        :func:`open_run` does, then offers them)."""
+        """A new run offers its heads and starts on its first."""
         from dashboard.state import get_registry
 
-        registry = get_registry()
-        if registry.is_waiting(run_key):
-            raise dash.exceptions.PreventUpdate
-        return head_choices(registry, run_key, head_key)
-
-    @dash.callback(Output(ids.RUN_SELECT, "options", allow_duplicate=True),
-                   Output(ids.RUN_SELECT, "value", allow_duplicate=True),
-                   Output(ids.APP_MESSAGE, "children", allow_duplicate=True),
-                   Input(ids.RUN_SELECT, "value"), State(ids.RUN_STORE, "data"),
-                   background=True, interval=500, prevent_initial_call=True,
-                   # A list: Dash ignores a falsy default, and the line would stay up.
-                   progress=Output(ids.RUN_STATUS, "children"), progress_default=[None],
-                   running=[(Output(ids.RUN_SELECT, "disabled"), True, False)])
-    def open_run(set_progress, run_key, run_store):
-        """A run discovered under --runs-dir is opened and analysed on its first
-        selection, in a background job that says which step it is on; then the
-        selector names it by its entry (and :func:`select_run` offers its heads)."""
-        from dashboard.state import DashboardInputError, get_registry
-
-        registry = get_registry()
-        if not registry.is_waiting(run_key):
-            raise dash.exceptions.PreventUpdate
-        try:
-            opened_run(registry, run_key, set_progress)
-        except DashboardInputError as exc:
-            from dashboard.components.messages import error_alert
-
-            current = (run_store or {}).get("run") if isinstance(run_store, dict) else None
-            back = str(current).split("-", 1)[0] if current else dash.no_update
-            return registry.options(), back, error_alert(exc)  # the selector shows the open run
-        return registry.options(), registry.resolve(run_key), None
-
-
-def opened_run(registry, run_key: str, set_progress) -> None:
-    """Open discovered run ``run_key``, telling ``set_progress`` (a Dash progress setter)
-    "analysing run X… step k of n" before each step."""
-    name = next((o["label"].split(" · ")[0] for o in registry.options()
-                 if o["value"] == run_key), run_key)
-
-    def report(k: int, n: int, step: str) -> None:
-        set_progress(progress_line(name, k, n, step))
-
-    registry.open_discovered(run_key, report)
-
-
-def progress_line(name: str, k: int, n: int, step: str):
-    """The line under the navbar while a run is analysed."""
-    return dbc.Alert([dbc.Spinner(size="sm", spinner_class_name="me-2"),
-                      f"Analysing run {name}… step {k} of {n} ({step.replace('_', ' ')}). "
-                      "Its pages open when it is done; other runs stay usable."],
-                     color="info", className="py-1 px-2 mb-2 small loupe-run-status")
+        return head_choices(get_registry(), run_key, head_key)
 
     @dash.callback(Output(ids.RUN_STORE, "data"), Output(ids.SELECTION_STORE, "data"),
                    Output(ids.SAMPLE_STORE, "data", allow_duplicate=True),
@@ -125,7 +75,7 @@ def head_choices(registry, run_key: str | None, head_key: str | None):
     """Pure part of the run selector: ``(head options, head value, head box style)``."""
     options = registry.head_options(run_key)
     keys = [o["value"] for o in options]
-    value = head_key if head_key in keys else (keys[0] if keys else registry.resolve(run_key))
+    value = head_key if head_key in keys else (keys[0] if keys else run_key)
     return options, value, head_box_style(options)
 
 

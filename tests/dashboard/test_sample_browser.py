@@ -3,7 +3,6 @@ lazily analysed runs, as a person uses them in headless Chromium (screenshots sa
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
@@ -93,40 +92,6 @@ def test_a_click_on_the_metadata_scatter_opens_that_sample(dash_duo, browser, ap
     sid = entry.session.dataset.sample_ids[target]
     dash_duo.wait_for_contains_text(f"#{ids.SAMPLE_TITLE}", sid, timeout=30)
     assert f"id={sid}" in dash_duo.driver.current_url
-    assert dash_duo.get_logs() == []
-
-
-def test_a_run_not_open_yet_is_analysed_on_selection_with_progress(
-        dash_duo, browser, analysed_session, tiny_run, digits, data_root, tmp_path):
-    from dashboard.app import create_app
-    from dashboard.config import DashboardConfig
-    from dashboard.state import RunRegistry
-
-    runs = tmp_path / "runs"
-    shutil.copytree(tiny_run, runs / "second_cnn")
-    config = DashboardConfig(checkpoints=[], dataset=digits, data_root=data_root,
-                             cache_dir=str(tmp_path / "cache"), device="cpu", limit=120,
-                             mc_samples=2, projections=("umap",), progress=False,
-                             runs_dir=str(runs))
-    reg = RunRegistry()
-    reg.add(analysed_session, "tiny_cnn")
-    app = create_app(config, reg)
-    browser.open(app, "/training")
-    dash_duo.wait_for_element(f"#{ids.TRAINING_GRAPH} .scatterlayer .trace", timeout=30)
-    dash_duo.select_dcc_dropdown(f"#{ids.RUN_SELECT}", "second_cnn · not analysed yet")
-    dash_duo.wait_for_contains_text(f"#{ids.RUN_STATUS}", "Analysing run second_cnn", timeout=30)
-    assert "step" in dash_duo.find_element(f"#{ids.RUN_STATUS}").text
-    shot(dash_duo, "run-analysing")
-    try:
-        until(lambda: dash_duo.find_element(f"#{ids.RUN_STATUS}").text == "", timeout=240)
-    finally:
-        shot(dash_duo, "run-analysed")
-    dash_duo.wait_for_contains_text(f"#{ids.RUN_SELECT}", f"second_cnn · {digits}:test",
-                                    timeout=20)
-    browser.nav("/sample")
-    dash_duo.wait_for_contains_text(f"#{ids.SAMPLE_TITLE}", f"{digits}:test:", timeout=30)
-    assert len(reg.get(reg.keys()[-1]).table) == 120  # the new run's 120 samples are shown
-    shot(dash_duo, "run-opened-sample")
     assert dash_duo.get_logs() == []
 
 

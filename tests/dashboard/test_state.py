@@ -177,7 +177,7 @@ def test_discovered_runs_are_listed_and_opened_once_with_progress(
     assert [s for _, _, s in steps] == list(entry.session.steps)
     assert not reg.is_waiting(found.key) and reg.resolve(found.key) == entry.key
     assert reg.get(found.key) is entry and len(entry.table) == 60
-    assert [o["label"] for o in reg.options()] == [opened.label, f"other_cnn · {digits}:test"]
+    assert reg.options()[1] == {"label": f"other_cnn · {digits}:test", "value": found.key}
 
 
 def test_a_missing_runs_dir_discovers_nothing(tmp_path, registry):
