@@ -1,5 +1,5 @@
-"""The Sample page's metadata, the Loss-vs-metadata scatter's clicks and the run selector's
-lazily analysed runs, as a person uses them in headless Chromium (screenshots saved)."""
+"""The Sample page's metadata, the Loss-vs-metadata scatter's clicks, the Training and Export
+pages' words, as a person uses them in headless Chromium (screenshots in /tmp/shots-sample)."""
 
 from __future__ import annotations
 
