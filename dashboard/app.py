@@ -7,6 +7,7 @@ data. Page logic lives in :mod:`dashboard.pages`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import socket
 from pathlib import Path
@@ -17,7 +18,7 @@ from dash import dcc, html
 
 from dashboard import ids
 from dashboard.components import navbar as navbar_component
-from dashboard.config import DashboardConfig, open_runs
+from dashboard.config import DashboardConfig, open_runs, open_session
 from dashboard.jobs import background_manager
 from dashboard.state import RunRegistry, attach_registry
 from dashboard.views.experiments_catalog import RunCatalog, attach_catalog
@@ -108,3 +109,12 @@ def create_app(config: DashboardConfig, registry: RunRegistry | None = None) -> 
                       className="pb-4"),
     ])
     return app
+
+
+def open_discovered_session(config: DashboardConfig, folder: str):
+    """A run folder found under ``--runs-dir`` opened on the dashboard's data (a run
+    folder says its own model: the bring-your-own-model flags are not applied to it).
+    The opener of :meth:`RunRegistry.open_discovered` (not wired to the selector yet)."""
+    plain = dataclasses.replace(config, model_spec=None, weights=None, embedding_layer=None,
+                                task=None, progress=False)
+    return open_session(plain, folder)

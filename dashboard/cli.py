@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import threading
 from pathlib import Path
 
 from analysis.cli import add_input_args
@@ -68,7 +69,60 @@ def build_parser() -> argparse.ArgumentParser:
                         "sub-folder holding a model.pt (default runs)")
     p.add_argument("--debug", action="store_true", help="Dash debug mode (never on a shared host)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--verbose", action="store_true",
+                   help="log every HTTP request and the libraries' own messages (faiss, "
+                        "openTSNE, Dash)")
     return p
+
+
+# Libraries whose INFO lines are noise to a user: werkzeug logs one line per HTTP request,
+# faiss's loader reports the optional AVX2 build it did not find as an exception text,
+# openTSNE explains parameters it ignores, Dash repeats "running on" after our own line.
+CHATTY_LOGGERS = ("werkzeug", "faiss.loader", "openTSNE", "dash.dash")
+
+
+class OncePerMessage(logging.Filter):
+    """Let a warning (or worse) through once per process: the same fact in one line.
+
+    Training and analysing both load the dataset, and each load would repeat
+    the same fallback warning; INFO lines (timings, progress) are never dropped.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seen: set[tuple[str, int, str]] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        key = (record.name, record.levelno, record.getMessage())
+        if key in self._seen:
+            return False
+        self._seen.add(key)
+        return True
+
+
+def configure_logging(verbose: bool = False) -> None:
+    """INFO to stderr, one line per warning; request logs and library chatter only when
+    ``verbose``."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, OncePerMessage) for f in handler.filters):
+            handler.addFilter(OncePerMessage())
+    for name in CHATTY_LOGGERS:
+        logger = logging.getLogger(name)
+        # A filter, not a level: Dash sets its logger's level itself when it starts serving.
+        for f in [f for f in logger.filters if isinstance(f, WarningsOnly)]:
+            logger.removeFilter(f)
+        if not verbose:
+            logger.addFilter(WarningsOnly())
+
+
+class WarningsOnly(logging.Filter):
+    """Drop a logger's records below WARNING."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING
 
 
 def config_from_args(args: argparse.Namespace) -> DashboardConfig:
@@ -98,20 +152,38 @@ def ensure_default_run(config: DashboardConfig, explicit: bool) -> None:
           device=config.device, data_root=config.data_root, progress=config.progress)
 
 
+def warm_up_in_background(entries: list) -> threading.Thread:
+    """Import Captum and explain one sample per run in a daemon thread.
+
+    Done while the server already answers (the import alone takes ~1.7 s, most
+    of it matplotlib pulled in by Captum): the pages open at once, and the
+    first heatmap, usually asked for seconds later, does not pay for it.
+    """
+    from dashboard.views.sample import warm_up_attribution
+
+    def work() -> None:
+        for entry in entries:
+            try:
+                warm_up_attribution(entry)
+            except Exception as exc:  # noqa: BLE001 - an optimisation: a click shows the error
+                log.warning("heatmap warm-up of %s failed: %s", entry.label, exc)
+
+    thread = threading.Thread(target=work, name="loupe-heatmap-warm-up", daemon=True)
+    thread.start()
+    return thread
+
+
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    configure_numba_cache()  # before anything imports numba (UMAP)
     args = build_parser().parse_args(argv)
+    configure_logging(args.verbose)
+    configure_numba_cache()  # before anything imports numba (UMAP)
     try:
         config = config_from_args(args)
         ensure_default_run(config, explicit=bool(args.checkpoint or args.model_spec))
         from dashboard.app import create_app
         from dashboard.state import get_registry_of
-        from dashboard.views.sample import warm_up_attribution
-
         app = create_app(config)
-        for entry in get_registry_of(app):
-            warm_up_attribution(entry)
+        warm_up_in_background(list(get_registry_of(app)))
     except USER_ERRORS as exc:
         log.error("%s", exc)
         return exc.exit_code

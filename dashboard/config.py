@@ -68,24 +68,32 @@ def open_runs(config: DashboardConfig):
     -------
     RunRegistry
     """
-    from analysis.session import AnalysisSession
     from dashboard.state import RunRegistry
-    from models.inputs import spec_from_flags
 
     registry = RunRegistry()
     for checkpoint in config.checkpoints:
-        log.info("opening %s on %s:%s%s", checkpoint or config.model_spec, config.dataset,
-                 config.split, "".join(f" + {d}" for d in config.extra_datasets))
-        # Extra datasets are analysed against the main one (MC dropout, distances to it,
-        # joint maps): the Uncertainty & OOD page.
-        session = AnalysisSession.open(
-            checkpoint, config.dataset, config.split, model_spec=config.model_spec,
-            weights=config.weights, embedding_layer=config.embedding_layer,
-            data_root=config.data_root, cache_dir=config.cache_dir, device=config.device,
-            limit=config.limit, extra_datasets=config.extra_datasets, progress=config.progress,
-            mc_samples=config.mc_samples, projections=config.projections, task=config.task,
-            trust_code=config.trust_code, metadata=config.metadata,
-            input_spec=spec_from_flags(config.input_size, config.mean, config.std))
+        session = open_session(config, checkpoint)
         session.run()
         registry.add(session, checkpoint)
     return registry
+
+
+def open_session(config: DashboardConfig, checkpoint: str | None, progress: bool | None = None):
+    """An :class:`~analysis.session.AnalysisSession` of ``checkpoint`` on the dashboard's
+    data (nothing computed yet); ``progress`` overrides ``config.progress``."""
+    from analysis.session import AnalysisSession
+    from models.inputs import spec_from_flags
+
+    log.info("opening %s on %s:%s%s", checkpoint or config.model_spec, config.dataset,
+             config.split, "".join(f" + {d}" for d in config.extra_datasets))
+    # Extra datasets are analysed against the main one (MC dropout, distances to it,
+    # joint maps): the Uncertainty & OOD page.
+    return AnalysisSession.open(
+        checkpoint, config.dataset, config.split, model_spec=config.model_spec,
+        weights=config.weights, embedding_layer=config.embedding_layer,
+        data_root=config.data_root, cache_dir=config.cache_dir, device=config.device,
+        limit=config.limit, extra_datasets=config.extra_datasets,
+        progress=config.progress if progress is None else progress,
+        mc_samples=config.mc_samples, projections=config.projections, task=config.task,
+        trust_code=config.trust_code, metadata=config.metadata,
+        input_spec=spec_from_flags(config.input_size, config.mean, config.std))

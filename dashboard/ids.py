@@ -150,3 +150,11 @@ CELL_EMPTY = "cell-empty"                  # "No samples with true X predicted a
 SIZE_NOTE = "population-size-note"         # what the marker size means
 RUNS_DIFF_PENDING = "runs-diff-pending"    # "Computing the diff of A vs B…" while it runs
 RUNS_DIFF_PENDING_TEXT = "runs-diff-pending-text"
+
+# -- sample page metadata, run selector progress (appended) ------------------------------------
+SAMPLE_METADATA_RAW = "sample-metadata-raw"    # every column under its internal name
+SAMPLE_RAW_TOGGLE = "sample-raw-toggle"        # switches the grouped view for the raw one
+SAMPLE_BODY = "sample-body"                    # everything but the message (hidden on a bad id)
+RUN_STATUS = "run-status"                      # "analysing run X… step k of n" under the navbar
+RUN_OPEN_REQUEST = "run-open-request"          # a discovered run the selector asked to open
+RUN_OPENED = "run-opened"                      # the discovered run just opened: offer its heads

@@ -13,6 +13,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -161,7 +162,7 @@ class RunEntry:
         if not self.session.store.is_available():
             raise DashboardInputError(
                 f"The analysis cache of run '{self.label}' was deleted while the dashboard was "
-                "running. Restart `python -m dashboard` to recompute it.")
+                "running. Restart the dashboard (python -m dashboard) to recompute it.")
 
     def index_of(self, sample_id: str) -> int:
         """Row index of ``sample_id``; a :class:`DashboardInputError` names a bad one."""
@@ -253,11 +254,32 @@ class RunEntry:
         return key, int(row)
 
 
+@dataclass(frozen=True)
+class DiscoveredRun:
+    """A run folder found under ``--runs-dir`` and not opened yet (see
+    :meth:`RunRegistry.discover`): the selector lists it, the first selection opens it."""
+
+    key: str
+    name: str
+    folder: str
+
+
+# What opening a discovered run reports: (step number from 1, steps in all, step name).
+OpenProgress = Callable[[int, int, str], None]
+
+
 class RunRegistry:
-    """Opaque run keys to :class:`RunEntry`, in the order they were added."""
+    """Opaque run keys to :class:`RunEntry`, in the order they were added, plus the runs
+    discovered under ``--runs-dir`` that are opened on their first selection."""
 
     def __init__(self) -> None:
         self._entries: dict[str, RunEntry] = {}
+        self._folders: dict[str, str] = {}  # entry base key -> resolved run folder
+        self._discovered: dict[str, DiscoveredRun] = {}
+        self._opened: dict[str, str] = {}  # discovered key -> its entry's key
+        self._opening = LRUCache(1024)  # one opening per discovered run, however many ask
+        # run folder -> an opened, not yet run, AnalysisSession on the dashboard's data
+        self.session_opener: Callable[[str], AnalysisSession] | None = None
 
     def add(self, session: AnalysisSession, checkpoint: str | None = None) -> RunEntry:
         """Register an opened (and run) session, one entry per head; returns the first
@@ -270,6 +292,8 @@ class RunRegistry:
         if label in taken:  # two run folders of the same name: number them
             label = next(f"{label} ({n})" for n in range(2, len(taken) + 3)
                          if f"{label} ({n})" not in taken)
+        if checkpoint is not None and Path(checkpoint).exists():
+            self._folders[base] = str(Path(checkpoint).resolve())
         entries = []
         for i, head in enumerate(session.heads):
             key = base if i == 0 else f"{base}-{head}"
@@ -284,13 +308,102 @@ class RunRegistry:
         return list(self._entries)
 
     def options(self) -> list[dict]:
-        """Run selector options ``[{"label", "value"}]``: one per run (its first head)."""
-        return [{"label": e.label, "value": e.key} for e in self._entries.values()
-                if e.head == e.session.heads[0]]
+        """Run selector options ``[{"label", "value"}]``: one per open run (its first head),
+        then the discovered runs not opened yet (their label says so)."""
+        # A discovered run keeps its key once opened: the selector's value stays valid.
+        alias = {entry: key for key, entry in self._opened.items()}
+        opened = [{"label": e.label, "value": alias.get(e.key, e.key)}
+                  for e in self._entries.values() if e.head == e.session.heads[0]]
+        waiting = [{"label": f"{d.name} · not analysed yet", "value": d.key}
+                   for d in self._discovered.values() if d.key not in self._opened]
+        return opened + waiting
+
+    # -- runs discovered under --runs-dir -----------------------------------------------------
+    def discover(self, runs_dir: str | Path) -> list[DiscoveredRun]:
+        """List every openable run under ``runs_dir`` that is not open yet (nothing is
+        loaded: :func:`analysis.runs.discover_runs` reads ``run.json`` only).
+
+        Runs that need their code (``--model``/``--task``) or are broken are
+        left out: the Experiments page lists them with the reason. A missing
+        ``runs_dir`` discovers nothing.
+        """
+        from analysis.runs import OK, discover_runs
+
+        try:
+            found = discover_runs(runs_dir)
+        except LoupeError as exc:
+            log.info("no runs discovered: %s", exc)
+            return []
+        open_folders = set(self._folders.values())
+        names = {e.session.name for e in self._entries.values()}
+        added = []
+        for info in found:
+            if info.status != OK or info.folder in open_folders:
+                continue
+            key = "r" + stable_hash("loupe-dashboard-discovered", info.folder)[:11]
+            name = info.name if info.name not in names else \
+                f"{info.name} ({Path(info.folder).parent.name})"
+            self._discovered.setdefault(key, DiscoveredRun(key, name, info.folder))
+            added.append(self._discovered[key])
+        return added
+
+    def is_waiting(self, key: object) -> bool:
+        """Whether ``key`` is a discovered run not opened yet."""
+        return isinstance(key, str) and key in self._discovered and key not in self._opened
+
+    def resolve(self, key: str | None) -> str | None:
+        """The entry key behind ``key`` (a discovered run, once opened, is its entry)."""
+        return self._opened.get(key, key) if isinstance(key, str) else key
+
+    def open_discovered(self, key: str, progress: OpenProgress | None = None) -> RunEntry:
+        """Open and analyse discovered run ``key`` with :attr:`session_opener` (once:
+        concurrent callers wait for the first and share its entry).
+
+        Parameters
+        ----------
+        progress : called before each step with (k, n, step name)
+
+        Raises
+        ------
+        DashboardInputError
+            Unknown key, or the run cannot be opened on the dashboard's data (the
+            message says why).
+        """
+        if key in self._opened:
+            return self._entries[self._opened[key]]
+        run = self._discovered.get(key)
+        if run is None:
+            raise DashboardInputError(f"Unknown run '{str(key)[:40]}': reload the page.")
+
+        open_session = self.session_opener
+        if open_session is None:
+            raise DashboardInputError("This dashboard opens no other run.")
+
+        def compute() -> RunEntry:
+            try:
+                session = open_session(run.folder)
+                steps = list(session.steps)
+                n = len(steps) + (1 if session.extras else 0)
+                for k, step in enumerate(steps, 1):
+                    if progress is not None:
+                        progress(k, n, step)
+                    session.run([step])
+                if session.extras:
+                    if progress is not None:
+                        progress(n, n, "the extra datasets")
+                    session.run()
+            except LoupeError as exc:
+                raise DashboardInputError(f"Run {run.name} cannot be opened here: {exc}") \
+                    from None
+            entry = self.add(session, run.folder)
+            self._opened[key] = entry.key
+            return entry
+
+        return self._opening.get_or_compute(key, compute)
 
     def head_options(self, key: str | None) -> list[dict]:
         """Head selector options of the run of entry ``key``: ``{"label": head, "value": key}``."""
-        entry = self._entries.get(key or self.default_key)
+        entry = self._entries.get(self.resolve(key) or self.default_key)
         if entry is None:  # a stale key: the page that uses it shows the message
             return []
         base = entry.key.split("-", 1)[0]
@@ -311,7 +424,10 @@ class RunRegistry:
         """
         if not self._entries:
             raise DashboardInputError("No run is open. Start the dashboard with --checkpoint.")
-        key = key or self.default_key
+        key = self.resolve(key) or self.default_key
+        if self.is_waiting(key):
+            raise DashboardInputError("This run is being analysed: its pages open when the "
+                                      "analysis is done (see the progress under the menu).")
         try:
             entry = self._entries[key]
         except KeyError:
@@ -396,23 +512,61 @@ UNITS = {
     "mc_mutual_info": "nats", "confidence": "probability", "uncertainty": "1 - confidence",
     "margin": "top-2 probability gap", "mc_confidence": "probability",
     "mc_uncertainty": "1 - mean confidence", "mc_top_var": "variance",
+    "mc_margin": "top-2 probability gap", "total_loss": "cross-entropy, nats",
+}
+
+# Plain words for columns whose name is internal (the Sample page; hovers). A name not
+# here reads as itself with spaces (``pixel_dist_label`` -> ``pixel dist label``).
+COLUMN_WORDS = {
+    "label_name": "true class", "pred_name": "predicted class", "loss": "loss",
+    "confidence": "confidence", "margin": "margin over the runner-up", "entropy": "entropy",
+    "mc_pred": "prediction", "mc_confidence": "mean confidence",
+    "mc_margin": "margin over the runner-up", "mc_entropy": "entropy of the mean",
+    "mc_mutual_info": "mutual information", "mc_top_var": "variance of the top class",
+    "knn_distance": "to the k-th nearest sample", "centroid_distance":
+        "to the nearest class centroid", "total_loss": "total loss (all heads)",
+    # embedding_* and pixel_* (see analysis.steps.centroids.distance_columns)
+    "dist_label": "to its true class's centroid", "dist_pred":
+        "to the predicted class's centroid", "dist_other": "to the nearest other centroid",
+    "margin_space": "other minus own (negative: nearer another class)",
+    "nearest_class": "nearest centroid's class",
 }
 
 
-def column_title(name: str) -> str:
-    """``name (unit)`` for axis and colour-bar titles (the unit a step declares when it is
-    not one of :data:`UNITS`; see :func:`analysis.registry.column_info`)."""
+def column_unit(name: str) -> str | None:
+    """The unit (or scale) of a per-sample column, ``None`` when it has none."""
     from analysis.registry import column_info
 
     if name in UNITS:
-        return f"{name} ({UNITS[name]})"
+        return UNITS[name]
     declared = column_info(name)
     if declared is not None and declared.unit:
-        return f"{name} ({declared.unit})"
+        return declared.unit
+    bare = name[3:] if name.startswith("mc_") else name
     if name.startswith("pixel_"):
-        return f"{name} (L2, pixels in [0, 1])"
-    if name.startswith("embedding_"):
-        return f"{name} (L2, embedding space)"
-    if name.endswith(("_x", "_y")) and name.split("_")[0] in ("umap", "tsne"):
-        return f"{name} (arbitrary units)"
-    return name
+        return "L2, pixels in [0, 1]"
+    if name.startswith("embedding_") or bare in ("knn_distance", "centroid_distance"):
+        return "L2, embedding space"
+    if name.endswith(("_x", "_y")) and name.split("_")[0] in ("umap", "tsne", "joint", "mc"):
+        return "arbitrary units"
+    return None
+
+
+def column_words(name: str) -> str:
+    """Plain words for column ``name`` (without its unit)."""
+    if name in COLUMN_WORDS:
+        return COLUMN_WORDS[name]
+    for space in ("embedding_", "pixel_"):
+        if name.startswith(space):
+            rest = name[len(space):]
+            if rest.endswith("_nearest_class") or rest == "nearest_class":
+                return COLUMN_WORDS["nearest_class"]
+            return COLUMN_WORDS.get("margin_space" if rest == "margin" else rest,
+                                    rest.replace("_", " "))
+    return name.replace("_", " ")
+
+
+def column_title(name: str) -> str:
+    """``name (unit)`` for axis and colour-bar titles."""
+    unit = column_unit(name)
+    return f"{name} ({unit})" if unit else name

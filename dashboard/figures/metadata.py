@@ -97,17 +97,20 @@ def loss_vs_metadata_figure(binned: pd.DataFrame, column: str, class_names: Sequ
                 hovertemplate="%{x:.3g}: mean loss %{y:.4f} (n=%{customdata})<extra></extra>"),
                 secondary_y=False)
     else:
+        half = 1.96 * overall["sem"]
         fig.add_trace(go.Scatter(
             x=overall["center"], y=overall["mean_loss"], mode="lines+markers",
             name="all classes (± 95% CI)", line={"color": "#d62728", "width": 3},
-            error_y={"type": "data", "array": 1.96 * overall["sem"], "thickness": 1.2,
+            # A loss is never negative: the interval's lower arm stops at 0.
+            error_y={"type": "data", "array": half,
+                     "arrayminus": np.minimum(half, overall["mean_loss"]), "thickness": 1.2,
                      "width": 3, "color": "rgba(214,39,40,0.6)"},
             customdata=overall["count"],
             hovertemplate="%{x:.3g}: mean loss %{y:.4f} (n=%{customdata})<extra></extra>"),
             secondary_y=False)
     fig.update_xaxes(title_text=f"{column} (binned)")
     fig.update_yaxes(title_text="mean cross-entropy loss (nats)", secondary_y=False,
-                     rangemode="tozero")
+                     rangemode="tozero", range=[0, loss_axis_top(binned, per_class)])
     fig.update_yaxes(title_text="samples per bin", secondary_y=True, showgrid=False,
                      rangemode="tozero", tickmode="auto", tickformat=",d")
     fig.update_layout(**base_layout(height=420, bargap=0.05,
@@ -116,19 +119,47 @@ def loss_vs_metadata_figure(binned: pd.DataFrame, column: str, class_names: Sequ
     return fig
 
 
+def loss_axis_top(binned: pd.DataFrame, per_class: bool) -> float:
+    """The top of the mean-loss axis: the highest drawn value (with its interval) + 5%."""
+    shown = binned[binned["group"] >= 0] if per_class else binned[binned["group"] == -1]
+    if shown.empty:
+        return 1.0
+    top = shown["mean_loss"] if per_class else shown["mean_loss"] + 1.96 * shown["sem"]
+    top = float(np.nanmax(top.to_numpy(dtype=np.float64)))
+    return top * 1.05 if np.isfinite(top) and top > 0 else 1.0
+
+
 def scatter_figure(x: np.ndarray, y: np.ndarray, labels: np.ndarray,
-                   class_names: Sequence[str], x_name: str, y_name: str) -> go.Figure:
-    """``y`` against ``x`` (both ``(N,)``), WebGL, one trace per ground-truth class."""
+                   class_names: Sequence[str], x_name: str, y_name: str,
+                   sample_ids: np.ndarray | None = None) -> go.Figure:
+    """``y`` against ``x`` (both ``(N,)``), WebGL, one trace per ground-truth class.
+
+    Trace ``c`` holds the samples of class ``c`` in table order, as the
+    population map does, so a click maps back to its sample the same way
+    (:meth:`~dashboard.state.RunEntry.points_to_indices`). ``sample_ids``
+    ``(N,)`` are shown on hover. An axis whose values are all >= 0 (a loss, a
+    distance) never shows negative values.
+    """
     x = np.asarray(x, dtype=np.float32)
     y = np.asarray(y, dtype=np.float32)
     labels = np.asarray(labels)
     palette = class_palette(len(class_names))
+    ids = np.asarray(sample_ids, dtype=object) if sample_ids is not None else None
     traces = [go.Scattergl(x=x[labels == c], y=y[labels == c], mode="markers",
                            name=str(name), marker={"size": 4, "color": palette[c],
                                                    "opacity": 0.6},
-                           hovertemplate=f"class {name}<br>{x_name} %{{x:.3g}}<br>"
-                                         f"{y_name} %{{y:.3g}}<extra></extra>")
+                           text=ids[labels == c] if ids is not None else None,
+                           hovertemplate=("%{text}<br>" if ids is not None else "")
+                           + f"class {name}<br>{x_name} %{{x:.3g}}<br>"
+                             f"{y_name} %{{y:.3g}}<extra></extra>")
               for c, name in enumerate(class_names)]
+
+    def axis(values: np.ndarray, title: str) -> dict:
+        finite = values[np.isfinite(values)]
+        nonnegative = finite.size and finite.min() >= 0
+        return {"title": {"text": title}, "rangemode": "nonnegative" if nonnegative else "normal"}
+
     return go.Figure(traces, base_layout(
-        height=420, xaxis={"title": {"text": x_name}}, yaxis={"title": {"text": y_name}},
+        height=420, xaxis=axis(x, x_name), yaxis=axis(y, y_name), clickmode="event",
+        hovermode="closest",
         legend={"title": {"text": "ground truth"}, "itemsizing": "constant"}))

@@ -18,9 +18,10 @@ def layout(**_ignored) -> html.Div:
     return html.Div([
         html.Div(id=ids.EXPORT_MESSAGE),
         card("Export the per-sample table",
-             html.P("Columns as in `python -m analysis export`: one row per sample with its "
-                    "stable id, label, prediction, loss, uncertainty, centroid distances, map "
-                    "coordinates and nearest neighbours.", className="small text-muted"),
+             html.P(["Columns as in ", html.Code("python -m analysis export"),
+                     ": one row per sample with its stable id, label, prediction, loss, "
+                     "uncertainty, centroid distances, map coordinates and nearest neighbours."],
+                    className="small text-muted"),
              html.Div(id=ids.EXPORT_INFO, className="mb-3"),
              dbc.Button("Download the full table (CSV)", id=ids.EXPORT_CSV, color="primary",
                         className="me-2"),

@@ -16,7 +16,7 @@ from dashboard.state import (
     numeric_columns,
 )
 from dashboard.views.guard import safe_message
-from dashboard.views.metadata import checked_bins, metadata_controls
+from dashboard.views.metadata import checked_bins, clicked_sample_href, metadata_controls
 
 dash.register_page(__name__, path="/metadata", name="Loss vs metadata", order=3)
 
@@ -51,7 +51,8 @@ def layout(column: str | None = None, x: str | None = None, y: str | None = None
             dbc.Col(card("Average loss against a metadata column (bars: samples per bin)",
                          binned_controls,
                          dcc.Graph(id=ids.METADATA_GRAPH, config={"displaylogo": False})), lg=7),
-            dbc.Col(card("Any two columns, coloured by ground truth", scatter_controls,
+            dbc.Col(card("Any two columns, coloured by ground truth (click a point to open "
+                         "its sample)", scatter_controls,
                          dcc.Graph(id=ids.SCATTER_GRAPH, config={"displaylogo": False})),
                     lg=5),
         ], className="g-3"),
@@ -116,4 +117,16 @@ def draw_scatter(x, y, run_store):
         return figures.empty_figure(safe_message(exc))
     t = entry.table
     return figures.scatter_figure(t[x].to_numpy(), t[y].to_numpy(), t["label"].to_numpy(),
-                                  entry.class_names, column_title(x), column_title(y))
+                                  entry.class_names, column_title(x), column_title(y),
+                                  entry.session.dataset.sample_ids)
+
+
+@dash.callback(Output(ids.URL, "href", allow_duplicate=True),
+               Input(ids.SCATTER_GRAPH, "clickData"), State(RUN_SEEN, "data"),
+               prevent_initial_call=True)
+def open_clicked(click, run_store):
+    """A clicked point opens its Sample page (traces are classes, as on the map)."""
+    href = clicked_sample_href(run_store, click)
+    if href is None:  # nothing, malformed or a stale run: nothing to open
+        raise dash.exceptions.PreventUpdate
+    return href

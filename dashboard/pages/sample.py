@@ -23,6 +23,7 @@ from dashboard.views.sample import (
     heatmap_busy,
     heatmap_view,
     metadata_table,
+    raw_metadata_table,
     resolve_sample,
     sample_index,
     target_options,
@@ -51,10 +52,15 @@ def layout(id: str | None = None, **_ignored) -> html.Div:
         dcc.Store(id=QUERY_STORE, data={"id": id}),
         dcc.Store(id=ids.HEATMAP_REQUEST),
         html.Div(id=ids.SAMPLE_MESSAGE),
-        dbc.Row([
+        html.Div(id=ids.SAMPLE_BODY, children=[dbc.Row([
             dbc.Col(card("Sample", html.Div(id=ids.SAMPLE_TITLE, className="mb-2"),
                          html.Img(id=ids.SAMPLE_IMAGE, className="loupe-sample-image mb-2"),
-                         html.Div(id=ids.SAMPLE_METADATA)), lg=3),
+                         dbc.Switch(id=ids.SAMPLE_RAW_TOGGLE, value=False,
+                                    label="raw columns (internal names)",
+                                    className="small text-muted mb-1"),
+                         html.Div(id=ids.SAMPLE_METADATA),
+                         html.Div(id=ids.SAMPLE_METADATA_RAW, style={"display": "none"})),
+                    lg=3),
             dbc.Col(card("Probabilities", dcc.Graph(id=ids.SAMPLE_PROBABILITIES,
                                                     config={"displayModeBar": False})), lg=4),
             dbc.Col(card("Heatmap", heat_controls,
@@ -69,28 +75,41 @@ def layout(id: str | None = None, **_ignored) -> html.Div:
             dbc.Col(card("The sample (star) and its similars (rings) on the map",
                          dcc.Graph(id=ids.SIMILARS_MAP, style={"height": "380px"},
                                    config={"displaylogo": False})), lg=5),
-        ], className="g-3"),
+        ], className="g-3")]),
     ])
 
 
 # -- callbacks -------------------------------------------------------------------------------
 @dash.callback(Output(ids.SAMPLE_STORE, "data"), Output(ids.SAMPLE_MESSAGE, "children"),
+               Output(ids.SAMPLE_BODY, "style"),
                Input(QUERY_STORE, "data"), State(ids.RUN_STORE, "data"),
                State(ids.SAMPLE_STORE, "data"))
 def choose_sample(query, run_store, current):
-    """The URL's ``?id=`` becomes the app-level clicked sample (validated first)."""
+    """The URL's ``?id=`` becomes the app-level clicked sample (validated first); a bad
+    id shows its message alone (no empty cards under it)."""
     try:
         entry = get_entry(run_store)
-        return resolve_sample(entry, (query or {}).get("id"), current), None
+        return resolve_sample(entry, (query or {}).get("id"), current), None, {}
     except DashboardInputError as exc:
-        return dash.no_update, error_alert(exc)
+        return dash.no_update, error_alert(exc), {"display": "none"}
+
+
+@dash.callback(Output(ids.SAMPLE_METADATA, "style"), Output(ids.SAMPLE_METADATA_RAW, "style"),
+               Input(ids.SAMPLE_RAW_TOGGLE, "value"))
+def toggle_raw(raw):
+    """The grouped metadata, or every column under its internal name."""
+    hidden = {"display": "none"}
+    return (hidden, {}) if raw else ({}, hidden)
 
 
 @dash.callback(Output(ids.SAMPLE_TITLE, "children"), Output(ids.SAMPLE_IMAGE, "src"),
-               Output(ids.SAMPLE_METADATA, "children"), Output(ids.SAMPLE_PROBABILITIES, "figure"),
+               Output(ids.SAMPLE_METADATA, "children"),
+               Output(ids.SAMPLE_METADATA_RAW, "children"),
+               Output(ids.SAMPLE_PROBABILITIES, "figure"),
                Output(ids.HEATMAP_TARGET, "options"), Output(ids.SIMILARS_GALLERY, "children"),
                Output(ids.SIMILARS_MAP, "figure"),
                Output(ids.SAMPLE_MESSAGE, "children", allow_duplicate=True),
+               Output(ids.SAMPLE_BODY, "style", allow_duplicate=True),
                Input(ids.SAMPLE_STORE, "data"), State(ids.RUN_STORE, "data"),
                prevent_initial_call=True)
 def show_sample(store, run_store):
@@ -99,17 +118,16 @@ def show_sample(store, run_store):
         entry = get_entry(run_store)
         extra = extra_sample_of(entry, store)
         if extra is not None:  # an extra (out-of-distribution) dataset's sample
-            return (*extra_sample_view(entry, *extra), None)
+            return (*extra_sample_view(entry, *extra), None, {})
         i = sample_index(entry, store)
     except DashboardInputError as exc:
-        return (*[dash.no_update] * 7, error_alert(exc))
+        return (*[dash.no_update] * 8, error_alert(exc), {"display": "none"})
     row = entry.table.iloc[i]
     head = f"head {entry.head}: " if len(entry.heads) > 1 else ""
     side = [f" · {i.name} {row[i.name]}" for i in entry.session.task.inputs
             if i.kind != "image" and i.name in row]
-    title = html.Div([html.B(str(row["sample_id"])), *side, html.Br(),
-                      f"{head}true {row['label_name']} · predicted {row['pred_name']}",
-                      html.Br(), f"loss {row['loss']:.4f} nats"],
+    verdict = "correctly classified" if row["correct"] else "misclassified"
+    title = html.Div([html.B(str(row["sample_id"])), *side, html.Br(), f"{head}{verdict}"],
                      className="text-danger" if not row["correct"] else "")
     probs = figures.probability_figure(entry.session.probabilities_of(entry.head)[i],
                                        entry.class_names,
@@ -119,8 +137,9 @@ def show_sample(store, run_store):
     captions = [f"true {names[j, 0]}, pred {names[j, 1]}\ndistance {d:.2f}"
                 for j, d in zip(sim, dist, strict=True)]
     mini = context_map_figure(entry, store)
-    return (title, entry.thumbnail(i, 6), metadata_table(entry, i), probs,
-            target_options(entry.class_names), sample_gallery(entry, sim, captions), mini, None)
+    return (title, entry.thumbnail(i, 6), metadata_table(entry, i), raw_metadata_table(row),
+            probs, target_options(entry.class_names), sample_gallery(entry, sim, captions), mini,
+            None, {})
 
 
 @dash.callback(Output(ids.HEATMAP_LAYER, "options"), Output(ids.HEATMAP_LAYER, "value"),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dashboard.state import DashboardInputError, check_column
+from dashboard.state import DashboardInputError, check_column, get_registry, run_key_of
 
 DEFAULT_COLUMN = "pixel_dist_label"  # the curve that should rise
 MAX_BINS = 100
@@ -26,3 +26,17 @@ def metadata_controls(columns: list[str], query: dict | None) -> tuple:
     y = check_column(query.get("y"), columns, "loss" if "loss" in columns else columns[0],
                      "scatter y")
     return [{"label": c, "value": c} for c in columns], col, x, y
+
+
+def clicked_sample_href(run_store: dict | None, click: object) -> str | None:
+    """The Sample page of the scatter point in ``click`` (``None``: no sample, a malformed
+    click or a stale run)."""
+    from dashboard.components.gallery import sample_href
+    from dashboard.views.population import clicked_index
+
+    try:
+        entry = get_registry().get(run_key_of(run_store))
+    except DashboardInputError:
+        return None
+    i = clicked_index(entry, click)
+    return None if i is None else sample_href(entry.session.dataset.sample_ids[i])

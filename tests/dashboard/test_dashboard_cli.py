@@ -100,3 +100,42 @@ def test_metadata_flag_reaches_the_session(tiny_run, digits, tmp_path, caplog):
     assert code == 2
     assert any("--metadata 'no_such_pkg_xyz.meta:functions': cannot import" in r.getMessage()
                for r in caplog.records)
+
+
+@pytest.fixture
+def logging_restored():
+    """Undo :func:`cli.configure_logging`'s filters after the test."""
+    yield
+    for handler in logging.getLogger().handlers:
+        for f in [f for f in handler.filters if isinstance(f, cli.OncePerMessage)]:
+            handler.removeFilter(f)
+    for name in cli.CHATTY_LOGGERS:
+        logger = logging.getLogger(name)
+        for f in [f for f in logger.filters if isinstance(f, cli.WarningsOnly)]:
+            logger.removeFilter(f)
+
+
+def test_requests_are_logged_only_with_verbose(caplog, logging_restored):
+    assert cli.build_parser().parse_args(["--verbose"]).verbose
+    assert not cli.build_parser().parse_args([]).verbose
+    caplog.set_level(logging.INFO)
+    cli.configure_logging(verbose=False)
+    logging.getLogger("werkzeug").info('127.0.0.1 - - "POST /_dash-update-component" 200')
+    logging.getLogger("faiss.loader").info("Could not load library with AVX2 support")
+    logging.getLogger("werkzeug").warning("a real problem")
+    assert [r.getMessage() for r in caplog.records] == ["a real problem"]
+    caplog.clear()
+    cli.configure_logging(verbose=True)
+    logging.getLogger("werkzeug").info('127.0.0.1 - - "GET / HTTP/1.1" 200')
+    assert len(caplog.records) == 1
+
+
+def test_a_warning_is_one_line_however_often_it_is_logged(logging_restored):
+    once = cli.OncePerMessage()
+    make = logging.getLogger("analysis.datasets").makeRecord
+    fallback = [make("analysis.datasets", logging.WARNING, __file__, 1,
+                     "MNIST idx files not found under %s", ("/data",), None) for _ in range(3)]
+    assert [once.filter(r) for r in fallback] == [True, False, False]
+    info = [make("analysis.engine", logging.INFO, __file__, 1, "computed umap", (), None)
+            for _ in range(2)]
+    assert [once.filter(r) for r in info] == [True, True]  # progress lines are kept

@@ -134,3 +134,66 @@ def test_lru_computes_a_key_once_when_threads_ask_together():
     for t in threads:
         t.join()
     assert results == ["value"] * 5 and len(calls) == 1
+
+
+# -- runs discovered under --runs-dir, opened on first selection --------------------------------
+@pytest.fixture
+def runs_dir(tmp_path, tiny_run):
+    """A runs folder: the open run, a copy of it under another name, and a broken run."""
+    import shutil
+
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_run, runs / "tiny_cnn")
+    shutil.copytree(tiny_run, runs / "other_cnn")
+    (runs / "broken").mkdir()
+    (runs / "broken" / "run.json").write_text("{not json")
+    return runs
+
+
+def test_discovered_runs_are_listed_and_opened_once_with_progress(
+        runs_dir, analysed_session, digits, data_root, tmp_path):
+    import threading
+
+    from dashboard.app import open_discovered_session
+    from dashboard.config import DashboardConfig
+
+    reg = RunRegistry()
+    opened = reg.add(analysed_session, str(runs_dir / "tiny_cnn"))
+    config = DashboardConfig(checkpoints=[], dataset=digits, data_root=data_root,
+                             cache_dir=str(tmp_path / "cache"), device="cpu", limit=60,
+                             mc_samples=2, projections=(), progress=False)
+    calls = []
+
+    def opener(folder):
+        calls.append(folder)
+        return open_discovered_session(config, folder)
+
+    reg.session_opener = opener
+    (found,) = reg.discover(runs_dir)  # the open one and the broken one are not offered
+    assert found.name == "other_cnn" and reg.is_waiting(found.key) and "/" not in found.key
+    assert reg.options() == [{"label": opened.label, "value": opened.key},
+                             {"label": "other_cnn · not analysed yet", "value": found.key}]
+    with pytest.raises(DashboardInputError, match="being analysed"):
+        reg.get(found.key)
+
+    steps = []
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(reg.open_discovered(
+        found.key, lambda k, n, step: steps.append((k, n, step))))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and results[0] is results[1]  # two browsers, one analysis
+    entry = results[0]
+    assert [k for k, _, _ in steps] == list(range(1, len(entry.session.steps) + 1))
+    assert {n for _, n, _ in steps} == {len(entry.session.steps)}
+    assert [s for _, _, s in steps] == list(entry.session.steps)
+    assert not reg.is_waiting(found.key) and reg.resolve(found.key) == entry.key
+    assert reg.get(found.key) is entry and len(entry.table) == 60
+    assert reg.options()[1] == {"label": f"other_cnn · {digits}:test", "value": found.key}
+
+
+def test_a_missing_runs_dir_discovers_nothing(tmp_path, registry):
+    assert registry.discover(tmp_path / "nowhere") == []
+    assert len(registry.options()) == 1

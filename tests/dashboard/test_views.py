@@ -142,9 +142,9 @@ def test_target_options_and_metadata(entry):
     values = [o["value"] for o in target_options(entry.class_names)]
     assert values[:3] == ["pred", "label", ALL_CLASSES] and values[3:] == [
         str(i) for i in range(len(entry.class_names))]
-    rows = metadata_table(entry, 0).children.children
-    assert "sample_id" not in [r.children[0].children for r in rows]
-    assert "loss" in [r.children[0].children for r in rows]
+    labels = [r.children[0].children for table in metadata_table(entry, 0).children
+              if table.className == "loupe-meta" for r in table.children.children]
+    assert "sample_id" not in labels and "loss" in labels
 
 
 def test_cell_indices_and_worst(entry):
