@@ -490,9 +490,26 @@ def bool_columns(table: pd.DataFrame) -> list[str]:
                   if c not in out and pd.api.types.is_bool_dtype(table[c])]
 
 
+def is_class_column(name: str) -> bool:
+    """Whether column ``name`` holds a class index (shown as class names, coloured with
+    the class palette): the built-in :data:`CLASS_COLUMNS` and any a step declares so
+    (``suggested_label``)."""
+    from analysis.registry import column_info
+
+    if name in CLASS_COLUMNS:
+        return True
+    declared = column_info(name)
+    return declared is not None and declared.kind == "class"
+
+
+def class_columns(table: pd.DataFrame) -> list[str]:
+    """The table's class-index columns (see :func:`is_class_column`)."""
+    return [c for c in table.columns if is_class_column(c)]
+
+
 def color_columns(table: pd.DataFrame) -> list[str]:
     """Columns the map can be coloured by: class columns, booleans and numbers."""
-    out = [c for c in CLASS_COLUMNS if c in table.columns]
+    out = class_columns(table)
     out += bool_columns(table)
     out += [c for c in numeric_columns(table) if c not in out]
     return out

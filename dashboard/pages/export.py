@@ -53,6 +53,8 @@ def describe_export(run_store, selection):
                Input(ids.EXPORT_CSV, "n_clicks"), State(ids.RUN_STORE, "data"),
                prevent_initial_call=True)
 def download_table(n_clicks, run_store):
+    if not n_clicks:  # a page render, not a click: no download
+        raise dash.exceptions.PreventUpdate
     try:
         entry = get_entry(run_store)
     except DashboardInputError as exc:
@@ -65,6 +67,8 @@ def download_table(n_clicks, run_store):
                Input(ids.EXPORT_SELECTION_CSV, "n_clicks"), State(ids.RUN_STORE, "data"),
                State(ids.SELECTION_STORE, "data"), prevent_initial_call=True)
 def download_selection(n_clicks, run_store, selection):
+    if not n_clicks:  # a page render, not a click: no download
+        raise dash.exceptions.PreventUpdate
     try:
         entry = get_entry(run_store)
     except DashboardInputError as exc:

@@ -20,11 +20,11 @@ from dashboard.figures.population import (
 )
 from dashboard.state import (
     BOOL_COLUMNS,
-    CLASS_COLUMNS,
     RunEntry,
     check_column,
     color_columns,
     column_title,
+    is_class_column,
     numeric_columns,
 )
 from dashboard.views.guard import (
@@ -64,7 +64,7 @@ def make_color(entry: RunEntry, column: str) -> figures.ColorSpec:
     table = entry.table
     check_column(column, color_columns(table), "label", "colour")
     values = table[column].to_numpy()
-    if column in CLASS_COLUMNS:
+    if is_class_column(column):
         return figures.color_spec(values, "class", column, entry.class_names)
     if column in BOOL_COLUMNS or values.dtype == bool:
         return figures.color_spec(values, "bool", column)

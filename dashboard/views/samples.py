@@ -20,12 +20,12 @@ import pandas as pd
 
 from cache import stable_hash
 from dashboard.state import (
-    CLASS_COLUMNS,
     ID_COLUMNS,
     DashboardInputError,
     LRUCache,
     RunEntry,
     bool_columns,
+    class_columns,
     column_title,
     numeric_columns,
 )
@@ -80,7 +80,7 @@ def table_columns(table: pd.DataFrame) -> list[GridColumn]:
     id; ``label_name``/``pred_name`` are what the class columns show.
     """
     out = [GridColumn(ID, "id", "sample id")]
-    classes = [c for c in CLASS_COLUMNS if c in table.columns]
+    classes = class_columns(table)
     out += [GridColumn(c, "class", c) for c in classes]
     out += [GridColumn(c, "bool", c) for c in bool_columns(table)]
     for c in numeric_columns(table):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from dashboard.state import (
@@ -197,3 +198,14 @@ def test_discovered_runs_are_listed_and_opened_once_with_progress(
 def test_a_missing_runs_dir_discovers_nothing(tmp_path, registry):
     assert registry.discover(tmp_path / "nowhere") == []
     assert len(registry.options()) == 1
+
+
+def test_declared_class_columns_are_class_columns():
+    # suggested_label is declared kind="class" by the label_issues step: coloured with the
+    # class palette and shown as class names, like label and pred.
+    from dashboard.state import class_columns, is_class_column
+
+    assert is_class_column("label") and is_class_column("suggested_label")
+    assert not is_class_column("label_issue_score") and not is_class_column("loss")
+    table = pd.DataFrame({"label": [1], "suggested_label": [2], "loss": [0.1]})
+    assert class_columns(table) == ["label", "suggested_label"]
