@@ -272,9 +272,11 @@ def hover_body(entry: RunEntry, key: str, sample_id: str) -> list:
 
 # -- galleries --------------------------------------------------------------------------------
 def extra_gallery(entry: RunEntry, key: str, rows: Sequence[int], captions: Sequence[str],
-                  empty: str = "No samples.") -> html.Div:
-    """Thumbnails of extra dataset ``key``'s ``rows``, each a link to its sample page."""
-    rows = [int(r) for r in rows]
+                  empty: str = "No samples.", order: str = "") -> html.Div:
+    """Thumbnails of extra dataset ``key``'s ``rows`` (the first :data:`GALLERY_SIZE`, with
+    a ``showing N of M`` note when there are more), each a link to its sample page."""
+    total = len(rows)
+    rows = [int(r) for r in rows[:GALLERY_SIZE]]
     if not rows:
         return html.Div(empty, className="text-muted small")
     ds = entry.session.extra(key).dataset
@@ -288,7 +290,11 @@ def extra_gallery(entry: RunEntry, key: str, rows: Sequence[int], captions: Sequ
             href=sample_href(sid), className="loupe-thumb",
             title=f"{sid}: {table['label_name'].iat[r]}, predicted {table['pred_name'].iat[r]} "
                   f"with confidence {table['confidence'].iat[r]:.1%}"))
-    return html.Div(cards, className="loupe-gallery")
+    gallery = html.Div(cards, className="loupe-gallery")
+    if total <= len(rows):
+        return gallery
+    note = f"showing {len(rows)} of {total:,}" + (f" ({order})" if order else "")
+    return html.Div([html.Div(note, className="small text-muted mb-1"), gallery])
 
 
 def galleries_view(entry: RunEntry, key: str, score: str | None
@@ -302,19 +308,21 @@ def galleries_view(entry: RunEntry, key: str, score: str | None
     """
     score = _check_choice(score, score_columns(entry, key), "score")
     extra = entry.extra_table(key)
-    low = np.argsort(extra[score].to_numpy(), kind="stable")[:GALLERY_SIZE]
-    ood_caps = [f"pred {extra['pred_name'].iat[r]} ({extra['confidence'].iat[r]:.0%})" for r in low]
-    high = np.argsort(-entry.table[score].to_numpy(), kind="stable")[:GALLERY_SIZE]
+    low = np.argsort(extra[score].to_numpy(), kind="stable")
+    ood_caps = [f"pred {extra['pred_name'].iat[r]} ({extra['confidence'].iat[r]:.0%})"
+                for r in low[:GALLERY_SIZE]]
+    high = np.argsort(-entry.table[score].to_numpy(), kind="stable")
     t = entry.table
     in_caps = [f"true {t['label_name'].iat[i]}, pred {t['pred_name'].iat[i]}\n"
-               f"score {t[score].iat[i]:.2g}" for i in high]
-    return (extra_gallery(entry, key, low, ood_caps),
-            sample_gallery(entry, high, in_caps), column_title(score))
+               f"score {t[score].iat[i]:.2g}" for i in high[:GALLERY_SIZE]]
+    return (extra_gallery(entry, key, low, ood_caps, order="lowest score first"),
+            sample_gallery(entry, high, in_caps, limit=GALLERY_SIZE,
+                           order="highest score first"), column_title(score))
 
 
 # -- in-distribution uncertainty (shown with or without an extra dataset) --------------------
-# (column without MC dropout, column with it, what it measures): the three of the study's
-# in-distribution plots; mutual information exists only with MC dropout.
+# (column without MC dropout, column with it, what it measures): the three in-distribution
+# uncertainty histograms; mutual information exists only with MC dropout.
 IN_FAMILIES = (("entropy", "mc_entropy", "predictive entropy (nats)"),
                (None, "mc_mutual_info", "mutual information (nats)"),
                ("uncertainty", "mc_uncertainty", "least confident, 1 - max p"))
@@ -384,14 +392,14 @@ def most_uncertain_view(entry: RunEntry, score: str | None) -> html.Div:
     score = _check_choice(score, [o["value"] for o in in_score_options(entry)],
                           "uncertainty score")
     t = entry.table
-    order = np.argsort(-t[score].to_numpy(), kind="stable")[:GALLERY_SIZE]
-    caps = [f"{t['label_name'].iat[i]}→{t['pred_name'].iat[i]} · {t[score].iat[i]:.2f}"
-            for i in order]
-    note = (f"The {len(order)} most uncertain of {len(t):,} samples by "
-            f"{IN_SCORE_LABELS[score]}, most uncertain first; caption: true → predicted "
-            "class · score. Red frame: a wrong prediction. Click one to open it.")
+    order = np.argsort(-t[score].to_numpy(), kind="stable")
+    caps = [f"true {t['label_name'].iat[i]}, pred {t['pred_name'].iat[i]}\n"
+            f"score {t[score].iat[i]:.2f}" for i in order[:GALLERY_SIZE]]
+    note = (f"The most uncertain samples by {IN_SCORE_LABELS[score]}, most uncertain first. "
+            "Red frame: a wrong prediction. Click one to open it.")
     return html.Div([html.Div(note, className="small text-muted mb-1"),
-                     sample_gallery(entry, order, caps, limit=GALLERY_SIZE)])
+                     sample_gallery(entry, order, caps, limit=GALLERY_SIZE,
+                                    order="most uncertain first")])
 
 
 def no_extra_hint(entry: RunEntry) -> html.Div:
