@@ -8,6 +8,7 @@ data. Page logic lives in :mod:`dashboard.pages`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import socket
 from pathlib import Path
@@ -95,6 +96,10 @@ def create_app(config: DashboardConfig, registry: RunRegistry | None = None) -> 
     )
     guard_host(app.server, config.host)
     app.server.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
+    if config.runs_dir and registry.session_opener is None:
+        # Every run under --runs-dir is offered; one is analysed on its first selection.
+        registry.discover(config.runs_dir)
+        registry.session_opener = functools.partial(open_discovered_session, config)
     attach_registry(app.server, registry)
     attach_catalog(app.server, RunCatalog(config))  # the Experiments page's runs
     default = registry.default_key
@@ -105,7 +110,9 @@ def create_app(config: DashboardConfig, registry: RunRegistry | None = None) -> 
         dcc.Store(id=ids.SAMPLE_STORE, data=None),
         navbar_component.navbar(registry.options(), default,
                                 registry.head_options(default) if default else []),
-        dbc.Container([html.Div(id=ids.APP_MESSAGE), dash.page_container], fluid=True,
+        dcc.Interval(id=ids.RUN_POLL, interval=1000, disabled=True),
+        dbc.Container([html.Div(id=ids.RUN_STATUS), html.Div(id=ids.APP_MESSAGE),
+                       dash.page_container], fluid=True,
                       className="pb-4"),
     ])
     return app
@@ -114,7 +121,7 @@ def create_app(config: DashboardConfig, registry: RunRegistry | None = None) -> 
 def open_discovered_session(config: DashboardConfig, folder: str):
     """A run folder found under ``--runs-dir`` opened on the dashboard's data (a run
     folder says its own model: the bring-your-own-model flags are not applied to it).
-    The opener of :meth:`RunRegistry.open_discovered` (not wired to the selector yet)."""
+    The opener of :meth:`RunRegistry.open_discovered`."""
     plain = dataclasses.replace(config, model_spec=None, weights=None, embedding_layer=None,
                                 task=None, progress=False)
     return open_session(plain, folder)

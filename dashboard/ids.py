@@ -16,7 +16,6 @@ SELECTION_STORE = "selection-store"  # {"run": key, "ids": [sample ids], "source
 SAMPLE_STORE = "sample-store"        # {"run": key, "id": sample id}
 APP_MESSAGE = "app-message"
 
-
 # -- population (/) ----------------------------------------------------------------------------
 POPULATION_GRAPH = "population-graph"
 POPULATION_TOOLTIP = "population-tooltip"
@@ -156,5 +155,4 @@ SAMPLE_METADATA_RAW = "sample-metadata-raw"    # every column under its internal
 SAMPLE_RAW_TOGGLE = "sample-raw-toggle"        # switches the grouped view for the raw one
 SAMPLE_BODY = "sample-body"                    # everything but the message (hidden on a bad id)
 RUN_STATUS = "run-status"                      # "analysing run X… step k of n" under the navbar
-RUN_OPEN_REQUEST = "run-open-request"          # a discovered run the selector asked to open
-RUN_OPENED = "run-opened"                      # the discovered run just opened: offer its heads
+RUN_POLL = "run-poll"                          # ticks while a discovered run is being opened

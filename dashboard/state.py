@@ -278,6 +278,8 @@ class RunRegistry:
         self._discovered: dict[str, DiscoveredRun] = {}
         self._opened: dict[str, str] = {}  # discovered key -> its entry's key
         self._opening = LRUCache(1024)  # one opening per discovered run, however many ask
+        self._write_lock = threading.Lock()
+        self._status: dict[str, tuple[str, bool]] = {}  # discovered key -> (text, failed)
         # run folder -> an opened, not yet run, AnalysisSession on the dashboard's data
         self.session_opener: Callable[[str], AnalysisSession] | None = None
 
@@ -300,8 +302,11 @@ class RunRegistry:
             entry = RunEntry(key, label, session, head)
             # Built now, not in the first page's callbacks (which then wait on nothing).
             _ = entry.table, entry.members
-            self._entries[key] = entry
             entries.append(entry)
+        # Copy on write: callbacks iterate the entries while a run opened in the
+        # background is added; they keep iterating the dict they started with.
+        with self._write_lock:
+            self._entries = {**self._entries, **{e.key: e for e in entries}}
         return entries[0]
 
     def keys(self) -> list[str]:
@@ -350,6 +355,37 @@ class RunRegistry:
     def is_waiting(self, key: object) -> bool:
         """Whether ``key`` is a discovered run not opened yet."""
         return isinstance(key, str) and key in self._discovered and key not in self._opened
+
+    def start_opening(self, key: str) -> None:
+        """Open discovered run ``key`` in a background thread (once; later calls do
+        nothing); :meth:`opening_status` tells how far it got."""
+        with self._write_lock:
+            if key in self._status or key in self._opened:
+                return
+            run = self._discovered.get(key)
+            if run is None:
+                raise DashboardInputError(f"Unknown run '{str(key)[:40]}': reload the page.")
+            self._status[key] = (f"Opening run {run.name}…", False)
+
+        def report(k: int, n: int, step: str) -> None:
+            self._status[key] = (f"Analysing run {run.name}: step {k} of {n} ({step})…", False)
+
+        def work() -> None:
+            try:
+                self.open_discovered(key, report)
+                self._status[key] = ("", False)
+            except DashboardInputError as exc:
+                self._status[key] = (str(exc), True)
+            except Exception:  # noqa: BLE001 - said on the page, logged in full
+                log.exception("opening run %s failed", run.name)
+                self._status[key] = (f"Run {run.name} could not be opened; the server log "
+                                     "says why.", True)
+
+        threading.Thread(target=work, name=f"loupe-open-{key}", daemon=True).start()
+
+    def opening_status(self, key: str) -> tuple[str, bool]:
+        """``(text, failed)`` of discovered run ``key``'s opening (``""`` once open)."""
+        return self._status.get(key, ("", False))
 
     def resolve(self, key: str | None) -> str | None:
         """The entry key behind ``key`` (a discovered run, once opened, is its entry)."""

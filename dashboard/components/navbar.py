@@ -56,10 +56,29 @@ def register_callbacks() -> None:
                    Input(ids.RUN_SELECT, "value"), State(ids.HEAD_SELECT, "value"),
                    prevent_initial_call=True)
     def select_run(run_key, head_key):
-        """A new run offers its heads and starts on its first."""
+        """A new run offers its heads and starts on its first (a run not analysed yet:
+        :func:`watch_opening` does, once it is)."""
         from dashboard.state import get_registry
 
-        return head_choices(get_registry(), run_key, head_key)
+        registry = get_registry()
+        if registry.is_waiting(run_key):
+            raise dash.exceptions.PreventUpdate
+        return head_choices(registry, run_key, head_key)
+
+    @dash.callback(Output(ids.RUN_STATUS, "children"), Output(ids.RUN_POLL, "disabled"),
+                   Output(ids.HEAD_SELECT, "options", allow_duplicate=True),
+                   Output(ids.HEAD_SELECT, "value", allow_duplicate=True),
+                   Output(ids.HEAD_SELECT_BOX, "style", allow_duplicate=True),
+                   Output(ids.RUN_SELECT, "options"),
+                   Input(ids.RUN_SELECT, "value"), Input(ids.RUN_POLL, "n_intervals"),
+                   prevent_initial_call=True)
+    def watch_opening(run_key, _ticks):
+        """A run not analysed yet is opened in the background; its progress shows under
+        the menu each second, and when it is done its heads are offered (the head
+        selector's callback then sets the run store)."""
+        from dashboard.state import get_registry
+
+        return opening_view(get_registry(), run_key)
 
     @dash.callback(Output(ids.RUN_STORE, "data"), Output(ids.SELECTION_STORE, "data"),
                    Output(ids.SAMPLE_STORE, "data", allow_duplicate=True),
@@ -69,6 +88,29 @@ def register_callbacks() -> None:
     def select_head(entry_key, current, selection, sample):
         return (*select_run_store(entry_key, current, selection),
                 follow_sample(entry_key, sample))
+
+
+def opening_view(registry, run_key: str | None):
+    """Pure part of :func:`watch_opening`: ``(status, poll disabled, head options, head
+    value, head box style, run options)``."""
+    from dashboard.components.messages import error_alert
+
+    keep = dash.no_update
+    if not isinstance(run_key, str) or registry.resolve(run_key) == run_key \
+            and not registry.is_waiting(run_key):
+        return (None, True, *[keep] * 4)  # an open run: select_run has it
+    if registry.is_waiting(run_key):
+        registry.start_opening(run_key)
+        text, failed = registry.opening_status(run_key)
+        if failed:
+            return (error_alert(text), True, *[keep] * 4)
+        if registry.is_waiting(run_key):
+            status = dbc.Alert([dbc.Spinner(size="sm", spinner_class_name="me-2"),
+                                text or "Opening the run…"], color="info", className="py-2 mb-2")
+            return (status, False, *[keep] * 4)
+    # Opened: offer its heads (starting on the first) and relabel it in the selector.
+    options, value, style = head_choices(registry, run_key, None)
+    return None, True, options, value, style, registry.options()
 
 
 def head_choices(registry, run_key: str | None, head_key: str | None):
