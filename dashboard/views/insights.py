@@ -182,6 +182,27 @@ def worst_gallery(entry: RunEntry, indices: np.ndarray) -> html.Div:
                           empty="None of these samples is in this dataset.")
 
 
+def extra_dataset_of(entry: RunEntry, insight: Insight) -> str | None:
+    """The extra (out-of-distribution) dataset an insight's samples belong to, if any
+    (an ``ood`` insight lists the extra dataset's samples, not this run's)."""
+    if not insight.sample_ids:
+        return None
+    key = str(insight.sample_ids[0]).rsplit(":", 1)[0]
+    return key if key in entry.session.extras else None
+
+
+def extra_worst_gallery(entry: RunEntry, key: str, sample_ids: Sequence[str]) -> html.Div:
+    """The first :data:`GALLERY_SIZE` of ``sample_ids``, samples of extra dataset ``key``."""
+    from dashboard.views.uncertainty import extra_gallery
+
+    table = entry.extra_table(key)
+    row_of = {sid: r for r, sid in enumerate(table["sample_id"].to_numpy())}
+    rows = [row_of[s] for s in sample_ids if s in row_of]
+    caps = [f"pred {table['pred_name'].iat[r]}\n({table['confidence'].iat[r]:.0%})"
+            for r in rows[:GALLERY_SIZE]]
+    return extra_gallery(entry, key, rows[:GALLERY_SIZE], caps)
+
+
 def size_line(n: int, share: float) -> html.Span:
     return html.Span([html.B(f"{n:,}"), f" sample{'s' if n != 1 else ''} · ",
                       html.B(f"{share:.1%}"), " of the dataset"])
@@ -194,7 +215,8 @@ def insight_card(entry: RunEntry, insight: Insight, position: int) -> html.Div:
     badge = dbc.Badge(insight.severity, color=SEVERITY_COLOURS.get(insight.severity,
                                                                    "secondary"),
                       className="ms-2 text-uppercase loupe-severity")
-    shown = entry.indices_of(insight.sample_ids[:GALLERY_SIZE])
+    extra = extra_dataset_of(entry, insight)
+    shown = None if extra else entry.indices_of(insight.sample_ids[:GALLERY_SIZE])
     rule = plain_rule(insight.rule, insight.explanation, entry.class_names)
     left = [
         html.H5([html.Span(insight.title, className="loupe-insight-title"), badge],
@@ -207,14 +229,19 @@ def insight_card(entry: RunEntry, insight: Insight, position: int) -> html.Div:
         html.Div([html.Span("Suggestion: ", className="text-muted"), insight.suggestion],
                  className="small mb-2") if insight.suggestion else None,
         dbc.Button("Select on the map", id={"type": ids.INSIGHT_SELECT, "index": position},
-                   size="sm", color="primary", outline=True),
+                   size="sm", color="primary", outline=True,
+                   # another dataset's samples are not on this run's map
+                   style={"display": "none"} if extra else None),
+        dcc.Link("Compare the datasets on the Uncertainty & OOD page", href="/uncertainty",
+                 className="small") if extra else None,
     ]
     return html.Div(dbc.Row([
         dbc.Col([p for p in left if p is not None], lg=4),
         dbc.Col([html.Div("What sets these samples apart", className="small text-muted"),
                  *evidence_view(insight.explanation)], lg=4),
         dbc.Col([html.Div("Worst samples", className="small text-muted mb-1"),
-                 worst_gallery(entry, shown)], lg=4),
+                 extra_worst_gallery(entry, extra, insight.sample_ids) if extra
+                 else worst_gallery(entry, shown)], lg=4),
     ], className="g-3"), className="loupe-card loupe-insight",
         id=f"{ids.INSIGHT_CARD}-{position}")
 

@@ -293,7 +293,7 @@ def extra_gallery(entry: RunEntry, key: str, rows: Sequence[int], captions: Sequ
     gallery = html.Div(cards, className="loupe-gallery")
     if total <= len(rows):
         return gallery
-    note = f"showing {len(rows)} of {total:,}" + (f" ({order})" if order else "")
+    note = f"showing {len(rows)} of {total:,}" + (f" {order}" if order else "")
     return html.Div([html.Div(note, className="small text-muted mb-1"), gallery])
 
 
@@ -315,9 +315,9 @@ def galleries_view(entry: RunEntry, key: str, score: str | None
     t = entry.table
     in_caps = [f"true {t['label_name'].iat[i]}, pred {t['pred_name'].iat[i]}\n"
                f"score {t[score].iat[i]:.2g}" for i in high[:GALLERY_SIZE]]
-    return (extra_gallery(entry, key, low, ood_caps, order="lowest score first"),
+    return (extra_gallery(entry, key, low, ood_caps, order="(lowest score first)"),
             sample_gallery(entry, high, in_caps, limit=GALLERY_SIZE,
-                           order="highest score first"), column_title(score))
+                           order="(highest score first)"), column_title(score))
 
 
 # -- in-distribution uncertainty (shown with or without an extra dataset) --------------------
@@ -399,7 +399,7 @@ def most_uncertain_view(entry: RunEntry, score: str | None) -> html.Div:
             "Red frame: a wrong prediction. Click one to open it.")
     return html.Div([html.Div(note, className="small text-muted mb-1"),
                      sample_gallery(entry, order, caps, limit=GALLERY_SIZE,
-                                    order="most uncertain first")])
+                                    order="(most uncertain first)")])
 
 
 def no_extra_hint(entry: RunEntry) -> html.Div:

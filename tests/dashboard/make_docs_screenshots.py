@@ -25,12 +25,14 @@ from dashboard.browser import chrome_options
 # (file name, path, CSS selector that means "drawn", optional script run before the shot)
 SHOTS = (
     ("population", "/?color=label&size=loss", "#population-graph .nsewdrag", None),
+    ("insights", "/insights", "#insights-list .loupe-insight", None),
+    ("samples", "/samples", "#samples-grid .ag-row", None),
     ("sample", "/sample", "#sample-heatmap .hm image", None),
     ("errors", "/errors", "#confusion-matrix .hm image", None),
     ("metadata", "/metadata", "#metadata-graph .scatterlayer .trace", None),
     ("training", "/training", "#training-graph .scatterlayer .trace", None),
     ("export", "/export", "#export-info b", None),
-    # Needs the dashboard started with --extra-dataset (e.g. fashion-mnist, notmnist).
+    # The OOD part needs an extra dataset (the default start opens corrupt:all).
     ("uncertainty", "/uncertainty", "#ood-map .nsewdrag", None),
 )
 # Taken only when named with --only (a multi-head run: --head sum).

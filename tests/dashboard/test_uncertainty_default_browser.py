@@ -201,3 +201,21 @@ def test_with_corrupt_inverse_the_ood_part_shows(dash_duo, browser, dash_config,
     time.sleep(1)
     browser.screenshot("uncertainty-corrupt-inverse")
     assert dash_duo.get_logs() == []
+
+
+def test_the_ood_insight_shows_the_extra_datasets_samples(inverse_session):
+    # The ood insight lists the inverted digits: its card draws them from the extra
+    # dataset (not "unknown ids" of this run) and offers no map selection.
+    from dashboard.views import insights as insight_views
+
+    entry = entry_of(inverse_session)
+    (ood,) = [i for i in inverse_session.insights() if i.kind == "ood"]
+    key = insight_views.extra_dataset_of(entry, ood)
+    assert key is not None and key.startswith("corrupt-inverse")
+    card = insight_views.insight_card(entry, ood, 0)
+    gallery = card.children.children[2].children[1]
+    hrefs = [a.href for a in gallery.children]
+    assert hrefs == [f"/sample?id={sid}" for sid in ood.sample_ids[:insight_views.GALLERY_SIZE]]
+    buttons = [c for c in card.children.children[0].children
+               if getattr(c, "children", None) == "Select on the map"]
+    assert buttons and buttons[0].style == {"display": "none"}

@@ -142,11 +142,17 @@ def test_overlap_table_reports_each_joint_map(ood_entry):
 def test_galleries_rank_by_the_score(ood_entry):
     ood, in_dist, title = views.galleries_view(ood_entry, OOD, None)
     assert title.startswith("uncertainty")
+    # both cut short: each says so above its thumbnails
+    note, ood = ood.children
+    assert note.children == f"showing {views.GALLERY_SIZE} of {len(ood_entry.extra_table(OOD)):,}" \
+        " (lowest score first)"
     links = [c.href.split("id=")[1] for c in ood.children]
     extra = ood_entry.extra_table(OOD)
     want = extra.sort_values("uncertainty", kind="stable")["sample_id"][:views.GALLERY_SIZE]
     assert links == want.tolist()  # most confident OOD first
     worst = ood_entry.table["uncertainty"].to_numpy().argmax()
+    note, in_dist = in_dist.children
+    assert note.children.startswith(f"showing {views.GALLERY_SIZE} of ")
     assert in_dist.children[0].href.endswith(ood_entry.session.dataset.sample_ids[worst])
 
 
