@@ -72,7 +72,9 @@ def table_columns() -> list[dict]:
         else:
             col.update(cellDataType="text")
         out.append(col)
-    out[0].update(pinned="left")  # the run name stays in view when scrolling sideways
+    # The run name stays in view when scrolling sideways, and readable: the grid sizes
+    # its columns before the rows arrive, which would leave it a few letters wide.
+    out[0].update(pinned="left", minWidth=170)
     return out
 
 

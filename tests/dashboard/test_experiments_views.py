@@ -107,6 +107,8 @@ def test_table_rows_equal_run_json(catalog, runs_dir):
     columns = {c["field"]: c for c in views.table_columns()}
     assert set(columns) <= set(records[0])
     assert columns["best_test_acc"]["cellDataType"] == "number"  # numeric sorting
+    # the pinned run name is wide enough to read (the grid sizes columns before its rows)
+    assert columns["key"]["pinned"] == "left" and columns["key"]["minWidth"] >= 150
     assert "d3.format('.2%')" in columns["best_test_acc"]["valueFormatter"]["function"]
     best = max(records, key=lambda r: r["best_test_acc"])["best_test_acc"]
     styled = {c["field"]: c for c in views.table_styles(catalog.table())}
