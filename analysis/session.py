@@ -55,7 +55,8 @@ def plan_steps(mc_samples: int, projections: Sequence[str], extra: bool = False,
     if not extra:  # image measurements and per-sample insight scores
         steps += ["image_metadata", *(["user_metadata"] if metadata else []), "label_issues",
                   "duplicates", "outliers"]
-        return steps + list(projections) + ["slices"]
+        # slices before the maps: the maps are last, what a progress line ends on
+        return steps + ["slices"] + list(projections)
     from analysis.steps.ood import JOINT_MAPS
 
     steps.append("joint_neighbors")

@@ -235,7 +235,9 @@ def metadata_groups(row: pd.Series, class_names: Sequence[str], k: int,
 
     position: list[MetadataRow] = []
     for col in present:
-        if col.endswith("_x") and f"{col[:-2]}_y" in row.index and col not in used:
+        # map coordinates only (ink_offset_x/_y are image measurements, in "Other")
+        if col.endswith("_x") and f"{col[:-2]}_y" in row.index and col not in used \
+                and col.split("_")[0] in ("umap", "tsne", "joint", "mc"):
             name = col[:-2]
             x, y = take(col), take(f"{name}_y")
             words = name.replace("mc_", "MC-averaged ").replace("joint_", "joint ") \

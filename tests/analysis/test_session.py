@@ -20,7 +20,7 @@ def brute_nearest(emb, query, exclude, k):
 def test_plan_steps():
     plan = plan_steps(20, ("umap", "tsne"))
     assert plan[:3] == ["preprocessing_check", "inference", "mc_dropout"]
-    assert plan[-3:] == ["umap", "tsne", "slices"]
+    assert plan[-3:] == ["slices", "umap", "tsne"]
     assert "preprocessing_check" not in plan_steps(20, (), extra=True)
     assert "mc_dropout" not in plan_steps(0, ())
     with pytest.raises(ConfigError, match="Unknown projection\\(s\\) pca"):
