@@ -251,18 +251,25 @@ def save_run(folder: str | os.PathLike, module: nn.Module, meta: dict[str, Any])
 
 def resolve_factory(spec: str):
     """Import ``package.module:factory`` and return the callable."""
+    return import_attr(spec, "--model", "factory", CheckpointError)
+
+
+def import_attr(spec: str, flag: str, what: str, error: type[Exception]):
+    """Import ``package.module:attr`` named by command-line ``flag`` and return the attribute;
+    a malformed spec, a failed import or a missing attribute raises ``error`` naming the
+    flag (``what`` names the attribute in the expected form ``package.module:<what>``)."""
     if ":" not in spec:
-        raise CheckpointError(f"--model {spec!r} must look like package.module:factory.")
+        raise error(f"{flag} {spec!r} must look like package.module:{what}.")
     mod_name, attr = spec.split(":", 1)
     try:
         module = importlib.import_module(mod_name)
     except ImportError as exc:
-        raise CheckpointError(f"--model {spec!r}: cannot import {mod_name!r} ({exc}). "
-                              "Is the package on PYTHONPATH?") from None
+        raise error(f"{flag} {spec!r}: cannot import {mod_name!r} ({exc}). "
+                    "Is the package on PYTHONPATH?") from None
     try:
         return getattr(module, attr)
     except AttributeError:
-        raise CheckpointError(f"--model {spec!r}: {mod_name} has no attribute {attr!r}.") from None
+        raise error(f"{flag} {spec!r}: {mod_name} has no attribute {attr!r}.") from None
 
 
 def _check_trusted(folder: Path, meta: dict, model_spec: str | None, task: str | None,

@@ -25,7 +25,6 @@ run folder or the cache ever imports code.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import inspect
 import logging
 import re
@@ -48,18 +47,10 @@ _DECLARED: dict[str, Column] = {}
 
 def resolve_functions(spec: str) -> list[Callable]:
     """Import ``package.module:attr`` (one function, or a list/tuple of them)."""
-    if ":" not in spec:
-        raise ConfigError(f"--metadata {spec!r} must look like package.module:functions.")
-    mod_name, attr = spec.split(":", 1)
-    try:
-        module = importlib.import_module(mod_name)
-    except ImportError as exc:
-        raise ConfigError(f"--metadata {spec!r}: cannot import {mod_name!r} ({exc}). "
-                          "Is the package on PYTHONPATH?") from None
-    try:
-        obj = getattr(module, attr)
-    except AttributeError:
-        raise ConfigError(f"--metadata {spec!r}: {mod_name} has no attribute {attr!r}.") from None
+    from models.checkpoint import import_attr
+
+    obj = import_attr(spec, "--metadata", "functions", ConfigError)
+    attr = spec.split(":", 1)[1]
     functions = list(obj) if isinstance(obj, (list, tuple)) else [obj]
     if not functions:
         raise ConfigError(f"--metadata {spec!r}: {attr} is an empty list.")
