@@ -3,7 +3,7 @@ measurements on the MNIST test (10,000) and training (60,000) images.
 
 Each step is timed computed afresh (its cached result deleted) with every step it
 needs already cached, median over ``--repeats``; the prerequisites (inference, the
-kNN graph) are timed once and reported apart. Targets (issue 12): all insight steps
+kNN graph) are timed once and reported apart. Targets: all insight steps
 and the measurements at most 15 s on the test images and 90 s on the training
 images, on 2 CPU cores.
 """

@@ -101,9 +101,6 @@ class Engine:
             )
         return self._keys[name]
 
-    def is_cached(self, name: str) -> bool:
-        return name in self._memory or self.key(name) in self.store
-
     def get(self, name: str) -> Artifact:
         """The artifact of step ``name``: from memory, the disk cache, or computed."""
         if name in self._memory:

@@ -282,11 +282,6 @@ class AnalysisSession:
         engine = self.engine_of(dataset)
         return engine.get("inference")[head_key("pred", self.task.head(head).name)]
 
-    @property
-    def probabilities(self) -> np.ndarray:
-        """``(N, C)`` float32 softmax probabilities of the first head."""
-        return self.probabilities_of(None)
-
     def projection(self, method: str) -> np.ndarray:
         """``(N, 2)`` float32 map coordinates for ``umap`` or ``tsne``."""
         if method not in PROJECTIONS:

@@ -3,8 +3,9 @@
 Both are seeded and deterministic. Each artifact reports the map's
 trustworthiness and kNN preservation (see :mod:`analysis.quality`).
 
-For an extra (out-of-distribution) dataset the maps are *joint*: see
-:mod:`analysis.steps.joint` (issue 4); these steps map one dataset.
+For an extra (out-of-distribution) dataset the maps are *joint* (the
+in-distribution and the extra samples on one map): see :mod:`analysis.steps.ood`;
+these steps map one dataset.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from plotly.subplots import make_subplots
 from analysis.ood import auroc
 from dashboard.figures.common import base_layout, class_palette
 
-IN_COLOR = "#1f77b4"   # digits in the study's figures: blue
+IN_COLOR = "#1f77b4"   # in-distribution samples: blue, as on the joint map
 OOD_COLOR = "#d62728"  # clothing: red
 IN_TRACE, OOD_TRACE, OVERLAY_TRACE = 0, 1, 2
 MAP_LABELS = {"joint_tsne": "t-SNE", "joint_umap": "UMAP",
@@ -45,7 +45,7 @@ class ScoreFamily:
     mc: str | None
 
 
-# The rows of the histogram grid, in the study's order (its score first).
+# The rows of the histogram grid, the plain least-confidence score first.
 FAMILIES = (
     ScoreFamily("least confident, 1 - max p", "uncertainty", "mc_uncertainty"),
     ScoreFamily("predictive entropy (nats)", "entropy", "mc_entropy"),

@@ -58,7 +58,7 @@ def _check_choice(name: str | None, valid: list[str], what: str) -> str:
 
 
 def map_options(entry: RunEntry) -> list[dict]:
-    """The joint maps the run computed, t-SNE first (the study's map)."""
+    """The joint maps the run computed, t-SNE first."""
     done = set(entry.session.extra_steps)
     order = sorted(JOINT_MAPS.items(), key=lambda kv: (kv[0][1] != "plain", kv[0][0] != "tsne"))
     return [{"label": ufig.MAP_LABELS[name], "value": name} for _, name in order if name in done]
