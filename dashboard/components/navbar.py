@@ -8,18 +8,19 @@ from dash import Input, Output, State, dcc, html
 
 from dashboard import ids
 
-PAGES = (("Population", "/"), ("Insights", "/insights"), ("Samples", "/samples"),
-         ("Sample", "/sample"), ("Errors", "/errors"),
-         ("Uncertainty & OOD", "/uncertainty"), ("Loss vs metadata", "/metadata"),
-         ("Training", "/training"), ("Experiments", "/experiments"),
-         ("Export", "/export"))
+
+def pages() -> list[tuple[str, str]]:
+    """``(name, path)`` of every registered page (``dash.register_page`` in
+    :mod:`dashboard.pages`), in their declared ``order``: a new page module is a new link."""
+    entries = sorted(dash.page_registry.values(), key=lambda p: p.get("order") or 0)
+    return [(p["name"], p["path"]) for p in entries]
 
 
 def navbar(run_options: list[dict], default_run: str | None,
            head_options: list[dict] | None = None) -> dbc.Navbar:
     """Brand, one link per page, the run selector (labels only, no paths) and, for a
     model with several heads, the head selector."""
-    links = [dbc.NavItem(dbc.NavLink(name, href=href, active="exact")) for name, href in PAGES]
+    links = [dbc.NavItem(dbc.NavLink(name, href=href, active="exact")) for name, href in pages()]
     selector = dcc.Dropdown(id=ids.RUN_SELECT, options=run_options, value=default_run,
                             clearable=False, style={"width": "260px", "fontSize": "14px"})
     head_options = head_options or []

@@ -18,7 +18,7 @@ from dashboard.views.errors import (
     worst_indices,
 )
 
-dash.register_page(__name__, path="/errors", name="Errors", order=2)
+dash.register_page(__name__, path="/errors", name="Errors", order=4)
 
 CELL_GALLERY_SIZE = 120
 

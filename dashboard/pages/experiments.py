@@ -32,7 +32,7 @@ from dashboard.views.experiments import (
 from dashboard.views.experiments_catalog import get_catalog
 from dashboard.views.guard import event_points, safe_message
 
-dash.register_page(__name__, path="/experiments", name="Experiments", order=5)
+dash.register_page(__name__, path="/experiments", name="Experiments", order=8)
 
 LOAD_STORE = "experiments-load"
 MAP_HEIGHT = "480px"

@@ -11,7 +11,7 @@ from dashboard.components.messages import card, error_alert, info_alert
 from dashboard.state import DashboardInputError, get_entry
 from dashboard.views.export import csv_name, export_table, selection_export, to_csv_text
 
-dash.register_page(__name__, path="/export", name="Export", order=5)
+dash.register_page(__name__, path="/export", name="Export", order=9)
 
 
 def layout(**_ignored) -> html.Div:

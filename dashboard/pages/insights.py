@@ -23,7 +23,7 @@ from dashboard.views.insights import (
     wants_explanation,
 )
 
-dash.register_page(__name__, path="/insights", name="Insights", order=9)
+dash.register_page(__name__, path="/insights", name="Insights", order=1)
 
 BUSY = "The server is busy with other work; reload this page in a few seconds."
 

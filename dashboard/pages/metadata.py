@@ -18,7 +18,7 @@ from dashboard.state import (
 from dashboard.views.guard import safe_message
 from dashboard.views.metadata import checked_bins, clicked_sample_href, metadata_controls
 
-dash.register_page(__name__, path="/metadata", name="Loss vs metadata", order=3)
+dash.register_page(__name__, path="/metadata", name="Loss vs metadata", order=6)
 
 QUERY_STORE = "metadata-query"
 RUN_SEEN = "metadata-run"  # the run store as this page last saw it: redraws on a head switch

@@ -29,7 +29,7 @@ from dashboard.views.sample import (
     target_options,
 )
 
-dash.register_page(__name__, path="/sample", name="Sample", order=1)
+dash.register_page(__name__, path="/sample", name="Sample", order=3)
 
 QUERY_STORE = "sample-query"
 

@@ -28,7 +28,7 @@ from dashboard.views.samples import (
     table_columns,
 )
 
-dash.register_page(__name__, path="/samples", name="Samples", order=0.5)
+dash.register_page(__name__, path="/samples", name="Samples", order=2)
 
 GRID_OPTIONS = {
     "rowBuffer": 10, "cacheBlockSize": CACHE_BLOCK_SIZE, "maxBlocksInCache": 40,

@@ -11,7 +11,7 @@ from dashboard.components.messages import card, error_alert
 from dashboard.state import DashboardInputError, get_entry
 from dashboard.views.training import input_facts, run_facts
 
-dash.register_page(__name__, path="/training", name="Training", order=4)
+dash.register_page(__name__, path="/training", name="Training", order=7)
 
 def layout(**_ignored) -> html.Div:
     return html.Div([

@@ -49,7 +49,7 @@ from dashboard.views.uncertainty import (
     table_records,
 )
 
-dash.register_page(__name__, path="/uncertainty", name="Uncertainty & OOD", order=3)
+dash.register_page(__name__, path="/uncertainty", name="Uncertainty & OOD", order=5)
 
 QUERY_STORE = "uncertainty-query"
 

@@ -46,3 +46,18 @@ def test_an_oversized_request_body_is_refused(app):
     response = client.post("/_dash-update-component", data=body,
                            headers={"Host": "127.0.0.1", "Content-Type": "application/json"})
     assert response.status_code == 413
+
+
+def test_the_navbar_links_every_registered_page_in_order(app):
+    # built from dash.page_registry: one link per page module, by its declared order
+    import dash
+
+    from dashboard.components.navbar import pages
+
+    registered = sorted(dash.page_registry.values(), key=lambda p: p["order"])
+    assert pages() == [(p["name"], p["path"]) for p in registered]
+    assert [name for name, _ in pages()][:3] == ["Population", "Insights", "Samples"]
+    orders = [p["order"] for p in registered]
+    assert len(set(orders)) == len(orders)  # no two pages share a place
+    links = [c.children.href for c in app.layout.children[4].children.children[1].children]
+    assert links == [path for _, path in pages()]
