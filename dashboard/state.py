@@ -41,6 +41,12 @@ THUMBNAIL_CACHE_SIZE = 4096
 MEMO_SIZE = 16
 
 
+def run_of(key: object) -> str:
+    """The run part of an entry key: a multi-head run's entries are ``<run>`` (its first
+    head) and ``<run>-<head>``; every head of one run shares samples and selections."""
+    return str(key).split("-", 1)[0]
+
+
 class DashboardInputError(LoupeError):
     """Bad input reaching the dashboard (URL, store, stale key): shown as a message."""
 
@@ -135,7 +141,7 @@ class RunEntry:
     def same_run(self, key: object) -> bool:
         """Whether ``key`` is this entry's or another head's of the same run (their
         samples, selections and clicks are shared)."""
-        return isinstance(key, str) and key.split("-", 1)[0] == self.key.split("-", 1)[0]
+        return isinstance(key, str) and run_of(key) == run_of(self.key)
 
     @cached_property
     def id_to_index(self) -> dict[str, int]:
@@ -290,7 +296,7 @@ class RunRegistry:
         base = stable_hash("loupe-dashboard-run", session.engine.model_id, ds.key,
                            ds.fingerprint, str(checkpoint))[:12]
         label = f"{session.name} · {ds.key}"
-        taken = {e.label for k, e in self._entries.items() if k.split("-", 1)[0] != base}
+        taken = {e.label for k, e in self._entries.items() if run_of(k) != base}
         if label in taken:  # two run folders of the same name: number them
             label = next(f"{label} ({n})" for n in range(2, len(taken) + 3)
                          if f"{label} ({n})" not in taken)
@@ -442,9 +448,9 @@ class RunRegistry:
         entry = self._entries.get(self.resolve(key) or self.default_key)
         if entry is None:  # a stale key: the page that uses it shows the message
             return []
-        base = entry.key.split("-", 1)[0]
+        base = run_of(entry.key)
         return [{"label": e.head, "value": e.key} for k, e in self._entries.items()
-                if k.split("-", 1)[0] == base]
+                if run_of(k) == base]
 
     @property
     def default_key(self) -> str | None:

@@ -7,6 +7,7 @@ import dash_bootstrap_components as dbc
 from dash import Input, Output, State, dcc, html
 
 from dashboard import ids
+from dashboard.state import run_of
 
 
 def pages() -> list[tuple[str, str]]:
@@ -125,7 +126,7 @@ def head_choices(registry, run_key: str | None, head_key: str | None):
 def follow_sample(entry_key: str | None, sample: dict | None):
     """The open sample, re-keyed to another head of its run (its views then redraw)."""
     old = sample.get("run") if isinstance(sample, dict) else None
-    if isinstance(old, str) and old.split("-", 1)[0] == str(entry_key).split("-", 1)[0] \
+    if isinstance(old, str) and run_of(old) == run_of(entry_key) \
             and old != entry_key:
         return {**sample, "run": entry_key}
     return dash.no_update
@@ -140,8 +141,8 @@ def select_run_store(entry_key: str | None, current: dict | None,
     """
     if current and current.get("run") == entry_key:
         raise dash.exceptions.PreventUpdate
-    base = str(entry_key).split("-", 1)[0]
+    base = run_of(entry_key)
     old = selection.get("run") if isinstance(selection, dict) else None
-    if isinstance(old, str) and old.split("-", 1)[0] == base:
+    if isinstance(old, str) and run_of(old) == base:
         return {"run": entry_key}, dash.no_update
     return {"run": entry_key}, {"run": entry_key, "ids": [], "source": ""}

@@ -29,7 +29,7 @@ from dashboard.figures.experiments import (
     runs_curves_figure,
 )
 from dashboard.images import image_data_uri
-from dashboard.state import DashboardInputError, RunEntry, RunRegistry
+from dashboard.state import DashboardInputError, RunEntry, RunRegistry, run_of
 from dashboard.views.experiments_catalog import PROJECTION, RunCatalog
 from dashboard.views.guard import point_index
 
@@ -364,6 +364,6 @@ def open_flipped(registry: RunRegistry, catalog: RunCatalog, store: dict | None,
     session.run()  # every step into memory (the map's job computed them): the page opens at once
     entry.table  # noqa: B018 (built once, here)
     sid = str(session.dataset.sample_ids[int(index)])
-    run_key = entry.key.split("-", 1)[0]  # the run selector names a run by its first head
+    run_key = run_of(entry.key)  # the run selector names a run by its first head
     return (sample_href(sid), {"run": entry.key}, {"run": entry.key, "id": sid},
             registry.options(), run_key, *navbar_head_choices(registry, run_key, entry.key))
