@@ -167,8 +167,10 @@ def test_default_like_start_without_extra_dataset(dash_duo, browser, dash_config
                                  "least confident (1 - max p), MC dropout")
     t = entry.table
     top = t["sample_id"].iat[int(np.argmax(t["mc_uncertainty"].to_numpy()))]
-    until(lambda: dash_duo.find_elements(thumbs)[0].get_attribute("href")
-          .endswith(f"id={top}"), timeout=20)
+    # read in the page, not through an element the redraw may replace (stale reference)
+    first_href = "const a = document.querySelector(arguments[0]); return a ? a.href : '';"
+    until(lambda: dash_duo.driver.execute_script(first_href, thumbs).endswith(f"id={top}"),
+          timeout=20)
     dash_duo.find_elements(thumbs)[0].click()
     dash_duo.wait_for_contains_text(f"#{ids.SAMPLE_TITLE}", top, timeout=20)
     assert dash_duo.get_logs() == []
