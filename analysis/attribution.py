@@ -32,8 +32,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from analysis.errors import ConfigError
 from analysis.forward import example_inputs, model_lock
+from core.errors import ConfigError
 from models.checkpoint import LoadedModel
 
 # Per module: the feature-map layers found for each (C, H, W) input (one probe pass each).

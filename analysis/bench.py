@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from analysis.datasets import load_dataset
+from core.datasets import load_dataset
 
 # Peak RSS from VmHWM: Linux keeps ru_maxrss across fork + exec, so a child's
 # ru_maxrss is at least the bench process's own RSS when it forked.
@@ -232,7 +232,7 @@ def _format(results: dict) -> str:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    from analysis.device import resolve_device
+    from core.device import resolve_device
 
     device = str(resolve_device(args.device))
     suite = getattr(args, "suite", "mnist")

@@ -11,8 +11,8 @@ import logging
 import sys
 import time
 
-from analysis.errors import USER_ERRORS, ConfigError
 from cache.numba_dir import configure_numba_cache
+from core.errors import USER_ERRORS, ConfigError
 
 log = logging.getLogger("analysis")
 
@@ -25,7 +25,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    "(default: the input of the last Linear layer)")
     p.add_argument("--task", default=None,
                    help="the model's task when the run does not say: classification "
-                        "(default), mnist-sum, or package.module:name (an analysis.tasks.Task)")
+                        "(default), mnist-sum, or package.module:name (an core.tasks.Task)")
     p.add_argument("--trust-code", action="store_true",
                    help="import the --model/--task code a run folder's run.json names (by "
                         "default opening such a run needs the same --model/--task given here)")

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from analysis.errors import ConfigError
-from analysis.tasks import head_key
+from core.errors import ConfigError
+from core.tasks import head_key
 
 FLIP_LABELS = {(True, True): "both correct", (False, False): "both wrong",
                (True, False): "correct -> wrong", (False, True): "wrong -> correct"}

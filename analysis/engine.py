@@ -18,10 +18,10 @@ from typing import Any
 
 import torch
 
-from analysis.datasets import ImageDataset
 from analysis.forward import model_lock
 from analysis.registry import StepContext, get_step, make_config
 from cache import Artifact, ArtifactStore, stable_hash
+from core.datasets import ImageDataset
 from models.checkpoint import LoadedModel
 
 log = logging.getLogger(__name__)

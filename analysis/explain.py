@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.errors import ConfigError
 from analysis.insights import Evidence
+from core.errors import ConfigError
 
 # Class columns usable as explanations without a declaration (the ground truth and
 # the prediction); their ``*_name`` twin, when present, gives the words.

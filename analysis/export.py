@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.errors import ConfigError
+from core.errors import ConfigError
 
 
 def export_frame(session, head: str | None = None) -> pd.DataFrame:

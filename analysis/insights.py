@@ -391,8 +391,8 @@ def ood_insights(session, table) -> list[Insight]:
 def explain_selection(table, indices) -> Insight:
     """The ``selection`` insight of the rows ``indices`` of ``table`` (see
     :meth:`analysis.session.AnalysisSession.explain`)."""
-    from analysis.errors import ConfigError
     from analysis.explain import compare_groups, explain
+    from core.errors import ConfigError
 
     idx = np.unique(np.asarray(indices, dtype=np.int64))
     if idx.size == 0 or idx.min() < 0 or idx.max() >= len(table):

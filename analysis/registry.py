@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from analysis.errors import ConfigError
+from core.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch
 
-    from analysis.datasets import ImageDataset
     from cache import Artifact
+    from core.datasets import ImageDataset
     from models.checkpoint import LoadedModel
 
 

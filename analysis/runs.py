@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.errors import CheckpointError, ConfigError, LoupeError
+from core.errors import CheckpointError, ConfigError, LoupeError
 from models.checkpoint import META_FILE, WEIGHTS_FILE, read_run_meta
 from models.run_meta import ONNX_PREFIX, code_specs
 
@@ -121,7 +121,7 @@ def mult_adds(folder: str | os.PathLike) -> int:
     """Multiply-adds of one forward pass of one sample (torchinfo), loading the run's model.
 
     Never imports code a run folder names: :func:`~models.checkpoint.load_model`
-    refuses such runs (a :class:`~analysis.errors.CheckpointError`).
+    refuses such runs (a :class:`~core.errors.CheckpointError`).
     """
     from torchinfo import summary
 

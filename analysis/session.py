@@ -17,16 +17,16 @@ import numpy as np
 import pandas as pd
 
 from analysis.attribution import attribute, get_method, resolve_gradcam_layer
-from analysis.datasets import ImageDataset, load_dataset
-from analysis.device import resolve_device
 from analysis.engine import Engine, StepRecord
-from analysis.errors import ConfigError
 from analysis.forward import model_lock
 from analysis.steps.mc_dropout import has_dropout
 from analysis.steps.neighbors import knn_search
 from analysis.steps.projection import PROJECTIONS
-from analysis.tasks import Task, head_key
 from cache import Artifact, ArtifactStore, stable_hash
+from core.datasets import ImageDataset, load_dataset
+from core.device import resolve_device
+from core.errors import ConfigError
+from core.tasks import Task, head_key
 from models.checkpoint import LoadedModel, load_model
 from models.inputs import InputSpec, format_shape
 
@@ -181,7 +181,7 @@ class AnalysisSession:
         ``extra_datasets`` are names (``fashion-mnist``, ``notmnist:test``,
         ``folder:PATH``); their split defaults to ``split``, or to the one
         split a dataset has. ``task`` names the model's task (see
-        :mod:`analysis.tasks`) when the run does not. ``input_spec`` declares
+        :mod:`core.tasks`) when the run does not. ``input_spec`` declares
         the model's input (``--input-size``, ``--mean``, ``--std``); what it
         leaves open is taken from the run, the model and the data, and said in
         :attr:`input_notes`. The model is tried on one sample before anything
@@ -515,9 +515,9 @@ def load_extra(name: str, split: str, data_root, limit: int | None,
                analysed: ImageDataset | None = None) -> ImageDataset:
     """Load an extra dataset ``name[:split]``; falls back to its only split.
 
-    ``corrupt:NAME`` corrupts ``analysed`` (see :mod:`analysis.corruptions`).
+    ``corrupt:NAME`` corrupts ``analysed`` (see :mod:`core.corruptions`).
     """
-    from analysis.datasets import SPLITS_AVAILABLE
+    from core.datasets import SPLITS_AVAILABLE
 
     if name.startswith("corrupt:"):
         return load_dataset(name, split, data_root=data_root, limit=limit,

@@ -200,8 +200,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from analysis.errors import LoupeError
     from analysis.session import AnalysisSession
+    from core.errors import LoupeError
     from dashboard.state import RunRegistry
 
     seed = args.seed if args.seed is not None else int(time.time())

@@ -9,8 +9,8 @@ import threading
 from pathlib import Path
 
 from analysis.cli import add_input_args
-from analysis.errors import USER_ERRORS
 from cache.numba_dir import configure_numba_cache
+from core.errors import USER_ERRORS
 from dashboard.config import DashboardConfig
 
 log = logging.getLogger("dashboard")

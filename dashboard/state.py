@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from analysis.errors import LoupeError
 from cache import stable_hash
+from core.errors import LoupeError
 
 if TYPE_CHECKING:
     from analysis.session import AnalysisSession

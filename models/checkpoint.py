@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from analysis.errors import CheckpointError
+from core.errors import CheckpointError
 from models import zoo
 from models.inputs import MNIST_MEAN, MNIST_STD, InputSpec, resolve_input, spec_from_meta
 from models.onnx_model import load_onnx, onnx_path
@@ -81,7 +81,7 @@ class LoadedModel:
         Display name of the run (its folder name).
     task_spec : str or None
         ``classification`` (``None``), a built-in task name or ``pkg.mod:name``
-        (see :mod:`analysis.tasks`).
+        (see :mod:`core.tasks`).
     """
 
     module: nn.Module
@@ -99,7 +99,7 @@ class LoadedModel:
 
     @property
     def task(self):
-        """The :class:`~analysis.tasks.Task` (see :meth:`bind_task`)."""
+        """The :class:`~core.tasks.Task` (see :meth:`bind_task`)."""
         if self._task is None:
             self.bind_task(())
         return self._task
@@ -115,7 +115,7 @@ class LoadedModel:
         ``class_names`` (the dataset's) when its output has that many, else
         numbered classes (its output width is probed with one blank input).
         """
-        from analysis.tasks import resolve_task
+        from core.tasks import resolve_task
 
         names = self.class_names
         if names is None and self.task_spec in (None, "", "classification"):
@@ -334,7 +334,7 @@ def load_model(
     embedding_layer : str, optional
         Module name whose output is the embedding.
     task : str, optional
-        The model's task (see :mod:`analysis.tasks`); default: the run's, else
+        The model's task (see :mod:`core.tasks`); default: the run's, else
         plain classification.
     input_spec : InputSpec, optional
         The input declared by flags (``--input-size``, ``--mean``, ``--std``);

@@ -6,8 +6,8 @@ import argparse
 import logging
 import sys
 
-from analysis.errors import USER_ERRORS
 from cache.numba_dir import configure_numba_cache
+from core.errors import USER_ERRORS
 from models import zoo
 
 
@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="your own model: package.module:factory returning an nn.Module")
     t.add_argument("--task", default=None,
                    help="classification (default), mnist-sum (with --arch sum_net), or "
-                        "package.module:name for your own analysis.tasks.Task")
+                        "package.module:name for your own core.tasks.Task")
     t.add_argument("--dataset", default="mnist")
     t.add_argument("--epochs", type=int, default=3)
     t.add_argument("--batch-size", type=int, default=128)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from analysis.errors import ConfigError
+from core.errors import ConfigError
 
 Shape = tuple[int | None, int | None, int | None]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from torch import nn
 
-from analysis.errors import CheckpointError, ConfigError
+from core.errors import CheckpointError, ConfigError
 from models.run_meta import ONNX_PREFIX
 
 log = logging.getLogger(__name__)

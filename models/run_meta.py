@@ -2,7 +2,7 @@
 
 Everything that reads a run folder's metadata (loading a model, listing runs,
 the Experiments page) goes through :func:`read_run_meta`, so a malformed file
-gives the same :class:`~analysis.errors.CheckpointError` everywhere, naming the
+gives the same :class:`~core.errors.CheckpointError` everywhere, naming the
 file and the field. Reading never imports anything: ``model_spec`` and ``task``
 are kept as strings (see :func:`code_specs`).
 """
@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from analysis.errors import CheckpointError
+from core.errors import CheckpointError
 
 WEIGHTS_FILE = "model.pt"
 META_FILE = "run.json"

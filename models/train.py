@@ -14,10 +14,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from analysis.datasets import ImageDataset, load_dataset
-from analysis.device import resolve_device
-from analysis.errors import ConfigError
-from analysis.tasks import Task, resolve_task
+from core.datasets import ImageDataset, load_dataset
+from core.device import resolve_device
+from core.errors import ConfigError
+from core.tasks import Task, resolve_task
 from models import zoo
 from models.checkpoint import resolve_factory, save_run
 from models.inputs import NORMALISATIONS
@@ -47,7 +47,7 @@ class TrainConfig:
     augment: bool = False
     seed: int = 0
     model_spec: str | None = None
-    task: str | None = None  # None: plain classification (see analysis.tasks)
+    task: str | None = None  # None: plain classification (see core.tasks)
 
     def validate(self) -> None:
         if self.epochs < 1:

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from analysis.errors import CheckpointError, ConfigError
+from core.errors import CheckpointError, ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from analysis.errors import ConfigError
+from core.errors import ConfigError
 
 
 def mnist_cnn(num_classes: int = 10, dropout: float = 0.25) -> nn.Sequential:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from analysis.datasets import find_idx_dir
+from core.datasets import find_idx_dir
 
 EXIT_WATCHDOG_S = 120
 
@@ -112,8 +112,8 @@ def shared_store(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_session(tiny_model, digits, data_root, shared_store):
     """The tiny run on the first 300 test digits: MC dropout T=5, no projections."""
-    from analysis.datasets import load_dataset
     from analysis.session import AnalysisSession
+    from core.datasets import load_dataset
 
     ds = load_dataset(digits, "test", data_root=data_root, limit=300)
     return AnalysisSession(tiny_model, ds, shared_store, "cpu", mc_samples=5, projections=(),

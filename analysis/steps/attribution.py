@@ -8,10 +8,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from analysis.attribution import attribute, get_method, resolve_gradcam_layer
-from analysis.errors import ConfigError
 from analysis.registry import Step, StepContext, register
-from analysis.tasks import head_key
 from cache import Artifact
+from core.errors import ConfigError
+from core.tasks import head_key
 
 SUBSETS = ("misclassified", "highest_loss", "all")
 TARGETS = ("pred", "label")

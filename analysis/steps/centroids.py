@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from analysis.registry import Step, StepContext, register
-from analysis.tasks import head_key
 from cache import Artifact
+from core.tasks import head_key
 
 
 def class_centroids(features: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:

@@ -38,9 +38,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analysis.errors import ConfigError
 from analysis.registry import Column, Step, StepContext, register
 from cache import Artifact
+from core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 EXACT_LIMIT = 5_000  # candidate search exact up to this many base samples

@@ -50,9 +50,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from analysis.errors import ConfigError
 from analysis.registry import Column, Step, StepContext, register
 from cache import Artifact
+from core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

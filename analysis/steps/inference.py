@@ -11,8 +11,8 @@ from tqdm.auto import tqdm
 
 from analysis.forward import auto_batch_size, capture_embedding, model_batches
 from analysis.registry import Step, StepContext, register
-from analysis.tasks import head_key
 from cache import Artifact
+from core.tasks import head_key
 
 
 def per_head_outputs(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -41,10 +41,10 @@ from dataclasses import dataclass
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from analysis.errors import ConfigError
 from analysis.registry import Column, Step, StepContext, register
-from analysis.tasks import head_key
 from cache import Artifact
+from core.errors import ConfigError
+from core.tasks import head_key
 
 log = logging.getLogger(__name__)
 METHODS = ("prune_by_noise_rate", "prune_by_class", "both")

@@ -56,7 +56,6 @@ from torch.fx import GraphModule, Interpreter, Node
 from torch.overrides import TorchFunctionMode
 from tqdm.auto import tqdm
 
-from analysis.errors import ConfigError
 from analysis.forward import (
     auto_batch_size,
     capture_embedding,
@@ -66,8 +65,9 @@ from analysis.forward import (
     model_lock,
 )
 from analysis.registry import Step, StepContext, register
-from analysis.tasks import Task, head_key
 from cache import Artifact
+from core.errors import ConfigError
+from core.tasks import Task, head_key
 from models.checkpoint import LoadedModel
 
 log = logging.getLogger(__name__)

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from analysis.errors import ConfigError
 from analysis.registry import Step, StepContext, register
 from cache import Artifact
+from core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analysis.errors import ConfigError
 from analysis.ood import neighbor_overlap
 from analysis.quality import map_quality
 from analysis.registry import Step, StepContext, register
@@ -25,6 +24,7 @@ from analysis.steps.centroids import centroid_distances, class_centroids
 from analysis.steps.neighbors import knn_graph, knn_search
 from analysis.steps.projection import tsne_map, umap_map
 from cache import Artifact
+from core.errors import ConfigError
 
 # (artifact step, array key) of the plain and the MC-averaged embedding
 SOURCES = {"plain": ("inference", "embedding"), "mc": ("mc_dropout", "mean_embedding")}

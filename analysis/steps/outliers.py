@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analysis.errors import ConfigError
 from analysis.registry import Column, Step, StepContext, register
 from cache import Artifact
+from core.errors import ConfigError
 
 
 def kth_neighbour_distance(distances: np.ndarray, k: int) -> np.ndarray:

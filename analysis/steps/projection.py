@@ -17,10 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
-from analysis.errors import ConfigError
 from analysis.quality import map_quality
 from analysis.registry import Step, StepContext, register
 from cache import Artifact
+from core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 PROJECTIONS = ("umap", "tsne")

@@ -32,11 +32,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from analysis.errors import ConfigError
 from analysis.explain import bin_table, compare_groups, explain, query_literal
 from analysis.registry import Column, Step, StepContext, get_step, make_config, register
-from analysis.tasks import head_key
 from cache import Artifact
+from core.errors import ConfigError
+from core.tasks import head_key
 
 log = logging.getLogger(__name__)
 

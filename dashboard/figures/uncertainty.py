@@ -18,7 +18,6 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from analysis.ood import auroc
 from dashboard.figures.common import base_layout, class_palette
 
 IN_COLOR = "#1f77b4"   # in-distribution samples: blue, as on the joint map
@@ -75,14 +74,15 @@ def percent_histogram(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return 100.0 * counts / max(len(v), 1)
 
 
-def histogram_title(name: str, in_scores: np.ndarray, ood_scores: np.ndarray) -> str:
-    """``<column> · AUROC 0.873`` (OOD = positive; 0.5 is chance)."""
-    return f"{name} · AUROC {auroc(in_scores, ood_scores):.3f}"
+def histogram_title(name: str, auroc: float | None) -> str:
+    """``<column> · AUROC 0.873`` (OOD = positive; 0.5 is chance); the name alone without one."""
+    return name if auroc is None else f"{name} · AUROC {auroc:.3f}"
 
 
 def uncertainty_histograms_figure(in_scores: Mapping[str, np.ndarray],
                                   ood_scores: Mapping[str, np.ndarray], in_name: str,
                                   ood_name: str, mc_samples: int = 0,
+                                  aurocs: Mapping[str, float] | None = None,
                                   families: Sequence[ScoreFamily] = FAMILIES,
                                   bins: int = 40, log_y: bool = False) -> go.Figure:
     """Histograms of each score, in-distribution vs the extra dataset.
@@ -97,6 +97,8 @@ def uncertainty_histograms_figure(in_scores: Mapping[str, np.ndarray],
         Score columns of the two sample tables; absent columns leave a panel empty.
     in_name, ood_name : legend names of the two datasets
     mc_samples : MC-dropout passes T (column title); 0 when the model has none
+    aurocs : mapping column -> float, optional
+        The AUROC of each score (OOD = positive), shown in its panel's title.
     log_y : logarithmic y axes, so the OOD tail shows next to the in-distribution peak
 
     Returns
@@ -114,7 +116,7 @@ def uncertainty_histograms_figure(in_scores: Mapping[str, np.ndarray],
             if col is None:
                 titles.append("(exists only with MC dropout)")
             elif col in in_scores and col in ood_scores:
-                titles.append(histogram_title(col, in_scores[col], ood_scores[col]))
+                titles.append(histogram_title(col, (aurocs or {}).get(col)))
             else:
                 titles.append(f"{col}: not computed (needs a model with dropout)")
     fig = make_subplots(rows=len(rows), cols=2, subplot_titles=titles, shared_xaxes="rows",
@@ -158,7 +160,9 @@ WRONG_COLOR = "#d62728"
 
 def correctness_histograms_figure(scores: Mapping[str, np.ndarray],
                                   correct: Mapping[str, np.ndarray],
-                                  titles: Mapping[str, str], bins: int = 30) -> go.Figure:
+                                  titles: Mapping[str, str],
+                                  aurocs: Mapping[str, float] | None = None,
+                                  bins: int = 30) -> go.Figure:
     """In-distribution uncertainty: each score's histogram, correct vs wrong predictions.
 
     One panel per score, side by side; each bar is the share of its group (in %)
@@ -175,6 +179,9 @@ def correctness_histograms_figure(scores: Mapping[str, np.ndarray],
         prediction for ``mc_*`` scores).
     titles : mapping column -> str
         The x-axis title of each panel (what the score measures, with its unit).
+    aurocs : mapping column -> float, optional
+        How well each score ranks wrong above correct predictions (AUROC,
+        wrong = positive), shown in its panel's title; absent: the name alone.
 
     Returns
     -------
@@ -184,12 +191,9 @@ def correctness_histograms_figure(scores: Mapping[str, np.ndarray],
     cols = list(scores)
     if not cols:
         raise ValueError("no uncertainty score to draw")
-    heads = []
-    for col in cols:
-        ok = np.asarray(correct[col], dtype=bool)
-        v = np.asarray(scores[col], dtype=np.float64)
-        heads.append(f"{col} · AUROC wrong vs correct {auroc(v[ok], v[~ok]):.3f}"
-                     if ok.any() and (~ok).any() else col)
+    aurocs = aurocs or {}
+    heads = [f"{col} · AUROC wrong vs correct {aurocs[col]:.3f}" if col in aurocs else col
+             for col in cols]
     fig = make_subplots(rows=1, cols=len(cols), subplot_titles=heads, horizontal_spacing=0.07)
     fig.update_annotations(font_size=12)
     for c, col in enumerate(cols, start=1):

@@ -8,7 +8,7 @@ import dash_ag_grid as dag
 import dash_bootstrap_components as dbc
 from dash import ALL, Input, Output, State, ctx, dcc, html
 
-from analysis.errors import LoupeError
+from core.errors import LoupeError
 from dashboard import figures, ids
 from dashboard.components.messages import card, error_alert, info_alert
 from dashboard.state import DashboardInputError, get_registry

@@ -10,7 +10,7 @@ import dash
 import dash_bootstrap_components as dbc
 from dash import ALL, Input, Output, State, ctx, dcc, html
 
-from analysis.errors import LoupeError
+from core.errors import LoupeError
 from dashboard import ids
 from dashboard.components.messages import error_alert, info_alert
 from dashboard.jobs import pooled

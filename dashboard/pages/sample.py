@@ -7,7 +7,7 @@ import dash_bootstrap_components as dbc
 from dash import Input, Output, State, dcc, html
 
 from analysis.attribution import METHODS
-from analysis.errors import LoupeError
+from core.errors import LoupeError
 from dashboard import figures, ids
 from dashboard.components.gallery import sample_gallery
 from dashboard.components.messages import card, error_alert

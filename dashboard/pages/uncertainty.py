@@ -16,7 +16,7 @@ import dash_ag_grid as dag
 import dash_bootstrap_components as dbc
 from dash import Input, Output, State, ctx, dcc, html
 
-from analysis.errors import LoupeError
+from core.errors import LoupeError
 from dashboard import figures, ids
 from dashboard.components.gallery import sample_href
 from dashboard.components.messages import card, error_alert, info_alert

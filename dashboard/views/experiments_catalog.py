@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from analysis.compare import Comparison, compare_sessions
-from analysis.errors import CheckpointError, ConfigError, LoupeError
 from analysis.runs import (
     RunInfo,
     mult_adds,
@@ -26,6 +25,7 @@ from analysis.runs import (
     with_mult_adds,
 )
 from analysis.session import AnalysisSession
+from core.errors import CheckpointError, ConfigError, LoupeError
 from dashboard.state import DashboardInputError, LRUCache
 from dashboard.views.guard import safe_message
 from models.checkpoint import META_FILE, WEIGHTS_FILE, read_run_meta

@@ -13,7 +13,7 @@ import numpy as np
 from dash import html
 
 from analysis.attribution import METHODS, normalize_heatmap
-from analysis.tasks import head_key
+from core.tasks import head_key
 from dashboard import figures
 from dashboard.components.gallery import sample_gallery
 from dashboard.figures import uncertainty as ufig

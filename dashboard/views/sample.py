@@ -11,7 +11,7 @@ import pandas as pd
 from dash import html
 
 from analysis.attribution import METHODS, normalize_heatmap
-from analysis.errors import LoupeError
+from core.errors import LoupeError
 from dashboard import figures
 from dashboard.state import ID_COLUMNS, DashboardInputError, RunEntry, column_unit, column_words
 from dashboard.views.guard import checked_sample_id

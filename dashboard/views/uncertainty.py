@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from dash import Patch, dcc, html
 
-from analysis.ood import SCORES, separation_table
+from analysis.ood import SCORES, auroc, separation_table
 from analysis.steps.ood import JOINT_MAPS
 from dashboard import figures
 from dashboard.components.gallery import sample_gallery, sample_href
@@ -94,9 +94,12 @@ def histograms_view(entry: RunEntry, key: str, scale: str | None = "log"):
     scale = _check_choice(scale, ["log", "linear"], "y-axis scale")
     cols = score_columns(entry, key)
     extra = entry.extra_table(key)
-    return ufig.uncertainty_histograms_figure(
-        {c: entry.table[c].to_numpy() for c in cols}, {c: extra[c].to_numpy() for c in cols},
-        entry.session.dataset.key, key, entry.session.mc_samples, log_y=scale == "log")
+    in_s = {c: entry.table[c].to_numpy() for c in cols}
+    ood_s = {c: extra[c].to_numpy() for c in cols}
+    aurocs = {c: auroc(in_s[c], ood_s[c]) for c in cols if len(in_s[c]) and len(ood_s[c])}
+    return ufig.uncertainty_histograms_figure(in_s, ood_s, entry.session.dataset.key, key,
+                                              entry.session.mc_samples, aurocs,
+                                              log_y=scale == "log")
 
 
 # -- the score table ------------------------------------------------------------------------
@@ -365,9 +368,11 @@ def in_histograms_view(entry: RunEntry):
         raise DashboardInputError("This run's sample table has no uncertainty score (entropy, "
                                   "1 - max p): the inference step did not run.")
     titles = {m if m in cols else p: label for p, m, label in IN_FAMILIES}
-    return ufig.correctness_histograms_figure(
-        {c: entry.table[c].to_numpy() for c in cols},
-        {c: prediction_correct(entry, c) for c in cols}, titles)
+    scores = {c: entry.table[c].to_numpy(dtype=np.float64) for c in cols}
+    correct = {c: prediction_correct(entry, c) for c in cols}
+    aurocs = {c: auroc(scores[c][correct[c]], scores[c][~correct[c]]) for c in cols
+              if correct[c].any() and (~correct[c]).any()}
+    return ufig.correctness_histograms_figure(scores, correct, titles, aurocs)
 
 
 def in_summary(entry: RunEntry) -> html.Div:

@@ -18,7 +18,7 @@ from analysis.attribution import (
     normalize_heatmap,
     occlusion_geometry,
 )
-from analysis.errors import ConfigError
+from core.errors import ConfigError
 from models.checkpoint import LoadedModel
 
 

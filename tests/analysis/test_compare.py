@@ -7,8 +7,8 @@ import pytest
 from scipy.stats import binomtest
 
 from analysis.compare import compare_sessions, mcnemar_p
-from analysis.errors import ConfigError
 from analysis.session import AnalysisSession
+from core.errors import ConfigError
 
 
 @pytest.fixture(scope="module")

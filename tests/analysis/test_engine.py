@@ -17,11 +17,11 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from analysis.datasets import load_dataset
 from analysis.engine import Engine
 from analysis.registry import STEPS, all_steps, get_step
 from analysis.session import AnalysisSession
 from cache import ArtifactStore
+from core.datasets import load_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 FAST = ("inference", "mc_dropout", "pixel_centroids", "centroids", "neighbors")

@@ -10,8 +10,8 @@ import pytest
 from scipy.stats import fisher_exact
 from sklearn.metrics import mutual_info_score
 
-from analysis.errors import ConfigError
 from analysis.explain import bin_codes, bin_table, compare_groups, explain, quantile_edges
+from core.errors import ConfigError
 
 
 def planted_table(n: int = 5000, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:

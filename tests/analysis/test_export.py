@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from analysis.errors import ConfigError
 from analysis.export import export_frame, write_csv
+from core.errors import ConfigError
 
 
 def test_export_frame_and_csv(tiny_session, tmp_path):

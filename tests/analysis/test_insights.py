@@ -93,7 +93,7 @@ def test_leakage_counts_test_samples():
 
 
 def test_explain_selection_checks_range():
-    from analysis.errors import ConfigError
+    from core.errors import ConfigError
 
     table = generated_table()
     ins = explain_selection(table, [3, 1, 2])

@@ -26,9 +26,9 @@ import torch
 from conftest import require_dataset
 from torch import nn
 
-from analysis.datasets import load_dataset
 from analysis.session import AnalysisSession
 from cache import ArtifactStore
+from core.datasets import load_dataset
 from models.checkpoint import LoadedModel
 
 TRAIN_N = 12_000

@@ -65,8 +65,8 @@ def test_separation_table_skips_absent_scores():
 
 def test_no_dropout_model_asked_for_mc_dropout_is_a_clear_error(tiny_run, digits, data_root,
                                                                  cache_dir, tmp_path):
-    from analysis.errors import ConfigError
     from analysis.session import AnalysisSession
+    from core.errors import ConfigError
     from models.checkpoint import save_run
     from models.zoo import s5_net
 

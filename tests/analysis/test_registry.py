@@ -6,7 +6,6 @@ import dataclasses
 
 import pytest
 
-from analysis.errors import ConfigError
 from analysis.registry import (
     STEPS,
     Column,
@@ -17,6 +16,7 @@ from analysis.registry import (
     make_config,
     register,
 )
+from core.errors import ConfigError
 
 CORE = {"inference", "mc_dropout", "pixel_centroids", "centroids", "neighbors", "umap", "tsne",
         "attribution"}

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from torchinfo import summary
 
-from analysis.errors import ConfigError
 from analysis.runs import discover_runs, mult_adds, read_run, runs_table
+from core.errors import ConfigError
 from models.checkpoint import load_model
 
 

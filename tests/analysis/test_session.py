@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from analysis import session as session_module
-from analysis.errors import ConfigError
 from analysis.session import plan_steps
+from core.errors import ConfigError
 
 
 def brute_nearest(emb, query, exclude, k):
@@ -92,9 +92,9 @@ def test_heatmaps_from_many_threads_equal_one_at_a_time(tiny_model, digits, data
     from concurrent.futures import ThreadPoolExecutor
 
     from analysis.attribution import attribute
-    from analysis.datasets import load_dataset
     from analysis.session import AnalysisSession
     from cache import ArtifactStore
+    from core.datasets import load_dataset
 
     ds = load_dataset(digits, "test", data_root=data_root, limit=40)
     session = AnalysisSession(tiny_model, ds, ArtifactStore(tmp_path), "cpu", mc_samples=20,

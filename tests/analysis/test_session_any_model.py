@@ -7,10 +7,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from analysis.datasets import load_dataset
-from analysis.errors import ConfigError
 from analysis.session import AnalysisSession
 from cache import ArtifactStore
+from core.datasets import load_dataset
+from core.errors import ConfigError
 from models import zoo
 from models.checkpoint import LoadedModel
 

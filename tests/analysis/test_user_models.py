@@ -21,11 +21,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from analysis.errors import ConfigError
 from analysis.session import AnalysisSession
+from core.errors import ConfigError
 from models.inputs import spec_from_flags
-from tests.analysis.image_writer import sklearn_digits, write_class_folder, write_manifest
 from tests.conftest import BYO_DIR
+from tests.core.image_writer import sklearn_digits, write_class_folder, write_manifest
 
 CIFAR_MEAN, CIFAR_STD = "0.4914,0.4822,0.4465", "0.247,0.243,0.261"
 PHOTOS = ("astronaut", "chelsea", "coffee")

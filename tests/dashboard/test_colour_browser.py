@@ -20,7 +20,6 @@ from dash.testing.wait import until
 from PIL import Image
 
 from dashboard import ids
-from tests.analysis.image_writer import write_class_folder
 from tests.analysis.test_user_models import (
     CIFAR_MEAN,
     CIFAR_STD,
@@ -30,6 +29,7 @@ from tests.analysis.test_user_models import (
     train_user_model,
 )
 from tests.conftest import BYO_DIR
+from tests.core.image_writer import write_class_folder
 from tests.dashboard.test_heads_browser import pick
 
 

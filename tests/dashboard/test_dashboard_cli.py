@@ -132,8 +132,8 @@ def test_requests_are_logged_only_with_verbose(caplog, logging_restored):
 
 def test_a_warning_is_one_line_however_often_it_is_logged(logging_restored):
     once = cli.OncePerMessage()
-    make = logging.getLogger("analysis.datasets").makeRecord
-    fallback = [make("analysis.datasets", logging.WARNING, __file__, 1,
+    make = logging.getLogger("core.datasets").makeRecord
+    fallback = [make("core.datasets", logging.WARNING, __file__, 1,
                      "MNIST idx files not found under %s", ("/data",), None) for _ in range(3)]
     assert [once.filter(r) for r in fallback] == [True, False, False]
     info = [make("analysis.engine", logging.INFO, __file__, 1, "computed umap", (), None)

@@ -72,7 +72,7 @@ def direct_predictions(folder: Path, digits: str, data_root) -> tuple[np.ndarray
     """``(labels, predictions)`` of a run on the diff's samples, by a plain forward pass."""
     import torch
 
-    from analysis.datasets import load_dataset
+    from core.datasets import load_dataset
     from models.checkpoint import load_model
 
     model = load_model(folder)
@@ -324,8 +324,8 @@ def direct_sum_flips(catalog: RunCatalog, digits, data_root) -> np.ndarray:
     with the number computed here from the sample ids."""
     import torch
 
-    from analysis.datasets import load_dataset
-    from analysis.tasks import number_from_ids
+    from core.datasets import load_dataset
+    from core.tasks import number_from_ids
     from models.checkpoint import load_model
 
     correct = []

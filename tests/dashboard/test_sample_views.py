@@ -107,7 +107,7 @@ def test_the_readme_s_sample_example_exists_on_the_default_start():
     import re
     from pathlib import Path
 
-    from analysis.datasets import load_dataset
+    from core.datasets import load_dataset
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     examples = re.findall(r"/sample\?id=([\w-]+:\w+:\d+)", readme)

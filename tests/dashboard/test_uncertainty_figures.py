@@ -25,7 +25,9 @@ def panel_titles(fig) -> list[str]:
 
 def test_histogram_titles_carry_the_auroc_of_each_score():
     in_s, ood_s = scores(400, 0.0, PLAIN + MC, 0), scores(250, 1.0, PLAIN + MC, 1)
-    fig = ufig.uncertainty_histograms_figure(in_s, ood_s, "mnist:test", "fashion-mnist:test", 20)
+    aurocs = {c: auroc(in_s[c], ood_s[c]) for c in in_s}
+    fig = ufig.uncertainty_histograms_figure(in_s, ood_s, "mnist:test", "fashion-mnist:test", 20,
+                                             aurocs)
     titles = panel_titles(fig)
     assert len(titles) == 2 * len(ufig.FAMILIES)
     for fam, (left, right) in zip(ufig.FAMILIES, zip(titles[::2], titles[1::2], strict=True),
@@ -131,7 +133,8 @@ def test_correctness_histograms_split_each_score_by_right_and_wrong():
     v = np.where(correct, rng.gamma(2.0, 0.2, 300), rng.gamma(2.0, 0.5, 300))
     fig = ufig.correctness_histograms_figure(
         {"mc_entropy": v, "entropy": v * 0.5}, {"mc_entropy": correct, "entropy": correct},
-        {"mc_entropy": "predictive entropy (nats)"}, bins=20)
+        {"mc_entropy": "predictive entropy (nats)"},
+        {"mc_entropy": auroc(v[correct], v[~correct])}, bins=20)
     assert [t.name for t in fig.data[:2]] == ["correct predictions (260)", "wrong predictions (40)"]
     edges = np.linspace(v.min(), v.max(), 21)
     np.testing.assert_allclose(fig.data[1].y, 100 * np.histogram(v[:40], edges)[0] / 40)
@@ -140,5 +143,6 @@ def test_correctness_histograms_split_each_score_by_right_and_wrong():
         f"mc_entropy · AUROC wrong vs correct {auroc(v[correct], v[~correct]):.3f}"
     assert fig.layout.xaxis.title.text == "predictive entropy (nats)"
     assert fig.layout.xaxis2.title.text == "entropy"  # no title given: the column's name
+    assert panel_titles(fig)[1] == "entropy"  # no AUROC given: the name alone
     with pytest.raises(ValueError, match="no uncertainty score"):
         ufig.correctness_histograms_figure({}, {}, {})

@@ -42,8 +42,8 @@ return t ? t.x.length : -1;
 @pytest.fixture(scope="session")
 def ood_session(tiny_run, digits, data_root, tmp_path_factory):
     """The tiny run on 300 test digits + 300 Fashion-MNIST test images, MC T=5, t-SNE only."""
-    from analysis.datasets import find_idx_dir
     from analysis.session import AnalysisSession
+    from core.datasets import find_idx_dir
 
     if find_idx_dir("fashion-mnist", data_root) is None:
         pytest.skip("fashion-mnist idx files not found; set LOUPE_DATA (e.g. ../shared/data)")

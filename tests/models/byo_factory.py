@@ -42,7 +42,7 @@ def not_a_module():
 
 
 # -- a bring-your-own model with two inputs and two heads (the README's worked example) ---------
-from analysis.tasks import DIGITS, Head, ModelInput, Task, number_from_ids  # noqa: E402
+from core.tasks import DIGITS, Head, ModelInput, Task, number_from_ids  # noqa: E402
 
 
 class ShiftNet(nn.Module):

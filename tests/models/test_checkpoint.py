@@ -6,7 +6,7 @@ import pytest
 import torch
 from byo_factory import small_net
 
-from analysis.errors import CheckpointError
+from core.errors import CheckpointError
 from models.checkpoint import load_model, model_fingerprint
 
 SPEC = "byo_factory:small_net"
@@ -108,7 +108,7 @@ EVIL_MODULE = '''
 import pathlib
 pathlib.Path({marker!r}).write_text("imported")
 from models import zoo
-from analysis.tasks import classification
+from core.tasks import classification
 
 
 def factory():

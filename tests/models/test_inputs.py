@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
-from analysis.errors import ConfigError
+from core.errors import ConfigError
 from models.inputs import (
     InputSpec,
     normalisation_flags,

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from analysis.attribution import attribute
-from analysis.datasets import load_dataset
-from analysis.errors import CheckpointError, ConfigError
 from analysis.forward import capture_embedding, last_linear_name
+from core.datasets import load_dataset
+from core.errors import CheckpointError, ConfigError
 from models.checkpoint import load_model
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from analysis.errors import CheckpointError
+from core.errors import CheckpointError
 from models import checkpoint
 from models.checkpoint import load_model, read_run_meta, save_run, validate_run_meta
 from models.run_meta import file_sha256

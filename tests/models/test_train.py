@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from analysis.errors import ConfigError
+from core.errors import ConfigError
 from models import zoo
 from models.train import TrainConfig, random_affine, train
 

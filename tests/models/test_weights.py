@@ -9,7 +9,7 @@ import torch
 from byo_factory import small_net
 from torch import nn
 
-from analysis.errors import CheckpointError
+from core.errors import CheckpointError
 from models.checkpoint import load_model
 from models.weights import fit_state_dict, load_state_file
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from analysis.errors import ConfigError
+from core.errors import ConfigError
 from models import zoo
 
 

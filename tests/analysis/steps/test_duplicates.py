@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import analysis.steps.duplicates as dup
-from analysis.datasets import find_idx_dir, load_dataset
-from analysis.errors import ConfigError
+from core.datasets import find_idx_dir, load_dataset
+from core.errors import ConfigError
 
 
 def plant(images: np.ndarray, seed: int = 0) -> tuple[np.ndarray, dict[int, int]]:

@@ -9,9 +9,9 @@ from scipy import ndimage
 from skimage import filters, morphology, transform
 from skimage import measure as skmeasure
 
-from analysis.datasets import load_dataset
 from analysis.registry import column_info
 from analysis.steps import image_metadata as im
+from core.datasets import load_dataset
 
 
 @pytest.fixture(scope="module")

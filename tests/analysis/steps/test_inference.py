@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from analysis.datasets import load_dataset
 from analysis.engine import Engine
 from cache import ArtifactStore
+from core.datasets import load_dataset
 
 
 def test_inference_matches_a_plain_forward_pass(tiny_session, tiny_model):

@@ -9,8 +9,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from analysis.datasets import load_dataset
-from analysis.errors import ConfigError
 from analysis.steps.label_issues import (
     calibrate_joint,
     confident_joint,
@@ -19,6 +17,8 @@ from analysis.steps.label_issues import (
     per_class_thresholds,
     trained_on,
 )
+from core.datasets import load_dataset
+from core.errors import ConfigError
 
 # Worked by hand: thresholds t = (0.6, 0.75, 0.8); sample 2 (label 0) is confidently a 1,
 # sample 4 reaches no threshold; C = [[2,1,0],[0,1,0],[0,0,1]], row 1 calibrated to [0,2,0].
@@ -153,8 +153,8 @@ def test_trained_on_reads_the_run_record():
 
 
 def test_the_embedded_digits_are_mnist_training_images(data_root):
-    from analysis.datasets import find_idx_dir
     from analysis.steps.duplicates import pixel_hashes
+    from core.datasets import find_idx_dir
 
     if not find_idx_dir("mnist", data_root):
         pytest.skip("needs MNIST under LOUPE_DATA")

@@ -15,9 +15,7 @@ from hypothesis.extra import numpy as hnp
 from torch import nn
 from torch.nn import functional as F
 
-from analysis.datasets import load_dataset
 from analysis.engine import Engine
-from analysis.errors import ConfigError
 from analysis.forward import capture_embedding, model_batches
 from analysis.steps import mc_dropout as mc
 from analysis.steps.mc_dropout import (
@@ -28,6 +26,8 @@ from analysis.steps.mc_dropout import (
     mc_statistics,
 )
 from cache import ArtifactStore
+from core.datasets import load_dataset
+from core.errors import ConfigError
 from models import zoo
 from models.checkpoint import LoadedModel
 

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from sklearn.neighbors import NearestNeighbors
 
-from analysis.errors import ConfigError
 from analysis.steps.neighbors import _torch_knn, knn_graph, knn_search
+from core.errors import ConfigError
 
 
 @st.composite

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from sklearn.neighbors import NearestNeighbors
 
-from analysis.datasets import load_dataset
-from analysis.errors import ConfigError
 from analysis.steps.neighbors import knn_graph
 from analysis.steps.outliers import Outliers, kth_neighbour_distance
 from cache import Artifact
+from core.datasets import load_dataset
+from core.errors import ConfigError
 
 
 def test_planted_outliers_score_highest(digits, data_root):

@@ -11,8 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from analysis.datasets import load_dataset
 from analysis.session import AnalysisSession
+from core.datasets import load_dataset
 from models.inputs import InputSpec, spec_from_flags
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from analysis.engine import Engine
-from analysis.errors import ConfigError
 from analysis.steps.attribution import select_subset
+from core.errors import ConfigError
 
 
 def test_select_subset():

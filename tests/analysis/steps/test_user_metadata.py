@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.datasets import load_dataset
-from analysis.errors import ConfigError
 from analysis.registry import column_info
 from analysis.steps import user_metadata as um
+from core.datasets import load_dataset
+from core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[3]
 

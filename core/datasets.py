@@ -12,13 +12,13 @@ Datasets
 ``folder:PATH``
     A folder in torchvision's ``ImageFolder`` layout (``PATH/<class>/<image>``),
     or with ``train/`` and ``test/`` (or ``val/``) sub-folders in that layout;
-    see :mod:`analysis.image_folder`.
+    see :mod:`core.image_folder`.
 ``csv:FILE``
     A manifest with ``path`` and ``label`` columns (and optionally ``split``);
-    see :mod:`analysis.image_manifest`.
+    see :mod:`core.image_manifest`.
 ``corrupt:NAME[:BASE]``
     An MNIST-C corruption (``fog``, ``inverse``..., or ``all`` for the mix) of
-    ``BASE``, or of the dataset passed as ``base``; see :mod:`analysis.corruptions`.
+    ``BASE``, or of the dataset passed as ``base``; see :mod:`core.corruptions`.
 
 Images keep their native shape unless ``image_shape`` asks for another, in
 which case they are converted at load time and :attr:`ImageDataset.conversion`
@@ -43,8 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.errors import ConfigError, DataError
-from analysis.image_files import ShapeRequest, check_shape_request, convert_array
+from core.errors import ConfigError, DataError
+from core.image_files import ShapeRequest, check_shape_request, convert_array
 
 log = logging.getLogger(__name__)
 
@@ -209,11 +209,11 @@ def load_dataset(
         return load_corrupted(name, split, data_root=data_root, limit=limit,
                               image_shape=request, fallback=fallback, base=base)
     if name.startswith("folder:"):
-        from analysis.image_folder import load_image_folder
+        from core.image_folder import load_image_folder
 
         ds = load_image_folder(name[len("folder:"):], split, image_shape=request, limit=limit)
     elif name.startswith("csv:"):
-        from analysis.image_manifest import load_csv_manifest
+        from core.image_manifest import load_csv_manifest
 
         ds = load_csv_manifest(name[len("csv:"):], split, image_shape=request, limit=limit)
     else:
@@ -226,7 +226,7 @@ def load_dataset(
 def load_corrupted(name: str, split: str, *, base: ImageDataset | None = None,
                    **load_kwargs) -> ImageDataset:
     """``corrupt:NAME[:BASE]``: ``BASE`` (loaded with ``load_kwargs``) or ``base``, corrupted."""
-    from analysis.corruptions import corrupt_dataset, parse_corrupt_name
+    from core.corruptions import corrupt_dataset, parse_corrupt_name
 
     corruption, base_name = parse_corrupt_name(name)
     if base_name is not None:

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from analysis.errors import ConfigError, DataError
+from core.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 

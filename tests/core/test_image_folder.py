@@ -1,4 +1,4 @@
-"""analysis/image_folder.py: folder:PATH at its native shape, splits, names and a hostile tree."""
+"""core/image_folder.py: folder:PATH at its native shape, splits, names and a hostile tree."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 from image_writer import folder_order, photo_patches, sklearn_digits, write_class_folder
 from PIL import Image
 
-from analysis.datasets import load_dataset
-from analysis.errors import ConfigError, DataError
-from analysis.image_files import convert_array
+from core.datasets import load_dataset
+from core.errors import ConfigError, DataError
+from core.image_files import convert_array
 
 
 @pytest.fixture(scope="module")
@@ -44,12 +44,12 @@ def test_digits_load_natively_pixel_exact(digits_folder):
 
 def test_digits_resized_on_request_and_said_so(digits_folder, caplog):
     root, images, labels = digits_folder
-    with caplog.at_level(logging.INFO, logger="analysis"):
+    with caplog.at_level(logging.INFO, logger="core"):
         ds = load_dataset(f"folder:{root}", "all", image_shape=(1, 28, 28))
     assert ds.images.shape == (1797, 1, 28, 28)
     assert ds.native_shape == (1, 8, 8)
     assert ds.conversion == "resized 1,797 images from 8x8 to 28x28"
-    infos = [r.getMessage() for r in caplog.records if r.name == "analysis.datasets"]
+    infos = [r.getMessage() for r in caplog.records if r.name == "core.datasets"]
     assert infos == [f"{ds.key}: resized 1,797 images from 8x8 to 28x28."]
     # files and in-memory arrays (the idx path) go through the same filter
     same, _ = convert_array(images[:, None], (1, 28, 28))
@@ -101,10 +101,10 @@ def test_missing_split_lists_what_exists(tmp_path):
 
 def test_single_folder_serves_any_split_as_all(digits_folder, caplog):
     root, _, _ = digits_folder
-    with caplog.at_level(logging.INFO, logger="analysis.image_folder"):
+    with caplog.at_level(logging.INFO, logger="core.image_folder"):
         ds = load_dataset(f"folder:{root}", "train", limit=5)
     assert ds.split == "all" and ds.sample_ids[0] == f"{ds.name}:all:0"
-    lines = [r.getMessage() for r in caplog.records if r.name == "analysis.image_folder"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "core.image_folder"]
     assert len(lines) == 1 and "'all'" in lines[0] and "--split train" in lines[0]
 
 
@@ -168,7 +168,7 @@ def test_fifo_named_png_is_skipped_without_opening(digits_folder, tmp_path, capl
         except Exception as exc:  # handed to the main thread, which asserts on it
             result["error"] = exc
 
-    with caplog.at_level(logging.WARNING, logger="analysis.image_folder"):
+    with caplog.at_level(logging.WARNING, logger="core.image_folder"):
         worker = threading.Thread(target=load, daemon=True)
         worker.start()
         worker.join(timeout=30)
@@ -279,7 +279,7 @@ def test_links_leaving_the_dataset_are_not_followed(tmp_path, caplog):
     import numpy as np
     from PIL import Image
 
-    from analysis.image_folder import load_image_folder
+    from core.image_folder import load_image_folder
 
     outside = tmp_path / "outside"
     outside.mkdir()

@@ -1,4 +1,4 @@
-"""analysis/datasets.py: real slices, search order, layouts, the fallback and every bad input."""
+"""core/datasets.py: real slices, search order, layouts, the fallback and every bad input."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ import pytest
 from conftest import require_dataset
 from idx_writer import IMAGE_MAGIC, LABEL_MAGIC, tiny_digits, write_idx, write_split
 
-from analysis.datasets import (
+from core.datasets import (
     convert_loaded,
     find_idx_dir,
     load_dataset,
     read_idx,
     search_roots,
 )
-from analysis.errors import ConfigError, DataError
+from core.errors import ConfigError, DataError
 
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
@@ -146,10 +146,10 @@ def test_torchvision_raw_layout(isolated, tmp_path):
 
 
 def test_fallback_to_embedded_with_one_log_line(isolated, caplog):
-    with caplog.at_level(logging.INFO, logger="analysis.datasets"):
+    with caplog.at_level(logging.INFO, logger="core.datasets"):
         ds = load_dataset("mnist", "test")
     assert ds.name == "mnist-5k" and len(ds) == 1000
-    lines = [r for r in caplog.records if r.name == "analysis.datasets"]
+    lines = [r for r in caplog.records if r.name == "core.datasets"]
     assert len(lines) == 1 and lines[0].levelno == logging.WARNING
     assert "mnist-5k" in lines[0].getMessage() and "LOUPE_DATA" in lines[0].getMessage()
 

@@ -1,12 +1,12 @@
-"""analysis/device.py: --device auto|cpu|cuda."""
+"""core/device.py: --device auto|cpu|cuda."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from analysis.device import resolve_device
-from analysis.errors import ConfigError
+from core.device import resolve_device
+from core.errors import ConfigError
 
 
 def test_resolve_device():

@@ -1,4 +1,4 @@
-"""Built-in shifted datasets (analysis/corruptions.py, the corrupt: hook of analysis/datasets.py).
+"""Built-in shifted datasets (core/corruptions.py, the corrupt: hook of core/datasets.py).
 
 Real MNIST digits: the first test digits of ``mnist`` under LOUPE_DATA, else the
 embedded ``mnist-5k``. The colour image is generated in the test.
@@ -14,7 +14,7 @@ import pytest
 from scipy import ndimage
 from skimage import feature
 
-from analysis.corruptions import (
+from core.corruptions import (
     CORRUPTIONS,
     MNIST_C,
     corrupt_dataset,
@@ -23,8 +23,8 @@ from analysis.corruptions import (
     corruption_of,
     parse_corrupt_name,
 )
-from analysis.datasets import load_dataset
-from analysis.errors import ConfigError
+from core.datasets import load_dataset
+from core.errors import ConfigError
 
 N = 30
 

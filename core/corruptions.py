@@ -47,10 +47,10 @@ import numpy as np
 from scipy import ndimage
 from skimage import color, feature, filters, transform, util
 
-from analysis.errors import ConfigError
+from core.errors import ConfigError
 
 if TYPE_CHECKING:
-    from analysis.datasets import ImageDataset
+    from core.datasets import ImageDataset
 
 PREFIX = "corrupt:"
 MNIST_C = ("shot_noise", "impulse_noise", "glass_blur", "motion_blur", "shear", "scale",

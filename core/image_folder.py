@@ -33,9 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.datasets import ImageDataset
-from analysis.errors import ConfigError, DataError
-from analysis.image_files import (
+from core.datasets import ImageDataset
+from core.errors import ConfigError, DataError
+from core.image_files import (
     IMG_EXTENSIONS,
     ShapeRequest,
     check_shape_request,
@@ -204,7 +204,7 @@ def load_image_folder(path: str, split: str = "all", *, image_shape: ShapeReques
     split : str
         ``train``, ``test`` or ``all`` (already normalised).
     image_shape : (C, H, W), optional
-        ``None`` entries keep the native value (see :func:`analysis.image_files.load_images`).
+        ``None`` entries keep the native value (see :func:`core.image_files.load_images`).
     limit : int, optional
         Decode only the first ``limit`` images.
 

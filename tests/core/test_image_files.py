@@ -1,4 +1,4 @@
-"""analysis/image_files.py: the checks before decoding, colour detection, array conversion."""
+"""core/image_files.py: the checks before decoding, colour detection, array conversion."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from image_writer import photo_patches, sklearn_digits
 from PIL import Image
 
-from analysis.errors import ConfigError, DataError
-from analysis.image_files import (
+from core.errors import ConfigError, DataError
+from core.image_files import (
     DEFAULT_MAX_PIXELS,
     IMG_EXTENSIONS,
     convert_array,
@@ -106,8 +106,8 @@ def test_pillow_bomb_limit_names_the_file(tmp_path, monkeypatch):
 def test_32_bit_and_float_pixels_are_refused_not_clipped(tmp_path, mode):
     from PIL import Image
 
-    from analysis.errors import DataError
-    from analysis.image_files import read_image
+    from core.errors import DataError
+    from core.image_files import read_image
 
     values = np.linspace(0, 65520 if mode == "I" else 1.0, 64).reshape(8, 8)
     path = tmp_path / "deep.tif"

@@ -1,4 +1,4 @@
-"""analysis/image_manifest.py: csv:FILE manifests on real digits, and every malformed one."""
+"""core/image_manifest.py: csv:FILE manifests on real digits, and every malformed one."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from image_writer import folder_order, sklearn_digits, write_class_folder, write_manifest
 
-from analysis.datasets import load_dataset
-from analysis.errors import DataError
-from analysis.image_manifest import sorted_class_names
+from core.datasets import load_dataset
+from core.errors import DataError
+from core.image_manifest import sorted_class_names
 
 
 @pytest.fixture(scope="module")

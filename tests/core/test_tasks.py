@@ -1,4 +1,4 @@
-"""analysis/tasks.py: inputs, heads, per-head steps, on real MNIST slices."""
+"""core/tasks.py: inputs, heads, per-head steps, on real MNIST slices."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analysis.datasets import load_dataset
-from analysis.errors import CheckpointError, ConfigError
 from analysis.session import AnalysisSession
-from analysis.tasks import (
+from core.datasets import load_dataset
+from core.errors import CheckpointError, ConfigError
+from core.tasks import (
     DIGITS,
     Head,
     ModelInput,
@@ -79,7 +79,7 @@ def test_number_is_a_pure_function_of_the_id(ids, size):
 def test_number_is_identical_in_another_process_and_uniform(digits, data_root):
     ds = load_dataset(digits, "test", data_root=data_root)
     here = mnist_sum().sample_metadata(ds)["number"]
-    code = ("import sys, json; from analysis.tasks import number_from_ids; "
+    code = ("import sys, json; from core.tasks import number_from_ids; "
             "print(json.dumps(number_from_ids(json.loads(sys.stdin.read()), 10).tolist()))")
     out = subprocess.run([sys.executable, "-c", code], input=json.dumps(list(ds.sample_ids)),
                          capture_output=True, text=True, cwd=REPO, check=True, timeout=120)
@@ -279,7 +279,7 @@ def test_a_multi_input_model_without_its_task_is_a_clear_error(byo_factory, digi
                                                                tmp_path):
     import torch as _torch
 
-    from analysis.errors import CheckpointError
+    from core.errors import CheckpointError
 
     weights = tmp_path / "shift.pt"
     _torch.save(byo_factory.shift_net().state_dict(), weights)

@@ -26,16 +26,16 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.datasets import SPLIT_ALIASES, ImageDataset
-from analysis.errors import DataError
-from analysis.image_files import (
+from core.datasets import SPLIT_ALIASES, ImageDataset
+from core.errors import DataError
+from core.image_files import (
     ShapeRequest,
     check_shape_request,
     is_regular_file,
     load_images,
     resolve_image_path,
 )
-from analysis.image_folder import dataset_name
+from core.image_folder import dataset_name
 
 log = logging.getLogger(__name__)
 
