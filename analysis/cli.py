@@ -85,6 +85,9 @@ def add_step_args(p: argparse.ArgumentParser) -> None:
                    help="your own per-sample metadata: a function or list of functions "
                         "f(images (N,C,H,W) in [0,1], labels) -> (N,) array or dict of them; "
                         "columns named meta_<name> (see README, Metadata)")
+    p.add_argument("--step-option", action="append", default=[], metavar="STEP.FIELD=VALUE",
+                   help="set any step's option (repeatable), e.g. mc_dropout.seed=1 or "
+                        "umap.n_neighbors=30; `python -m analysis steps` lists them")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -118,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--head", default=None,
                          help="the compared head of multi-head models (default: the first)")
     compare.add_argument("--out", default=None, help="CSV of the per-sample differences")
+    steps = sub.add_parser("steps", help="list the analysis steps: when each runs, its options "
+                                         "(for --step-option) and its columns")
+    steps.add_argument("--columns", action="store_true", help="also describe every column")
     runs = sub.add_parser("runs", help="list every run under a runs folder")
     runs.add_argument("--runs-dir", default="runs", help="folder of run folders (default runs)")
     runs.add_argument("--out", default=None, help="also write the table as CSV")
@@ -153,7 +159,19 @@ def open_session(args: argparse.Namespace):
         mc_samples=args.mc_samples, k=args.k, projections=args.projection,
         extra_datasets=args.extra_dataset, attribution=args.attribution, task=args.task,
         input_spec=input_spec_of(args), trust_code=args.trust_code,
-        gradcam_layer=args.gradcam_layer, metadata=getattr(args, "metadata", None))
+        gradcam_layer=args.gradcam_layer, metadata=getattr(args, "metadata", None),
+        step_options=step_options_of(getattr(args, "step_option", [])))
+
+
+def step_options_of(texts: list[str]) -> dict[str, dict]:
+    """``["mc_dropout.samples=30", ...]`` -> ``{"mc_dropout": {"samples": 30}}``."""
+    from analysis.registry import parse_step_option
+
+    out: dict[str, dict] = {}
+    for text in texts:
+        step, field_name, value = parse_step_option(text)
+        out.setdefault(step, {})[field_name] = value
+    return out
 
 
 def print_summary(session, records, seconds: float) -> None:
@@ -234,6 +252,24 @@ def list_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def list_steps(columns: bool = False) -> int:
+    """Print every registered step: datasets, requirements, options and columns."""
+    import dataclasses
+
+    from analysis.registry import STEPS, all_steps
+
+    for name in all_steps():
+        cls = STEPS[name]
+        print(f"{name}  (v{cls.version}; runs on: {', '.join(cls.datasets)}"
+              f"{'; requires ' + ', '.join(cls.requires) if cls.requires else ''})")
+        for f in dataclasses.fields(cls.Config):
+            print(f"    --step-option {name}.{f.name}={f.default!r}")
+        for col in cls.declared():
+            line = f"    column {col.name} ({col.kind}{', ' + col.unit if col.unit else ''})"
+            print(f"{line}: {col.description}" if columns and col.description else line)
+    return 0
+
+
 def parse_fail_on(values: list[str]) -> dict[str, int]:
     """``["label_issues:10", ...]`` -> ``{"label_issues": 10}``; a bad value is a ConfigError."""
     from analysis.insights import KINDS
@@ -300,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "bench":
-            from analysis.bench import run_bench
+            from benchmarks.engine import run_bench
 
             return run_bench(args)
         started = time.perf_counter()
@@ -308,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_compare(args)
         if args.command == "runs":
             return list_runs(args)
+        if args.command == "steps":
+            return list_steps(args.columns)
         if args.command == "ood" and not args.extra_dataset:
             raise ConfigError("analysis ood needs at least one --extra-dataset "
                               "(e.g. fashion-mnist).")

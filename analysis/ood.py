@@ -20,20 +20,27 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+
 # (column in the sample table, label, uses MC dropout)
-SCORES: tuple[tuple[str, str, bool], ...] = (
-    ("uncertainty", "least confident (1 - max p)", False),
-    ("mc_uncertainty", "least confident (1 - max p)", True),
-    ("entropy", "predictive entropy", False),
-    ("mc_entropy", "predictive entropy", True),
-    ("mc_mutual_info", "mutual information", True),
-    ("neg_margin", "- top-2 margin", False),
-    ("mc_neg_margin", "- top-2 margin", True),
-    ("centroid_distance", "distance to nearest class centroid", False),
-    ("mc_centroid_distance", "distance to nearest class centroid", True),
-    ("knn_distance", "distance to k-th in-distribution neighbour", False),
-    ("mc_knn_distance", "distance to k-th in-distribution neighbour", True),
-)
+def score_columns() -> list[tuple[str, str, bool]]:
+    """``(column, what it measures, computed with MC dropout)`` for every declared score.
+
+    Read from the steps' column declarations (``score=True``), in plan order:
+    each plain score is followed by its MC-dropout twin.
+    """
+    from analysis.registry import column_info, declared_columns
+
+    cols = [c for c in declared_columns() if c.score]
+    twins = {c.mc_twin for c in cols if c.mc_twin}
+    out = []
+    for col in cols:
+        if col.name in twins:
+            continue  # listed after its plain score
+        out.append((col.name, col.label, col.mc))
+        twin = column_info(col.mc_twin) if col.mc_twin else None
+        if twin is not None:
+            out.append((twin.name, twin.label, True))
+    return out
 
 
 def auroc(in_scores: np.ndarray, ood_scores: np.ndarray) -> float:
@@ -74,7 +81,7 @@ def separation_table(in_table: pd.DataFrame, ood_table: pd.DataFrame,
         Sample tables (see :func:`add_score_columns`).
     """
     rows = []
-    for col, label, mc in SCORES:
+    for col, label, mc in score_columns():
         if col not in in_table or col not in ood_table:
             continue
         a, b = in_table[col].to_numpy(), ood_table[col].to_numpy()

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from functools import cached_property
 from typing import Any
 
@@ -19,52 +20,38 @@ import pandas as pd
 from analysis.attribution import attribute, get_method, resolve_gradcam_layer
 from analysis.engine import Engine, StepRecord
 from analysis.forward import model_lock
+from analysis.opening import check_classes, check_forward, load_extra
+from analysis.registry import Plan, make_config, plan, plan_options
 from analysis.steps.mc_dropout import has_dropout
 from analysis.steps.neighbors import knn_search
 from analysis.steps.projection import PROJECTIONS
+from analysis.table import build_table
 from cache import Artifact, ArtifactStore, stable_hash
 from core.datasets import ImageDataset, load_dataset
 from core.device import resolve_device
 from core.errors import ConfigError
 from core.tasks import Task, head_key
 from models.checkpoint import LoadedModel, load_model
-from models.inputs import InputSpec, format_shape
+from models.inputs import InputSpec
 
 log = logging.getLogger(__name__)
 ATTRIBUTION_VERSION = 2  # 2: per head
 
 
 def plan_steps(mc_samples: int, projections: Sequence[str], extra: bool = False,
-               metadata: bool = False) -> list[str]:
-    """The steps of a full run, in dependency order.
+               metadata: str | bool | None = None) -> list[str]:
+    """The steps of a full run, in dependency order (see :func:`analysis.registry.plan`).
 
     ``extra=True`` plans an extra (out-of-distribution) dataset: its own
     per-sample steps plus the joint maps with the in-distribution set.
-    ``metadata=True`` adds the ``--metadata`` functions' step to the main dataset's.
+    ``metadata`` (the ``--metadata`` functions) adds their step to the main dataset's.
     """
     unknown = set(projections) - set(PROJECTIONS)
     if unknown:
         raise ConfigError(f"Unknown projection(s) {', '.join(sorted(unknown))}; "
                           f"valid: {', '.join(PROJECTIONS)}.")
-    steps = ["inference"] if extra else ["preprocessing_check", "inference"]
-    if mc_samples > 0:
-        steps.append("mc_dropout")
-    steps += ["pixel_centroids", "centroids", "neighbors", "distances"]
-    if mc_samples > 0:
-        steps.append("mc_distances")
-    if not extra:  # image measurements and per-sample insight scores
-        steps += ["image_metadata", *(["user_metadata"] if metadata else []), "label_issues",
-                  "duplicates", "outliers"]
-        # slices before the maps: the maps are last, what a progress line ends on
-        return steps + ["slices"] + list(projections)
-    from analysis.steps.ood import JOINT_MAPS
-
-    steps.append("joint_neighbors")
-    steps += [JOINT_MAPS[(p, "plain")] for p in projections]
-    if mc_samples > 0:
-        steps.append("mc_joint_neighbors")
-        steps += [JOINT_MAPS[(p, "mc")] for p in projections]
-    return steps
+    return plan(Plan(mc_samples=mc_samples, projections=tuple(projections), extra=extra,
+                     metadata=metadata or None))
 
 
 class AnalysisSession:
@@ -103,7 +90,8 @@ class AnalysisSession:
                  projections: Sequence[str] = PROJECTIONS, progress: bool = True,
                  extra_datasets: Sequence[ImageDataset] = (),
                  attribution: str | None = None, gradcam_layer: str | None = None,
-                 metadata: str | None = None) -> None:
+                 metadata: str | None = None,
+                 step_options: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         if mc_samples is None:
             mc_samples = 20 if has_dropout(model) else 0
         elif mc_samples > 0 and not has_dropout(model):
@@ -123,26 +111,26 @@ class AnalysisSession:
         self.mc_samples = mc_samples
         self.k = k
         self.projections = tuple(projections)
-        self.steps = plan_steps(mc_samples, self.projections, metadata=bool(metadata))
-        options = {"mc_dropout": {"samples": mc_samples}, "neighbors": {"k": k}}
-        if metadata:
-            from analysis.steps.user_metadata import metadata_options
-
-            options["user_metadata"] = metadata_options(metadata)
         if gradcam_layer:
             resolve_gradcam_layer(model, gradcam_layer, dataset.images.shape[1:])
         self.gradcam_layer = gradcam_layer or None
         if attribution:
             get_method(attribution)
-            self.steps.append("attribution")
-            options["attribution"] = {"method": attribution}
-            if attribution == "gradcam" and gradcam_layer:
-                options["attribution"]["layer"] = gradcam_layer
-        self.options = options
-        self.engine = Engine(model, dataset, store, self.device, options, progress=progress)
+        unknown = set(self.projections) - set(PROJECTIONS)
+        if unknown:
+            raise ConfigError(f"Unknown projection(s) {', '.join(sorted(unknown))}; "
+                              f"valid: {', '.join(PROJECTIONS)}.")
+        request = Plan(mc_samples=mc_samples, projections=self.projections, k=k,
+                       metadata=metadata or None, attribution=attribution or None,
+                       gradcam_layer=self.gradcam_layer)
+        self.steps = plan(request)
+        self.extra_steps = plan(replace(request, extra=True))
+        self.options = merge_options(
+            plan_options(request, [*self.steps, *self.extra_steps]), step_options)
+        self.engine = Engine(model, dataset, store, self.device, self.options,
+                             progress=progress)
         self.extras: dict[str, Engine] = {}
         self._insights: dict[tuple, list] = {}
-        self.extra_steps = plan_steps(mc_samples, self.projections, extra=True)
         for extra in extra_datasets:
             self.add_extra(extra)
 
@@ -158,6 +146,10 @@ class AnalysisSession:
     def engine_of(self, dataset: str | None) -> Engine:
         """The analysed dataset's engine (``None`` or its key), else the extra one's."""
         return self.engine if dataset in (None, self.dataset.key) else self.extra(dataset)
+
+    def dataset_of(self, dataset: str | None = None) -> ImageDataset:
+        """The analysed dataset (``None`` or its key), else the extra dataset ``dataset``."""
+        return self.engine_of(dataset).dataset
 
     def extra(self, key: str) -> Engine:
         """The engine of the extra dataset ``key`` (``name:split``)."""
@@ -281,6 +273,54 @@ class AnalysisSession:
         """``(N,)`` int64 predicted class of one head."""
         engine = self.engine_of(dataset)
         return engine.get("inference")[head_key("pred", self.task.head(head).name)]
+
+    def mc_probabilities_of(self, head: str | None = None, dataset: str | None = None
+                            ) -> np.ndarray | None:
+        """``(N, C_head)`` float32 mean MC-dropout probabilities; ``None`` without MC dropout."""
+        engine = self.engine_of(dataset)
+        steps = self.steps if engine is self.engine else self.extra_steps
+        if "mc_dropout" not in steps:
+            return None
+        return engine.get("mc_dropout")[head_key("mean_probs", self.task.head(head).name)]
+
+    def accuracy(self, head: str | None = None, mc: bool = False) -> float | None:
+        """The analysed dataset's accuracy for one head, with MC dropout when ``mc``
+        (``None`` when MC dropout did not run)."""
+        name = self.task.head(head).name
+        if mc:
+            return (self.artifact("mc_dropout").summary[name]["accuracy"]
+                    if "mc_dropout" in self.steps else None)
+        return self.artifact("inference").summary[name]["accuracy"]
+
+    def reference_neighbors(self, dataset: str) -> tuple[np.ndarray, np.ndarray]:
+        """The nearest in-distribution samples of each sample of extra ``dataset``.
+
+        Returns
+        -------
+        indices : (N_extra, K) int64
+            Rows of the analysed dataset, nearest first.
+        distances : (N_extra, K) float32
+            Their embedding distances.
+        """
+        dist = self.extra(dataset).get("distances")
+        return dist["reference_neighbors"], dist["reference_distances"]
+
+    def joint_maps(self) -> list[tuple[str, str]]:
+        """``(step name, title)`` of the joint maps planned for extra datasets, t-SNE
+        first, the plain embeddings before the MC-averaged ones."""
+        from analysis.registry import STEPS
+
+        maps = [n for n in self.extra_steps if getattr(STEPS[n], "title", None)]
+        maps.sort(key=lambda n: (STEPS[n].variant != "plain", STEPS[n].method != "tsne"))
+        return [(n, STEPS[n].title) for n in maps]
+
+    def joint_map(self, dataset: str, name: str) -> np.ndarray:
+        """``(N_in + N_extra, 2)`` float32 coordinates of joint map ``name`` (see
+        :meth:`joint_maps`) of the analysed and the extra ``dataset``, analysed rows first."""
+        valid = [n for n, _ in self.joint_maps()]
+        if name not in valid:
+            raise ConfigError(f"No joint map {name!r}; this run has: {', '.join(valid) or 'none'}.")
+        return self.extra(dataset).get(name)["coords"]
 
     def projection(self, method: str) -> np.ndarray:
         """``(N, 2)`` float32 map coordinates for ``umap`` or ``tsne``."""
@@ -419,112 +459,16 @@ class AnalysisSession:
         return self.model.name
 
 
-# Per-head columns repeated as ``<head>_<column>`` when a model has several heads.
-HEAD_SUMMARY_COLUMNS = ("label", "pred", "correct", "loss", "confidence", "mc_pred")
+def merge_options(planned: Mapping[str, Mapping[str, Any]],
+                  given: Mapping[str, Mapping[str, Any]] | None) -> dict[str, dict[str, Any]]:
+    """The steps' options: those the run's flags imply, then ``--step-option`` ones on top.
 
-
-def build_table(engine: Engine, steps: Sequence[str], head: str | None = None) -> pd.DataFrame:
-    """The per-sample table of one engine's dataset (see :meth:`AnalysisSession.table`)."""
-    ds = engine.dataset
-    task = engine.model.task
-    chosen = task.head(head)
-    meta = task.sample_metadata(ds)
-    targets = engine.get("inference")
-    shared: dict[str, Any] = {}
-    per_head: dict[str, dict[str, Any]] = {h: {} for h in task.head_names}
-    for name in steps:
-        for col, values in engine.columns(name).items():
-            if np.ndim(values) != 1:
-                continue
-            base, _, h = col.partition("@")
-            if h:
-                per_head[h][base] = values
-            else:
-                shared[base] = values
-    # "Correct" only means something when the dataset is one the task is defined on.
-    valid = task.accepts(ds)
-    for h in task.heads:
-        cols = per_head[h.name]
-        target = targets[head_key("target", h.name)]
-        cols["label"] = target
-        names = np.asarray(list(ds.class_names) if np.array_equal(target, ds.labels)
-                           else list(h.class_names), dtype=object)
-        cols["label_name"] = np.where((target >= 0) & (target < len(names)),
-                                      names[np.clip(target, 0, len(names) - 1)], "")
-        cols["pred_name"] = np.asarray(h.class_names, dtype=object)[cols["pred"]]
-        cols["correct"] = cols["pred"] == target if valid else np.nan
-        if "mc_pred" in cols:
-            cols["mc_correct"] = cols["mc_pred"] == target if valid else np.nan
-        cols["neg_margin"] = -cols["margin"]
-        if "mc_margin" in cols:
-            cols["mc_neg_margin"] = -cols["mc_margin"]
-    out: dict[str, Any] = {
-        "sample_id": ds.sample_ids, "dataset": ds.name, "split": ds.split,
-        "index": np.arange(len(ds)),
-    }
-    out.update(per_head[chosen.name])
-    out.update(meta)
-    if len(task.heads) > 1:
-        for h in task.head_names:
-            for col in HEAD_SUMMARY_COLUMNS:
-                if col in per_head[h]:
-                    out[f"{h}_{col}"] = per_head[h][col]
-        out["total_loss"] = shared["total_loss"]
-    out.update({k: v for k, v in shared.items() if k != "total_loss"})
-    front = ["sample_id", "dataset", "split", "index", "label", "label_name", "pred",
-             "pred_name", "correct", "loss", "confidence", "uncertainty"]
-    order = front + [c for c in out if c not in front]
-    return pd.DataFrame({c: out[c] for c in order})
-
-
-def check_classes(model: LoadedModel, dataset: ImageDataset) -> None:
-    """The analysed dataset must be one the model's task is defined on (its classes)."""
-    names = model.class_names
-    if names is not None and len(names) != dataset.num_classes and model.task_spec in (
-            None, "", "classification"):
-        raise ConfigError(f"The model was trained on {len(names)} classes "
-                          f"({model.meta.get('dataset', '?')}) but dataset {dataset.key} has "
-                          f"{dataset.num_classes}; analyse it with --extra-dataset instead.")
-    model.bind_task(dataset.class_names)
-    model.task.check_dataset(dataset, what=f"Run {model.name}")
-
-
-def check_forward(model: LoadedModel, dataset: ImageDataset) -> None:
-    """Run the model on one sample, so a model that cannot read this input fails now,
-    with the shapes and the flags that fix it, not after minutes of work."""
-    import torch
-
-    from analysis.forward import model_batches
-
-    one = dataset.head(1)
-    try:
-        with model_lock(model), torch.inference_mode():
-            _, args = next(model_batches(model, one, torch.device("cpu"), 1))
-            model.module(*args)
-    except Exception as exc:  # noqa: BLE001 - any failure of the user's forward is reported
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ConfigError(
-            f"Model {model.name} fails on one {format_shape(model.input_shape)} image of "
-            f"{dataset.key}: {type(exc).__name__}: {first}. Declare the input it expects with "
-            "--input-size CxHxW (images are resized and converted to it) and --mean/--std."
-        ) from None
-
-
-def load_extra(name: str, split: str, data_root, limit: int | None,
-               image_shape: tuple[int, int, int],
-               analysed: ImageDataset | None = None) -> ImageDataset:
-    """Load an extra dataset ``name[:split]``; falls back to its only split.
-
-    ``corrupt:NAME`` corrupts ``analysed`` (see :mod:`core.corruptions`).
+    Each step's merged options are checked against its ``Config`` (an unknown
+    step or field is a :class:`~core.errors.ConfigError` naming the valid ones).
     """
-    from core.datasets import SPLITS_AVAILABLE
-
-    if name.startswith("corrupt:"):
-        return load_dataset(name, split, data_root=data_root, limit=limit,
-                            image_shape=image_shape, fallback=False, base=analysed)
-    if not name.startswith(("folder:", "csv:")) and name.count(":") == 1:
-        name, split = name.split(":")
-    if split not in SPLITS_AVAILABLE.get(name, (split,)):
-        split = SPLITS_AVAILABLE[name][0]
-    return load_dataset(name, split, data_root=data_root, limit=limit, image_shape=image_shape,
-                        fallback=False)
+    out = {name: dict(opts) for name, opts in planned.items()}
+    for name, opts in (given or {}).items():
+        out.setdefault(name, {}).update(opts)
+    for name, opts in out.items():
+        make_config(name, opts)
+    return out

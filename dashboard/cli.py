@@ -62,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metadata", default=None, metavar="PKG.MODULE:FUNCTIONS",
                    help="your own per-sample metadata functions (see python -m analysis "
                         "run --help); their meta_* columns appear everywhere")
+    p.add_argument("--step-option", action="append", default=[], metavar="STEP.FIELD=VALUE",
+                   help="set any analysis step's option (repeatable), e.g. "
+                        "mc_dropout.seed=1 or umap.n_neighbors=30 (python -m analysis steps "
+                        "lists them)")
     add_input_args(p)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--runs-dir", default="runs", metavar="DIR",
@@ -137,7 +141,8 @@ def config_from_args(args: argparse.Namespace) -> DashboardConfig:
         host=args.host, port=args.port, debug=args.debug, progress=not args.quiet,
         runs_dir=args.runs_dir, mc_samples=args.mc_samples,
         projections=tuple(args.projection), input_size=args.input_size, mean=args.mean,
-        std=args.std, task=args.task, trust_code=args.trust_code, metadata=args.metadata)
+        std=args.std, task=args.task, trust_code=args.trust_code, metadata=args.metadata,
+        step_options=tuple(args.step_option))
 
 
 def ensure_default_run(config: DashboardConfig, explicit: bool) -> None:

@@ -50,6 +50,7 @@ class DashboardConfig:
     task: str | None = None
     trust_code: bool = False
     metadata: str | None = None  # --metadata package.module:functions
+    step_options: tuple[str, ...] = ()  # --step-option STEP.FIELD=VALUE
 
     @property
     def cache_path(self) -> Path:
@@ -59,6 +60,17 @@ class DashboardConfig:
     def jobs_dir(self) -> Path:
         """Where Dash's background callbacks keep their results (under the cache dir)."""
         return self.cache_path / "dashboard-jobs"
+
+
+def step_options_of(texts) -> dict[str, dict]:
+    """``["mc_dropout.samples=30", ...]`` -> ``{"mc_dropout": {"samples": 30}}``."""
+    from analysis.registry import parse_step_option
+
+    out: dict[str, dict] = {}
+    for text in texts or ():
+        step, field_name, value = parse_step_option(text)
+        out.setdefault(step, {})[field_name] = value
+    return out
 
 
 def open_runs(config: DashboardConfig):
@@ -96,4 +108,5 @@ def open_session(config: DashboardConfig, checkpoint: str | None, progress: bool
         progress=config.progress if progress is None else progress,
         mc_samples=config.mc_samples, projections=config.projections, task=config.task,
         trust_code=config.trust_code, metadata=config.metadata,
+        step_options=step_options_of(config.step_options),
         input_spec=spec_from_flags(config.input_size, config.mean, config.std))

@@ -13,7 +13,7 @@ likely cause of a CI run that never exited after all its tests had passed.
 ``set_props`` in the same diskcache folder, signed job handles) and runs each
 job in a daemon thread instead: nothing is copied, nothing can inherit a held
 lock, and a job's result is back in under a millisecond (0.7 ms median,
-``python -m dashboard.bench``). The price is that a job cannot be
+``python -m benchmarks.server``). The price is that a job cannot be
 killed: ``terminate_job`` forgets it and its result is never read (diskcache
 expires it). Jobs that touch a model serialise on :func:`analysis.forward.model_lock`.
 

@@ -21,6 +21,7 @@ import pandas as pd
 
 from cache import stable_hash
 from core.errors import LoupeError
+from dashboard.errors import DashboardInputError  # noqa: F401 - pages import it from here
 
 if TYPE_CHECKING:
     from analysis.session import AnalysisSession
@@ -31,8 +32,6 @@ EXTENSION = "loupe"
 # Columns that identify a sample rather than describe it.
 ID_COLUMNS = ("sample_id", "dataset", "split", "index")
 # Integer columns holding a class index: coloured with the class palette.
-CLASS_COLUMNS = ("label", "pred", "mc_pred", "pixel_nearest_class", "embedding_nearest_class")
-BOOL_COLUMNS = ("correct", "mc_correct")
 
 
 # Thumbnails kept per run entry (a 28x28 digit at scale 2 is ~1 kB of data URI).
@@ -45,10 +44,6 @@ def run_of(key: object) -> str:
     """The run part of an entry key: a multi-head run's entries are ``<run>`` (its first
     head) and ``<run>-<head>``; every head of one run shares samples and selections."""
     return str(key).split("-", 1)[0]
-
-
-class DashboardInputError(LoupeError):
-    """Bad input reaching the dashboard (URL, store, stale key): shown as a message."""
 
 
 class LRUCache:
@@ -517,31 +512,39 @@ def get_entry(store: dict | None) -> RunEntry:
 
 
 # -- columns ---------------------------------------------------------------------------------
+def _declared_kind(name: str) -> str | None:
+    """The kind a step declares for column ``name`` (``"class"``, ``"bool"``...), if any."""
+    from analysis.registry import column_info
+
+    declared = column_info(name)
+    return None if declared is None else declared.kind
+
+
 def numeric_columns(table: pd.DataFrame) -> list[str]:
     """Per-sample numeric columns one can colour, size or bin by."""
     types = pd.api.types
     return [c for c in table.columns
-            if c not in ID_COLUMNS and c not in BOOL_COLUMNS
+            if c not in ID_COLUMNS and _declared_kind(c) != "bool"
             and types.is_numeric_dtype(table[c]) and not types.is_bool_dtype(table[c])]
+
+
+def is_bool_column(name: str, table: pd.DataFrame | None = None) -> bool:
+    """Whether ``name`` is a yes/no column: declared so (``correct``, which holds NaN where
+    the dataset has no ground truth), or of boolean dtype in ``table``."""
+    if _declared_kind(name) == "bool":
+        return True
+    return table is not None and name in table and pd.api.types.is_bool_dtype(table[name])
 
 
 def bool_columns(table: pd.DataFrame) -> list[str]:
     """``correct``, ``mc_correct`` and every other yes/no column (``sum_correct``...)."""
-    out = [c for c in BOOL_COLUMNS if c in table.columns]
-    return out + [c for c in table.columns
-                  if c not in out and pd.api.types.is_bool_dtype(table[c])]
+    return [c for c in table.columns if is_bool_column(c, table)]
 
 
 def is_class_column(name: str) -> bool:
     """Whether column ``name`` holds a class index (shown as class names, coloured with
-    the class palette): the built-in :data:`CLASS_COLUMNS` and any a step declares so
-    (``suggested_label``)."""
-    from analysis.registry import column_info
-
-    if name in CLASS_COLUMNS:
-        return True
-    declared = column_info(name)
-    return declared is not None and declared.kind == "class"
+    the class palette): a step declares it so (``pred``, ``suggested_label``...)."""
+    return _declared_kind(name) == "class"
 
 
 def class_columns(table: pd.DataFrame) -> list[str]:
@@ -566,63 +569,21 @@ def check_column(name: str | None, valid: Sequence[str], default: str, what: str
     return name
 
 
-UNITS = {
-    "loss": "cross-entropy, nats", "entropy": "nats", "mc_entropy": "nats",
-    "mc_mutual_info": "nats", "confidence": "probability", "uncertainty": "1 - confidence",
-    "margin": "top-2 probability gap", "mc_confidence": "probability",
-    "mc_uncertainty": "1 - mean confidence", "mc_top_var": "variance",
-    "mc_margin": "top-2 probability gap", "total_loss": "cross-entropy, nats",
-}
-
-# Plain words for columns whose name is internal (the Sample page; hovers). A name not
-# here reads as itself with spaces (``pixel_dist_label`` -> ``pixel dist label``).
-COLUMN_WORDS = {
-    "label_name": "true class", "pred_name": "predicted class", "loss": "loss",
-    "confidence": "confidence", "margin": "margin over the runner-up", "entropy": "entropy",
-    "mc_pred": "prediction", "mc_confidence": "mean confidence",
-    "mc_margin": "margin over the runner-up", "mc_entropy": "entropy of the mean",
-    "mc_mutual_info": "mutual information", "mc_top_var": "variance of the top class",
-    "knn_distance": "to the k-th nearest sample", "centroid_distance":
-        "to the nearest class centroid", "total_loss": "total loss (all heads)",
-    # embedding_* and pixel_* (see analysis.steps.centroids.distance_columns)
-    "dist_label": "to its true class's centroid", "dist_pred":
-        "to the predicted class's centroid", "dist_other": "to the nearest other centroid",
-    "margin_space": "other minus own (negative: nearer another class)",
-    "nearest_class": "nearest centroid's class",
-}
-
-
 def column_unit(name: str) -> str | None:
-    """The unit (or scale) of a per-sample column, ``None`` when it has none."""
+    """The unit (or scale) of a per-sample column as its step declares it, ``None`` when
+    it has none."""
     from analysis.registry import column_info
 
-    if name in UNITS:
-        return UNITS[name]
     declared = column_info(name)
-    if declared is not None and declared.unit:
-        return declared.unit
-    bare = name[3:] if name.startswith("mc_") else name
-    if name.startswith("pixel_"):
-        return "L2, pixels in [0, 1]"
-    if name.startswith("embedding_") or bare in ("knn_distance", "centroid_distance"):
-        return "L2, embedding space"
-    if name.endswith(("_x", "_y")) and name.split("_")[0] in ("umap", "tsne", "joint", "mc"):
-        return "arbitrary units"
-    return None
+    return declared.unit if declared is not None and declared.unit else None
 
 
 def column_words(name: str) -> str:
-    """Plain words for column ``name`` (without its unit)."""
-    if name in COLUMN_WORDS:
-        return COLUMN_WORDS[name]
-    for space in ("embedding_", "pixel_"):
-        if name.startswith(space):
-            rest = name[len(space):]
-            if rest.endswith("_nearest_class") or rest == "nearest_class":
-                return COLUMN_WORDS["nearest_class"]
-            return COLUMN_WORDS.get("margin_space" if rest == "margin" else rest,
-                                    rest.replace("_", " "))
-    return name.replace("_", " ")
+    """Plain words for column ``name`` (without its unit), as its step declares them."""
+    from analysis.registry import column_info
+
+    declared = column_info(name)
+    return declared.label if declared is not None else name.replace("_", " ")
 
 
 def column_title(name: str) -> str:

@@ -8,7 +8,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from analysis.attribution import attribute, get_method, resolve_gradcam_layer
-from analysis.registry import Step, StepContext, register
+from analysis.registry import Plan, Step, StepContext, register
 from cache import Artifact
 from core.errors import ConfigError
 from core.tasks import head_key
@@ -49,6 +49,19 @@ class Attribution(Step):
     # gained a field); occlusion's window scales with the image (28x28 keeps 4x4, stride 2).
     version = 3
     requires = ("inference",)
+    datasets = ("main",)
+    order = 150
+
+    @classmethod
+    def planned(cls, plan: Plan) -> bool:
+        return plan.attribution is not None
+
+    @classmethod
+    def plan_options(cls, plan: Plan) -> dict:
+        opts = {"method": plan.attribution}
+        if plan.attribution == "gradcam" and plan.gradcam_layer:
+            opts["layer"] = plan.gradcam_layer
+        return opts
 
     @dataclass(frozen=True)
     class Config:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from analysis.registry import Step, StepContext, register
+from analysis.registry import Column, Step, StepContext, register
 from cache import Artifact
 from core.tasks import head_key
 
@@ -73,6 +73,27 @@ def pixel_features(images: np.ndarray) -> np.ndarray:
     return images.reshape(len(images), -1).astype(np.float32) / 255.0
 
 
+def _distance_declarations(prefix: str, unit: str, words: str) -> tuple[Column, ...]:
+    """The declarations of :func:`distance_columns`' columns for one space."""
+    return (
+        Column(f"{prefix}_dist_label", "numeric", unit, worse="higher", per_head=True,
+               words="to its true class's centroid",
+               description=f"Distance ({words}) to the centroid of the labelled class."),
+        Column(f"{prefix}_dist_pred", "numeric", unit, per_head=True,
+               words="to the predicted class's centroid",
+               description=f"Distance ({words}) to the centroid of the predicted class."),
+        Column(f"{prefix}_dist_other", "numeric", unit, per_head=True,
+               words="to the nearest other centroid",
+               description=f"Distance ({words}) to the nearest centroid of another class."),
+        Column(f"{prefix}_margin", "numeric", unit, worse="lower", per_head=True,
+               words="other minus own (negative: nearer another class)",
+               description="Nearest other centroid's distance minus the own class's."),
+        Column(f"{prefix}_nearest_class", "class", per_head=True,
+               words="nearest centroid's class",
+               description=f"The class whose centroid is nearest ({words})."),
+    )
+
+
 @register
 class PixelCentroids(Step):
     """Mean image per class and every sample's distance to each (``(N, C)``)."""
@@ -80,6 +101,7 @@ class PixelCentroids(Step):
     name = "pixel_centroids"
     version = 2  # 2: exact distances
     uses_model = False
+    order = 30
     uses_reference = ("pixel_centroids",)
 
     @dataclass(frozen=True)
@@ -115,6 +137,9 @@ class Centroids(Step):
     version = 3  # 3: per head
     requires = ("inference", "pixel_centroids")
     uses_reference = ("centroids",)
+    order = 40
+    declares = (_distance_declarations("embedding", "L2, embedding space", "embedding L2")
+                + _distance_declarations("pixel", "L2, pixels in [0, 1]", "pixel L2"))
 
     @dataclass(frozen=True)
     class Config:

@@ -250,6 +250,8 @@ class Duplicates(Step):
     """
 
     name = "duplicates"
+    datasets = ("main",)
+    order = 100
     version = 1
     uses_model = False
     declares = (

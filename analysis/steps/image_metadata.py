@@ -45,7 +45,7 @@ about 15 slightly, 33 moderately, 59 quite, 109 extremely colourful).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import ndimage
@@ -68,8 +68,9 @@ GLYPH_COLUMNS = ("ink_area", "stroke_length", "stroke_thickness", "slant", "glyp
 COLOUR_COLUMNS = ("mean_red", "mean_green", "mean_blue", "colourfulness")
 
 
-def _col(name: str, unit: str, description: str) -> Column:
-    return Column(name, "numeric", unit=unit, description=description, interpretable=True)
+def _col(name: str, unit: str, description: str, when: str = "") -> Column:
+    return Column(name, "numeric", unit=unit, description=description, interpretable=True,
+                  when=when)
 
 
 DECLARED = (
@@ -95,12 +96,15 @@ DECLARED = (
     _col("contrast", "0-1", "Standard deviation of the grey levels (RMS contrast)."),
     _col("sharpness", "grey levels²", "Variance of the Laplacian of the grey image: low = blurry "
          "or flat."),
-    _col("mean_red", "0-1", "Mean of the red channel."),
-    _col("mean_green", "0-1", "Mean of the green channel."),
-    _col("mean_blue", "0-1", "Mean of the blue channel."),
+    _col("mean_red", "0-1", "Mean of the red channel.", when="colour images"),
+    _col("mean_green", "0-1", "Mean of the green channel.", when="colour images"),
+    _col("mean_blue", "0-1", "Mean of the blue channel.", when="colour images"),
     _col("colourfulness", "Hasler-Süsstrunk M, 0-255 scale", "How colourful the image is: 0 "
-         "grey, about 15 slightly, 33 moderately, 59 quite, 109 extremely colourful."),
+         "grey, about 15 slightly, 33 moderately, 59 quite, 109 extremely colourful.",
+         when="colour images"),
 )
+DECLARED = tuple(replace(c, when="one-channel (grey) images") if c.name in GLYPH_COLUMNS else c
+                 for c in DECLARED)
 
 
 # -- whole-image measures --------------------------------------------------------------------
@@ -376,6 +380,8 @@ class ImageMetadata(Step):
     """
 
     name = "image_metadata"
+    datasets = ("main",)
+    order = 80
     version = 1
     uses_model = False
     declares = DECLARED

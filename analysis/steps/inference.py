@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from analysis.forward import auto_batch_size, capture_embedding, model_batches
-from analysis.registry import Step, StepContext, register
+from analysis.registry import Column, Step, StepContext, register
 from cache import Artifact
 from core.tasks import head_key
 
@@ -57,6 +57,40 @@ class Inference(Step):
 
     name = "inference"
     version = 2  # 2: per-head arrays
+    order = 10
+    # label, label_name, pred_name and correct are made by the sample table from
+    # this step's targets and predictions (they need the dataset's class names).
+    declares = (
+        Column("label", "class", words="true class", per_head=True,
+               description="The sample's class as the dataset labels it."),
+        Column("label_name", "text", words="true class", per_head=True,
+               description="The name of the sample's labelled class."),
+        Column("pred", "class", words="predicted class", per_head=True,
+               description="The class the model predicts (highest probability)."),
+        Column("pred_name", "text", words="predicted class", per_head=True,
+               description="The name of the predicted class."),
+        Column("correct", "bool", words="prediction right", per_head=True,
+               description="Whether the prediction equals the label."),
+        Column("loss", "numeric", "cross-entropy, nats", worse="higher", per_head=True,
+               words="loss", description="Cross-entropy of the labelled class."),
+        Column("confidence", "numeric", "probability", worse="lower", per_head=True,
+               words="confidence", description="The highest class probability."),
+        Column("uncertainty", "numeric", "1 - max p", worse="higher", per_head=True,
+               words="least confident", score=True, mc_twin="mc_uncertainty",
+               description="One minus the highest class probability."),
+        Column("margin", "numeric", "top-2 probability gap", worse="lower", per_head=True,
+               words="margin over the runner-up",
+               description="Highest minus second-highest class probability."),
+        Column("neg_margin", "numeric", "top-2 probability gap, negated", worse="higher",
+               per_head=True, words="- top-2 margin", score=True, mc_twin="mc_neg_margin",
+               description="Minus the margin, so that higher is less sure like other scores."),
+        Column("entropy", "numeric", "nats", worse="higher", per_head=True,
+               words="predictive entropy", score=True, mc_twin="mc_entropy",
+               description="Entropy of the predicted class distribution."),
+        Column("total_loss", "numeric", "cross-entropy, nats", worse="higher",
+               words="total loss (all heads)",
+               description="The heads' losses weighted as in training."),
+    )
 
     @dataclass(frozen=True)
     class Config:
@@ -107,5 +141,6 @@ class Inference(Step):
                 return artifact[head_key(field_name, head)]
             cols = {"pred": get("pred"), "loss": get("loss"), "confidence": get("confidence"),
                     "uncertainty": 1.0 - get("confidence"), **probability_columns(get("probs"))}
+            cols["neg_margin"] = -cols["margin"]
             out.update({head_key(c, head): v for c, v in cols.items()})
         return out

@@ -228,6 +228,8 @@ class LabelIssues(Step):
     """
 
     name = "label_issues"
+    datasets = ("main",)
+    order = 90
     version = 2  # 2: mnist-5k counted as MNIST training images
     requires = ("inference",)
     declares = (

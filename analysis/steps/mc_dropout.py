@@ -64,7 +64,7 @@ from analysis.forward import (
     model_batches,
     model_lock,
 )
-from analysis.registry import Step, StepContext, register
+from analysis.registry import Column, Plan, Step, StepContext, register
 from cache import Artifact
 from core.errors import ConfigError
 from core.tasks import Task, head_key
@@ -363,6 +363,42 @@ class MCDropout(Step):
     # only draw the very same masks as before (bit-identical results, same keys).
     version = 2
     requires = ("inference",)
+    order = 20
+    declares = (
+        Column("mc_pred", "class", words="prediction", per_head=True, mc=True,
+               description="The class of highest mean probability over the T passes."),
+        Column("mc_correct", "bool", words="prediction right", per_head=True, mc=True,
+               description="Whether the MC-dropout prediction equals the label."),
+        Column("mc_confidence", "numeric", "probability", worse="lower", per_head=True,
+               mc=True, words="mean confidence",
+               description="The highest mean class probability over the T passes."),
+        Column("mc_uncertainty", "numeric", "1 - max p", worse="higher", per_head=True,
+               mc=True, score=True, words="least confident",
+               description="One minus the highest mean class probability."),
+        Column("mc_margin", "numeric", "top-2 probability gap", worse="lower", per_head=True,
+               mc=True, words="margin over the runner-up",
+               description="Highest minus second-highest mean class probability."),
+        Column("mc_neg_margin", "numeric", "top-2 probability gap, negated", worse="higher",
+               per_head=True, mc=True, score=True, words="- top-2 margin",
+               description="Minus the MC margin, so that higher is less sure."),
+        Column("mc_entropy", "numeric", "nats", worse="higher", per_head=True, mc=True,
+               score=True, words="predictive entropy",
+               description="Entropy of the mean class distribution (total uncertainty)."),
+        Column("mc_mutual_info", "numeric", "nats", worse="higher", per_head=True, mc=True,
+               score=True, words="mutual information",
+               description="Entropy of the mean minus the mean entropy (model uncertainty)."),
+        Column("mc_top_var", "numeric", "variance", worse="higher", per_head=True, mc=True,
+               words="variance of the top class",
+               description="Variance over the passes of the top class's probability."),
+    )
+
+    @classmethod
+    def planned(cls, plan: Plan) -> bool:
+        return plan.mc_samples > 0
+
+    @classmethod
+    def plan_options(cls, plan: Plan) -> dict:
+        return {"samples": plan.mc_samples}
 
     @dataclass(frozen=True)
     class Config:
@@ -463,5 +499,6 @@ class MCDropout(Step):
                 "mc_mutual_info": get("mutual_info"),
                 "mc_top_var": get("top_var"),
             }
+            cols["mc_neg_margin"] = -cols["mc_margin"]
             out.update({head_key(c, head): v for c, v in cols.items()})
         return out

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from analysis.registry import Step, StepContext, register
+from analysis.registry import Plan, Step, StepContext, register
 from cache import Artifact
 from core.errors import ConfigError
 
@@ -102,6 +102,11 @@ class Neighbors(Step):
     name = "neighbors"
     version = 1
     requires = ("inference",)
+    order = 50
+
+    @classmethod
+    def plan_options(cls, plan: Plan) -> dict:
+        return {"k": plan.k}
 
     @dataclass(frozen=True)
     class Config:

@@ -19,7 +19,7 @@ import numpy as np
 
 from analysis.ood import neighbor_overlap
 from analysis.quality import map_quality
-from analysis.registry import Step, StepContext, register
+from analysis.registry import Column, Plan, Step, StepContext, register
 from analysis.steps.centroids import centroid_distances, class_centroids
 from analysis.steps.neighbors import knn_graph, knn_search
 from analysis.steps.projection import tsne_map, umap_map
@@ -77,6 +77,18 @@ class Distances(_Distances):
     variant = "plain"
     requires = ("inference", "neighbors")
     uses_reference = ("inference", "centroids")
+    order = 60
+    declares = (
+        Column("centroid_distance", "numeric", "L2, embedding space", worse="higher",
+               score=True, mc_twin="mc_centroid_distance",
+               words="distance to nearest class centroid",
+               description="Distance of the embedding to the nearest in-distribution class "
+                           "centroid."),
+        Column("knn_distance", "numeric", "L2, embedding space", worse="higher", score=True,
+               mc_twin="mc_knn_distance", words="distance to k-th in-distribution neighbour",
+               description="Distance of the embedding to its k-th nearest in-distribution "
+                           "sample."),
+    )
 
 
 @register
@@ -86,11 +98,30 @@ class MCDistances(_Distances):
     name = "mc_distances"
     variant = "mc"
     requires = ("mc_dropout",)
+    order = 70
+    declares = (
+        Column("mc_centroid_distance", "numeric", "L2, embedding space", worse="higher",
+               score=True, mc=True, words="distance to nearest class centroid",
+               description="As centroid_distance, with the MC-averaged embedding."),
+        Column("mc_knn_distance", "numeric", "L2, embedding space", worse="higher", score=True,
+               mc=True, words="distance to k-th in-distribution neighbour",
+               description="As knn_distance, with the MC-averaged embedding."),
+    )
+
     uses_reference = ("mc_dropout", "centroids")
+
+    @classmethod
+    def planned(cls, plan: Plan) -> bool:
+        return plan.mc_samples > 0
 
 
 class _JointNeighbors(Step):
     variant: str
+    datasets = ("extra",)
+
+    @classmethod
+    def planned(cls, plan: Plan) -> bool:
+        return cls.variant == "plain" or plan.mc_samples > 0
 
     @dataclass(frozen=True)
     class Config:
@@ -116,6 +147,7 @@ class JointNeighbors(_JointNeighbors):
     variant = "plain"
     requires = ("inference",)
     uses_reference = ("inference",)
+    order = 200
 
 
 @register
@@ -126,12 +158,20 @@ class MCJointNeighbors(_JointNeighbors):
     variant = "mc"
     requires = ("mc_dropout",)
     uses_reference = ("mc_dropout",)
+    order = 230
 
 
 class _JointMap(Step):
     method: str
+    variant: str
     graph: str
+    title: str  # how the dashboard names the map ("UMAP, MC dropout")
     version = 4  # 2: UMAP PCA init; 3: t-SNE Barnes-Hut below 5,000; 4: 150 iterations
+    datasets = ("extra",)
+
+    @classmethod
+    def planned(cls, plan: Plan) -> bool:
+        return cls.method in plan.projections and (cls.variant == "plain" or plan.mc_samples > 0)
 
     @dataclass(frozen=True)
     class Config:
@@ -167,20 +207,33 @@ class _JointMap(Step):
                 f"{self.name}_in_dist_nn": artifact["in_dist_fraction_2d"][n_in:]}
 
 
-def _joint(name: str, method: str, variant: str) -> type[Step]:
+def _joint(name: str, method: str, variant: str, order: int) -> type[Step]:
     graph = "joint_neighbors" if variant == "plain" else "mc_joint_neighbors"
     source = SOURCES[variant][0]
+    mc = variant == "mc"
     doc = (f"Joint {method.upper()} of in-distribution + extra "
-           f"{'MC-averaged ' if variant == 'mc' else ''}embeddings. "
+           f"{'MC-averaged ' if mc else ''}embeddings. "
            "Artifact: coords (N_in + N_extra, 2), in-distribution rows first.")
+    title = {"umap": "UMAP", "tsne": "t-SNE"}[method] + (", MC dropout" if mc else "")
+    declares = (
+        Column(f"{name}_x", "numeric", "arbitrary units", mc=mc, words=f"joint {title} x",
+               description="Position on the joint map with the in-distribution data."),
+        Column(f"{name}_y", "numeric", "arbitrary units", mc=mc, words=f"joint {title} y",
+               description="Position on the joint map with the in-distribution data."),
+        Column(f"{name}_in_dist_nn", "numeric", "0-1", worse="lower", mc=mc,
+               words="in-distribution share of map neighbours",
+               description="Share of the sample's nearest map neighbours that are "
+                           "in-distribution."),
+    )
     return register(type(name, (_JointMap,), {
-        "name": name, "method": method, "graph": graph, "__doc__": doc,
+        "name": name, "method": method, "variant": variant, "graph": graph, "__doc__": doc,
+        "title": title, "order": order, "declares": declares,
         "requires": (source, graph), "uses_reference": (source,)}))
 
 
 JOINT_MAPS = {
-    ("umap", "plain"): _joint("joint_umap", "umap", "plain").name,
-    ("tsne", "plain"): _joint("joint_tsne", "tsne", "plain").name,
-    ("umap", "mc"): _joint("mc_joint_umap", "umap", "mc").name,
-    ("tsne", "mc"): _joint("mc_joint_tsne", "tsne", "mc").name,
+    ("umap", "plain"): _joint("joint_umap", "umap", "plain", 210).name,
+    ("tsne", "plain"): _joint("joint_tsne", "tsne", "plain", 220).name,
+    ("umap", "mc"): _joint("mc_joint_umap", "umap", "mc", 240).name,
+    ("tsne", "mc"): _joint("mc_joint_tsne", "tsne", "mc", 250).name,
 }

@@ -38,6 +38,8 @@ class Outliers(Step):
     """
 
     name = "outliers"
+    datasets = ("main",)
+    order = 110
     version = 1
     requires = ("neighbors",)
     declares = (

@@ -112,6 +112,8 @@ class PreprocessingCheck(Step):
 
     name = "preprocessing_check"
     version = 2  # 2: the loss criterion
+    datasets = ("main",)
+    order = 0
 
     @dataclass(frozen=True)
     class Config:

@@ -18,7 +18,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from analysis.quality import map_quality
-from analysis.registry import Step, StepContext, register
+from analysis.registry import Column, Plan, Step, StepContext, register
 from cache import Artifact
 from core.errors import ConfigError
 
@@ -92,9 +92,20 @@ def tsne_map(features: np.ndarray, knn_idx: np.ndarray, knn_dist: np.ndarray, *,
     return np.asarray(coords, dtype=np.float32)
 
 
+def _map_columns(method: str, title: str) -> tuple[Column, ...]:
+    return tuple(Column(f"{method}_{axis}", "numeric", "arbitrary units", words=f"{title} {axis}",
+                        description=f"Position on the {title} map of the embeddings.")
+                 for axis in ("x", "y"))
+
+
 class _Projection(Step):
     requires = ("inference", "neighbors")
     method: str
+    datasets = ("main",)
+
+    @classmethod
+    def planned(cls, plan: Plan) -> bool:
+        return cls.method in plan.projections
 
     def _features(self, ctx: StepContext, config) -> np.ndarray:
         return ctx.inputs["inference"]["embedding"]
@@ -123,6 +134,8 @@ class UMAPProjection(_Projection):
     name = "umap"
     method = "umap"
     version = 2  # 2: PCA initialisation
+    order = 130
+    declares = _map_columns("umap", "UMAP")
 
     @dataclass(frozen=True)
     class Config:
@@ -143,6 +156,8 @@ class TSNEProjection(_Projection):
     name = "tsne"
     method = "tsne"
     version = 3  # 2: Barnes-Hut below 5,000 samples; 3: 150 iterations
+    order = 140
+    declares = _map_columns("tsne", "t-SNE")
 
     @dataclass(frozen=True)
     class Config:

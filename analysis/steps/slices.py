@@ -110,6 +110,8 @@ class Slices(Step):
     """
 
     name = "slices"
+    datasets = ("main",)
+    order = 120  # after the other insight steps, before the maps
     version = 1
     requires = ("inference", "neighbors", *METADATA_STEPS)
     declares = (Column("slice", "class", description="Rank of the worst underperforming slice "

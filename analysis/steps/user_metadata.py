@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analysis.registry import Column, Step, StepContext, register
+from analysis.registry import Column, Plan, Step, StepContext, register
 from cache import Artifact
 from core.errors import ConfigError
 
@@ -172,6 +172,16 @@ class UserMetadata(Step):
     name = "user_metadata"
     version = 1
     uses_model = False
+    datasets = ("main",)
+    order = 85
+
+    @classmethod
+    def planned(cls, plan: Plan) -> bool:
+        return bool(plan.metadata)
+
+    @classmethod
+    def plan_options(cls, plan: Plan) -> dict:
+        return metadata_options(plan.metadata) if plan.metadata else {}
 
     @dataclass(frozen=True)
     class Config:

@@ -23,10 +23,6 @@ from dashboard.figures.common import base_layout, class_palette
 IN_COLOR = "#1f77b4"   # in-distribution samples: blue, as on the joint map
 OOD_COLOR = "#d62728"  # clothing: red
 IN_TRACE, OOD_TRACE, OVERLAY_TRACE = 0, 1, 2
-MAP_LABELS = {"joint_tsne": "t-SNE", "joint_umap": "UMAP",
-              "mc_joint_tsne": "t-SNE, MC dropout", "mc_joint_umap": "UMAP, MC dropout"}
-
-
 @dataclass(frozen=True)
 class ScoreFamily:
     """One row of the histogram grid: a score without and with MC dropout.
@@ -42,19 +38,6 @@ class ScoreFamily:
     label: str
     plain: str | None
     mc: str | None
-
-
-# The rows of the histogram grid, the plain least-confidence score first.
-FAMILIES = (
-    ScoreFamily("least confident, 1 - max p", "uncertainty", "mc_uncertainty"),
-    ScoreFamily("predictive entropy (nats)", "entropy", "mc_entropy"),
-    ScoreFamily("mutual information (nats)", None, "mc_mutual_info"),
-    ScoreFamily("- top-2 probability margin", "neg_margin", "mc_neg_margin"),
-    ScoreFamily("distance to nearest class centroid (embedding L2)", "centroid_distance",
-                "mc_centroid_distance"),
-    ScoreFamily("distance to k-th in-distribution neighbour (embedding L2)", "knn_distance",
-                "mc_knn_distance"),
-)
 
 
 def score_bins(values: Sequence[np.ndarray], bins: int = 40) -> np.ndarray:
@@ -83,7 +66,7 @@ def uncertainty_histograms_figure(in_scores: Mapping[str, np.ndarray],
                                   ood_scores: Mapping[str, np.ndarray], in_name: str,
                                   ood_name: str, mc_samples: int = 0,
                                   aurocs: Mapping[str, float] | None = None,
-                                  families: Sequence[ScoreFamily] = FAMILIES,
+                                  families: Sequence[ScoreFamily] = (),
                                   bins: int = 40, log_y: bool = False) -> go.Figure:
     """Histograms of each score, in-distribution vs the extra dataset.
 
@@ -99,6 +82,8 @@ def uncertainty_histograms_figure(in_scores: Mapping[str, np.ndarray],
     mc_samples : MC-dropout passes T (column title); 0 when the model has none
     aurocs : mapping column -> float, optional
         The AUROC of each score (OOD = positive), shown in its panel's title.
+    families : sequence of ScoreFamily
+        The rows of the grid (a score without and with MC dropout each).
     log_y : logarithmic y axes, so the OOD tail shows next to the in-distribution peak
 
     Returns
@@ -221,7 +206,7 @@ def correctness_histograms_figure(scores: Mapping[str, np.ndarray],
 def joint_map_figure(coords: np.ndarray, n_in: int, in_name: str, ood_name: str,
                      color_by: str = "dataset", classes: np.ndarray | None = None,
                      class_names: Sequence[str] = (), values: np.ndarray | None = None,
-                     value_title: str = "", map_name: str = "joint_tsne",
+                     value_title: str = "", map_name: str = "joint_tsne", map_label: str = "",
                      highlight: Sequence[int] = (), focus: int | None = None) -> go.Figure:
     """The joint map of the in-distribution and the extra dataset.
 
@@ -258,7 +243,7 @@ def joint_map_figure(coords: np.ndarray, n_in: int, in_name: str, ood_name: str,
                                    name=f"{name} ({part.stop - part.start:,})", marker=marker,
                                    hoverinfo="none"))
     traces.append(overlay_trace(coords, highlight, focus))
-    label = MAP_LABELS.get(map_name, map_name).split(",")[0]
+    label = (map_label or map_name).split(",")[0]
     fig = go.Figure(traces, base_layout(
         dragmode="zoom", hovermode="closest", uirevision=map_name,
         legend={"orientation": "h", "x": 0.0, "y": 1.0, "yanchor": "bottom",

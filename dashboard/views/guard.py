@@ -13,10 +13,14 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from dashboard.state import DashboardInputError, RunEntry
+from dashboard.errors import DashboardInputError
+
+if TYPE_CHECKING:
+    from dashboard.state import RunEntry
 
 log = logging.getLogger(__name__)
 

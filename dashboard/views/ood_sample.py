@@ -13,7 +13,6 @@ import numpy as np
 from dash import html
 
 from analysis.attribution import METHODS, normalize_heatmap
-from core.tasks import head_key
 from dashboard import figures
 from dashboard.components.gallery import sample_gallery
 from dashboard.figures import uncertainty as ufig
@@ -61,25 +60,23 @@ def extra_sample_view(entry: RunEntry, key: str, row: int) -> tuple:
     heatmap target options, nearest in-distribution gallery, joint map)``.
     """
     session = entry.session
-    engine = session.extra(key)
     table = entry.extra_table(key)
     r = table.iloc[row]
     lines = [html.B(str(r["sample_id"])), html.Br(),
              f"out of distribution: a {key} sample ('{r['label_name']}')"]
-    mc_probs = None
-    if "mc_dropout" in session.extra_steps:
-        mc_probs = engine.get("mc_dropout")[head_key("mean_probs", entry.head)][row]
+    mc_probs = session.mc_probabilities_of(entry.head, key)
     probs = ufig.ood_probability_figure(session.probabilities_of(entry.head, key)[row],
-                                        entry.class_names, mc_probs)
-    dist = engine.get("distances")
-    nearest = dist["reference_neighbors"][row][:NEAREST_K]
-    d = dist["reference_distances"][row][:NEAREST_K]
+                                        entry.class_names,
+                                        None if mc_probs is None else mc_probs[row])
+    neighbors, distances = session.reference_neighbors(key)
+    nearest = neighbors[row][:NEAREST_K]
+    d = distances[row][:NEAREST_K]
     names = entry.table["label_name"]
     captions = [f"class {names.iat[j]}\ndistance {dj:.2f}"
                 for j, dj in zip(nearest, d, strict=True)]
     gallery = sample_gallery(entry, nearest, captions)
     return (html.Div(lines, className="text-danger"),
-            image_data_uri(engine.dataset.images[row], 6), extra_metadata(entry, r),
+            image_data_uri(session.dataset_of(key).images[row], 6), extra_metadata(entry, r),
             raw_metadata_table(r, skip=NO_GROUND_TRUTH), probs,
             extra_target_options(entry.class_names), gallery,
             extra_mini_map(entry, key, row, nearest))
@@ -92,8 +89,9 @@ def extra_mini_map(entry: RunEntry, key: str, row: int, nearest: np.ndarray):
         return figures.empty_figure("no joint map computed")
     name = options[0]["value"]
     n_in = len(entry.session.dataset)
-    fig = ufig.joint_map_figure(entry.session.extra(key).get(name)["coords"], n_in,
+    fig = ufig.joint_map_figure(entry.session.joint_map(key, name), n_in,
                                 entry.session.dataset.key, key, map_name=name,
+                                map_label=options[0]["label"],
                                 highlight=nearest, focus=n_in + row)
     fig.update_layout(showlegend=False, margin={"l": 50, "r": 10, "t": 10, "b": 45})
     return fig
@@ -115,8 +113,7 @@ def extra_heatmap_view(entry: RunEntry, key: str, row: int, method: str, target:
         raise DashboardInputError(f"Unknown heatmap method '{method}'; valid: "
                                   f"{', '.join(METHODS)}.")
     names = entry.class_names
-    engine = entry.session.extra(key)
-    image = engine.dataset.images[row]
+    image = entry.session.dataset_of(key).images[row]
     probs = entry.session.probabilities_of(entry.head, key)[row]
     if target == ALL_CLASSES:
         heats = np.stack([extra_attribution(entry, key, row, method, c, layer=layer)

@@ -19,11 +19,11 @@ from dashboard.figures.population import (
     percentile_rank,
 )
 from dashboard.state import (
-    BOOL_COLUMNS,
     RunEntry,
     check_column,
     color_columns,
     column_title,
+    is_bool_column,
     is_class_column,
     numeric_columns,
 )
@@ -66,7 +66,7 @@ def make_color(entry: RunEntry, column: str) -> figures.ColorSpec:
     values = table[column].to_numpy()
     if is_class_column(column):
         return figures.color_spec(values, "class", column, entry.class_names)
-    if column in BOOL_COLUMNS or values.dtype == bool:
+    if is_bool_column(column, table):
         return figures.color_spec(values, "bool", column)
     return figures.color_spec(values, "numeric", column_title(column))
 

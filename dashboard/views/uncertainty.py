@@ -13,8 +13,9 @@ import numpy as np
 import pandas as pd
 from dash import Patch, dcc, html
 
-from analysis.ood import SCORES, auroc, separation_table
-from analysis.steps.ood import JOINT_MAPS
+from analysis.ood import auroc, separation_table
+from analysis.ood import score_columns as ood_scores
+from analysis.registry import column_info
 from dashboard import figures
 from dashboard.components.gallery import sample_gallery, sample_href
 from dashboard.figures import uncertainty as ufig
@@ -59,33 +60,48 @@ def _check_choice(name: str | None, valid: list[str], what: str) -> str:
 
 def map_options(entry: RunEntry) -> list[dict]:
     """The joint maps the run computed, t-SNE first."""
-    done = set(entry.session.extra_steps)
-    order = sorted(JOINT_MAPS.items(), key=lambda kv: (kv[0][1] != "plain", kv[0][0] != "tsne"))
-    return [{"label": ufig.MAP_LABELS[name], "value": name} for _, name in order if name in done]
+    return [{"label": title, "value": name} for name, title in entry.session.joint_maps()]
+
+
+def map_label(entry: RunEntry, name: str) -> str:
+    return dict(entry.session.joint_maps()).get(name, name)
 
 
 def score_columns(entry: RunEntry, key: str) -> list[str]:
-    """The score columns of :data:`analysis.ood.SCORES` present in both tables."""
+    """The declared uncertainty/OOD scores (:func:`analysis.ood.score_columns`) present in
+    both tables."""
     extra = entry.extra_table(key)
-    return [col for col, _, _ in SCORES if col in entry.table and col in extra]
+    return [col for col, _, _ in ood_scores() if col in entry.table and col in extra]
 
 
 def score_options(entry: RunEntry, key: str) -> list[dict]:
-    labels = {col: f"{desc}{' (MC dropout)' if mc else ''}" for col, desc, mc in SCORES}
+    labels = {col: f"{desc}{' (MC dropout)' if mc else ''}" for col, desc, mc in ood_scores()}
     return [{"label": labels[c], "value": c} for c in score_columns(entry, key)]
+
+
+def score_families() -> list[ufig.ScoreFamily]:
+    """The histogram grid's rows, from the steps' declarations: each score without MC
+    dropout beside its MC-dropout twin (``None`` where a variant does not exist)."""
+    out = []
+    for col, _, mc in ood_scores():
+        info = column_info(col)
+        if mc and any(f.mc == col for f in out):
+            continue
+        label = f"{info.label} ({info.unit})" if info.unit else info.label
+        out.append(ufig.ScoreFamily(label, None if mc else col, col if mc else info.mc_twin))
+    return out
 
 
 def run_summary(entry: RunEntry, key: str) -> html.Div:
     """Sizes of both datasets and the in-distribution accuracy with and without MC dropout."""
     session = entry.session
-    acc = session.artifact("inference").summary[entry.head]["accuracy"]
+    acc = session.accuracy(entry.head)
     parts = [html.B(session.dataset.key), f" ({len(session.dataset):,}) vs ",
              html.B(key), f" ({len(session.extra(key).dataset):,}) · in-distribution accuracy ",
              html.B(f"{acc:.2%}"), " without MC dropout"]
     if "mc_dropout" in session.steps:
-        mc = session.artifact("mc_dropout").summary
-        parts += [", ", html.B(f"{mc[entry.head]['accuracy']:.2%}"),
-                  f" with (T={mc['samples']})"]
+        parts += [", ", html.B(f"{session.accuracy(entry.head, mc=True):.2%}"),
+                  f" with (T={session.mc_samples})"]
     return html.Div(parts, className="small")
 
 
@@ -99,7 +115,7 @@ def histograms_view(entry: RunEntry, key: str, scale: str | None = "log"):
     aurocs = {c: auroc(in_s[c], ood_s[c]) for c in cols if len(in_s[c]) and len(ood_s[c])}
     return ufig.uncertainty_histograms_figure(in_s, ood_s, entry.session.dataset.key, key,
                                               entry.session.mc_samples, aurocs,
-                                              log_y=scale == "log")
+                                              score_families(), log_y=scale == "log")
 
 
 # -- the score table ------------------------------------------------------------------------
@@ -159,7 +175,7 @@ def check_map(entry: RunEntry, name: str | None) -> str:
 
 def map_coords(entry: RunEntry, key: str, name: str) -> np.ndarray:
     """``(N_in + N_extra, 2)`` float32 joint coordinates, in-distribution rows first."""
-    return entry.session.extra(key).get(check_map(entry, name))["coords"]
+    return entry.session.joint_map(key, check_map(entry, name))
 
 
 def _color_kwargs(entry: RunEntry, key: str, color: str) -> dict:
@@ -180,7 +196,7 @@ def focus_of(entry: RunEntry, key: str, sample_store: dict | None
     found = entry.locate_extra(sample_store.get("id"))
     if found is None or found[0] != key:
         return [], None
-    nearest = entry.session.extra(key).get("distances")["reference_neighbors"][found[1]]
+    nearest = entry.session.reference_neighbors(key)[0][found[1]]
     return [int(i) for i in nearest[:NEAREST_K]], len(entry.session.dataset) + found[1]
 
 
@@ -190,7 +206,7 @@ def map_view(entry: RunEntry, key: str, name: str, color: str,
     highlight, focus = focus_of(entry, key, sample_store)
     return ufig.joint_map_figure(map_coords(entry, key, name), len(entry.session.dataset),
                                  entry.session.dataset.key, key, map_name=name,
-                                 highlight=highlight, focus=focus,
+                                 map_label=map_label(entry, name), highlight=highlight, focus=focus,
                                  **_color_kwargs(entry, key, color))
 
 
@@ -378,13 +394,12 @@ def in_histograms_view(entry: RunEntry):
 def in_summary(entry: RunEntry) -> html.Div:
     """How many samples, the accuracy with and without MC dropout, and what is drawn."""
     session = entry.session
-    acc = session.artifact("inference").summary[entry.head]["accuracy"]
+    acc = session.accuracy(entry.head)
     parts = [html.B(session.dataset.key), f" ({len(session.dataset):,} samples) · accuracy ",
              html.B(f"{acc:.2%}"), " without MC dropout"]
     if has_mc(entry):
-        mc = session.artifact("mc_dropout").summary
-        parts += [", ", html.B(f"{mc[entry.head]['accuracy']:.2%}"),
-                  f" with (T={mc['samples']} passes). The histograms show the MC-dropout "
+        parts += [", ", html.B(f"{session.accuracy(entry.head, mc=True):.2%}"),
+                  f" with (T={session.mc_samples} passes). The histograms show the MC-dropout "
                   "scores, split by whether the MC-dropout prediction is right."]
     else:
         parts += [". The model has no dropout (no MC-dropout passes), so these are the plain "

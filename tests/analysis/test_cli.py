@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from test_datasets import BAD_IDX
+
+from tests.core.idx_writer import BAD_IDX
 
 REPO = Path(__file__).resolve().parents[2]
 BYO_DIR = REPO / "tests" / "models"

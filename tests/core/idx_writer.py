@@ -52,3 +52,53 @@ def tiny_digits(n: int = 12, fill: int = 0, seed: int = 0) -> tuple[np.ndarray, 
     images[:, 0, 0] = fill
     labels = (np.arange(n) % 10).astype(np.uint8)
     return images, labels
+
+
+# -- bad files: (write it into a folder, what the DataError must say) ---------------------------
+def _bad_truncated_gz(folder):
+    images, labels = tiny_digits()
+    img, _ = write_split(folder, images, labels)
+    img.write_bytes(img.read_bytes()[:-20])
+    return img
+
+
+def _bad_magic(folder):
+    images, labels = tiny_digits()
+    img, _ = write_split(folder, images, labels)
+    write_idx(img, images, magic=LABEL_MAGIC)
+    return img
+
+
+def _bad_shape(folder):
+    images, labels = tiny_digits()
+    img, _ = write_split(folder, images, labels)
+    write_idx(img, images[:-1], dims=images.shape)  # header says 12 images, 11 present
+    return img
+
+
+def _bad_label(folder):
+    images, labels = tiny_digits()
+    labels[4] = 10
+    return write_split(folder, images, labels)[1]
+
+
+def _bad_count(folder):
+    images, labels = tiny_digits()
+    return write_split(folder, images, labels[:-2])[0]
+
+
+def _missing_labels(folder):
+    images, labels = tiny_digits()
+    _, lbl = write_split(folder, images, labels)
+    lbl.unlink()
+    return lbl
+
+
+BAD_IDX = {
+    "truncated gz": (_bad_truncated_gz, "truncated or not gzip"),
+    "wrong magic": (_bad_magic, "magic number 2049"),
+    "mis-shaped payload": (_bad_shape, "header says shape"),
+    "label out of range": (_bad_label, "label 10 is outside the class range 0..9"),
+    "count mismatch": (_bad_count, "12 images but"),
+    "missing labels": (_missing_labels, "Missing file"),
+}

@@ -66,7 +66,7 @@ def test_columns_have_kinds_and_titles(frame, columns):
     assert kinds == {"sample_id": "id", "label": "class", "pred": "class", "correct": "bool",
                      "loss": "number", "count": "integer", "note": "text"}
     titles = {c.field: c.title for c in columns}
-    assert titles["loss"] == "loss (cross-entropy, nats)"  # the unit from state.UNITS
+    assert titles["loss"] == "loss (cross-entropy, nats)"  # the unit the inference step declares
     defs = {d["field"]: d for d in column_defs(columns, NAMES)}
     assert defs["loss"]["filter"] == "agNumberColumnFilter"
     assert "d3.format" in defs["loss"]["valueFormatter"]["function"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.bench_rgb import PHOTOS, format_rgb, parse_run_output, photo_patches, rgb_bench
+from benchmarks.rgb import PHOTOS, format_rgb, parse_run_output, photo_patches, rgb_bench
 
 
 def test_train_and_test_patches_come_from_opposite_halves():

@@ -1,6 +1,6 @@
 """The user-style model of the RGB benchmark, importable by ``--model``.
 
-``python -m analysis run --model analysis.bench_models:small_rgb_cnn --weights W.pt``
+``python -m analysis run --model benchmarks.rgb_models:small_rgb_cnn --weights W.pt``
 builds it the way Loupe builds any bring-your-own model: the factory is called
 with no arguments and the state_dict is loaded into what it returns.
 """
@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-#: Source photographs of the RGB benchmark (one class each); see :mod:`analysis.bench_rgb`.
+#: Source photographs of the RGB benchmark (one class each); see :mod:`benchmarks.rgb`.
 NUM_PHOTO_CLASSES = 8
 
 
@@ -38,5 +38,5 @@ class SmallRGBCNN(nn.Module):
 
 
 def small_rgb_cnn() -> nn.Module:
-    """The factory ``--model analysis.bench_models:small_rgb_cnn`` names."""
+    """The factory ``--model benchmarks.rgb_models:small_rgb_cnn`` names."""
     return SmallRGBCNN()

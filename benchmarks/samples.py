@@ -1,6 +1,6 @@
 """Sample-table benchmark: one ``getRowsRequest`` block answered on a large table.
 
-``python -m dashboard.bench_samples --checkpoint RUN --dataset mnist --split test
+``python -m benchmarks.samples --checkpoint RUN --dataset mnist --split test
 --limit 2000 --rows 70000 --cache-dir DIR [--data-root DIR]`` analyses ``--limit``
 real samples (or reads them from the cache), repeats the run's per-sample table
 until it has ``--rows`` rows (ids made unique), and times
@@ -23,7 +23,7 @@ import time
 import numpy as np
 import pandas as pd
 
-log = logging.getLogger("dashboard.bench_samples")
+log = logging.getLogger("benchmarks.samples")
 
 SORT = [{"colId": "loss", "sort": "desc"}]
 FILTER = {"correct": {"filterType": "text", "type": "wrong"},
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     from analysis.session import AnalysisSession
     from dashboard.state import RunEntry
 
-    parser = argparse.ArgumentParser(prog="python -m dashboard.bench_samples")
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.samples")
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--dataset", default="mnist")
     parser.add_argument("--split", default="test")

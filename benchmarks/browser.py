@@ -1,6 +1,6 @@
 """Browser-side timings of the population page (headless Chromium via selenium).
 
-Used by ``python -m dashboard.bench --browser``: serves the app in a thread,
+Used by ``python -m benchmarks.server --browser``: serves the app in a thread,
 opens ``/`` and measures, inside the page (``performance.now()``):
 
 * **first render**: navigation start -> every class trace drawn on the map;

@@ -14,9 +14,9 @@ Everything runs on the same data in the same invocation:
 
 ``--suite rgb`` (or ``all``) adds colour data Loupe has never seen: 32x32
 patches of scikit-image's photographs as a PNG folder, a small CNN of the
-user's own, end to end in fresh processes (:mod:`analysis.bench_rgb`).
+user's own, end to end in fresh processes (:mod:`benchmarks.rgb`).
 ``--suite insights``: the insight steps and the image measurements on the 10,000
-test and 60,000 training images (:mod:`analysis.bench_insights`).
+test and 60,000 training images (:mod:`benchmarks.insights`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,24 +33,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.child import CHILD, run_child
 from core.datasets import load_dataset
 
 # Peak RSS from VmHWM: Linux keeps ru_maxrss across fork + exec, so a child's
 # ru_maxrss is at least the bench process's own RSS when it forked.
-CHILD = """
-import json, resource, sys, time
-sys.argv = ["python -m analysis"] + {argv!r}
-from analysis.cli import main
-t = time.perf_counter()
-rc = main(sys.argv[1:])
-try:
-    peak = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
-except (OSError, StopIteration):
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print("BENCH " + json.dumps({{"rc": rc, "seconds": time.perf_counter() - t,
-      "peak_rss_mb": peak / 1024}}))
-"""
-
 NAIVE_UMAP = """
 import json, time, sys
 t0 = time.perf_counter()
@@ -62,22 +48,6 @@ coords = umap.UMAP(random_state=0).fit_transform(emb)
 np.save(sys.argv[2], coords.astype(np.float32))
 print("BENCH " + json.dumps({"import_s": t1 - t0, "fit_s": time.perf_counter() - t1}))
 """
-
-
-def _child(code: str, args: list[str], env: dict[str, str], keep_stdout: bool = False) -> dict:
-    """Run ``code`` in a fresh interpreter; return its ``BENCH {...}`` line (and its stdout)."""
-    started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True,
-                          text=True, cwd=Path(__file__).resolve().parent.parent)
-    wall = time.perf_counter() - started
-    for line in proc.stdout.splitlines():
-        if line.startswith("BENCH "):
-            out = json.loads(line[6:])
-            out["wall_s"] = wall
-            if keep_stdout:
-                out["stdout"] = proc.stdout
-            return out
-    raise RuntimeError(f"benchmark child failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
 
 
 def _median(fn, repeats: int) -> float:
@@ -98,11 +68,11 @@ def end_to_end(checkpoint: str, data_root: str | None, n: int, device: str, work
     results = {}
     cold_numba = work / "numba-cold"
     env_cold = {**env, "NUMBA_CACHE_DIR": str(cold_numba)}
-    results["first_ever"] = _child(CHILD.format(argv=argv + ["--cache-dir", str(work / "c1")]),
+    results["first_ever"] = run_child(CHILD.format(argv=argv + ["--cache-dir", str(work / "c1")]),
                                    [], env_cold)
-    results["empty_cache"] = _child(CHILD.format(argv=argv + ["--cache-dir", str(work / "c2")]),
+    results["empty_cache"] = run_child(CHILD.format(argv=argv + ["--cache-dir", str(work / "c2")]),
                                     [], env_cold)
-    results["cached"] = _child(CHILD.format(argv=argv + ["--cache-dir", str(work / "c2")]),
+    results["cached"] = run_child(CHILD.format(argv=argv + ["--cache-dir", str(work / "c2")]),
                                [], env_cold)
     return results
 
@@ -179,7 +149,7 @@ def step_comparison(checkpoint: str, data_root: str | None, n: int, device: str,
         rows["tsne"]["naive_s"] = time.perf_counter() - t
         np.save(work / "emb.npy", emb)
         env = {**os.environ, "NUMBA_CACHE_DIR": str(work / "numba-naive")}
-        out = _child(NAIVE_UMAP, [str(work / "emb.npy"), str(work / "umap.npy")], env)
+        out = run_child(NAIVE_UMAP, [str(work / "emb.npy"), str(work / "umap.npy")], env)
         rows["umap"]["naive_s"] = out["wall_s"]
         rows["umap"]["naive_fit_s"] = out["fit_s"]
         naive_maps["umap"] = np.load(work / "umap.npy")
@@ -243,14 +213,14 @@ def run_bench(args: argparse.Namespace) -> int:
             results = mnist_bench(args, device, work)
             print(_format(results), flush=True)
         if suite == "insights":
-            from analysis.bench_insights import format_insights, insights_bench
+            from benchmarks.insights import format_insights, insights_bench
 
             checkpoint = args.checkpoint or train_default(args, device, work)
             results["insights"] = insights_bench(checkpoint, args.data_root, device,
                                                  args.repeats, work)
             print(format_insights(results["insights"]))
         if suite in ("rgb", "all"):
-            from analysis.bench_rgb import format_rgb, rgb_bench
+            from benchmarks.rgb import format_rgb, rgb_bench
 
             print("building the RGB photo-patch folder and training its small CNN ...",
                   file=sys.stderr)

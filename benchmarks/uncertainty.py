@@ -1,6 +1,6 @@
 """Server time of the Uncertainty & OOD page's callbacks, through Dash's HTTP endpoint.
 
-``python -m dashboard.bench_uncertainty --checkpoint runs/mnist_cnn --extra-dataset
+``python -m benchmarks.uncertainty --checkpoint runs/mnist_cnn --extra-dataset
 fashion-mnist`` opens the run (its analysis must be cached, or it is computed
 first), then posts the requests the browser sends when ``/uncertainty`` loads
 (page layout, controls, histograms, score table, joint map, galleries) to Flask's
@@ -18,7 +18,7 @@ import statistics
 import sys
 import time
 
-log = logging.getLogger("dashboard.bench_uncertainty")
+log = logging.getLogger("benchmarks.uncertainty")
 
 
 def _request(output: str, inputs: list[tuple[str, str, object]],
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     from dashboard.app import create_app
     from dashboard.config import DashboardConfig
 
-    p = argparse.ArgumentParser(prog="python -m dashboard.bench_uncertainty",
+    p = argparse.ArgumentParser(prog="python -m benchmarks.uncertainty",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", default="runs/mnist_cnn")
     p.add_argument("--dataset", default="mnist")

@@ -1,6 +1,6 @@
 """Load benchmark: simulated users against a real server on 127.0.0.1.
 
-``python -m dashboard.bench --clients 20 --seconds 60 --checkpoint RUN --cache-dir DIR``
+``python -m benchmarks.server --clients 20 --seconds 60 --checkpoint RUN --cache-dir DIR``
 serves the dashboard in this process (werkzeug, threaded, as ``python -m
 dashboard`` does) and runs ``--clients`` threads that each behave like a
 person: open the map, recolour it, hover and click samples, open the sample
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-log = logging.getLogger("dashboard.bench_load")
+log = logging.getLogger("benchmarks.load")
 
 
 @dataclass

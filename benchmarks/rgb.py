@@ -6,7 +6,7 @@ Train patches come from the left half of each photo and test patches from the
 right half, so no test pixel is in the training set. They are written as PNG
 files in ``train/<photo>/`` and ``test/<photo>/`` (``folder:PATH`` with
 ``--split``). A small CNN with functional dropout
-(:func:`analysis.bench_models.small_rgb_cnn`) is trained by its own short
+(:func:`benchmarks.rgb_models.small_rgb_cnn`) is trained by its own short
 loop, as a user does, and saved as a state_dict. Then ``analysis run`` (all
 steps: MC dropout T=20, UMAP and t-SNE) runs in fresh processes with
 ``--model``/``--weights``/``--input-size 3x32x32 --mean --std``: with an empty
@@ -25,14 +25,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from analysis.bench import CHILD, _child
+from benchmarks.child import CHILD, run_child
 
 #: RGB photographs bundled with scikit-image (no download). ``cat`` is ``chelsea``
 #: again and ``colorwheel``/``logo`` are drawings, so they are left out.
 PHOTOS = ("astronaut", "chelsea", "coffee", "hubble_deep_field", "immunohistochemistry",
           "retina", "rocket", "stereo_motorcycle")
 PATCH = 32
-MODEL_SPEC = "analysis.bench_models:small_rgb_cnn"
+MODEL_SPEC = "benchmarks.rgb_models:small_rgb_cnn"
 STEP_LINE = re.compile(r"^ {4}(\S+)\s+(\S+)\s+([\d.]+) s$")  # "    umap  computed  8.99 s"
 
 
@@ -103,7 +103,7 @@ def to_input(images: np.ndarray, mean: str, std: str) -> torch.Tensor:
 
 def train_small_cnn(x: torch.Tensor, y: torch.Tensor, epochs: int, seed: int = 0):
     """The user's own loop: Adam, batches of 64, ``epochs`` passes. Returns the model in eval."""
-    from analysis.bench_models import small_rgb_cnn
+    from benchmarks.rgb_models import small_rgb_cnn
 
     torch.manual_seed(seed)
     model = small_rgb_cnn()
@@ -165,7 +165,7 @@ def rgb_bench(work: Path, n_test: int = 10_000, n_train: int = 10_000, epochs: i
     rows = {}
     modes = (("first_ever", "rgb-c1"),) if first_ever else ()
     for key, cache in (*modes, ("empty_cache", "rgb-c2"), ("cached", "rgb-c2")):
-        row = _child(CHILD.format(argv=argv + ["--cache-dir", str(work / cache)]), [], env,
+        row = run_child(CHILD.format(argv=argv + ["--cache-dir", str(work / cache)]), [], env,
                      keep_stdout=True)
         if row["rc"] != 0:
             raise RuntimeError(f"analysis run exited {row['rc']}:\n{row['stdout'][-3000:]}")
@@ -188,7 +188,7 @@ def format_rgb(r: dict) -> str:
         f"with scikit-image ({', '.join(r['photos'])}); label = source photo; "
         f"{r['n_train']:,d} train patches from the photos' left halves, {n:,d} test patches "
         f"from their right halves, as PNG files (written in {r['write_pngs_s']:.1f} s).",
-        f"small CNN (analysis.bench_models:small_rgb_cnn, functional dropout) trained "
+        f"small CNN (benchmarks.rgb_models:small_rgb_cnn, functional dropout) trained "
         f"{r['epochs']} epochs in {r['train_s']:.1f} s; --mean {r['mean']} --std {r['std']}",
         f"analysis run --dataset folder:... --split test, all steps (MC T={r['mc_samples']}, "
         f"{maps}), fresh process:",

@@ -1,0 +1,40 @@
+"""Running a command line in a fresh interpreter and reading back what it measured."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+# ``python -m analysis ARGV`` in a child that prints its wall time and peak memory.
+CHILD = """
+import json, resource, sys, time
+sys.argv = ["python -m analysis"] + {argv!r}
+from analysis.cli import main
+t = time.perf_counter()
+rc = main(sys.argv[1:])
+try:
+    peak = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
+except (OSError, StopIteration):
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print("BENCH " + json.dumps({{"rc": rc, "seconds": time.perf_counter() - t,
+      "peak_rss_mb": peak / 1024}}))
+"""
+
+
+def run_child(code: str, args: list[str], env: dict[str, str], keep_stdout: bool = False) -> dict:
+    """Run ``code`` in a fresh interpreter; return its ``BENCH {...}`` line (and its stdout)."""
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True,
+                          text=True, cwd=Path(__file__).resolve().parent.parent)
+    wall = time.perf_counter() - started
+    for line in proc.stdout.splitlines():
+        if line.startswith("BENCH "):
+            out = json.loads(line[6:])
+            out["wall_s"] = wall
+            if keep_stdout:
+                out["stdout"] = proc.stdout
+            return out
+    raise RuntimeError(f"benchmark child failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
