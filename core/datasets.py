@@ -291,7 +291,12 @@ def load_named(name: str, split: str, data_root: str | os.PathLike | None,
 
 
 def convert_loaded(ds: ImageDataset, request: ShapeRequest) -> ImageDataset:
-    """``ds`` with its images converted to ``request`` (see :func:`convert_array`)."""
+    """``ds`` with its images converted to ``request`` (see :func:`convert_array`); a
+    memory-mapped dataset is converted batch by batch into a store of its own."""
+    if isinstance(ds.images, np.memmap):
+        from core.image_store import convert_store
+
+        return convert_store(ds, request)
     images, conversion = convert_array(ds.images, request)
     native = tuple(ds.images.shape[1:])
     if images is ds.images and ds.native_shape == native:

@@ -33,7 +33,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -380,3 +380,42 @@ def store_dataset(ds: ImageDataset, *, root: str | os.PathLike | None = None,
 
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[:60]
+
+
+def convert_store(ds: ImageDataset, request: tuple[int | None, int | None, int | None], *,
+                  root: str | os.PathLike | None = None,
+                  batch_rows: int = DEFAULT_BATCH_ROWS) -> ImageDataset:
+    """``ds`` converted to ``request`` (see :func:`core.image_files.convert_array`) batch by
+    batch into its own store (keyed by ``ds``'s fingerprint and the target shape), so a
+    memory-mapped dataset is converted without holding either copy whole.
+
+    ``ds`` itself is returned when nothing changes.
+    """
+    from core.image_files import convert_array
+
+    n, c, h, w = (int(v) for v in ds.images.shape)
+    first, text = convert_array(ds.images[:1], request)
+    if not text:
+        return ds
+    tc, th, tw = first.shape[1:]
+    # convert_array counts the images it was given (one); the store holds n of them.
+    text = text.replace("resized 1 images", f"resized {n:,} images")
+    spec = StoreSpec(key=f"{_safe(ds.name)}-{ds.split}-{ds.fingerprint[:24]}-as-{tc}x{th}x{tw}",
+                     name=ds.name, split=ds.split, shape=(n, tc, th, tw),
+                     class_names=tuple(ds.class_names), source=ds.source,
+                     details={"converted_from": ds.fingerprint, "from_shape": [c, h, w]},
+                     conversion="; ".join(t for t in (ds.conversion, text) if t))
+
+    def rows(lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        return convert_array(ds.images[lo:hi], request)[0], ds.labels[lo:hi]
+
+    out = build_store(spec, rows, root=root, batch_rows=batch_rows)
+    # The dataset's native shape stays that of the data it was converted from.
+    return _with_native(out, ds.native_shape or (c, h, w))
+
+
+def _with_native(ds: ImageDataset, native: tuple[int, int, int]) -> ImageDataset:
+    fingerprint = ds.fingerprint
+    out = replace(ds, native_shape=tuple(native))
+    out.__dict__["fingerprint"] = fingerprint
+    return out

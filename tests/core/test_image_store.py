@@ -16,12 +16,14 @@ import pytest
 
 from core.datasets import ImageDataset, load_dataset
 from core.errors import DataError
+from core.image_files import convert_array
 from core.image_store import (
     IMAGES_FILE,
     MANIFEST_FILE,
     PROGRESS_FILE,
     StoreSpec,
     build_store,
+    convert_store,
     default_store_root,
     open_store,
     store_dataset,
@@ -78,6 +80,22 @@ def test_real_digits_round_trip_identically(digits_slice, tmp_path):
     assert head.fingerprint == digits_slice.head(10).fingerprint != stored.fingerprint
     with pytest.raises(ValueError):
         stored.images[0, 0, 0, 0] = 1  # read-only
+
+
+def test_a_memmapped_dataset_converts_batch_by_batch_into_its_own_store(digits_slice,
+                                                                        tmp_path):
+    stored = store_dataset(digits_slice, root=tmp_path)
+    converted = convert_store(stored, (3, 32, 32), root=tmp_path, batch_rows=500)
+    expected, text = convert_array(digits_slice.images, (3, 32, 32))
+    assert isinstance(converted.images, np.memmap)
+    assert np.array_equal(np.asarray(converted.images), expected)
+    assert converted.conversion == text and text.startswith(f"resized {len(stored):,} images")
+    assert converted.native_shape == (1, 28, 28) and converted.key == stored.key
+    assert np.array_equal(converted.labels, stored.labels)
+    assert converted.fingerprint == ImageDataset(
+        "x", "y", expected, stored.labels, stored.class_names).fingerprint
+    assert convert_store(stored, (1, 28, 28), root=tmp_path) is stored
+    assert convert_store(stored, (None, None, None), root=tmp_path) is stored
 
 
 def test_a_complete_store_is_reused_not_rebuilt(tmp_path):

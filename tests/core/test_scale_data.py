@@ -156,7 +156,8 @@ def test_load_dataset_serves_train_memmapped_and_test_real(tmp_path, suffix, dig
     # A model's other input shape is applied as for any dataset.
     big = load_dataset(f"mnist-scale:400{suffix}", "train", data_root=data_root, limit=3,
                        image_shape=(3, 32, 32))
-    assert big.images.shape == (3, 3, 32, 32) and "resized" in big.conversion
+    assert big.images.shape == (3, 3, 32, 32) and "resized 3 images" in big.conversion
+    assert isinstance(big.images, np.memmap) and big.native_shape == (1, 28, 28)
 
 
 def test_peak_memory_of_a_50k_build_stays_well_under_the_array(source, tmp_path, suffix):
