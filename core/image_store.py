@@ -33,12 +33,13 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from cache.errors import CacheError
 from core.datasets import ImageDataset, fingerprint_header
 from core.errors import ConfigError, DataError
 
@@ -82,6 +83,8 @@ class StoreSpec:
         JSON-able facts kept in the manifest (e.g. a generator's parameters).
     conversion : str
         What loading changed (see :attr:`ImageDataset.conversion`); kept as is.
+    native_shape : (C, H, W), optional
+        The shape of the data before any conversion; default ``shape[1:]``.
     """
 
     key: str
@@ -92,6 +95,7 @@ class StoreSpec:
     source: str = ""
     details: Mapping[str, Any] = field(default_factory=dict)
     conversion: str = ""
+    native_shape: tuple[int, int, int] | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {"format": FORMAT, "version": FORMAT_VERSION, "key": self.key, "name": self.name,
@@ -99,6 +103,7 @@ class StoreSpec:
                 "labels_dtype": "int64", "class_names": list(self.class_names),
                 "source": self.source, "details": dict(self.details),
                 "conversion": self.conversion,
+                "native_shape": list(self.native_shape or self.shape[1:]),
                 "sample_ids": f"{self.name}:{self.split}:<row>"}
 
 
@@ -166,7 +171,7 @@ def open_store(key: str, root: str | os.PathLike | None = None) -> ImageDataset 
     labels = np.load(folder / LABELS_FILE, allow_pickle=False)
     ds = ImageDataset(manifest["name"], manifest["split"], images, labels,
                       tuple(manifest["class_names"]), manifest["source"],
-                      native_shape=tuple(manifest["shape"][1:]),
+                      native_shape=tuple(manifest.get("native_shape") or manifest["shape"][1:]),
                       conversion=manifest.get("conversion", ""))
     # cached_property stores in the instance dict; replace() (head) drops it again.
     ds.__dict__["fingerprint"] = manifest["fingerprint"]
@@ -212,6 +217,8 @@ def build_store(spec: StoreSpec, source: BatchSource, *,
     ------
     DataError
         ``source`` returned rows of the wrong shape or labels out of range.
+    CacheError
+        The store's folder cannot be written (read-only, full, not a folder).
     """
     if batch_rows <= 0:
         raise ConfigError(f"batch_rows must be a positive number of rows, got {batch_rows}.")
@@ -220,24 +227,17 @@ def build_store(spec: StoreSpec, source: BatchSource, *,
     ds = open_store(spec.key, root)
     if ds is not None:
         return ds
-    base.mkdir(parents=True, exist_ok=True)
-    with _locked(base / f"{spec.key}.lock"):
-        ds = open_store(spec.key, root)  # another process may have built it meanwhile
-        if ds is not None:
-            return ds
-        if final.exists():  # damaged or incomplete: never read, set aside and rebuilt
-            aside = base / f"{spec.key}.damaged-{time.strftime('%Y%m%d-%H%M%S')}"
-            os.replace(final, aside)
-            shutil.rmtree(aside, ignore_errors=True)
-        partial = base / f"{spec.key}.partial"
-        t0 = time.monotonic()
-        done = _resume_point(partial, spec)
-        _write_rows(partial, spec, source, done, batch_rows)
-        _finish(partial, spec)
-        os.replace(partial, final)
-        _fsync_dir(base)
-        log.info("Built image store %s (%s rows) in %.1f s.", final, f"{spec.shape[0]:,}",
-                 time.monotonic() - t0)
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        with _locked(base / f"{spec.key}.lock"):
+            ds = open_store(spec.key, root)  # another process may have built it meanwhile
+            if ds is None:
+                _build_locked(base, spec, source, batch_rows)
+    except OSError as exc:
+        size = np.prod(spec.shape, dtype=np.int64) / 1e9
+        raise CacheError(f"Cannot write the image store {final}: {exc.strerror or exc}. It "
+                         f"needs about {size:.2f} GB; free space there or point LOUPE_CACHE at "
+                         "a writable folder.", base) from None
     ds = open_store(spec.key, root)
     if ds is None:
         raise DataError(f"The image store {final} was built but cannot be read back; delete "
@@ -245,9 +245,29 @@ def build_store(spec: StoreSpec, source: BatchSource, *,
     return ds
 
 
+def _build_locked(base: Path, spec: StoreSpec, source: BatchSource, batch_rows: int) -> None:
+    """Build ``spec`` under ``base`` (the caller holds the store's lock)."""
+    final = base / spec.key
+    if final.exists():  # damaged or incomplete: never read, set aside and rebuilt
+        aside = base / f"{spec.key}.damaged-{time.strftime('%Y%m%d-%H%M%S')}"
+        os.replace(final, aside)
+        shutil.rmtree(aside, ignore_errors=True)
+    partial = base / f"{spec.key}.partial"
+    t0 = time.monotonic()
+    done = _resume_point(partial, spec)
+    _write_rows(partial, spec, source, done, batch_rows)
+    _finish(partial, spec)
+    os.replace(partial, final)
+    _fsync_dir(base)
+    log.info("Built image store %s (%s rows) in %.1f s.", final, f"{spec.shape[0]:,}",
+             time.monotonic() - t0)
+
+
 def _resume_point(partial: Path, spec: StoreSpec) -> int:
     """Rows already written by an earlier, interrupted build of the same spec (else 0)."""
     if partial.is_dir():
+        if read_manifest(partial) is not None:  # killed between the manifest and the rename
+            return spec.shape[0]
         try:
             progress = json.loads((partial / PROGRESS_FILE).read_text())
             if progress["spec"] == spec.as_json():
@@ -349,7 +369,7 @@ def _finish(partial: Path, spec: StoreSpec) -> None:
         fh.write(json.dumps(manifest, indent=1))
         fh.flush()
         os.fsync(fh.fileno())
-    (partial / PROGRESS_FILE).unlink()
+    (partial / PROGRESS_FILE).unlink(missing_ok=True)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -404,18 +424,10 @@ def convert_store(ds: ImageDataset, request: tuple[int | None, int | None, int |
                      name=ds.name, split=ds.split, shape=(n, tc, th, tw),
                      class_names=tuple(ds.class_names), source=ds.source,
                      details={"converted_from": ds.fingerprint, "from_shape": [c, h, w]},
-                     conversion="; ".join(t for t in (ds.conversion, text) if t))
+                     conversion="; ".join(t for t in (ds.conversion, text) if t),
+                     native_shape=ds.native_shape or (c, h, w))
 
     def rows(lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
         return convert_array(ds.images[lo:hi], request)[0], ds.labels[lo:hi]
 
-    out = build_store(spec, rows, root=root, batch_rows=batch_rows)
-    # The dataset's native shape stays that of the data it was converted from.
-    return _with_native(out, ds.native_shape or (c, h, w))
-
-
-def _with_native(ds: ImageDataset, native: tuple[int, int, int]) -> ImageDataset:
-    fingerprint = ds.fingerprint
-    out = replace(ds, native_shape=tuple(native))
-    out.__dict__["fingerprint"] = fingerprint
-    return out
+    return build_store(spec, rows, root=root, batch_rows=batch_rows)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cache.errors import CacheError
 from core.datasets import ImageDataset, load_dataset
 from core.errors import DataError
 from core.image_files import convert_array
@@ -166,6 +167,24 @@ def test_a_killed_build_is_never_read_as_complete_and_the_next_run_resumes(tmp_p
     assert asked[0] == 4 * batch
     images, labels = expected_synthetic(n)
     assert np.array_equal(np.asarray(ds.images), images) and np.array_equal(ds.labels, labels)
+
+
+def test_a_build_killed_between_its_manifest_and_the_rename_is_finished(tmp_path):
+    build_store(synthetic_spec(300), synthetic_rows, root=tmp_path, batch_rows=100)
+    # The state a kill right after _finish leaves: a complete partial folder, no store.
+    os.replace(store_path("synthetic", tmp_path), tmp_path / "synthetic.partial")
+    assert open_store("synthetic", tmp_path) is None
+    calls = []
+    ds = build_store(synthetic_spec(300), lambda lo, hi: calls.append(lo) or
+                     synthetic_rows(lo, hi), root=tmp_path, batch_rows=100)
+    assert calls == [] and np.array_equal(np.asarray(ds.images), expected_synthetic(300)[0])
+
+
+def test_an_unwritable_store_folder_is_a_cache_error_naming_it(tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the stores' folder should be")
+    with pytest.raises(CacheError, match=r"not-a-folder/synthetic.*LOUPE_CACHE"):
+        build_store(synthetic_spec(10), synthetic_rows, root=blocker)
 
 
 def test_a_partial_build_of_another_spec_is_discarded(tmp_path):
