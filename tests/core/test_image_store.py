@@ -169,6 +169,36 @@ def test_a_killed_build_is_never_read_as_complete_and_the_next_run_resumes(tmp_p
     assert np.array_equal(np.asarray(ds.images), images) and np.array_equal(ds.labels, labels)
 
 
+SLOW_BUILDER = textwrap.dedent("""
+    import sys, time
+    sys.path.insert(0, {repo!r})
+    sys.path.insert(0, {tests!r})
+    from test_image_store import synthetic_rows, synthetic_spec
+    from core.image_store import build_store
+
+    def rows(lo, hi):
+        print(lo, flush=True)
+        time.sleep(0.3)
+        return synthetic_rows(lo, hi)
+
+    build_store(synthetic_spec(400), rows, root={root!r}, batch_rows=100)
+""")
+
+
+def test_a_second_process_waits_for_the_builder_and_reads_its_store(tmp_path):
+    script = SLOW_BUILDER.format(repo=str(REPO), tests=str(Path(__file__).parent),
+                                 root=str(tmp_path))
+    with subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                          text=True) as proc:
+        assert proc.stdout.readline().strip() == "0"  # the other process holds the lock
+        calls = []
+        ds = build_store(synthetic_spec(400), lambda lo, hi: calls.append(lo) or
+                         synthetic_rows(lo, hi), root=tmp_path, batch_rows=100)
+        assert proc.wait(timeout=120) == 0
+    assert calls == []  # waited, then read what the other process wrote
+    assert np.array_equal(np.asarray(ds.images), expected_synthetic(400)[0])
+
+
 def test_a_build_killed_between_its_manifest_and_the_rename_is_finished(tmp_path):
     build_store(synthetic_spec(300), synthetic_rows, root=tmp_path, batch_rows=100)
     # The state a kill right after _finish leaves: a complete partial folder, no store.
