@@ -83,6 +83,19 @@ def test_real_digits_round_trip_identically(digits_slice, tmp_path):
         stored.images[0, 0, 0, 0] = 1  # read-only
 
 
+def test_the_batched_fingerprint_is_the_one_pass_digest(digits_slice, monkeypatch):
+    # Cache keys hang on this digest: hashing in batches must not change it.
+    import hashlib
+
+    monkeypatch.setattr("core.datasets.FINGERPRINT_ROWS", 700)  # several batches, a ragged end
+    h = hashlib.sha256(repr((digits_slice.images.shape, digits_slice.class_names)).encode())
+    h.update(np.ascontiguousarray(digits_slice.images).data)
+    h.update(np.ascontiguousarray(digits_slice.labels.astype(np.int64)).data)
+    fresh = ImageDataset(digits_slice.name, digits_slice.split, digits_slice.images,
+                         digits_slice.labels, digits_slice.class_names)
+    assert fresh.fingerprint == h.hexdigest()
+
+
 def test_a_memmapped_dataset_converts_batch_by_batch_into_its_own_store(digits_slice,
                                                                         tmp_path):
     stored = store_dataset(digits_slice, root=tmp_path)
