@@ -19,6 +19,10 @@ Datasets
 ``corrupt:NAME[:BASE]``
     An MNIST-C corruption (``fog``, ``inverse``..., or ``all`` for the mix) of
     ``BASE``, or of the dataset passed as ``base``; see :mod:`core.corruptions`.
+``mnist-scale:N[:mnist-5k]``
+    ``N`` deterministic augmentations of the MNIST training images, generated
+    once into a memory-mapped store (its test split is MNIST's); see
+    :mod:`core.scale_data` and :mod:`core.image_store`.
 
 Images keep their native shape unless ``image_shape`` asks for another, in
 which case they are converted at load time and :attr:`ImageDataset.conversion`
@@ -70,6 +74,14 @@ IMAGE_MAGIC = 0x00000803  # unsigned byte, 3 dimensions
 LABEL_MAGIC = 0x00000801  # unsigned byte, 1 dimension
 
 
+FINGERPRINT_ROWS = 8192
+
+
+def fingerprint_header(shape: tuple[int, ...], class_names: tuple[str, ...]) -> bytes:
+    """What :attr:`ImageDataset.fingerprint` hashes before the pixels and labels."""
+    return repr((tuple(int(v) for v in shape), class_names)).encode()
+
+
 @dataclass(frozen=True, eq=False)
 class ImageDataset:
     """A labelled image dataset held in memory.
@@ -81,7 +93,9 @@ class ImageDataset:
     split : str
         ``train``, ``test`` or ``all``.
     images : np.ndarray
-        ``(N, C, H, W)`` uint8 pixels.
+        ``(N, C, H, W)`` uint8 pixels; for a dataset read from an image store
+        (:mod:`core.image_store`) a read-only ``np.memmap``: slice it by batch,
+        never copy it whole.
     labels : np.ndarray
         ``(N,)`` int64 class indices in ``[0, len(class_names))``.
     class_names : tuple of str
@@ -122,10 +136,14 @@ class ImageDataset:
 
     @cached_property
     def fingerprint(self) -> str:
-        """sha256 over pixels, labels, shape and class names (content, not path)."""
-        h = hashlib.sha256()
-        h.update(repr((self.images.shape, self.class_names)).encode())
-        h.update(np.ascontiguousarray(self.images).data)
+        """sha256 over pixels, labels, shape and class names (content, not path).
+
+        Read in batches of :data:`FINGERPRINT_ROWS` images (the same digest as one
+        pass), so a memory-mapped dataset is never copied whole.
+        """
+        h = hashlib.sha256(fingerprint_header(self.images.shape, self.class_names))
+        for lo in range(0, len(self.images), FINGERPRINT_ROWS):
+            h.update(np.ascontiguousarray(self.images[lo:lo + FINGERPRINT_ROWS]).data)
         h.update(np.ascontiguousarray(self.labels.astype(np.int64)).data)
         return h.hexdigest()
 
@@ -173,7 +191,8 @@ def load_dataset(
     ----------
     name : str
         One of ``mnist``, ``fashion-mnist``, ``notmnist``, ``mnist-5k``,
-        ``folder:PATH``, ``csv:FILE`` or ``corrupt:NAME[:BASE]``.
+        ``folder:PATH``, ``csv:FILE``, ``corrupt:NAME[:BASE]`` or
+        ``mnist-scale:N[:mnist-5k]``.
     split : str
         ``train`` or ``test`` (``t10k``, ``val`` and ``validation`` mean ``test``);
         a folder or manifest without splits serves every name as ``all``.
@@ -216,6 +235,10 @@ def load_dataset(
         from core.image_manifest import load_csv_manifest
 
         ds = load_csv_manifest(name[len("csv:"):], split, image_shape=request, limit=limit)
+    elif name.startswith("mnist-scale:"):
+        from core.scale_data import load_scale_dataset
+
+        ds = convert_loaded(load_scale_dataset(name, split, data_root).head(limit), request)
     else:
         ds = convert_loaded(load_named(name, split, data_root, fallback).head(limit), request)
     if ds.conversion:
@@ -247,7 +270,8 @@ def load_named(name: str, split: str, data_root: str | os.PathLike | None,
         raise ConfigError(
             f"Unknown dataset {name!r}. Valid names: {', '.join(IDX_NAMES + (EMBEDDED,))}, "
             "folder:PATH for an ImageFolder-layout folder, csv:FILE for a manifest with "
-            "path,label columns, or corrupt:NAME[:BASE] for a built-in shifted dataset."
+            "path,label columns, corrupt:NAME[:BASE] for a built-in shifted dataset, or "
+            "mnist-scale:N for N augmented MNIST training images."
         )
     found = find_idx_dir(name, data_root)
     if found is not None:
@@ -267,10 +291,17 @@ def load_named(name: str, split: str, data_root: str | os.PathLike | None,
 
 
 def convert_loaded(ds: ImageDataset, request: ShapeRequest) -> ImageDataset:
-    """``ds`` with its images converted to ``request`` (see :func:`convert_array`)."""
+    """``ds`` with its images converted to ``request`` (see :func:`convert_array`); a
+    memory-mapped dataset is converted batch by batch into a store of its own."""
+    if isinstance(ds.images, np.memmap):
+        from core.image_store import convert_store
+
+        return convert_store(ds, request)
     images, conversion = convert_array(ds.images, request)
-    return replace(ds, images=images, native_shape=tuple(ds.images.shape[1:]),
-                   conversion=conversion)
+    native = tuple(ds.images.shape[1:])
+    if images is ds.images and ds.native_shape == native:
+        return ds  # keeps a memory-mapped dataset's known fingerprint
+    return replace(ds, images=images, native_shape=native, conversion=conversion)
 
 
 def find_idx_dir(name: str, data_root: str | os.PathLike | None = None) -> Path | None:
