@@ -26,6 +26,7 @@ from core.errors import ConfigError
 if TYPE_CHECKING:
     import torch
 
+    from analysis.executor import Executor
     from cache import Artifact
     from core.datasets import ImageDataset
     from models.checkpoint import LoadedModel
@@ -73,6 +74,12 @@ class Column:
                              f"got {self.worse!r}")
 
 
+def _in_process() -> Executor:
+    from analysis.executor import InProcessExecutor  # imported late: it imports torch
+
+    return InProcessExecutor()
+
+
 @dataclass
 class StepContext:
     """What a step's ``run`` may use.
@@ -89,6 +96,9 @@ class StepContext:
         *extra* (out-of-distribution) one; empty otherwise.
     progress : bool
         Show tqdm bars.
+    executor : Executor
+        Where batch steps run their batches (see :mod:`analysis.executor`; default
+        in this process).
     """
 
     model: LoadedModel
@@ -97,6 +107,7 @@ class StepContext:
     inputs: dict[str, Artifact] = field(default_factory=dict)
     reference: dict[str, Artifact] = field(default_factory=dict)
     progress: bool = True
+    executor: Executor = field(default_factory=_in_process)
 
 
 class Step:
