@@ -87,6 +87,16 @@ def add_step_args(p: argparse.ArgumentParser) -> None:
                         "columns named meta_<name> (see README, Metadata)")
 
 
+def add_executor_args(p: argparse.ArgumentParser) -> None:
+    """``--executor`` and ``--ray-address`` (see :mod:`analysis.executor`)."""
+    p.add_argument("--executor", default="inprocess", choices=("inprocess", "ray"),
+                   help="where inference, MC dropout and image metadata run their batches: "
+                        "in this process (default) or on Ray Data workers")
+    p.add_argument("--ray-address", default=None, metavar="ADDRESS",
+                   help="with --executor ray: a running Ray cluster (`ray start --head` prints "
+                        "it; 'auto' finds a local one); default: start Ray on this machine")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m analysis", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -101,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_model_args(sp)
         add_data_args(sp)
         add_step_args(sp)
+        add_executor_args(sp)
     export.add_argument("--out", required=True, help="CSV file to write")
     export.add_argument("--head", default=None,
                         help="head whose label/pred/loss fill the unprefixed columns "
@@ -144,8 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def open_session(args: argparse.Namespace):
+    from analysis.executor import make_executor
     from analysis.session import AnalysisSession
 
+    executor = make_executor(getattr(args, "executor", "inprocess"),
+                             getattr(args, "ray_address", None))
     return AnalysisSession.open(
         args.checkpoint, args.dataset, args.split, model_spec=args.model_spec,
         weights=args.weights, embedding_layer=args.embedding_layer, data_root=args.data_root,
@@ -153,7 +167,8 @@ def open_session(args: argparse.Namespace):
         mc_samples=args.mc_samples, k=args.k, projections=args.projection,
         extra_datasets=args.extra_dataset, attribution=args.attribution, task=args.task,
         input_spec=input_spec_of(args), trust_code=args.trust_code,
-        gradcam_layer=args.gradcam_layer, metadata=getattr(args, "metadata", None))
+        gradcam_layer=args.gradcam_layer, metadata=getattr(args, "metadata", None),
+        executor=executor)
 
 
 def print_summary(session, records, seconds: float) -> None:
@@ -298,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     configure_numba_cache()  # before anything imports numba (UMAP)
     args = build_parser().parse_args(argv)
+    session = None
     try:
         if args.command == "bench":
             from analysis.bench import run_bench
@@ -340,4 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: finished steps are cached; run again to resume.", file=sys.stderr)
         return 130
+    finally:
+        if session is not None:
+            session.engine.executor.close()  # stops a Ray this command started
     return 0

@@ -18,6 +18,7 @@ import pandas as pd
 
 from analysis.attribution import attribute, get_method, resolve_gradcam_layer
 from analysis.engine import Engine, StepRecord
+from analysis.executor import Executor
 from analysis.forward import model_lock
 from analysis.steps.mc_dropout import has_dropout
 from analysis.steps.neighbors import knn_search
@@ -96,6 +97,8 @@ class AnalysisSession:
     metadata : str, optional
         ``package.module:functions``, your own per-sample metadata functions (see
         :mod:`analysis.steps.user_metadata`); imported here.
+    executor : Executor, optional
+        Where the batch steps run (see :mod:`analysis.executor`); default in-process.
     """
 
     def __init__(self, model: LoadedModel, dataset: ImageDataset, store: ArtifactStore,
@@ -103,7 +106,7 @@ class AnalysisSession:
                  projections: Sequence[str] = PROJECTIONS, progress: bool = True,
                  extra_datasets: Sequence[ImageDataset] = (),
                  attribution: str | None = None, gradcam_layer: str | None = None,
-                 metadata: str | None = None) -> None:
+                 metadata: str | None = None, executor: Executor | None = None) -> None:
         if mc_samples is None:
             mc_samples = 20 if has_dropout(model) else 0
         elif mc_samples > 0 and not has_dropout(model):
@@ -139,7 +142,8 @@ class AnalysisSession:
             if attribution == "gradcam" and gradcam_layer:
                 options["attribution"]["layer"] = gradcam_layer
         self.options = options
-        self.engine = Engine(model, dataset, store, self.device, options, progress=progress)
+        self.engine = Engine(model, dataset, store, self.device, options, progress=progress,
+                             executor=executor)
         self.extras: dict[str, Engine] = {}
         self._insights: dict[tuple, list] = {}
         self.extra_steps = plan_steps(mc_samples, self.projections, extra=True)
@@ -151,7 +155,8 @@ class AnalysisSession:
         if dataset.key == self.dataset.key:
             raise ConfigError(f"--extra-dataset {dataset.key} is the analysed dataset itself.")
         engine = Engine(self.model, dataset, self.store, self.device, self.options,
-                        reference=self.engine, progress=self.engine.progress)
+                        reference=self.engine, progress=self.engine.progress,
+                        executor=self.engine.executor)
         self.extras[dataset.key] = engine
         return engine
 
