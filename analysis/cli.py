@@ -160,6 +160,7 @@ def open_session(args: argparse.Namespace):
 
     executor = make_executor(getattr(args, "executor", "inprocess"),
                              getattr(args, "ray_address", None))
+    executor.prepare()  # Ray: starts its workers while the model and the data load
     return AnalysisSession.open(
         args.checkpoint, args.dataset, args.split, model_spec=args.model_spec,
         weights=args.weights, embedding_layer=args.embedding_layer, data_root=args.data_root,

@@ -39,6 +39,7 @@ import copy
 import dataclasses
 import logging
 import os
+import socket
 import sys
 import threading
 import uuid
@@ -125,6 +126,9 @@ class Executor:
         """
         raise NotImplementedError
 
+    def prepare(self) -> None:
+        """Get ready for work ahead (nothing by default); returns at once."""
+
     def close(self) -> None:
         """Release what the executor started (nothing by default)."""
 
@@ -164,6 +168,13 @@ class _RayBatchWorker:
             out[INDEX] = np.arange(start, stop, dtype=np.int64)
             parts.append(out)
         return concat_parts(parts)
+
+
+def _warm_up() -> None:
+    """Import what a batch job's task imports (run in Ray task processes ahead of the jobs)."""
+    import analysis.steps.image_metadata  # noqa: F401
+    import analysis.steps.inference  # noqa: F401
+    import analysis.steps.mc_dropout  # noqa: F401
 
 
 # In a Ray task worker process: the worker of the job it last ran (token, worker).
@@ -213,6 +224,20 @@ def _cpu_model(model: LoadedModel | None) -> LoadedModel | None:
 
 
 _CONNECT_LOCK = threading.Lock()
+
+
+def _check_reachable(address: str | None, timeout: float = 5.0) -> None:
+    """Fail at once on a ``host:port`` nothing listens on (Ray itself retries for minutes)."""
+    if address in (None, "auto", "local") or "://" in address or ":" not in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--ray-address {address}: nothing answers there ({exc}). Start a "
+                          "cluster with `ray start --head` on that machine and pass the "
+                          "address it prints (host:6379), or 'auto' on one of its nodes.") from None
 
 
 def _user_paths() -> list[str]:
@@ -269,6 +294,7 @@ class RayExecutor(Executor):
         self._use_gpus = use_gpus
         self.actors = actors
         self._started = False
+        self._warmed: list = []
         self.cpus = self.gpus = 0
 
     def connect(self) -> None:
@@ -286,12 +312,15 @@ class RayExecutor(Executor):
     def _init(self) -> None:
         import ray
 
+        _check_reachable(self.address)
         local = self.address is None
         # A Ray started here gives its workers this process's import path (a --model
         # package added to sys.path at run time included); a cluster's nodes have their own.
         env = {"env_vars": {"PYTHONPATH": os.pathsep.join(_user_paths())}}
         try:
-            ray.init(address=self.address, num_cpus=self.num_cpus if local else None,
+            # "local": a new Ray here, even when `ray start` left one running on this machine
+            ray.init(address=self.address or "local",
+                     num_cpus=self.num_cpus if local else None,
                      include_dashboard=False, configure_logging=False,
                      runtime_env=env if local else None)
         except ConnectionError as exc:
@@ -300,6 +329,16 @@ class RayExecutor(Executor):
                               "address it prints (or 'auto').") from None
         self._started = True
         self._read_resources()
+
+    def prepare(self) -> None:
+        """Connect, and have one task process per CPU import torch and the batch steps
+        in the background (Ray reuses them for the jobs' tasks), while this process
+        loads the model and the data."""
+        import ray
+
+        self.connect()
+        if not self._warmed:
+            self._warmed = [ray.remote(num_cpus=1)(_warm_up).remote() for _ in range(self.cpus)]
 
     def _read_resources(self) -> None:
         import ray

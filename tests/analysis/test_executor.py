@@ -44,7 +44,7 @@ def local_ray():
 
     # The workers cannot import this test module: its jobs travel by value.
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False,
+    ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False,
              log_to_driver=False)
     yield
     ray.shutdown()
@@ -176,3 +176,20 @@ def test_make_executor_and_flags():
     assert build_parser().parse_args(["run"]).executor == "inprocess"
     with pytest.raises(SystemExit):
         build_parser().parse_args(["run", "--executor", "dask"])
+
+
+def test_unreachable_address_is_a_config_error_at_once():
+    import socket
+    import time
+
+    from analysis.executor import _check_reachable
+
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match=rf"--ray-address 127.0.0.1:{port}: nothing answers"):
+        _check_reachable(f"127.0.0.1:{port}")
+    assert time.perf_counter() - started < 6
+    _check_reachable("auto")  # Ray's own forms are left to Ray
+    _check_reachable("ray://head:10001")
