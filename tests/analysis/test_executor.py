@@ -34,7 +34,7 @@ ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'ray[
 pytest.importorskip("ray.data", reason="Ray Data is not installed (pip install 'ray[data]')")
 
 CPU = torch.device("cpu")
-STEPS = ("inference", "mc_dropout", "image_metadata")
+STEPS = ("inference", "mc_dropout", "image_metadata", "attribution")
 
 
 @pytest.fixture(scope="module")
@@ -67,9 +67,11 @@ def index_batches(_model, arrays, _device, scale: int = 1):
 @pytest.fixture(scope="module")
 def both(local_ray, tiny_model, slice2000, tmp_path_factory):
     """Every batch step on the slice, in-process and on Ray (2 task workers); several
-    batches each (MC and metadata batches made small for it)."""
+    batches each (MC and metadata batches made small for it); heatmaps of the 40
+    highest-loss misclassified samples."""
     options = {"mc_dropout": {"samples": 4, "batch_size": 256},
-               "inference": {"batch_size": 300}}
+               "inference": {"batch_size": 300},
+               "attribution": {"limit": 40, "n_steps": 8}}  # 3 batches of heatmaps
     out = {}
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(image_metadata, "METADATA_BATCH", 450)
