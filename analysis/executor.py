@@ -1,24 +1,28 @@
 """Where the batch steps' per-batch work runs: in this process, or on Ray Data.
 
-The batch steps (``inference``, ``mc_dropout``, ``image_metadata``) describe
-their per-batch work as a :class:`BatchJob`: a module-level ``build`` function
-that, given the model, the per-sample input arrays and a device, returns a
-function of one batch ``(start, stop) -> dict of (stop - start, ...) arrays``.
-An executor runs that function over the batches ``[0, B), [B, 2B), ...`` and
-returns every output array concatenated in sample order.
+The batch steps (``inference``, ``mc_dropout``, ``image_metadata``,
+``attribution``) describe their per-batch work as a :class:`BatchJob`: a
+module-level ``build`` function that, given the model, the per-sample input
+arrays and a device, returns a function of one batch
+``(start, stop) -> dict of (stop - start, ...) arrays``. An executor runs that
+function over the batches ``[0, B), [B, 2B), ...`` and returns every output
+array concatenated in sample order.
 
 - :class:`InProcessExecutor` (the default) builds the function once and calls
   it on each batch in turn, in this process, on the session's device.
 - :class:`RayExecutor` runs the batches on Ray Data: a dataset of batch
   descriptors (first and last sample index) goes through
-  ``Dataset.map_batches`` with a callable class (:class:`_RayBatchWorker`)
-  on a fixed-size actor pool; each actor builds the function once (it
-  unpickles the job, so the model is loaded once per worker), and every output
-  batch carries its sample indices, by which the results are put back in
-  order. A worker asks for one GPU when the cluster has GPUs and the job runs
-  a model. The batch boundaries are the same as in-process, so a step whose
-  result depends on them (MC dropout seeds its random stream per batch) gives
-  equal results on either executor.
+  ``Dataset.map_batches``; the per-sample arrays and the pickled model go to
+  the object store once. Each worker builds the batch function once
+  (:class:`_RayBatchWorker`, Ray Data's callable class: it unpickles the
+  model), and every output batch carries its sample indices, by which the
+  results are put back in order. With GPUs in the cluster, the callable class
+  runs on an actor pool, one GPU per actor; on CPUs it runs in Ray tasks that
+  keep it per worker process (Ray reuses task processes between jobs, actors
+  start anew for each job: see :class:`RayExecutor`). The batch boundaries are
+  the same as in-process, so a step whose result depends on them (MC dropout
+  seeds its random stream per batch) gives equal results on either executor.
+  No scheduling here: Ray Data's own.
 
 The executor is a per-session choice that does not enter any cache key: both
 give equal results (``allclose``: a worker may sum in another order with
