@@ -90,6 +90,16 @@ def add_step_args(p: argparse.ArgumentParser) -> None:
                         "umap.n_neighbors=30; `python -m analysis steps` lists them")
 
 
+def add_executor_args(p: argparse.ArgumentParser) -> None:
+    """``--executor`` and ``--ray-address`` (see :mod:`analysis.executor`)."""
+    p.add_argument("--executor", default="inprocess", choices=("inprocess", "ray"),
+                   help="where inference, MC dropout and image metadata run their batches: "
+                        "in this process (default) or on Ray Data workers")
+    p.add_argument("--ray-address", default=None, metavar="ADDRESS",
+                   help="with --executor ray: a running Ray cluster (`ray start --head` prints "
+                        "it; 'auto' finds a local one); default: start Ray on this machine")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m analysis", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -104,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_model_args(sp)
         add_data_args(sp)
         add_step_args(sp)
+        add_executor_args(sp)
     export.add_argument("--out", required=True, help="CSV file to write")
     export.add_argument("--head", default=None,
                         help="head whose label/pred/loss fill the unprefixed columns "
@@ -150,8 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def open_session(args: argparse.Namespace):
+    from analysis.executor import make_executor
     from analysis.session import AnalysisSession
 
+    executor = make_executor(getattr(args, "executor", "inprocess"),
+                             getattr(args, "ray_address", None))
+    executor.prepare()  # Ray: starts its workers while the model and the data load
     return AnalysisSession.open(
         args.checkpoint, args.dataset, args.split, model_spec=args.model_spec,
         weights=args.weights, embedding_layer=args.embedding_layer, data_root=args.data_root,
@@ -160,7 +175,7 @@ def open_session(args: argparse.Namespace):
         extra_datasets=args.extra_dataset, attribution=args.attribution, task=args.task,
         input_spec=input_spec_of(args), trust_code=args.trust_code,
         gradcam_layer=args.gradcam_layer, metadata=getattr(args, "metadata", None),
-        step_options=step_options_of(getattr(args, "step_option", [])))
+        step_options=step_options_of(getattr(args, "step_option", [])), executor=executor)
 
 
 def step_options_of(texts: list[str]) -> dict[str, dict]:
@@ -334,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     configure_numba_cache()  # before anything imports numba (UMAP)
     args = build_parser().parse_args(argv)
+    session = None
     try:
         if args.command == "bench":
             from benchmarks.engine import run_bench
@@ -378,4 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: finished steps are cached; run again to resume.", file=sys.stderr)
         return 130
+    finally:
+        if session is not None:
+            session.engine.executor.close()  # stops a Ray this command started
     return 0

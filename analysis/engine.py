@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from analysis.executor import Executor, InProcessExecutor
 from analysis.forward import model_lock
 from analysis.registry import StepContext, get_step, make_config
 from cache import Artifact, ArtifactStore, stable_hash
@@ -53,11 +54,15 @@ class Engine:
     options : dict of step name to dict of config overrides
     reference : Engine, optional
         The in-distribution engine when ``dataset`` is an extra (OOD) dataset.
+    executor : Executor, optional
+        Where batch steps run (see :mod:`analysis.executor`); default in this
+        process. Not part of any key: every executor gives equal results.
     """
 
     def __init__(self, model: LoadedModel, dataset: ImageDataset, store: ArtifactStore,
                  device: torch.device, options: dict[str, dict[str, Any]] | None = None,
-                 reference: Engine | None = None, progress: bool = True) -> None:
+                 reference: Engine | None = None, progress: bool = True,
+                 executor: Executor | None = None) -> None:
         if not model.has_task:  # a run that does not name its classes takes the dataset's
             model.bind_task(dataset.class_names)
         self.model = model
@@ -67,6 +72,7 @@ class Engine:
         self.options = {k: dict(v) for k, v in (options or {}).items()}
         self.reference = reference
         self.progress = progress
+        self.executor = executor or InProcessExecutor()
         self.records: list[StepRecord] = []
         self._keys: dict[str, str] = {}
         self._memory: dict[str, Artifact] = {}
@@ -122,7 +128,7 @@ class Engine:
                     reference = {r: self.reference.get(r) for r in step.uses_reference}
                 started = time.perf_counter()
                 ctx = StepContext(self.model, self.dataset, self.device, inputs, reference,
-                                  self.progress)
+                                  self.progress, self.executor)
                 with model_lock(self.model) if step.uses_model else nullcontext():
                     artifact = step.run(ctx, self.config(name))
                 self.store.put(key, artifact, what=f"step {name} of {self.dataset.key}")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -99,6 +100,27 @@ def model_batches(model: LoadedModel, dataset, device: torch.device,
         sl = slice(start, start + batch_size)
         yield start, task.model_inputs(model.prepare(pixels[sl]),
                                        {k: v[sl] for k, v in meta.items()})
+
+
+def model_arrays(model: LoadedModel, dataset) -> dict[str, np.ndarray]:
+    """The per-sample arrays a batch of ``forward`` arguments is made from (see
+    :func:`batch_args`): ``"image"`` ``(N, C, H, W)`` uint8 and, per side input
+    of the model's task, ``"meta:NAME"`` ``(N,)``."""
+    meta = model.task.sample_metadata(dataset)
+    return {"image": dataset.images, **{f"meta:{k}": np.asarray(v) for k, v in meta.items()}}
+
+
+def batch_args(model: LoadedModel, arrays: Mapping[str, np.ndarray], start: int, stop: int,
+               device: torch.device) -> tuple[torch.Tensor, ...]:
+    """The ``forward`` arguments of samples ``start:stop`` of :func:`model_arrays`, on
+    ``device``: the same values as :func:`model_batches` gives for that batch."""
+    def tensor(a: np.ndarray) -> torch.Tensor:
+        part = a[start:stop]
+        # Arrays shared by Ray workers are read-only; torch wants writable memory.
+        return torch.as_tensor(part if part.flags.writeable else part.copy()).to(device)
+
+    meta = {k.split(":", 1)[1]: tensor(v) for k, v in arrays.items() if k.startswith("meta:")}
+    return model.task.model_inputs(model.prepare(tensor(arrays["image"])), meta)
 
 
 def example_inputs(model: LoadedModel, batch: int = 1) -> tuple[torch.Tensor, ...]:

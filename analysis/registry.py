@@ -45,6 +45,7 @@ from core.errors import ConfigError
 if TYPE_CHECKING:
     import torch
 
+    from analysis.executor import Executor
     from cache import Artifact
     from core.datasets import ImageDataset
     from models.checkpoint import LoadedModel
@@ -159,6 +160,12 @@ class Plan:
         return "extra" if self.extra else "main"
 
 
+def _in_process() -> Executor:
+    from analysis.executor import InProcessExecutor  # imported late: it imports torch
+
+    return InProcessExecutor()
+
+
 @dataclass
 class StepContext:
     """What a step's ``run`` may use.
@@ -175,6 +182,9 @@ class StepContext:
         *extra* (out-of-distribution) one; empty otherwise.
     progress : bool
         Show tqdm bars.
+    executor : Executor
+        Where batch steps run their batches (see :mod:`analysis.executor`; default
+        in this process).
     """
 
     model: LoadedModel
@@ -183,6 +193,7 @@ class StepContext:
     inputs: dict[str, Artifact] = field(default_factory=dict)
     reference: dict[str, Artifact] = field(default_factory=dict)
     progress: bool = True
+    executor: Executor = field(default_factory=_in_process)
 
 
 class Step:

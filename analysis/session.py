@@ -19,6 +19,7 @@ import pandas as pd
 
 from analysis.attribution import attribute, get_method, resolve_gradcam_layer
 from analysis.engine import Engine, StepRecord
+from analysis.executor import Executor
 from analysis.forward import model_lock
 from analysis.opening import check_classes, check_forward, load_extra
 from analysis.registry import Plan, make_config, plan, plan_options
@@ -83,6 +84,8 @@ class AnalysisSession:
     metadata : str, optional
         ``package.module:functions``, your own per-sample metadata functions (see
         :mod:`analysis.steps.user_metadata`); imported here.
+    executor : Executor, optional
+        Where the batch steps run (see :mod:`analysis.executor`); default in-process.
     """
 
     def __init__(self, model: LoadedModel, dataset: ImageDataset, store: ArtifactStore,
@@ -91,7 +94,8 @@ class AnalysisSession:
                  extra_datasets: Sequence[ImageDataset] = (),
                  attribution: str | None = None, gradcam_layer: str | None = None,
                  metadata: str | None = None,
-                 step_options: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+                 step_options: Mapping[str, Mapping[str, Any]] | None = None,
+                 executor: Executor | None = None) -> None:
         if mc_samples is None:
             mc_samples = 20 if has_dropout(model) else 0
         elif mc_samples > 0 and not has_dropout(model):
@@ -128,7 +132,7 @@ class AnalysisSession:
         self.options = merge_options(
             plan_options(request, [*self.steps, *self.extra_steps]), step_options)
         self.engine = Engine(model, dataset, store, self.device, self.options,
-                             progress=progress)
+                             progress=progress, executor=executor)
         self.extras: dict[str, Engine] = {}
         self._insights: dict[tuple, list] = {}
         for extra in extra_datasets:
@@ -139,7 +143,8 @@ class AnalysisSession:
         if dataset.key == self.dataset.key:
             raise ConfigError(f"--extra-dataset {dataset.key} is the analysed dataset itself.")
         engine = Engine(self.model, dataset, self.store, self.device, self.options,
-                        reference=self.engine, progress=self.engine.progress)
+                        reference=self.engine, progress=self.engine.progress,
+                        executor=self.engine.executor)
         self.extras[dataset.key] = engine
         return engine
 

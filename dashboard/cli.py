@@ -8,7 +8,7 @@ import sys
 import threading
 from pathlib import Path
 
-from analysis.cli import add_input_args
+from analysis.cli import add_executor_args, add_input_args
 from cache.numba_dir import configure_numba_cache
 from core.errors import USER_ERRORS
 from dashboard.config import DashboardConfig
@@ -67,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "mc_dropout.seed=1 or umap.n_neighbors=30 (python -m analysis steps "
                         "lists them)")
     add_input_args(p)
+    add_executor_args(p)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--runs-dir", default="runs", metavar="DIR",
                    help="folder of training runs compared on the Experiments page: every "
@@ -142,7 +143,8 @@ def config_from_args(args: argparse.Namespace) -> DashboardConfig:
         runs_dir=args.runs_dir, mc_samples=args.mc_samples,
         projections=tuple(args.projection), input_size=args.input_size, mean=args.mean,
         std=args.std, task=args.task, trust_code=args.trust_code, metadata=args.metadata,
-        step_options=tuple(args.step_option))
+        step_options=tuple(args.step_option), executor=args.executor,
+        ray_address=args.ray_address)
 
 
 def ensure_default_run(config: DashboardConfig, explicit: bool) -> None:

@@ -51,6 +51,8 @@ class DashboardConfig:
     trust_code: bool = False
     metadata: str | None = None  # --metadata package.module:functions
     step_options: tuple[str, ...] = ()  # --step-option STEP.FIELD=VALUE
+    executor: str = "inprocess"  # --executor: where batch steps run (analysis.executor)
+    ray_address: str | None = None  # --ray-address
 
     @property
     def cache_path(self) -> Path:
@@ -93,6 +95,7 @@ def open_runs(config: DashboardConfig):
 def open_session(config: DashboardConfig, checkpoint: str | None, progress: bool | None = None):
     """An :class:`~analysis.session.AnalysisSession` of ``checkpoint`` on the dashboard's
     data (nothing computed yet); ``progress`` overrides ``config.progress``."""
+    from analysis.executor import make_executor
     from analysis.session import AnalysisSession
     from models.inputs import spec_from_flags
 
@@ -109,4 +112,5 @@ def open_session(config: DashboardConfig, checkpoint: str | None, progress: bool
         mc_samples=config.mc_samples, projections=config.projections, task=config.task,
         trust_code=config.trust_code, metadata=config.metadata,
         step_options=step_options_of(config.step_options),
-        input_spec=spec_from_flags(config.input_size, config.mean, config.std))
+        input_spec=spec_from_flags(config.input_size, config.mean, config.std),
+        executor=make_executor(config.executor, config.ray_address))

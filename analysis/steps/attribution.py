@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from analysis.attribution import attribute, get_method, resolve_gradcam_layer
+from analysis.executor import BatchJob
 from analysis.registry import Plan, Step, StepContext, register
 from cache import Artifact
 from core.errors import ConfigError
@@ -30,6 +30,25 @@ def select_subset(subset: str, pred: np.ndarray, labels: np.ndarray, loss: np.nd
         raise ConfigError(f"Unknown attribution subset {subset!r}; valid: {', '.join(SUBSETS)}.")
     order = np.argsort(-loss[idx], kind="stable")[:limit]
     return np.sort(idx[order])
+
+
+ATTRIBUTION_BATCH = 16  # samples per executor batch
+
+
+def attribution_batches(model, arrays: dict[str, np.ndarray], device, method: str,
+                        n_steps: int, head: str, layer: str | None):
+    """The per-batch work of :class:`Attribution` (a :class:`~analysis.executor.BatchJob`'s
+    ``build``) over the subset's positions: ``fn(start, stop)`` gives ``heatmaps``
+    ``(B, H, W)`` float32."""
+    meta = {k.split(":", 1)[1]: v for k, v in arrays.items() if k.startswith("meta:")}
+
+    def fn(start: int, stop: int) -> dict[str, np.ndarray]:
+        return {"heatmaps": attribute(model, arrays["image"][start:stop],
+                                      arrays["target"][start:stop], method, device=device,
+                                      n_steps=n_steps, head=head, layer=layer,
+                                      metadata={k: v[start:stop] for k, v in meta.items()})}
+
+    return fn
 
 
 @register
@@ -86,16 +105,15 @@ class Attribution(Step):
         idx = select_subset(config.subset, pred, truth, inf[head_key("loss", head)], config.limit)
         targets = pred[idx] if config.target == "pred" else truth[idx]
         meta = task.sample_metadata(ctx.dataset)
-        maps = []
-        batch = 16
-        for start in tqdm(range(0, len(idx), batch), desc=f"attribution ({config.method})",
-                          disable=not ctx.progress, leave=False):
-            sl = slice(start, start + batch)
-            maps.append(attribute(ctx.model, ctx.dataset.images[idx[sl]], targets[sl],
-                                  config.method, device=ctx.device, n_steps=config.n_steps,
-                                  head=head, metadata={k: v[idx[sl]] for k, v in meta.items()},
-                                  layer=config.layer or None))
+        arrays = {"image": ctx.dataset.images[idx], "target": targets,
+                  **{f"meta:{k}": np.asarray(v)[idx] for k, v in meta.items()}}
+        job = BatchJob(attribution_batches, arrays, ctx.model,
+                       {"method": config.method, "n_steps": config.n_steps, "head": head,
+                        "layer": config.layer or None})
+        out = ctx.executor.map_batches(job, len(idx), ATTRIBUTION_BATCH, device=ctx.device,
+                                       desc=f"attribution ({config.method})",
+                                       progress=ctx.progress)
         h, w = ctx.dataset.images.shape[-2:]
-        heatmaps = np.concatenate(maps) if maps else np.zeros((0, h, w), np.float32)
+        heatmaps = out["heatmaps"] if len(idx) else np.zeros((0, h, w), np.float32)
         return Artifact({"indices": idx.astype(np.int64), "targets": targets.astype(np.int64),
                          "heatmaps": heatmaps}, summary={"count": int(len(idx)), "head": head})

@@ -50,6 +50,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy import ndimage
 
+from analysis.executor import BatchJob
 from analysis.registry import Column, Step, StepContext, register
 from cache import Artifact
 from core.errors import ConfigError
@@ -369,6 +370,18 @@ def measure_images(images: np.ndarray, scale: int = 1, threshold: float = 0.5,
     return out
 
 
+METADATA_BATCH = 2048  # images per executor batch
+
+
+def measure_batches(_model, arrays: dict[str, np.ndarray], _device, **options):
+    """The per-batch work of :class:`ImageMetadata` (a :class:`~analysis.executor.BatchJob`'s
+    ``build``): ``fn(start, stop)`` gives :func:`measure_images` of those images."""
+    def fn(start: int, stop: int) -> dict[str, np.ndarray]:
+        return measure_images(arrays["image"][start:stop], **options)
+
+    return fn
+
+
 @register
 class ImageMetadata(Step):
     """Per-sample image measurements (see the module docstring); model-independent.
@@ -398,7 +411,12 @@ class ImageMetadata(Step):
                               f"(0, 1); got {config}.")
         images = ctx.dataset.images
         dark = ink_is_dark(grey_levels(images[:1000])) if images.shape[1] == 1 else False
-        cols = measure_images(images, config.scale, config.threshold, config.bound_frac, dark)
+        # Every measure is per image, so batches (of the executor's choosing) change nothing.
+        job = BatchJob(measure_batches, {"image": images},
+                       options={"scale": config.scale, "threshold": config.threshold,
+                                "bound_frac": config.bound_frac, "dark_ink": dark})
+        cols = ctx.executor.map_batches(job, len(images), METADATA_BATCH, device=ctx.device,
+                                        desc="image_metadata", progress=ctx.progress)
         return Artifact(cols, summary={"dark_ink": dark})
 
     def columns(self, artifact: Artifact, config: Config) -> dict[str, np.ndarray]:

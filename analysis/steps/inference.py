@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
-from analysis.forward import auto_batch_size, capture_embedding, model_batches
+from analysis.executor import BatchJob
+from analysis.forward import auto_batch_size, batch_args, capture_embedding, model_arrays
 from analysis.registry import Column, Step, StepContext, register
 from cache import Artifact
 from core.tasks import head_key
@@ -38,6 +38,24 @@ def probability_columns(probs: np.ndarray, prefix: str = "") -> dict[str, np.nda
         f"{prefix}entropy": (-(probs * np.log(np.clip(probs, 1e-12, None))).sum(1)
                              ).astype(np.float32),
     }
+
+
+def inference_batches(model, arrays: dict[str, np.ndarray], device: torch.device):
+    """The per-batch work of :class:`Inference` (a :class:`~analysis.executor.BatchJob`'s
+    ``build``): ``fn(start, stop)`` gives ``logits:HEAD`` ``(B, C_h)`` and ``embedding``
+    ``(B, D)``, float32."""
+    module = model.module.to(device).eval()
+    task = model.task
+
+    def fn(start: int, stop: int) -> dict[str, np.ndarray]:
+        args = batch_args(model, arrays, start, stop, device)
+        with torch.inference_mode(), capture_embedding(model) as captured:
+            heads = task.split_outputs(module(*args))
+        out = {f"logits:{h}": v.float().cpu().numpy() for h, v in heads.items()}
+        out["embedding"] = captured.pop().float().cpu().numpy()
+        return out
+
+    return fn
 
 
 @register
@@ -98,40 +116,34 @@ class Inference(Step):
 
     def run(self, ctx: StepContext, config: Config) -> Artifact:
         task = ctx.model.task
-        model = ctx.model.module.to(ctx.device).eval()
         targets = task.sample_targets(ctx.dataset)
-        parts: dict[str, list[torch.Tensor]] = {h: [] for h in task.head_names}
-        emb_parts = []
         n = len(ctx.dataset)
-        bs = auto_batch_size(ctx.device, config.batch_size)
-        with torch.inference_mode(), capture_embedding(ctx.model) as captured:
-            batches = model_batches(ctx.model, ctx.dataset, ctx.device, bs)
-            for _, args in tqdm(batches, total=-(-n // bs), desc="inference",
-                                disable=not ctx.progress, leave=False):
-                for head, logits in task.split_outputs(model(*args)).items():
-                    parts[head].append(logits.float())
-                emb_parts.append(captured.pop().float())
+        job = BatchJob(inference_batches, model_arrays(ctx.model, ctx.dataset), ctx.model)
+        bs = auto_batch_size(ctx.executor.compute_device(ctx.device), config.batch_size)
+        out = ctx.executor.map_batches(job, n, bs, device=ctx.device, desc="inference",
+                                       progress=ctx.progress)
+        parts = {h: torch.from_numpy(out[f"logits:{h}"]) for h in task.head_names}
         arrays: dict[str, np.ndarray] = {}
-        summary: dict = {"heads": task.head_names, "embedding_dim": int(emb_parts[0].shape[1])}
-        total = torch.zeros(n, device=ctx.device)
+        summary: dict = {"heads": task.head_names, "embedding_dim": int(out["embedding"].shape[1])}
+        total = torch.zeros(n)
         for head in task.heads:
-            y = torch.as_tensor(targets[head.name]).to(ctx.device)
-            out = per_head_outputs(torch.cat(parts[head.name]), y)
-            total += head.weight * out["loss"]
-            for field_name, value in out.items():
+            y = torch.as_tensor(targets[head.name])
+            out_h = per_head_outputs(parts[head.name], y)
+            total += head.weight * out_h["loss"]
+            for field_name, value in out_h.items():
                 arrays[head_key(field_name, head.name)] = value.cpu().numpy()
             pred_key = head_key("pred", head.name)
             arrays[pred_key] = arrays[pred_key].astype(np.int64)
             arrays[head_key("target", head.name)] = targets[head.name].astype(np.int64)
-            valid = ~torch.isnan(out["loss"])
+            valid = ~torch.isnan(out_h["loss"])
             summary[head.name] = {
-                "accuracy": float((out["pred"] == y).float().mean().item()),
-                "mean_loss": float(out["loss"][valid].mean().item()) if valid.any() else None,
+                "accuracy": float((out_h["pred"] == y).float().mean().item()),
+                "mean_loss": float(out_h["loss"][valid].mean().item()) if valid.any() else None,
             }
         first = summary[task.heads[0].name]
         summary["accuracy"], summary["mean_loss"] = first["accuracy"], first["mean_loss"]
         arrays["total_loss"] = total.cpu().numpy()
-        arrays["embedding"] = torch.cat(emb_parts).cpu().numpy()
+        arrays["embedding"] = out["embedding"]
         return Artifact(arrays, summary=summary)
 
     def columns(self, artifact: Artifact, config: Config) -> dict[str, np.ndarray]:

@@ -54,14 +54,15 @@ import torch.nn.functional as F
 from torch import nn
 from torch.fx import GraphModule, Interpreter, Node
 from torch.overrides import TorchFunctionMode
-from tqdm.auto import tqdm
 
+from analysis.executor import BatchJob
 from analysis.forward import (
     auto_batch_size,
+    batch_args,
     capture_embedding,
     embedding_target,
     example_inputs,
-    model_batches,
+    model_arrays,
     model_lock,
 )
 from analysis.registry import Column, Plan, Step, StepContext, register
@@ -345,6 +346,54 @@ def mc_statistics(probs: torch.Tensor) -> dict[str, torch.Tensor]:
     }
 
 
+def batch_seed(seed: int, start: int) -> int:
+    """The torch seed of the batch whose first sample is ``start``: a function of the
+    configured seed and the batch alone, so batches may run in any order, anywhere."""
+    return int(np.random.SeedSequence([seed, start]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def make_split(model: LoadedModel) -> StochasticSplit | None:
+    """The trunk/tail split of ``model`` (``None``: T full passes, see the module docstring)."""
+    try:
+        split = StochasticSplit(model.module, leaves=(embedding_target(model)[0],))
+    except Exception as exc:  # fx raises many types on untraceable code
+        log.info("torch.fx cannot trace %s (%s); MC dropout runs T full passes",
+                 model.arch, exc)
+        return None
+    if not _calls_module(split, embedding_target(model)[0]):
+        # fx inlines container modules (an nn.Sequential ``features``), so a hook on
+        # the embedding layer would never fire inside the split: run full passes.
+        log.info("embedding layer of %s is not a leaf of the traced graph; MC dropout "
+                 "runs T full passes", model.arch)
+        return None
+    return split
+
+
+def mc_batches(model: LoadedModel, arrays: dict[str, np.ndarray], device: torch.device,
+               samples: int, seed: int):
+    """The per-batch work of :class:`MCDropout` (a :class:`~analysis.executor.BatchJob`'s
+    ``build``): ``fn(start, stop)`` gives the statistics of :func:`mc_statistics` per head
+    and ``mean_embedding``, each ``(B, ...)`` float32; the random stream of a batch is
+    seeded by :func:`batch_seed`."""
+    module = model.module.to(device).eval()
+    task = model.task
+    split = make_split(model)
+
+    def fn(start: int, stop: int) -> dict[str, np.ndarray]:
+        args = batch_args(model, arrays, start, stop, device)
+        with seeded_rng(batch_seed(seed, start), device), torch.inference_mode(), \
+                dropout_active(module), capture_embedding(model) as captured:
+            probs, emb = MCDropout._passes(module, task, split, args, samples, captured)
+        stats = {}
+        for head, head_probs in probs.items():
+            for key, value in mc_statistics(head_probs).items():
+                stats[head_key(key, head)] = value
+        stats["mean_embedding"] = emb
+        return {k: v.float().cpu().numpy() for k, v in stats.items()}
+
+    return fn
+
+
 @register
 class MCDropout(Step):
     """T stochastic passes with only dropout active, every head at once.
@@ -361,7 +410,10 @@ class MCDropout(Step):
     name = "mc_dropout"
     # 2: per-head arrays. Not bumped for functional dropout: models with dropout modules
     # only draw the very same masks as before (bit-identical results, same keys).
-    version = 2
+    # 3: the random stream is seeded per batch (batch_seed of the seed and the batch's
+    # first sample) instead of once per run, so the masks no longer depend on the order
+    # the batches run in: the Ray executor's workers give the in-process results.
+    version = 3
     requires = ("inference",)
     order = 20
     declares = (
@@ -413,7 +465,6 @@ class MCDropout(Step):
         return "functional-dropout" if calls_functional_dropout(model) else None
 
     def run(self, ctx: StepContext, config: Config) -> Artifact:
-        module = ctx.model.module.to(ctx.device).eval()
         task = ctx.model.task
         if not has_dropout(ctx.model):
             raise ConfigError(f"MC dropout needs dropout, and {ctx.model.arch} has none (no "
@@ -421,37 +472,14 @@ class MCDropout(Step):
                               "--mc-samples 0 to skip MC dropout.")
         if config.samples < 1:
             raise ConfigError(f"--mc-samples must be at least 1, got {config.samples}.")
-        try:
-            split: StochasticSplit | None = StochasticSplit(
-                module, leaves=(embedding_target(ctx.model)[0],))
-        except Exception as exc:  # fx raises many types on untraceable code
-            log.info("torch.fx cannot trace %s (%s); MC dropout runs T full passes",
-                     ctx.model.arch, exc)
-            split = None
-        if split is not None and not _calls_module(split, embedding_target(ctx.model)[0]):
-            # fx inlines container modules (an nn.Sequential ``features``), so a hook on
-            # the embedding layer would never fire inside the split: run full passes.
-            log.info("embedding layer of %s is not a leaf of the traced graph; MC dropout "
-                     "runs T full passes", ctx.model.arch)
-            split = None
-        outputs: dict[str, list[torch.Tensor]] = {}
+        split = make_split(ctx.model)  # here for the summary; each worker makes its own
         n = len(ctx.dataset)
-        with seeded_rng(config.seed, ctx.device), torch.inference_mode(), \
-                dropout_active(module), capture_embedding(ctx.model) as captured:
-            bs = auto_batch_size(ctx.device, config.batch_size, cpu=256)
-            batches = model_batches(ctx.model, ctx.dataset, ctx.device, bs)
-            for _, args in tqdm(batches, total=-(-n // bs),
-                                desc=f"mc_dropout T={config.samples}",
-                                disable=not ctx.progress, leave=False):
-                probs, emb = self._passes(module, task, split, args, config.samples, captured)
-                stats = {}
-                for head, head_probs in probs.items():
-                    for key, value in mc_statistics(head_probs).items():
-                        stats[head_key(key, head)] = value
-                stats["mean_embedding"] = emb
-                for key, value in stats.items():
-                    outputs.setdefault(key, []).append(value.float().cpu())
-        arrays = {k: torch.cat(v).numpy() for k, v in outputs.items()}
+        job = BatchJob(mc_batches, model_arrays(ctx.model, ctx.dataset), ctx.model,
+                       {"samples": config.samples, "seed": config.seed})
+        bs = auto_batch_size(ctx.executor.compute_device(ctx.device), config.batch_size, cpu=256)
+        arrays = ctx.executor.map_batches(job, n, bs, device=ctx.device,
+                                          desc=f"mc_dropout T={config.samples}",
+                                          progress=ctx.progress)
         summary: dict = {"heads": task.head_names, "samples": config.samples,
                          "trunk_once": split is not None}
         targets = task.sample_targets(ctx.dataset)

@@ -21,6 +21,7 @@ from analysis.steps import mc_dropout as mc
 from analysis.steps.mc_dropout import (
     MCDropout,
     StochasticSplit,
+    batch_seed,
     dropout_active,
     has_dropout,
     mc_statistics,
@@ -181,7 +182,7 @@ def test_untraceable_model_falls_back_and_still_works(digits, data_root, tmp_pat
     assert art.summary["trunk_once"] is False
     _, (x,) = next(model_batches(model, ds, CPU, 1000))
     with capture_embedding(model):
-        expected = full_passes(module, x, 5, seed=2).mean(0)
+        expected = full_passes(module, x, 5, seed=batch_seed(2, 0)).mean(0)
     np.testing.assert_array_equal(art["mean_probs@class"], expected.numpy())
     assert art["mean_embedding"].shape == (50, 16) and np.isfinite(art["entropy@class"]).all()
 
@@ -208,7 +209,7 @@ def test_embedding_layer_that_fx_traces_through(byo_factory, digits, data_root, 
     np.testing.assert_allclose(art["mean_embedding"], engine.get("inference")["embedding"],
                                rtol=1e-5, atol=1e-6)
     _, (x,) = next(model_batches(model, ds, CPU, 1000))
-    expected = full_passes(module, x, 4, seed=5).mean(0)
+    expected = full_passes(module, x, 4, seed=batch_seed(5, 0)).mean(0)
     np.testing.assert_array_equal(art["mean_probs@class"], expected.numpy())
     # the container stays one node of the traced graph, so the trunk still runs once
     assert art.summary["trunk_once"] is True
@@ -294,7 +295,7 @@ def test_functional_dropout_is_active_like_train_mode(net, trunk_once, digits100
     art = engine.get("mc_dropout")
     assert art.summary["trunk_once"] is trunk_once
     _, (x,) = next(model_batches(model, digits100, CPU, 100))
-    expected = mc_statistics(train_mode_passes(module, x, 6, seed=4))
+    expected = mc_statistics(train_mode_passes(module, x, 6, seed=batch_seed(4, 0)))
     np.testing.assert_allclose(art["mean_probs@class"], expected["mean_probs"], rtol=1e-5,
                                atol=1e-6)
     np.testing.assert_allclose(art["mutual_info@class"], expected["mutual_info"], rtol=1e-4,
