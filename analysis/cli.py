@@ -56,8 +56,9 @@ def input_spec_of(args: argparse.Namespace):
 def add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="mnist",
                    help="mnist, fashion-mnist, notmnist, mnist-5k, folder:PATH (ImageFolder "
-                        "layout, optionally with train/ and test/ sub-folders) or csv:FILE "
-                        "(columns path,label[,split])")
+                        "layout, optionally with train/ and test/ sub-folders), csv:FILE "
+                        "(columns path,label[,split]), corrupt:NAME or mnist-scale:N (N "
+                        "augmented MNIST digits in a memory-mapped store)")
     p.add_argument("--split", default="test", help="train or test")
     p.add_argument("--limit", type=int, default=None, help="analyse the first N samples")
     p.add_argument("--data-root", default=None, help="folder searched before $LOUPE_DATA")

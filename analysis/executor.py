@@ -174,11 +174,19 @@ class _RayBatchWorker:
         return concat_parts(parts)
 
 
+WARM_MODULES = ("analysis.steps.image_metadata", "analysis.steps.inference",
+                "analysis.steps.mc_dropout")
+
+
 def _warm_up() -> None:
-    """Import what a batch job's task imports (run in Ray task processes ahead of the jobs)."""
-    import analysis.steps.image_metadata  # noqa: F401
-    import analysis.steps.inference  # noqa: F401
-    import analysis.steps.mc_dropout  # noqa: F401
+    """Import what a batch job's task imports (run in Ray task processes ahead of the jobs).
+
+    By name: the steps import this module, which needs none of them itself.
+    """
+    import importlib
+
+    for name in WARM_MODULES:
+        importlib.import_module(name)
 
 
 # In a Ray task worker process: the worker of the job it last ran (token, worker).

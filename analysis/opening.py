@@ -53,7 +53,7 @@ def load_extra(name: str, split: str, data_root, limit: int | None,
     if name.startswith("corrupt:"):
         return load_dataset(name, split, data_root=data_root, limit=limit,
                             image_shape=image_shape, fallback=False, base=analysed)
-    if not name.startswith(("folder:", "csv:")) and name.count(":") == 1:
+    if not name.startswith(("folder:", "csv:", "mnist-scale:")) and name.count(":") == 1:
         name, split = name.split(":")
     if split not in SPLITS_AVAILABLE.get(name, (split,)):
         split = SPLITS_AVAILABLE[name][0]

@@ -50,7 +50,7 @@ from skimage import color, feature, filters, transform, util
 from core.errors import ConfigError
 
 if TYPE_CHECKING:
-    from core.datasets import ImageDataset
+    from core.image_dataset import ImageDataset
 
 PREFIX = "corrupt:"
 MNIST_C = ("shot_noise", "impulse_noise", "glass_blur", "motion_blur", "shear", "scale",

@@ -33,8 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core.datasets import ImageDataset
 from core.errors import ConfigError, DataError
+from core.image_dataset import ImageDataset
 from core.image_files import (
     IMG_EXTENSIONS,
     ShapeRequest,

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core.datasets import SPLIT_ALIASES, ImageDataset
 from core.errors import DataError
+from core.image_dataset import SPLIT_ALIASES, ImageDataset
 from core.image_files import (
     ShapeRequest,
     check_shape_request,

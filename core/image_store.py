@@ -40,8 +40,8 @@ from typing import Any
 import numpy as np
 
 from cache.errors import CacheError
-from core.datasets import ImageDataset, fingerprint_header
 from core.errors import ConfigError, DataError
+from core.image_dataset import ImageDataset, fingerprint_header
 
 log = logging.getLogger(__name__)
 

@@ -37,15 +37,9 @@ import os
 import numpy as np
 from scipy import ndimage
 
-from core.datasets import (
-    CLASS_NAMES,
-    ImageDataset,
-    find_idx_dir,
-    load_embedded,
-    load_idx_split,
-    search_roots,
-)
 from core.errors import ConfigError, DataError
+from core.idx import CLASS_NAMES, find_idx_dir, load_embedded, load_idx_split, search_roots
+from core.image_dataset import ImageDataset
 from core.image_store import BatchSource, StoreSpec, build_store
 
 log = logging.getLogger(__name__)

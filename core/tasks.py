@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from core.errors import ConfigError
 
 if TYPE_CHECKING:
-    from core.datasets import ImageDataset
+    from core.image_dataset import ImageDataset
 
 INPUT_KINDS = ("image", "one_hot")
 DIGITS = tuple(str(d) for d in range(10))
