@@ -157,6 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--rgb-train-n", type=int, default=10_000,
                        help="RGB train images for the small CNN")
     bench.add_argument("--rgb-epochs", type=int, default=3, help="epochs of the small CNN")
+    bench.add_argument("--scale", default=None, metavar="N1,N2,...",
+                       help="growth: analyse mnist-scale:N at each size, every step from an "
+                            "empty cache, time and peak memory per step (e.g. 10000,70000)")
+    bench.add_argument("--mc-samples", type=int, default=20,
+                       help="MC-dropout passes in the --scale runs (default 20)")
+    bench.add_argument("--executor", default="inprocess", choices=("inprocess", "ray"),
+                       help="with --scale: ray also runs every size on a local Ray")
     bench.add_argument("--out", default=None, help="also write the results as JSON")
     return p
 

@@ -209,7 +209,12 @@ def run_bench(args: argparse.Namespace) -> int:
     results: dict = {}
     with tempfile.TemporaryDirectory(prefix="loupe-bench-") as tmp:
         work = Path(tmp)
-        if suite in ("mnist", "all"):
+        if getattr(args, "scale", None):
+            from benchmarks.scale import format_scale, run_scale
+
+            results["scale"] = run_scale(args, args.checkpoint, work)
+            print(format_scale(results["scale"]), flush=True)
+        elif suite in ("mnist", "all"):
             results = mnist_bench(args, device, work)
             print(_format(results), flush=True)
         if suite == "insights":

@@ -1,0 +1,183 @@
+"""``python -m analysis bench --scale 10000,70000[,1000000]``: how the analysis grows with N.
+
+For each size N, a fresh process analyses ``mnist-scale:N`` (N augmented MNIST
+training digits in a memory-mapped store, see :mod:`core.scale_data`) with
+every step, from an empty artifact cache (the image store and the numba cache
+are built once, before timing, and shared by all sizes). The child records, per
+step, its wall time and the peak resident memory of the process while it ran
+(psutil, sampled every 50 ms), and reads back what the steps measured of
+themselves: the kNN recall when the graph was approximate and the maps'
+trustworthiness. Between two sizes, the growth exponent of each step is
+``log(t2 / t1) / log(n2 / n1)`` (1 = linear). ``--executor ray`` repeats the
+sizes on a local Ray with the same CPUs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from benchmarks.child import run_child
+
+# The child: one analysis of mnist-scale:N, step by step, with a memory sampler.
+SCALE_CHILD = """
+import json, sys, threading, time
+import psutil
+from analysis.executor import make_executor
+from analysis.session import AnalysisSession
+
+checkpoint, n, cache, data_root, mc, executor, address = sys.argv[1:8]
+proc = psutil.Process()
+peak = [proc.memory_info().rss]
+stop = threading.Event()
+
+def sample():
+    while not stop.is_set():
+        peak[0] = max(peak[0], proc.memory_info().rss)
+        time.sleep(0.05)
+
+threading.Thread(target=sample, daemon=True).start()
+started = time.perf_counter()
+s = AnalysisSession.open(checkpoint, f"mnist-scale:{n}", "train", cache_dir=cache,
+                         data_root=data_root or None, device="cpu", mc_samples=int(mc),
+                         progress=False,
+                         executor=make_executor(executor, address or None))
+opened = time.perf_counter() - started
+steps = []
+for name in s.steps:
+    peak[0] = proc.memory_info().rss
+    t = time.perf_counter()
+    art = s.engine.get(name)
+    steps.append({"step": name, "seconds": time.perf_counter() - t,
+                  "peak_rss_mb": max(peak[0], proc.memory_info().rss) / 2**20,
+                  "summary": {k: v for k, v in art.summary.items()
+                              if isinstance(v, (int, float, str, bool))}})
+stop.set()
+s.engine.executor.close()
+hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
+print("BENCH " + json.dumps({"n": int(n), "open_s": opened, "steps": steps,
+                             "total_s": time.perf_counter() - started,
+                             "peak_rss_mb": hwm / 1024}))
+"""
+
+# Summary keys the steps report about their own quality, shown when present.
+QUALITY_KEYS = ("recall_at_k", "knn_recall", "approximate", "trustworthiness",
+                "trustworthiness_fit", "trustworthiness_held_out", "fitted_on")
+
+
+def parse_sizes(text: str) -> list[int]:
+    """``"10000,70000"`` -> ``[10000, 70000]`` (positive, increasing)."""
+    from core.errors import ConfigError
+
+    try:
+        sizes = [int(t.replace("_", "")) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise ConfigError(f"--scale {text!r}: give sample counts separated by commas, "
+                          "e.g. --scale 10000,70000.") from None
+    if not sizes or any(n < 100 for n in sizes) or sizes != sorted(set(sizes)):
+        raise ConfigError(f"--scale {text!r}: give increasing sample counts of at least 100, "
+                          "e.g. --scale 10000,70000.")
+    return sizes
+
+
+def growth(rows: list[dict]) -> dict[str, list[float | None]]:
+    """Per step, the exponent ``log(t2/t1) / log(n2/n1)`` between consecutive sizes."""
+    out: dict[str, list[float | None]] = {}
+    for a, b in zip(rows, rows[1:], strict=False):
+        ta = {s["step"]: s["seconds"] for s in a["steps"]}
+        for s in b["steps"]:
+            t1, t2 = ta.get(s["step"]), s["seconds"]
+            ok = t1 is not None and t1 > 0.05 and t2 > 0
+            out.setdefault(s["step"], []).append(
+                math.log(t2 / t1) / math.log(b["n"] / a["n"]) if ok else None)
+    return out
+
+
+def scale_bench(checkpoint: str, sizes: list[int], data_root: str | None, work: Path,
+                mc_samples: int = 20, executors: tuple[str, ...] = ("inprocess",)) -> dict:
+    """Run the child for each size (and executor); returns rows and growth exponents."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(work / "numba"),
+           "LOUPE_CACHE": str(work / "stores")}  # the image stores live under LOUPE_CACHE
+    results: dict = {"sizes": sizes, "mc_samples": mc_samples, "runs": {}}
+    # Untimed: numba compiles UMAP once, and the smallest store is built.
+    print("scale bench: warming the numba cache ...", file=sys.stderr, flush=True)
+    run_child(SCALE_CHILD, [checkpoint, str(sizes[0]), str(work / "cache-warm"),
+                            data_root or "", "0", "inprocess", ""], env)
+    for executor in executors:
+        rows = []
+        for n in sizes:
+            print(f"scale bench: {executor}, N={n:,} ...", file=sys.stderr, flush=True)
+            cache = work / f"cache-{executor}-{n}"
+            row = run_child(SCALE_CHILD, [checkpoint, str(n), str(cache), data_root or "",
+                                          str(mc_samples), executor, ""], env)
+            rows.append(row)
+        results["runs"][executor] = {"rows": rows, "growth": growth(rows)}
+    return results
+
+
+def format_scale(results: dict) -> str:
+    """A plain-text table per executor: seconds and peak MB per step and size."""
+    lines = [f"growth (mnist-scale:N, all steps, MC T={results['mc_samples']}, fresh cache)"]
+    for executor, run in results["runs"].items():
+        rows = run["rows"]
+        head = "step".ljust(22) + "".join(f"{r['n']:>12,} s   MB" for r in rows) + \
+            "".join(f"  exp {a['n'] // 1000}k-{b['n'] // 1000}k"
+                    for a, b in zip(rows, rows[1:], strict=False))
+        lines += ["", f"[{executor}]", head]
+        for step in rows[0]["steps"]:
+            name = step["step"]
+            cells = ""
+            for r in rows:
+                s = next((x for x in r["steps"] if x["step"] == name), None)
+                cells += f"{s['seconds']:>14.1f} {s['peak_rss_mb']:>5.0f}" if s else " " * 20
+            exps = run["growth"].get(name, [])
+            cells += "".join(f"{e:>13.2f}" if e is not None else " " * 13 for e in exps)
+            lines.append(name.ljust(22) + cells)
+        lines.append("opening (data, store)".ljust(22) + "".join(
+            f"{r['open_s']:>14.1f}      " for r in rows))
+        lines.append("total, peak".ljust(22) + "".join(
+            f"{r['total_s']:>14.1f} {r['peak_rss_mb']:>5.0f}" for r in rows))
+        for r in rows:
+            quality = {f"{s['step']}.{k}": v for s in r["steps"]
+                       for k, v in s["summary"].items() if k in QUALITY_KEYS}
+            if quality:
+                lines.append(f"  N={r['n']:,}: " + ", ".join(
+                    f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                    for k, v in quality.items()))
+    return "\n".join(lines)
+
+
+def run_scale(args: argparse.Namespace, checkpoint: str | None, work: Path) -> dict:
+    from benchmarks.engine import train_default
+
+    sizes = parse_sizes(args.scale)
+    checkpoint = checkpoint or train_default(args, "cpu", work)
+    executors = ("inprocess", "ray") if getattr(args, "executor", "") == "ray" else \
+        ("inprocess",)
+    return scale_bench(checkpoint, sizes, args.data_root, work, args.mc_samples, executors)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.scale", description=__doc__)
+    p.add_argument("--scale", default="10000,70000")
+    p.add_argument("--checkpoint", default=None)
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--mc-samples", type=int, default=20)
+    p.add_argument("--executor", default="inprocess", choices=("inprocess", "ray"))
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="loupe-scale-") as tmp:
+        results = run_scale(args, args.checkpoint, Path(tmp))
+    print(format_scale(results))
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
