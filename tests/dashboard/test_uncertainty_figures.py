@@ -7,6 +7,10 @@ import pytest
 
 from analysis.ood import auroc
 from dashboard.figures import uncertainty as ufig
+from dashboard.views.uncertainty import score_families
+
+# The histogram rows as the Uncertainty page builds them from the steps' declarations.
+FAMILIES = score_families()
 
 PLAIN = ("uncertainty", "entropy", "neg_margin", "centroid_distance", "knn_distance")
 MC = ("mc_uncertainty", "mc_entropy", "mc_mutual_info", "mc_neg_margin",
@@ -27,10 +31,10 @@ def test_histogram_titles_carry_the_auroc_of_each_score():
     in_s, ood_s = scores(400, 0.0, PLAIN + MC, 0), scores(250, 1.0, PLAIN + MC, 1)
     aurocs = {c: auroc(in_s[c], ood_s[c]) for c in in_s}
     fig = ufig.uncertainty_histograms_figure(in_s, ood_s, "mnist:test", "fashion-mnist:test", 20,
-                                             aurocs)
+                                             aurocs, FAMILIES)
     titles = panel_titles(fig)
-    assert len(titles) == 2 * len(ufig.FAMILIES)
-    for fam, (left, right) in zip(ufig.FAMILIES, zip(titles[::2], titles[1::2], strict=True),
+    assert len(titles) == 2 * len(FAMILIES)
+    for fam, (left, right) in zip(FAMILIES, zip(titles[::2], titles[1::2], strict=True),
                                   strict=True):
         for col, title in ((fam.plain, left), (fam.mc, right)):
             if col is None:
@@ -43,7 +47,7 @@ def test_histogram_titles_carry_the_auroc_of_each_score():
 def test_histograms_are_percentages_on_shared_bins():
     in_s, ood_s = scores(300, 0.0, ("uncertainty", "mc_uncertainty"), 2), \
         scores(120, 2.0, ("uncertainty", "mc_uncertainty"), 3)
-    fig = ufig.uncertainty_histograms_figure(in_s, ood_s, "in", "ood", 5)
+    fig = ufig.uncertainty_histograms_figure(in_s, ood_s, "in", "ood", 5, families=FAMILIES)
     assert len(fig.data) == 4  # one row, two panels, two datasets each
     for bar in fig.data:
         assert bar.type == "bar"
@@ -55,13 +59,14 @@ def test_histograms_are_percentages_on_shared_bins():
     assert fig.layout.xaxis.title.text.startswith("least confident")
     assert fig.layout.yaxis.title.text == "% of samples"
     assert fig.layout.yaxis.type is None
-    log = ufig.uncertainty_histograms_figure(in_s, ood_s, "in", "ood", 5, log_y=True)
+    log = ufig.uncertainty_histograms_figure(in_s, ood_s, "in", "ood", 5, families=FAMILIES,
+                                             log_y=True)
     assert (log.layout.yaxis.type, log.layout.yaxis2.type) == ("log", "log")
 
 
 def test_histograms_without_mc_columns_say_so():
     in_s, ood_s = scores(100, 0.0, PLAIN, 4), scores(100, 1.0, PLAIN, 5)
-    fig = ufig.uncertainty_histograms_figure(in_s, ood_s, "in", "ood", 0)
+    fig = ufig.uncertainty_histograms_figure(in_s, ood_s, "in", "ood", 0, families=FAMILIES)
     titles = panel_titles(fig)
     assert len(titles) == 2 * 5  # the mutual-information row has no data: dropped
     assert titles[1] == "mc_uncertainty: not computed (needs a model with dropout)"
@@ -71,14 +76,16 @@ def test_histograms_without_mc_columns_say_so():
 
 def test_histograms_need_a_score():
     with pytest.raises(ValueError, match="no score column"):
-        ufig.uncertainty_histograms_figure({"loss": np.ones(3)}, {"loss": np.ones(3)}, "a", "b")
+        ufig.uncertainty_histograms_figure({"loss": np.ones(3)}, {"loss": np.ones(3)}, "a", "b",
+                                           families=FAMILIES)
 
 
 def test_joint_map_has_one_trace_per_dataset_in_order():
     rng = np.random.default_rng(0)
     n_in, n_ood = 70, 30
     coords = rng.normal(size=(n_in + n_ood, 2)).astype(np.float32)
-    fig = ufig.joint_map_figure(coords, n_in, "mnist:test", "fashion-mnist:test")
+    fig = ufig.joint_map_figure(coords, n_in, "mnist:test", "fashion-mnist:test",
+                                map_label="t-SNE")
     data = fig.data
     assert [t.type for t in data] == ["scattergl"] * 3
     assert (len(data[ufig.IN_TRACE].x), len(data[ufig.OOD_TRACE].x)) == (n_in, n_ood)
@@ -95,7 +102,7 @@ def test_joint_map_by_class_and_highlight():
     classes = np.arange(n_in + n_ood) % 10
     fig = ufig.joint_map_figure(coords, n_in, "in", "ood", color_by="class", classes=classes,
                                 class_names=[str(i) for i in range(10)], map_name="mc_joint_umap",
-                                highlight=[1, 2], focus=n_in + 3)
+                                map_label="UMAP, MC dropout", highlight=[1, 2], focus=n_in + 3)
     np.testing.assert_array_equal(fig.data[1].marker.color, classes[n_in:])
     assert fig.data[0].marker.coloraxis == "coloraxis"
     assert fig.layout.coloraxis.cmax == 9.5
