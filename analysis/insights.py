@@ -43,6 +43,13 @@ class Evidence:
     condition : str
         The over-represented value or bin as a pandas query condition
         (``label == 7``, ``stroke_thickness < 1.9``); empty when unknown.
+    given : str
+        ``"label"`` when the column is compared *within the classes*: ``score``
+        is the mutual information given the class, ``outside`` the typical value
+        of the samples of the same classes outside, ``condition`` a class and a
+        bin of that class (``label == 7 and stroke_thickness < 2.1``), ``lift``
+        over the group's share of that class; empty when compared with all
+        samples (see :func:`analysis.explain.explain`).
     """
 
     column: str
@@ -53,6 +60,7 @@ class Evidence:
     score: float
     lift: float = 1.0
     condition: str = ""
+    given: str = ""
 
 
 @dataclass(frozen=True)
