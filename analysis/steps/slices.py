@@ -19,10 +19,12 @@ Benjamini-Hochberg over all of them. Slices with ``q < fdr``, excess errors
 (errors inside minus ``n`` times the outside error rate) above zero and at most
 ``max_share`` of the samples are kept, with two clean-ups:
 
-- a slice is replaced by a smaller one lying (at least half) inside it that
-  holds at least ``focus`` (half) of its excess errors *and* concentrates them
-  more surely (a higher scan statistic): the thin 7s rather than all thin,
-  faint digits when the 7s hold most of the excess; a random part of a
+- a slice is replaced by smaller ones lying (at least half) inside it, at a
+  higher error rate, that together hold at least ``focus`` (half) of its excess
+  errors *and* concentrate them more surely (a higher scan statistic; see
+  :func:`dominated_slices`): the thin 7s rather than all thin, faint digits
+  when the 7s hold most of the excess, or the thin 7s, the small 3s and the
+  slanted 1s when "faint digits" is mostly their union; a random part of a
   homogeneous group, at the same error rate, has a lower statistic and does not
   replace it;
 - of slices overlapping by more than ``max_overlap`` (Jaccard), the one with
@@ -343,9 +345,9 @@ def rank_slices(table: pd.DataFrame, groups: list[tuple[str, np.ndarray, str]],
     llr = group_llr(table, [mask for _, mask, _ in groups])
     eligible = [i for i in range(len(groups)) if q[i] < config.fdr and excess[i] > 0
                 and stats[i]["share"] <= config.max_share]
-    dominated = {a for a in eligible for b in eligible
-                 if _dominates(groups[b][1], excess[b], llr[b], groups[a][1], excess[a],
-                               llr[a], config.focus)}
+    dominated = dominated_slices(table, [groups[i][1] for i in eligible], llr[eligible],
+                                 config.focus)
+    dominated = {eligible[j] for j in dominated}
     # Of near-identical slices, the one where the errors concentrate most surely describes
     # the group; the distinct ones are then ranked by excess errors.
     distinct: list[int] = []
@@ -370,15 +372,68 @@ def group_llr(table: pd.DataFrame, masks: list[np.ndarray]) -> np.ndarray:
     return scan_llr(a, n, float(wrong.sum()), float(valid.sum()))
 
 
-def _dominates(inner: np.ndarray, inner_excess: float, inner_llr: float, outer: np.ndarray,
-               outer_excess: float, outer_llr: float, focus: float) -> bool:
-    """Whether the smaller slice ``inner``, lying (at least half) inside ``outer``, holds
-    at least ``focus`` of its excess errors and concentrates its errors more surely
-    (a higher scan statistic): then it is the better description."""
-    n_in, n_out = np.count_nonzero(inner), np.count_nonzero(outer)
-    return bool(n_in < n_out and inner_excess >= focus * outer_excess
-                and inner_llr > outer_llr
-                and np.count_nonzero(inner & outer) >= 0.5 * n_in)
+def dominated_slices(table: pd.DataFrame, masks: list[np.ndarray], llr: np.ndarray,
+                     focus: float) -> set[int]:
+    """The slices better described by smaller ones inside them.
+
+    The *parts* of slice ``a`` are the smaller slices lying (at least half) inside it
+    with a higher error rate than ``a``'s. Taking them surest first (highest scan
+    statistic), ``a``'s samples in the first parts (their union ``U``) that explain at
+    least ``focus`` of its excess errors (its excess minus the excess left in ``a``
+    without ``U``, both against the error rate outside ``a``) dominate it when they
+    concentrate the errors more surely than ``a`` does (``U``'s scan statistic is
+    higher than ``a``'s). One part holding half the excess is enough
+    ("the thin 7s" in "all faint digits"); so are several ("the thin 7s", "the small
+    3s" and "the slanted 1s" when the broad slice is mostly their union). A random
+    part of a homogeneous group, at the same error rate, has a lower statistic than
+    the whole: the group stays.
+
+    Parameters
+    ----------
+    table : DataFrame
+        The sample table (``correct``; NaN where unknown).
+    masks : list of (N,) bool
+    llr : (S,) float
+        The slices' scan statistics (:func:`group_llr`).
+    focus : float
+
+    Returns
+    -------
+    set of int, indices into ``masks``
+    """
+    if not masks:
+        return set()
+    correct = table["correct"].to_numpy(dtype=np.float64)
+    valid = np.isfinite(correct)
+    wrong = valid & (correct == 0)
+    stack = np.stack(masks)  # (S, N) bool
+    as_float = stack.astype(np.float32)
+    sizes = as_float.sum(1)
+    inter = as_float @ as_float.T  # (S, S) samples in common
+    n_valid = (as_float @ valid.astype(np.float32))
+    rate = (as_float @ wrong.astype(np.float32)) / np.maximum(n_valid, 1)
+    total_err, total_n = float(wrong.sum()), float(valid.sum())
+    out = set()
+    for a, mask in enumerate(masks):
+        parts = np.flatnonzero((sizes < sizes[a]) & (inter[:, a] >= 0.5 * sizes)
+                               & (rate > rate[a]))
+        outside = ~mask & valid
+        rate_out = np.count_nonzero(wrong & outside) / max(np.count_nonzero(outside), 1)
+        excess = np.count_nonzero(wrong & mask) - np.count_nonzero(mask & valid) * rate_out
+        if excess <= 0:
+            continue
+        covered = np.zeros_like(mask)
+        for b in parts[np.argsort(-llr[parts], kind="stable")]:  # surest parts first
+            covered |= mask & stack[b]
+            rest = mask & ~covered
+            left = np.count_nonzero(wrong & rest) - np.count_nonzero(rest & valid) * rate_out
+            if excess - left >= focus * excess:
+                covered_llr = scan_llr(np.count_nonzero(wrong & covered),
+                                       np.count_nonzero(valid & covered), total_err, total_n)
+                if covered_llr > llr[a]:
+                    out.add(a)
+                break
+    return out
 
 
 def _jaccard(a: np.ndarray, b: np.ndarray) -> float:

@@ -170,3 +170,28 @@ def test_a_concentrated_part_of_a_broad_slice_replaces_it_and_a_random_half_does
         wrong2[group].sum() - group.sum() * wrong2[~group].mean())
     kept2 = rank_slices(table2, [("rule", group, "group"), ("rule", part, "part")], config)
     assert [rule for _, _, rule, _ in kept2] == ["group"]
+
+
+def test_a_broad_slice_that_is_mostly_the_union_of_two_sharper_ones_gives_way_to_them():
+    """Generated: two failing groups (thin 7s, thin 3s), each with about a third of the
+    excess errors of "all thin digits", which holds both; neither alone holds half, so
+    the pair is what replaces it."""
+    rng = np.random.default_rng(4)
+    n = 10_000
+    label = rng.integers(0, 10, n)
+    thick = rng.normal(2.0, 0.3, n)
+    broad = thick < np.quantile(thick, 0.3)
+    seven, three = broad & (label == 7), broad & (label == 3)
+    rate = np.where(seven | three, 0.7, np.where(broad, 0.12, 0.03))
+    wrong = rng.random(n) < rate
+    table = pd.DataFrame({"label": label, "pred": label, "correct": ~wrong,
+                          "loss": wrong * 2.0, "stroke_thickness": thick})
+
+    def excess(m):
+        return wrong[m].sum() - m.sum() * wrong[~broad].mean()
+
+    assert excess(seven) < 0.5 * excess(broad) and excess(three) < 0.5 * excess(broad)
+    assert excess(seven) + excess(three) >= 0.5 * excess(broad)
+    groups = [("rule", broad, "broad"), ("rule", seven, "sevens"), ("rule", three, "threes")]
+    kept = rank_slices(table, groups, make_config("slices"))
+    assert sorted(rule for _, _, rule, _ in kept) == ["sevens", "threes"]
