@@ -70,7 +70,9 @@ def _is_class(table: pd.DataFrame, col: str) -> bool:
 
 def quantile_edges(values: np.ndarray, bins: int = N_BINS) -> np.ndarray:
     """The inner edges of ``bins`` quantile bins of ``values`` (NaN ignored), rounded to
-    4 significant digits so a rule written with them reproduces the bins exactly.
+    4 significant digits so a rule written with them reproduces the bins exactly; a
+    minimum that fills more than one bin (a yes/no column with few yeses) is a bin of
+    its own.
 
     Returns
     -------
@@ -81,8 +83,14 @@ def quantile_edges(values: np.ndarray, bins: int = N_BINS) -> np.ndarray:
         return np.empty(0)
     qs = np.quantile(finite, np.linspace(0, 1, bins + 1)[1:-1])
     edges = np.unique([float(f"{q:.4g}") for q in qs])
+    low = finite.min()
+    above = finite[finite > low]
+    if above.size and (edges.size == 0 or edges[0] <= low):
+        # The minimum holds more than a bin's share (a yes/no column, a count that is
+        # mostly 0): it gets a bin of its own, split off at the next value up.
+        edges = np.unique(np.append(edges, float(f"{above.min():.4g}")))
     # An edge at the minimum would leave its lower bin empty.
-    return edges[edges > finite.min()]
+    return edges[edges > low]
 
 
 def bin_codes(values: np.ndarray, edges: np.ndarray) -> np.ndarray:

@@ -93,6 +93,17 @@ def test_a_column_that_only_tells_the_classes_apart_adds_nothing_given_the_class
     assert thick.inside > thick.outside
 
 
+def test_a_yes_no_column_with_few_yeses_gets_two_bins():
+    # Quintiles of 87 zeros and 13 ones are all 0: the zeros get a bin of their own.
+    flag = np.r_[np.zeros(87), np.ones(13)]
+    assert quantile_edges(flag).tolist() == [1.0]
+    assert bin_codes(flag, quantile_edges(flag)).tolist() == [0] * 87 + [1] * 13
+    mostly_zero = np.r_[np.zeros(90), np.linspace(0.5, 1, 10)]
+    assert quantile_edges(mostly_zero).tolist() == [0.5]
+    assert quantile_edges(np.ones(10)).size == 0
+    assert quantile_edges(np.arange(100.0)).tolist() == [19.8, 39.6, 59.4, 79.2]
+
+
 def test_bin_conditions_reproduce_the_bins_as_queries():
     table, _ = planted_table()
     (col,) = bin_table(table, ["thickness"])
