@@ -369,7 +369,8 @@ def imbalance_insights(table) -> list[Insight]:
 
 def ood_insights(session, table) -> list[Insight]:
     """For each extra dataset: how well the best OOD score separates it from the analysed
-    one (see :mod:`analysis.ood`)."""
+    one (see :mod:`analysis.ood`), explained by the domain gap (:func:`domain_gap`: the
+    image measurements that differ most, the extra dataset's measured on demand)."""
     from analysis.ood import separation_table
 
     out = []
@@ -383,6 +384,11 @@ def ood_insights(session, table) -> list[Insight]:
         score = str(best["score"])
         order = np.argsort(-other[score].to_numpy(dtype=float), kind="stable")
         fpr_col = next(c for c in frame.columns if c.startswith("fpr_at_"))
+        measured = other
+        if "image_metadata" in session.steps:  # the extra's measurements (cached, no model)
+            cols = session.extra(key).columns("image_metadata")
+            measured = other.assign(**{c: v for c, v in cols.items() if c not in other})
+        gap = domain_gap(table, measured)
         out.append(Insight(
             kind="ood",
             title=f"{key} is separable from {session.dataset.key} with AUROC {auroc:.3f} "
@@ -390,10 +396,36 @@ def ood_insights(session, table) -> list[Insight]:
             severity="high" if auroc < 0.8 else "medium" if auroc < 0.95 else "low",
             sample_ids=tuple(other["sample_id"].to_numpy()[order].tolist()), n=len(other),
             share=1.0, metrics={score: (float(best["mean_ood"]), float(best["mean_in"]))},
-            stats={"auroc": auroc, fpr_col: float(best[fpr_col])},
+            stats={"auroc": auroc, fpr_col: float(best[fpr_col])}, explanation=gap,
             suggestion=f"Flag inputs with a high {score} before trusting the prediction; if "
-                       f"{key} is data the model must handle, train on some of it."))
+                       f"{key} is data the model must handle, train on some of it"
+                       + (f" (it differs most in {gap[0].label})." if gap else ".")))
     return out
+
+
+def domain_gap(table, other) -> tuple[Evidence, ...]:
+    """The domain gap: the measurements that differ most between the analysed dataset's
+    samples (``table``) and an extra dataset's (``other``), as the explanation of "the
+    sample comes from the extra dataset" (:func:`analysis.explain.explain` over the
+    interpretable columns both tables have, the class and the prediction left out: an
+    extra dataset's classes need not be the analysed one's).
+
+    Returns
+    -------
+    tuple of Evidence, most informative first; ``inside`` is the extra dataset's mean,
+    ``outside`` the analysed one's.
+    """
+    import pandas as pd
+
+    from analysis.explain import CLASS_COLUMNS, explain, interpretable_columns
+
+    columns = [c for c in interpretable_columns(table)
+               if c in other and c not in CLASS_COLUMNS]
+    if not columns or len(other) == 0 or len(table) == 0:
+        return ()
+    both = pd.concat([table[columns], other[columns]], ignore_index=True)
+    inside = np.r_[np.zeros(len(table), dtype=bool), np.ones(len(other), dtype=bool)]
+    return explain(both, inside, columns)
 
 
 def explain_selection(table, indices) -> Insight:
