@@ -215,7 +215,8 @@ def slice_insights(artifact, table) -> list[Insight]:
             metrics={"error_rate": (rate_in, rate_out),
                      "mean_loss": (rec["mean_loss_inside"], rec["mean_loss_outside"])},
             stats={"rank": rank, "errors": rec["errors"], "excess_errors": rec["excess_errors"],
-                   "p_value": rec["p_value"], "q_value": rec["q_value"]},
+                   "p_value": rec["p_value"], "q_value": rec["q_value"],
+                   **({"scan_llr": rec["scan_llr"]} if "scan_llr" in rec else {})},
             explanation=evidence, rule=rec["rule"],
             suggestion="Look at its worst samples; collect or augment more data like them"
                        f"{hint}, or check their labels."))

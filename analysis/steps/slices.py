@@ -119,7 +119,8 @@ class Slices(Step):
 
     Summary: ``slices`` (one dict per kept slice, by rank: ``kind`` cluster or
     rule, ``rule``, the :func:`analysis.explain.compare_groups` numbers,
-    ``q_value`` and ``explanation`` as Evidence dicts), ``tried``, ``clusters``,
+    ``q_value``, ``scan_llr`` (:func:`scan_llr`, nats) and ``explanation`` as
+    Evidence dicts), ``tried``, ``clusters``,
     ``rules``, ``columns`` (the metadata the rules could use).
     """
 
