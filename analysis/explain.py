@@ -332,9 +332,10 @@ def _marginal(col: BinnedColumn, inside: np.ndarray, member: np.ndarray) -> tupl
 def _given_class(col: BinnedColumn, inside: np.ndarray, member: np.ndarray) -> tuple | None:
     """(conditional MI, dof, inside, outside, lift, condition, ``"label"``) of a column
     given the class: I(member; cell) - I(member; class) over the (class, bin) cells; the
-    outside value from the samples of the same classes (a number: the mean of each class
-    weighted as the classes are inside); the condition the cell that adds the most
-    information, its lift over the share of the group in its class."""
+    outside value from the samples of the same classes (a number: the mean of each class,
+    a class column: the most common value, each class weighted as it is inside); the
+    condition the cell that adds the most information, its lift over the share of the
+    group in its class."""
     assert col.given is not None and col.joint is not None and col.joint_values is not None
     k = len(col.joint_values)
     cont = _contingency(col.joint, member, k)
@@ -356,7 +357,10 @@ def _given_class(col: BinnedColumn, inside: np.ndarray, member: np.ndarray) -> t
     weights = by_class[1] / by_class[1].sum()  # the classes as they are inside
     same = split[col.given] & ~inside  # outside, in a class the group also has
     if col.is_class:
-        counts = np.bincount(col.codes[same], minlength=len(col.values))
+        # each outside sample weighted by its class's share inside over its class's count
+        n_same = np.bincount(col.given[same], minlength=n_classes)
+        w = weights[col.given[same]] / np.maximum(n_same[col.given[same]], 1)
+        counts = np.bincount(col.codes[same], weights=w, minlength=len(col.values))
         common_out = int(np.argmax(counts)) if counts.any() else int(col.codes[~inside][0])
         value = col.values[best % width]
         inside_v = _plain(col.names.get(value, value))

@@ -185,6 +185,14 @@ def _rule_words(rule: str) -> str:
     return rule.replace(" == ", " = ").replace(" and ", ", ").replace("_", " ")
 
 
+def _bin_words(evidence: Evidence) -> str:
+    """The over-represented bin of a piece of evidence in words: ``stroke thickness <
+    2.185`` (``..., within its class`` when the evidence is given the class)."""
+    cell = evidence.condition.rsplit(" and ", 1)[-1]  # the class comes first when given
+    words = cell.replace(evidence.column, evidence.label)
+    return f"{words}, within its class" if evidence.given else words
+
+
 def slice_insights(artifact, table) -> list[Insight]:
     """One insight per kept slice of the ``slices`` step (see :mod:`analysis.steps.slices`)."""
     total_errors = max(_errors(table), 1)
@@ -206,8 +214,7 @@ def slice_insights(artifact, table) -> list[Insight]:
                     what += f" read as {classes['pred']}"
         title = f"{what[:1].upper()}{what[1:]}: {rate_in:.0%} wrong vs {rate_out:.1%} elsewhere"
         metadata = [e for e in evidence if e.column not in ("label", "pred")]
-        hint = f" ({metadata[0].label} {metadata[0].condition.split(' ', 1)[-1]})" \
-            if metadata and rec["kind"] == "cluster" else ""
+        hint = f" ({_bin_words(metadata[0])})" if metadata and rec["kind"] == "cluster" else ""
         out.append(Insight(
             kind="slice" if rec["kind"] == "rule" else "cluster", title=title,
             severity=grade(rec["excess_errors"] / total_errors, 0.10, 0.03),

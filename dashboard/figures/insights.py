@@ -106,8 +106,8 @@ def evidence_figure(evidence: Sequence, max_rows: int = MAX_ROWS) -> go.Figure:
         layout[f"yaxis{a}"] = {"anchor": f"x{a}", "domain": [max(top - height, 0.0), top],
                                "fixedrange": True, "tickfont": {**FONT, "size": 12}}
         layout["annotations"].append(_title(
-            f"{evidence_title(e)} · mutual information {e.score:.3f} nats"
-            + (" given the class" if given else ""), 0.0, top))
+            f"{evidence_title(e)} · MI {e.score:.3f} nats" + (" within class" if given else ""),
+            0.0, top))
     return fast_figure(data, layout)
 
 

@@ -104,6 +104,21 @@ def test_a_yes_no_column_with_few_yeses_gets_two_bins():
     assert quantile_edges(np.arange(100.0)).tolist() == [19.8, 39.6, 59.4, 79.2]
 
 
+def test_a_class_column_given_the_class_is_compared_with_the_groups_own_classes():
+    """Generated: 30 of the 100 samples of class 0 and 5 of the 300 of class 1 are read as
+    2; outside the group each class is read as itself. The typical prediction outside,
+    weighted as the classes are inside, is 0 (the group is mostly 0s), not 1 (the most
+    common outside)."""
+    label = np.r_[np.zeros(100, int), np.ones(300, int)]
+    inside = np.r_[np.arange(100) < 30, np.arange(300) < 5]
+    pred = np.where(inside, 2, label)
+    table = pd.DataFrame({"label": label, "pred": pred})
+    ev = {e.column: e for e in explain(table, inside)}
+    assert ev["pred"].given == "label" and ev["pred"].inside == "2"
+    assert ev["pred"].outside == "0"
+    assert ev["pred"].condition in ("label == 0 and pred == 2", "label == 1 and pred == 2")
+
+
 def test_bin_conditions_reproduce_the_bins_as_queries():
     table, _ = planted_table()
     (col,) = bin_table(table, ["thickness"])

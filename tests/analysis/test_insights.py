@@ -169,3 +169,13 @@ def test_an_ood_insight_is_explained_by_its_domain_gap(tiny_model, digits, data_
     bright = next(e for e in ood.explanation if e.column == "brightness")
     assert bright.inside > 0.5 > bright.outside  # white paper vs black
     assert ood.explanation[0].label in ood.suggestion
+
+
+def test_a_clusters_hint_words_the_over_represented_bin():
+    from analysis.insights import Evidence, _bin_words
+
+    given = Evidence("stroke_thickness", "stroke thickness", "px", 2.5, 2.7, 0.05, 3.0,
+                     "label == 3 and stroke_thickness < 2.185", given="label")
+    assert _bin_words(given) == "stroke thickness < 2.185, within its class"
+    middle = Evidence("slant", "slant", "degrees", 5.0, 1.0, 0.02, 2.0, "2.1 <= slant < 7.5")
+    assert _bin_words(middle) == "2.1 <= slant < 7.5"

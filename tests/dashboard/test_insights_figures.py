@@ -42,7 +42,7 @@ def test_evidence_given_the_class_names_its_outside_bar_and_score_so():
     assert list(fig.data[0].y) == ["same classes", "inside"]
     assert list(fig.data[1].y) == ["outside", "inside"]
     titles = [a.text for a in fig.layout.annotations]
-    assert titles[0].endswith("0.046 nats given the class")
+    assert titles[0].endswith("MI 0.046 nats within class")
     assert titles[1].endswith("nats")
 
 
