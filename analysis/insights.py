@@ -43,6 +43,13 @@ class Evidence:
     condition : str
         The over-represented value or bin as a pandas query condition
         (``label == 7``, ``stroke_thickness < 1.9``); empty when unknown.
+    given : str
+        ``"label"`` when the column is compared *within the classes*: ``score``
+        is the mutual information given the class, ``outside`` the typical value
+        of the samples of the same classes outside, ``condition`` a class and a
+        bin of that class (``label == 7 and stroke_thickness < 2.1``), ``lift``
+        over the group's share of that class; empty when compared with all
+        samples (see :func:`analysis.explain.explain`).
     """
 
     column: str
@@ -53,6 +60,7 @@ class Evidence:
     score: float
     lift: float = 1.0
     condition: str = ""
+    given: str = ""
 
 
 @dataclass(frozen=True)
@@ -177,6 +185,14 @@ def _rule_words(rule: str) -> str:
     return rule.replace(" == ", " = ").replace(" and ", ", ").replace("_", " ")
 
 
+def _bin_words(evidence: Evidence) -> str:
+    """The over-represented bin of a piece of evidence in words: ``stroke thickness <
+    2.185`` (``..., within its class`` when the evidence is given the class)."""
+    cell = evidence.condition.rsplit(" and ", 1)[-1]  # the class comes first when given
+    words = cell.replace(evidence.column, evidence.label)
+    return f"{words}, within its class" if evidence.given else words
+
+
 def slice_insights(artifact, table) -> list[Insight]:
     """One insight per kept slice of the ``slices`` step (see :mod:`analysis.steps.slices`)."""
     total_errors = max(_errors(table), 1)
@@ -198,8 +214,7 @@ def slice_insights(artifact, table) -> list[Insight]:
                     what += f" read as {classes['pred']}"
         title = f"{what[:1].upper()}{what[1:]}: {rate_in:.0%} wrong vs {rate_out:.1%} elsewhere"
         metadata = [e for e in evidence if e.column not in ("label", "pred")]
-        hint = f" ({metadata[0].label} {metadata[0].condition.split(' ', 1)[-1]})" \
-            if metadata and rec["kind"] == "cluster" else ""
+        hint = f" ({_bin_words(metadata[0])})" if metadata and rec["kind"] == "cluster" else ""
         out.append(Insight(
             kind="slice" if rec["kind"] == "rule" else "cluster", title=title,
             severity=grade(rec["excess_errors"] / total_errors, 0.10, 0.03),
@@ -207,7 +222,8 @@ def slice_insights(artifact, table) -> list[Insight]:
             metrics={"error_rate": (rate_in, rate_out),
                      "mean_loss": (rec["mean_loss_inside"], rec["mean_loss_outside"])},
             stats={"rank": rank, "errors": rec["errors"], "excess_errors": rec["excess_errors"],
-                   "p_value": rec["p_value"], "q_value": rec["q_value"]},
+                   "p_value": rec["p_value"], "q_value": rec["q_value"],
+                   **({"scan_llr": rec["scan_llr"]} if "scan_llr" in rec else {})},
             explanation=evidence, rule=rec["rule"],
             suggestion="Look at its worst samples; collect or augment more data like them"
                        f"{hint}, or check their labels."))
@@ -361,7 +377,8 @@ def imbalance_insights(table) -> list[Insight]:
 
 def ood_insights(session, table) -> list[Insight]:
     """For each extra dataset: how well the best OOD score separates it from the analysed
-    one (see :mod:`analysis.ood`)."""
+    one (see :mod:`analysis.ood`), explained by the domain gap (:func:`domain_gap`: the
+    image measurements that differ most, the extra dataset's measured on demand)."""
     from analysis.ood import separation_table
 
     out = []
@@ -375,6 +392,11 @@ def ood_insights(session, table) -> list[Insight]:
         score = str(best["score"])
         order = np.argsort(-other[score].to_numpy(dtype=float), kind="stable")
         fpr_col = next(c for c in frame.columns if c.startswith("fpr_at_"))
+        measured = other
+        if "image_metadata" in session.steps:  # the extra's measurements (cached, no model)
+            cols = session.extra(key).columns("image_metadata")
+            measured = other.assign(**{c: v for c, v in cols.items() if c not in other})
+        gap = domain_gap(table, measured)
         out.append(Insight(
             kind="ood",
             title=f"{key} is separable from {session.dataset.key} with AUROC {auroc:.3f} "
@@ -382,10 +404,36 @@ def ood_insights(session, table) -> list[Insight]:
             severity="high" if auroc < 0.8 else "medium" if auroc < 0.95 else "low",
             sample_ids=tuple(other["sample_id"].to_numpy()[order].tolist()), n=len(other),
             share=1.0, metrics={score: (float(best["mean_ood"]), float(best["mean_in"]))},
-            stats={"auroc": auroc, fpr_col: float(best[fpr_col])},
+            stats={"auroc": auroc, fpr_col: float(best[fpr_col])}, explanation=gap,
             suggestion=f"Flag inputs with a high {score} before trusting the prediction; if "
-                       f"{key} is data the model must handle, train on some of it."))
+                       f"{key} is data the model must handle, train on some of it"
+                       + (f" (it differs most in {gap[0].label})." if gap else ".")))
     return out
+
+
+def domain_gap(table, other) -> tuple[Evidence, ...]:
+    """The domain gap: the measurements that differ most between the analysed dataset's
+    samples (``table``) and an extra dataset's (``other``), as the explanation of "the
+    sample comes from the extra dataset" (:func:`analysis.explain.explain` over the
+    interpretable columns both tables have, the class and the prediction left out: an
+    extra dataset's classes need not be the analysed one's).
+
+    Returns
+    -------
+    tuple of Evidence, most informative first; ``inside`` is the extra dataset's mean,
+    ``outside`` the analysed one's.
+    """
+    import pandas as pd
+
+    from analysis.explain import CLASS_COLUMNS, explain, interpretable_columns
+
+    columns = [c for c in interpretable_columns(table)
+               if c in other and c not in CLASS_COLUMNS]
+    if not columns or len(other) == 0 or len(table) == 0:
+        return ()
+    both = pd.concat([table[columns], other[columns]], ignore_index=True)
+    inside = np.r_[np.zeros(len(table), dtype=bool), np.ones(len(other), dtype=bool)]
+    return explain(both, inside, columns)
 
 
 def explain_selection(table, indices) -> Insight:

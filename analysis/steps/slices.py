@@ -4,23 +4,37 @@
    undirected), found with Leiden (``leidenalg``, RB-configuration quality with
    a fixed seed): regions of the embedding space.
 2. **Rules** over binned metadata (the class and every interpretable column of
-   the metadata steps, numbers in quantile bins), found with SliceLine
-   (Sagadeeva & Boehm 2021, the ``sliceline`` package) on the error indicator:
-   ``label == 7 and stroke_thickness < 1.9``; each threshold is then moved to
-   the quantile (of 20, within the rest of the rule) with the most excess errors.
+   the metadata steps: the built-in image measurements and the user's
+   ``--metadata`` columns, numbers as thresholds at their quintiles), found with
+   SliceLine (Sagadeeva & Boehm 2021, the ``sliceline`` package) on the error
+   indicator: ``label == 7 and stroke_thickness < 2.1``; each threshold is then
+   moved to the quantile (of 40, within the rest of the rule) where Kulldorff's
+   scan statistic (:func:`scan_llr`, the likelihood ratio of "a higher error
+   rate inside") is highest: where the errors stop concentrating, rather than as
+   far as the slice still has any excess errors.
 
 Every slice tried (clusters and rules together) gets a one-sided Fisher exact
 test of "more errors inside than outside"; the p-values are corrected with
-Benjamini-Hochberg over all of them. Slices with ``q < fdr`` and excess errors
-(errors inside minus ``n`` times the outside error rate) above zero are kept,
-ranked by excess errors, with two clean-ups: a slice is replaced by a smaller
-one lying (at least half) inside it that holds at least ``focus`` (80%) of its excess
-errors (``label == 7 and stroke_thickness < 1.9`` rather than all thin
-digits, when the thin 7s hold most of the excess), and a slice overlapping a
-better-ranked one by more than ``max_overlap`` (Jaccard) is dropped. At most
-``max_slices`` are kept, none above ``max_share`` of the samples (with a very
-easy remainder, "everything but the easiest" would otherwise show excess
-errors). Each kept slice is explained by :func:`analysis.explain.explain`.
+Benjamini-Hochberg over all of them. Slices with ``q < fdr``, excess errors
+(errors inside minus ``n`` times the outside error rate) above zero and at most
+``max_share`` of the samples are kept, with two clean-ups:
+
+- a slice is replaced by smaller ones lying (at least half) inside it, at a
+  higher error rate, that together hold at least ``focus`` (half) of its excess
+  errors *and* concentrate them more surely (a higher scan statistic; see
+  :func:`dominated_slices`): the thin 7s rather than all thin, faint digits
+  when the 7s hold most of the excess, or the thin 7s, the small 3s and the
+  slanted 1s when "faint digits" is mostly their union; a random part of a
+  homogeneous group, at the same error rate, has a lower statistic and does not
+  replace it;
+- of slices overlapping by more than ``max_overlap`` (Jaccard), the one with
+  the highest scan statistic is the description kept (``label == 7 and
+  stroke_thickness < 2.1`` rather than ``label == 7 and ink_area < 66``, when
+  thickness tells the failing 7s apart better).
+
+The distinct slices are ranked by excess errors; at most ``max_slices`` are
+kept. Each is explained by :func:`analysis.explain.explain` (the metadata given
+the class).
 """
 
 from __future__ import annotations
@@ -41,7 +55,7 @@ from core.tasks import head_key
 log = logging.getLogger(__name__)
 
 # Steps whose interpretable columns the rules may use, when the project has them.
-METADATA_STEPS = tuple(name for name in ("image_metadata",)
+METADATA_STEPS = tuple(name for name in ("image_metadata", "user_metadata")
                        if importlib.util.find_spec(f"analysis.steps.{name}") is not None)
 for _name in METADATA_STEPS:  # registers them, for the requirement to resolve
     importlib.import_module(f"analysis.steps.{_name}")
@@ -105,14 +119,15 @@ class Slices(Step):
 
     Summary: ``slices`` (one dict per kept slice, by rank: ``kind`` cluster or
     rule, ``rule``, the :func:`analysis.explain.compare_groups` numbers,
-    ``q_value`` and ``explanation`` as Evidence dicts), ``tried``, ``clusters``,
+    ``q_value``, ``scan_llr`` (:func:`scan_llr`, nats) and ``explanation`` as
+    Evidence dicts), ``tried``, ``clusters``,
     ``rules``, ``columns`` (the metadata the rules could use).
     """
 
     name = "slices"
     datasets = ("main",)
     order = 120  # after the other insight steps, before the maps
-    version = 1
+    version = 2
     requires = ("inference", "neighbors", *METADATA_STEPS)
     declares = (Column("slice", "class", description="Rank of the worst underperforming slice "
                        "(cluster or metadata rule) the sample belongs to; -1 for none.",
@@ -130,8 +145,9 @@ class Slices(Step):
         top_rules: int = 20
         min_size: int = 10
         fdr: float = 0.05  # Benjamini-Hochberg level
-        max_overlap: float = 0.8  # Jaccard above which a worse-ranked slice is dropped
-        focus: float = 0.8  # a sub-slice with this share of a slice's excess errors replaces it
+        max_overlap: float = 0.5  # Jaccard above which the less sure of two slices is dropped
+        focus: float = 0.5  # a sub-slice with this share of a slice's excess errors and a
+        # higher scan statistic replaces it
         max_slices: int = 10
         max_share: float = 0.5  # a "slice" of more than this share of the data is not one
         error: str = "error"  # SliceLine's error vector: "error" (0/1) or "loss"
@@ -222,7 +238,8 @@ def rule_slices(table: pd.DataFrame, columns: list[str], config: Slices.Config
     from sliceline import Slicefinder
 
     X, conditions = rule_features(table, columns, config.bins)
-    errors = (~table["correct"].to_numpy()).astype(np.float64) if config.error == "error" \
+    wrong = ~table["correct"].to_numpy(dtype=bool)
+    errors = wrong.astype(np.float64) if config.error == "error" \
         else np.nan_to_num(table["loss"].to_numpy())
     if errors.sum() == 0:
         return []
@@ -238,23 +255,62 @@ def rule_slices(table: pd.DataFrame, columns: list[str], config: Slices.Config
         parts = [conditions[f][int(code)] for f, code in enumerate(predicate)
                  if code is not None and not (isinstance(code, float) and np.isnan(code))]
         if parts:
-            parts = refine_thresholds(table, parts, errors, config.max_share)
+            parts = refine_thresholds(table, parts, wrong, config.max_share)
             rule = " and ".join(parts)
             out.append(("rule", table.eval(rule).to_numpy(dtype=bool), rule))
     return out
 
 
-def refine_thresholds(table: pd.DataFrame, parts: list[str], errors: np.ndarray,
-                      max_share: float = 0.5, steps: int = 20) -> list[str]:
+def scan_llr(errors_in: np.ndarray | float, n_in: np.ndarray | float, errors_total: float,
+             n_total: float) -> np.ndarray:
+    """Kulldorff's Bernoulli scan statistic: the log-likelihood ratio of "the error rate
+    inside differs from outside" against "one rate everywhere", 0 where the rate inside
+    is not higher (Kulldorff 1997, "A spatial scan statistic").
+
+    Parameters
+    ----------
+    errors_in, n_in : (K,) arrays or floats
+        Errors and samples inside each of K groups.
+    errors_total, n_total : float
+        The same over all samples.
+
+    Returns
+    -------
+    (K,) float64 (nats), higher = the errors concentrate in the group more surely:
+    it grows with the group's size *and* with how much higher its error rate is.
+    """
+    from scipy.special import xlogy
+
+    a = np.asarray(errors_in, dtype=np.float64)
+    n = np.asarray(n_in, dtype=np.float64)
+    c, m = errors_total - a, n_total - n
+
+    def loglik(k, t):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(t > 0, xlogy(k, k / np.where(t > 0, t, 1))
+                            + xlogy(t - k, (t - k) / np.where(t > 0, t, 1)), 0.0)
+
+    llr = loglik(a, n) + loglik(c, m) - loglik(errors_total, n_total)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        higher = a * m > c * n  # a / n > c / m without dividing by zero
+    return np.where(higher & (n > 0), np.maximum(llr, 0.0), 0.0)
+
+
+def refine_thresholds(table: pd.DataFrame, parts: list[str], wrong: np.ndarray,
+                      max_share: float = 0.5, steps: int = 40) -> list[str]:
     """Move each ``column < t`` / ``column >= t`` of a rule to the one of its ``steps``
-    quantiles *within the rest of the rule* that gives the most excess errors (the
-    smallest slice within 5% of the best; none above ``max_share`` of the samples).
+    quantiles *within the rest of the rule* where the errors concentrate most surely:
+    the highest scan statistic (:func:`scan_llr`; none above ``max_share`` of the samples).
 
     The quintile thresholds are the whole dataset's; the group that fails is often a
-    share of one class (the thinnest fifth of the 7s), whose quantiles differ.
+    share of one class (the thinnest fifth of the 7s), whose quantiles differ. The
+    scan statistic puts the edge where the error rate falls back: the total of excess
+    errors would keep growing with any slice whose error rate is above the outside
+    one, so it would extend a slice far into the easier samples around it.
     """
     parts = list(parts)
-    err = errors > 0
+    wrong = np.asarray(wrong, dtype=bool)
+    n_total, errors_total = len(table), float(wrong.sum())
     for i, part in enumerate(parts):
         col, op, _ = part.split(" ")
         if op not in ("<", ">="):
@@ -268,18 +324,13 @@ def refine_thresholds(table: pd.DataFrame, parts: list[str], errors: np.ndarray,
         if finite.sum() < 2:
             continue
         qs = np.quantile(x[finite], np.linspace(0, 1, steps + 1)[1:-1])
-        tried = []  # (excess, size, condition)
-        for t in np.unique([float(f"{q:.4g}") for q in qs]):
-            inside = others & ((x < t) if op == "<" else (x >= t))
-            n_in = int(inside.sum())
-            if 0 < n_in <= max_share * len(table):
-                tried.append((err[inside].sum() - n_in * err[~inside].mean(), n_in,
-                              f"{col} {op} {t:.4g}"))
-        if tried:
-            # The excess is flat near the group's edge: take the smallest slice within
-            # 5% of the best excess rather than the largest.
-            top = max(e for e, _, _ in tried)
-            parts[i] = min((n, c) for e, n, c in tried if e >= top - 0.05 * abs(top))[1]
+        cuts = np.unique([float(f"{q:.4g}") for q in qs])
+        inside = others[:, None] & ((x[:, None] < cuts) if op == "<" else (x[:, None] >= cuts))
+        n_in = inside.sum(0)
+        score = scan_llr(inside[wrong].sum(0), n_in, errors_total, n_total)
+        score[(n_in == 0) | (n_in > max_share * n_total)] = -1.0
+        if score.max() > 0:
+            parts[i] = f"{col} {op} {cuts[int(np.argmax(score))]:.4g}"
     return parts
 
 
@@ -294,29 +345,98 @@ def rank_slices(table: pd.DataFrame, groups: list[tuple[str, np.ndarray, str]],
     p = np.array([s["p_value"] for s in stats], dtype=np.float64)
     q = false_discovery_control(np.nan_to_num(p, nan=1.0))
     excess = np.array([np.nan_to_num(s["excess_errors"]) for s in stats])
+    llr = group_llr(table, [mask for _, mask, _ in groups])
     eligible = [i for i in range(len(groups)) if q[i] < config.fdr and excess[i] > 0
                 and stats[i]["share"] <= config.max_share]
-    dominated = {a for a in eligible for b in eligible
-                 if _dominates(groups[b][1], excess[b], groups[a][1], excess[a], config.focus)}
-    order = sorted((i for i in eligible if i not in dominated), key=lambda i: -excess[i])
+    dominated = dominated_slices(table, [groups[i][1] for i in eligible], llr[eligible],
+                                 config.focus)
+    dominated = {eligible[j] for j in dominated}
+    # Of near-identical slices, the one where the errors concentrate most surely describes
+    # the group; the distinct ones are then ranked by excess errors.
+    distinct: list[int] = []
+    for i in sorted((i for i in eligible if i not in dominated), key=lambda i: -llr[i]):
+        if all(_jaccard(groups[i][1], groups[j][1]) <= config.max_overlap for j in distinct):
+            distinct.append(i)
     kept: list[tuple[str, np.ndarray, str, dict]] = []
-    for i in order:
+    for i in sorted(distinct, key=lambda i: -excess[i])[:config.max_slices]:
         kind, mask, rule = groups[i]
-        if any(_jaccard(mask, other) > config.max_overlap for _, other, _, _ in kept):
-            continue
-        kept.append((kind, mask, rule, {**stats[i], "q_value": float(q[i])}))
-        if len(kept) == config.max_slices:
-            break
+        kept.append((kind, mask, rule, {**stats[i], "q_value": float(q[i]),
+                                        "scan_llr": float(llr[i])}))
     return kept
 
 
-def _dominates(inner: np.ndarray, inner_excess: float, outer: np.ndarray,
-               outer_excess: float, focus: float) -> bool:
-    """Whether the smaller slice ``inner``, lying (at least half) inside ``outer``, holds
-    at least ``focus`` of its excess errors: then it is the better description."""
-    n_in, n_out = np.count_nonzero(inner), np.count_nonzero(outer)
-    return bool(n_in < n_out and inner_excess >= focus * outer_excess
-                and np.count_nonzero(inner & outer) >= 0.5 * n_in)
+def group_llr(table: pd.DataFrame, masks: list[np.ndarray]) -> np.ndarray:
+    """:func:`scan_llr` of each group (samples whose correctness is unknown left out)."""
+    correct = table["correct"].to_numpy(dtype=np.float64)
+    valid = np.isfinite(correct)
+    wrong = valid & (correct == 0)
+    a = np.array([np.count_nonzero(m & wrong) for m in masks], dtype=np.float64)
+    n = np.array([np.count_nonzero(m & valid) for m in masks], dtype=np.float64)
+    return scan_llr(a, n, float(wrong.sum()), float(valid.sum()))
+
+
+def dominated_slices(table: pd.DataFrame, masks: list[np.ndarray], llr: np.ndarray,
+                     focus: float) -> set[int]:
+    """The slices better described by smaller ones inside them.
+
+    The *parts* of slice ``a`` are the smaller slices lying (at least half) inside it
+    with a higher error rate than ``a``'s. Taking them surest first (highest scan
+    statistic), ``a``'s samples in the first parts (their union ``U``) that explain at
+    least ``focus`` of its excess errors (its excess minus the excess left in ``a``
+    without ``U``, both against the error rate outside ``a``) dominate it when they
+    concentrate the errors more surely than ``a`` does (``U``'s scan statistic is
+    higher than ``a``'s). One part holding half the excess is enough
+    ("the thin 7s" in "all faint digits"); so are several ("the thin 7s", "the small
+    3s" and "the slanted 1s" when the broad slice is mostly their union). A random
+    part of a homogeneous group, at the same error rate, has a lower statistic than
+    the whole: the group stays.
+
+    Parameters
+    ----------
+    table : DataFrame
+        The sample table (``correct``; NaN where unknown).
+    masks : list of (N,) bool
+    llr : (S,) float
+        The slices' scan statistics (:func:`group_llr`).
+    focus : float
+
+    Returns
+    -------
+    set of int, indices into ``masks``
+    """
+    if not masks:
+        return set()
+    correct = table["correct"].to_numpy(dtype=np.float64)
+    valid = np.isfinite(correct)
+    wrong = valid & (correct == 0)
+    stack = np.stack(masks)  # (S, N) bool
+    as_float = stack.astype(np.float32)
+    sizes = as_float.sum(1)
+    inter = as_float @ as_float.T  # (S, S) samples in common
+    n_valid = (as_float @ valid.astype(np.float32))
+    rate = (as_float @ wrong.astype(np.float32)) / np.maximum(n_valid, 1)
+    total_err, total_n = float(wrong.sum()), float(valid.sum())
+    out = set()
+    for a, mask in enumerate(masks):
+        parts = np.flatnonzero((sizes < sizes[a]) & (inter[:, a] >= 0.5 * sizes)
+                               & (rate > rate[a]))
+        outside = ~mask & valid
+        rate_out = np.count_nonzero(wrong & outside) / max(np.count_nonzero(outside), 1)
+        excess = np.count_nonzero(wrong & mask) - np.count_nonzero(mask & valid) * rate_out
+        if excess <= 0:
+            continue
+        covered = np.zeros_like(mask)
+        for b in parts[np.argsort(-llr[parts], kind="stable")]:  # surest parts first
+            covered |= mask & stack[b]
+            rest = mask & ~covered
+            left = np.count_nonzero(wrong & rest) - np.count_nonzero(rest & valid) * rate_out
+            if excess - left >= focus * excess:
+                covered_llr = scan_llr(np.count_nonzero(wrong & covered),
+                                       np.count_nonzero(valid & covered), total_err, total_n)
+                if covered_llr > llr[a]:
+                    out.add(a)
+                break
+    return out
 
 
 def _jaccard(a: np.ndarray, b: np.ndarray) -> float:

@@ -18,6 +18,8 @@ INSIDE_COLOUR = "#d62728"
 OUTSIDE_COLOUR = "#9aa0a6"
 ROW_HEIGHT = 62
 MAX_ROWS = 6
+# The outside bar's name when the evidence compares the group with its own classes.
+SAME_CLASSES = "same classes"
 
 
 def is_numeric_evidence(evidence) -> bool:
@@ -62,8 +64,10 @@ def evidence_figure(evidence: Sequence, max_rows: int = MAX_ROWS) -> go.Figure:
     ----------
     evidence : sequence of :class:`analysis.insights.Evidence`
         Records with ``label``, ``unit``, ``inside``, ``outside``, ``score`` (mutual
-        information, nats) and ``lift``; those whose values are not both finite
-        numbers are skipped (the page lists them as text).
+        information, nats), ``lift`` and optionally ``given`` (``"label"``: the outside
+        bar is the samples of the same classes, the score given the class); those
+        whose values are not both finite numbers are skipped (the page lists them as
+        text).
     max_rows : int
 
     Returns
@@ -84,8 +88,10 @@ def evidence_figure(evidence: Sequence, max_rows: int = MAX_ROWS) -> go.Figure:
         a = _axis(r + 1)
         top = 1.0 - r * (height + gap)
         values = [float(e.outside), float(e.inside)]
+        given = bool(getattr(e, "given", ""))
         data.append(go.Bar(
-            x=values, y=["outside", "inside"], orientation="h", xaxis=f"x{a}", yaxis=f"y{a}",
+            x=values, y=[SAME_CLASSES if given else "outside", "inside"], orientation="h",
+            xaxis=f"x{a}", yaxis=f"y{a}",
             marker={"color": [OUTSIDE_COLOUR, INSIDE_COLOUR]},
             text=[format_value(v) + (f" {e.unit}" if e.unit else "") for v in values],
             textposition="outside", cliponaxis=False,
@@ -100,7 +106,8 @@ def evidence_figure(evidence: Sequence, max_rows: int = MAX_ROWS) -> go.Figure:
         layout[f"yaxis{a}"] = {"anchor": f"x{a}", "domain": [max(top - height, 0.0), top],
                                "fixedrange": True, "tickfont": {**FONT, "size": 12}}
         layout["annotations"].append(_title(
-            f"{evidence_title(e)} · mutual information {e.score:.3f} nats", 0.0, top))
+            f"{evidence_title(e)} · MI {e.score:.3f} nats" + (" within class" if given else ""),
+            0.0, top))
     return fast_figure(data, layout)
 
 

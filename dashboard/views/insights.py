@@ -123,9 +123,11 @@ def category_evidence(evidence: Sequence[Evidence]) -> list[html.Li]:
     for e in evidence:
         if is_numeric_evidence(e):
             continue
+        where = "outside in the same classes" if e.given else "outside"
+        given = " given the class" if e.given else ""
         out.append(html.Li([html.B(evidence_title(e)), f": mostly {e.inside} inside, "
-                            f"{e.outside} outside (the group is {e.lift:.1f} times as common "
-                            f"there; mutual information {e.score:.3f} nats)"]))
+                            f"{e.outside} {where} (the group is {e.lift:.1f} times as common "
+                            f"there; mutual information{given} {e.score:.3f} nats)"]))
     return out
 
 

@@ -29,24 +29,94 @@ def planted_table(n: int = 5000, seed: int = 0) -> tuple[pd.DataFrame, np.ndarra
     return table, inside
 
 
-def test_explain_names_the_planted_columns_with_hand_computed_mi_and_lift():
+def test_explain_names_the_planted_columns_given_the_class_with_hand_computed_mi_and_lift():
     table, inside = planted_table()
     ev = explain(table, inside, ["label", "thickness", "noise"])
     assert [e.column for e in ev] == ["label", "thickness"]  # noise is not significant
-    # Hand evaluation: MI of the quantile-binned column with membership, and the lift.
+    thick = next(e for e in ev if e.column == "thickness")
+    assert thick.given == "label"
+    # Hand evaluation: I(member; thickness | label) = sum over classes of the class's share
+    # times the MI of membership with the thickness cut into that class's own quintiles.
+    x, label = table["thickness"].to_numpy(), table["label"].to_numpy()
+    cmi = 0.0
+    for c in range(10):
+        s = label == c
+        codes_c = bin_codes(x[s], quantile_edges(x[s]))
+        cmi += s.mean() * mutual_info_score(codes_c, inside[s])
+    assert thick.score == pytest.approx(cmi)
+    # The informative cell is the 7s' lowest fifth; its lift is over the group's share of 7s.
+    sevens = label == 7
+    edges7 = quantile_edges(x[sevens])
+    assert thick.condition == f"label == 7 and thickness < {edges7[0]:.4g}"
+    cell = sevens & (x < edges7[0])
+    assert thick.lift == pytest.approx(inside[cell].mean() / inside[sevens].mean())
+    assert np.array_equal(table.eval(thick.condition).to_numpy(), cell)
+    # Compared with the other 7s, not with every digit.
+    assert thick.inside == pytest.approx(x[inside].mean())
+    assert thick.outside == pytest.approx(x[sevens & ~inside].mean())
+    lab = ev[0]
+    assert lab.inside == "digit 7" and lab.condition == "label == 7" and lab.given == ""
+    assert lab.score == pytest.approx(mutual_info_score(table["label"], inside))
+    assert lab.lift == pytest.approx(1 / sevens.mean())
+
+
+def test_without_a_label_column_columns_are_explained_on_their_own():
+    table, inside = planted_table()
+    table = table.drop(columns=["label", "label_name"])
+    (thick,) = explain(table, inside, ["thickness", "noise"])
     edges = quantile_edges(table["thickness"].to_numpy())
     codes = bin_codes(table["thickness"].to_numpy(), edges)
-    thick = next(e for e in ev if e.column == "thickness")
+    assert thick.given == ""
     assert thick.score == pytest.approx(mutual_info_score(codes, inside))
-    in_bin0 = codes == 0
-    assert thick.lift == pytest.approx(inside[in_bin0].mean() / inside.mean())
+    assert thick.lift == pytest.approx(inside[codes == 0].mean() / inside.mean())
     assert thick.condition == f"thickness < {edges[0]:.4g}"
-    assert thick.inside == pytest.approx(table["thickness"][inside].mean())
     assert thick.outside == pytest.approx(table["thickness"][~inside].mean())
-    lab = ev[0]
-    assert lab.inside == "digit 7" and lab.condition == "label == 7"
-    assert lab.score == pytest.approx(mutual_info_score(table["label"], inside))
-    assert lab.lift == pytest.approx(1 / (table["label"] == 7).mean())
+
+
+def test_a_column_that_only_tells_the_classes_apart_adds_nothing_given_the_class():
+    """A per-class constant ("holes") is as informative as the class on its own, and
+    carries no information given it; a two-class group is compared with its own classes."""
+    table, _ = planted_table()
+    table["holes"] = np.array([1, 0, 0, 0, 0, 0, 1, 0, 2, 1])[table["label"]]
+    x, label = table["thickness"].to_numpy(), table["label"].to_numpy()
+    inside = np.isin(label, [0, 8]) & (x > 2.3)
+    plain = explain(table, inside, ["holes", "thickness"], min_p=1.0)
+    assert [e.column for e in plain] == ["thickness"]  # holes: zero MI given the class
+    given = explain(table, inside, ["label", "holes", "thickness"])
+    assert sorted(e.column for e in given) == ["label", "thickness"]
+    thick = next(e for e in given if e.column == "thickness")
+    # outside: the other 0s and 8s, each class weighted by its share of the group
+    w0 = (inside & (label == 0)).sum() / inside.sum()
+    expected = (w0 * x[(label == 0) & ~inside].mean()
+                + (1 - w0) * x[(label == 8) & ~inside].mean())
+    assert thick.outside == pytest.approx(expected)
+    assert thick.inside > thick.outside
+
+
+def test_a_yes_no_column_with_few_yeses_gets_two_bins():
+    # Quintiles of 87 zeros and 13 ones are all 0: the zeros get a bin of their own.
+    flag = np.r_[np.zeros(87), np.ones(13)]
+    assert quantile_edges(flag).tolist() == [1.0]
+    assert bin_codes(flag, quantile_edges(flag)).tolist() == [0] * 87 + [1] * 13
+    mostly_zero = np.r_[np.zeros(90), np.linspace(0.5, 1, 10)]
+    assert quantile_edges(mostly_zero).tolist() == [0.5]
+    assert quantile_edges(np.ones(10)).size == 0
+    assert quantile_edges(np.arange(100.0)).tolist() == [19.8, 39.6, 59.4, 79.2]
+
+
+def test_a_class_column_given_the_class_is_compared_with_the_groups_own_classes():
+    """Generated: 30 of the 100 samples of class 0 and 5 of the 300 of class 1 are read as
+    2; outside the group each class is read as itself. The typical prediction outside,
+    weighted as the classes are inside, is 0 (the group is mostly 0s), not 1 (the most
+    common outside)."""
+    label = np.r_[np.zeros(100, int), np.ones(300, int)]
+    inside = np.r_[np.arange(100) < 30, np.arange(300) < 5]
+    pred = np.where(inside, 2, label)
+    table = pd.DataFrame({"label": label, "pred": pred})
+    ev = {e.column: e for e in explain(table, inside)}
+    assert ev["pred"].given == "label" and ev["pred"].inside == "2"
+    assert ev["pred"].outside == "0"
+    assert ev["pred"].condition in ("label == 0 and pred == 2", "label == 1 and pred == 2")
 
 
 def test_bin_conditions_reproduce_the_bins_as_queries():

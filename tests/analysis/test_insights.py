@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from analysis.insights import (
+    domain_gap,
     explain_selection,
     grade,
     imbalance_insights,
@@ -121,3 +122,60 @@ def test_session_insights_end_to_end(tiny_session):
                 assert np.array_equal(table.eval(ins.rule).to_numpy(), inside)
     sel = tiny_session.explain(np.arange(20))
     assert sel.kind == "selection" and sel.n == 20
+
+
+def test_domain_gap_names_the_measurement_that_moved(digits, data_root):
+    """Real digits against the same digits thickened (a 3x3 dilation, made here): the
+    stroke thickness must lead the gap (the dilation also grows the glyph and its ink),
+    in the right direction."""
+    from scipy import ndimage
+
+    from analysis.steps.image_metadata import measure_images
+    from core.datasets import load_dataset
+
+    ds = load_dataset(digits, "test", data_root=data_root, limit=300)
+    thick = ndimage.grey_dilation(ds.images, size=(1, 1, 3, 3))
+    table = pd.DataFrame(measure_images(ds.images, scale=2)).assign(label=ds.labels,
+                                                                    pred=ds.labels)
+    other = pd.DataFrame(measure_images(thick, scale=2)).assign(label=ds.labels,
+                                                                pred=ds.labels)
+    gap = domain_gap(table, other)
+    assert gap[0].column == "stroke_thickness"
+    assert "ink_area" in {e.column for e in gap}
+    assert all(e.column not in ("label", "pred") and e.given == "" for e in gap)
+    ev = {e.column: e for e in gap}
+    assert ev["stroke_thickness"].inside == pytest.approx(other["stroke_thickness"].mean())
+    assert ev["stroke_thickness"].outside == pytest.approx(table["stroke_thickness"].mean())
+    assert ev["stroke_thickness"].inside > ev["stroke_thickness"].outside
+    assert domain_gap(table, other.iloc[:0]) == ()
+
+
+def test_an_ood_insight_is_explained_by_its_domain_gap(tiny_model, digits, data_root, tmp_path):
+    """The first 200 real test digits against the same digits inverted (``corrupt:inverse``,
+    generated on load): the gap is led by the brightness, far higher on the negatives."""
+    from analysis.session import AnalysisSession
+    from cache import ArtifactStore
+    from core.datasets import load_dataset
+
+    ds = load_dataset(digits, "test", data_root=data_root, limit=200)
+    inverse = load_dataset(f"corrupt:inverse:{digits}", "test", data_root=data_root, limit=200)
+    session = AnalysisSession(tiny_model, ds, ArtifactStore(tmp_path / "c"), "cpu",
+                              mc_samples=0, projections=(), progress=False,
+                              extra_datasets=[inverse])
+    (ood,) = [i for i in session.insights() if i.kind == "ood"]
+    assert ood.explanation, ood
+    named = [e.column for e in ood.explanation]
+    assert "brightness" in named[:2]
+    bright = next(e for e in ood.explanation if e.column == "brightness")
+    assert bright.inside > 0.5 > bright.outside  # white paper vs black
+    assert ood.explanation[0].label in ood.suggestion
+
+
+def test_a_clusters_hint_words_the_over_represented_bin():
+    from analysis.insights import Evidence, _bin_words
+
+    given = Evidence("stroke_thickness", "stroke thickness", "px", 2.5, 2.7, 0.05, 3.0,
+                     "label == 3 and stroke_thickness < 2.185", given="label")
+    assert _bin_words(given) == "stroke thickness < 2.185, within its class"
+    middle = Evidence("slant", "slant", "degrees", 5.0, 1.0, 0.02, 2.0, "2.1 <= slant < 7.5")
+    assert _bin_words(middle) == "2.1 <= slant < 7.5"

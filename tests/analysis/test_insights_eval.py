@@ -8,6 +8,14 @@
    1s as 7, the smallest 20% by ink area of the 3s as 5), the clean test split
    analysed; the top-ranked slice must overlap the test samples of the same group
    (Jaccard >= 0.5) and its explanation name the measurement and the class.
+3. Precision and recall of slice recovery: one model trained with all three groups
+   relabelled at once; a reported slice "recovers" a planted group when their Jaccard
+   is at least 0.5. Precision: the share of the top three slices that recover a planted
+   group; recall: the share of the planted groups recovered by one of them.
+
+The groups are defined by the ``image_metadata`` columns (computed before training,
+cut at the training class's quantile), and every seed is fixed: the figures are the
+same on every run of the same code.
 
 Models: a small pixel MLP trained here in a few seconds (1-2 epochs of a CNN take
 minutes on 2 busy cores); trained once per module. Data: the full ``mnist`` (under
@@ -33,14 +41,11 @@ from models.checkpoint import LoadedModel
 
 TRAIN_N = 12_000
 PLANTS = (  # (class, column, quantile of the class in training, take above it?, new label)
-    # Measured: the MLP reads only about half of the planted thin 7s as 1 and errs on thin,
-    # faint digits of every class, so "thin faint digits" outranks "thin 7s" (Jaccard 0.1).
-    pytest.param((7, "stroke_thickness", 0.2, False, 1), marks=pytest.mark.xfail(
-        reason="the small MLP learns the thin-7 corruption only half-way; the top slice is "
-               "all thin faint digits", strict=False)),
+    (7, "stroke_thickness", 0.2, False, 1),
     (1, "slant", 0.8, True, 7),
     (3, "ink_area", 0.2, False, 5),
 )
+JACCARD_GOAL = 0.5  # the issue's goal for the top-ranked slice
 
 
 def mlp() -> nn.Module:
@@ -124,16 +129,32 @@ def test_planted_label_noise_is_found(splits, store):
     assert ins.n == flagged.sum()
 
 
-@pytest.mark.parametrize("plant", PLANTS, ids=["thin-7-to-1", "slanted-1-to-7", "small-3-to-5"])
-def test_planted_failing_slice_is_ranked_first_and_explained(plant, splits, store):
-    cls, column, q, above, new = plant
-    train, test = splits
-    meta_train, meta_test = measurements(train, store), measurements(test, store)
+def planted_group(plant, train, meta_train):
+    """The samples of a split in the planted group: ``(labels, meta) -> (N,) bool``, cut at
+    the training class's quantile of the column."""
+    cls, column, q, above, _ = plant
     cut = np.quantile(meta_train[column][train.labels == cls], q)
 
     def group(labels, meta):
         return (labels == cls) & ((meta[column] >= cut) if above else (meta[column] <= cut))
 
+    return group
+
+
+def slice_members(session, insight) -> np.ndarray:
+    return np.isin(session.dataset.sample_ids, np.asarray(insight.sample_ids, dtype=object))
+
+
+def jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / (a | b).sum())
+
+
+@pytest.mark.parametrize("plant", PLANTS, ids=["thin-7-to-1", "slanted-1-to-7", "small-3-to-5"])
+def test_planted_failing_slice_is_ranked_first_and_explained(plant, splits, store):
+    cls, column, q, above, new = plant
+    train, test = splits
+    meta_train, meta_test = measurements(train, store), measurements(test, store)
+    group = planted_group(plant, train, meta_train)
     corrupted = train.labels.copy()
     corrupted[group(train.labels, meta_train)] = new
     session = session_on(fit(train.images, corrupted), test, store)
@@ -141,15 +162,38 @@ def test_planted_failing_slice_is_ranked_first_and_explained(plant, splits, stor
     insights = [i for i in session.insights() if i.kind in ("slice", "cluster")]
     assert insights, "no slice found"
     top = insights[0]
-    inside = np.isin(session.dataset.sample_ids, np.asarray(top.sample_ids, dtype=object))
-    jaccard = (inside & planted).sum() / (inside | planted).sum()
+    inside = slice_members(session, top)
     precision = (inside & planted).sum() / inside.sum()
     recall = (inside & planted).sum() / planted.sum()
     pred = session.predictions_of()
     named = [e.column for e in top.explanation]
     print(f"\nplanted {cls}s by {column} -> {new} ({planted.sum()} test samples, "
           f"{(pred[planted] == new).mean():.0%} read as {new}): top slice {top.kind} "
-          f"'{top.rule or top.title}' n={top.n}, Jaccard {jaccard:.2f}, precision "
-          f"{precision:.2f}, recall {recall:.2f}; explained by {named}")
-    assert jaccard >= 0.5
+          f"'{top.rule or top.title}' n={top.n}, Jaccard {jaccard(inside, planted):.2f}, "
+          f"precision {precision:.2f}, recall {recall:.2f}; explained by {named}")
+    assert jaccard(inside, planted) >= JACCARD_GOAL
     assert "label" in named and column in named
+
+
+def test_precision_and_recall_of_slice_recovery_over_three_planted_groups(splits, store):
+    train, test = splits
+    meta_train, meta_test = measurements(train, store), measurements(test, store)
+    groups = [planted_group(p, train, meta_train) for p in PLANTS]
+    corrupted = train.labels.copy()
+    for plant, group in zip(PLANTS, groups, strict=True):
+        corrupted[group(train.labels, meta_train)] = plant[4]  # the groups are disjoint
+    session = session_on(fit(train.images, corrupted), test, store)
+    planted = [group(test.labels, meta_test) for group in groups]
+    top = [i for i in session.insights() if i.kind in ("slice", "cluster")][:len(PLANTS)]
+    overlap = np.array([[jaccard(slice_members(session, ins), p) for p in planted]
+                        for ins in top])  # (slices, planted groups)
+    recovered = overlap >= JACCARD_GOAL
+    precision = recovered.any(1).sum() / len(top)
+    recall = recovered.any(0).sum() / len(planted)
+    for ins, row in zip(top, overlap, strict=True):
+        print(f"\n  slice {ins.kind} '{ins.rule or ins.title}' n={ins.n}: Jaccard with the "
+              f"planted groups {np.round(row, 2).tolist()}; explained by "
+              f"{[e.column for e in ins.explanation]}")
+    print(f"three groups planted at once: precision of the top {len(top)} slices "
+          f"{precision:.2f}, recall of the planted groups {recall:.2f}")
+    assert recall >= 2 / 3 and precision >= 2 / 3

@@ -35,6 +35,17 @@ def test_one_panel_of_paired_bars_per_numeric_evidence_in_order():
     assert fig.layout.xaxis.range[1] >= 2.6 and fig.layout.xaxis2.range[0] <= -12.5
 
 
+def test_evidence_given_the_class_names_its_outside_bar_and_score_so():
+    given = Evidence("stroke_thickness", "stroke thickness", "px", 1.9, 2.5, 0.046, 3.1,
+                     "label == 7 and stroke_thickness < 2.09", given="label")
+    fig = evidence_figure([given, SLANT])
+    assert list(fig.data[0].y) == ["same classes", "inside"]
+    assert list(fig.data[1].y) == ["outside", "inside"]
+    titles = [a.text for a in fig.layout.annotations]
+    assert titles[0].endswith("MI 0.046 nats within class")
+    assert titles[1].endswith("nats")
+
+
 def test_panels_are_capped_and_a_figure_without_numbers_says_so():
     many = [Evidence(f"c{i}", f"measure {i}", "", float(i), 1.0, 0.1) for i in range(9)]
     assert len(evidence_figure(many, max_rows=4).data) == 4

@@ -206,3 +206,13 @@ def test_upsampled_measures_agree_with_native_ones(sample):
     # sub-pixel thickness loses part of the native half-pixel quantisation bias
     assert np.median(fine["stroke_thickness"] / native["stroke_thickness"]) == pytest.approx(
         1, abs=0.3)
+
+
+def test_upsample_is_scipys_cubic_zoom_of_each_image(sample):
+    grey = sample[0][:20]
+    for scale in (2, 3):
+        want = np.stack([ndimage.zoom(g, scale, order=3, grid_mode=True, mode="grid-constant")
+                         for g in grey])
+        got = im.upsample(grey, scale)
+        assert got.shape == (20, 28 * scale, 28 * scale)
+        np.testing.assert_allclose(got, want, atol=1e-5)

@@ -9,7 +9,13 @@ import pytest
 from scipy.stats import false_discovery_control, fisher_exact
 
 from analysis.registry import make_config
-from analysis.steps.slices import leiden_clusters, rank_slices, rule_slices
+from analysis.steps.slices import (
+    leiden_clusters,
+    rank_slices,
+    refine_thresholds,
+    rule_slices,
+    scan_llr,
+)
 
 
 def planted(n: int = 4000, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
@@ -69,10 +75,123 @@ def test_ranking_tests_corrects_and_orders_by_excess_errors():
     q = false_discovery_control(ps)
     names = [rule for _, _, rule, _ in kept]
     assert "label == 3" not in names  # not significant (or no excess)
-    # "planted" lies inside the two larger groups and holds >= 80% of their excess errors:
-    # it replaces them.
+    # "planted" lies inside the two larger groups, holds most of their excess errors and
+    # concentrates them more surely: it replaces them.
     assert names == ["planted"]
     assert kept[0][3]["q_value"] == pytest.approx(q[0])
     a = err[group].sum()
     rate_out = err[~group].mean()
     assert kept[0][3]["excess_errors"] == pytest.approx(a - group.sum() * rate_out)
+
+
+def test_scan_statistic_is_the_bernoulli_likelihood_ratio():
+    from scipy.stats import binom
+
+    a, n, total_err, total_n = 30, 100, 80, 2000
+    c, m = total_err - a, total_n - n
+    # Hand evaluation: binomial log-likelihoods at the maximum-likelihood rates.
+    two = binom.logpmf(a, n, a / n) + binom.logpmf(c, m, c / m)
+    one = binom.logpmf(a, n, total_err / total_n) + binom.logpmf(c, m, total_err / total_n)
+    assert scan_llr(a, n, total_err, total_n) == pytest.approx(two - one)
+    # Zero where the rate inside is not higher; a bigger group at the same rates scores more.
+    assert scan_llr(2, 100, 80, 2000) == 0.0
+    assert scan_llr(60, 200, 160, 4000) == pytest.approx(2 * (two - one))
+    got = scan_llr(np.array([30, 2, 0]), np.array([100, 100, 0]), total_err, total_n)
+    assert got[0] == pytest.approx(two - one) and got[1] == 0 and got[2] == 0
+
+
+def graded(n: int = 6000, seed: int = 1) -> pd.DataFrame:
+    """Generated: the thinnest 10% of the 7s fail 80% of the time, the next 30% of them
+    10% (a soft edge, as a model learns a corruption), every other sample 2%."""
+    rng = np.random.default_rng(seed)
+    label = rng.integers(0, 10, n)
+    thick = rng.normal(2.0, 0.3, n)
+    q10, q40 = np.quantile(thick[label == 7], [0.1, 0.4])
+    rate = np.where((label == 7) & (thick < q10), 0.8,
+                    np.where((label == 7) & (thick < q40), 0.10, 0.02))
+    wrong = rng.random(n) < rate
+    return pd.DataFrame({"label": label, "pred": np.where(wrong, 1, label), "correct": ~wrong,
+                         "loss": wrong * 2.0, "stroke_thickness": thick}), q10
+
+
+def test_thresholds_go_where_the_errors_stop_concentrating():
+    table, q10 = graded()
+    wrong = ~table["correct"].to_numpy()
+    (part,) = refine_thresholds(table, ["stroke_thickness < 2.5", "label == 7"], wrong)[:1]
+    cut = float(part.split(" ")[-1])
+    x, sevens = table["stroke_thickness"].to_numpy(), (table["label"] == 7).to_numpy()
+    # Hand evaluation over the same candidate cuts: the scan statistic's best one...
+    qs = np.quantile(x[sevens], np.linspace(0, 1, 41)[1:-1])
+    cuts = np.unique([float(f"{q:.4g}") for q in qs])
+    llr = [scan_llr(wrong[sevens & (x < c)].sum(), (sevens & (x < c)).sum(), wrong.sum(),
+                    len(x)) for c in cuts]
+    assert cut == cuts[int(np.argmax(llr))]
+    # ... which is near the 10% edge, where the most excess errors would lie far beyond it
+    # (every band of the 7s fails more often than the 2% outside).
+    excess = [wrong[sevens & (x < c)].sum() - (sevens & (x < c)).sum() * wrong[~(sevens & (
+        x < c))].mean() for c in cuts]
+    assert abs((x[sevens] < cut).mean() - 0.1) <= 0.05
+    assert (x[sevens] < cuts[int(np.argmax(excess))]).mean() >= 0.3
+
+
+def test_a_concentrated_part_of_a_broad_slice_replaces_it_and_a_random_half_does_not():
+    """Generated: a broad slice (all thin digits, 25% of the data) whose error rate is
+    raised a little everywhere and a lot in its thin 7s, which hold about half of its
+    excess errors; a homogeneous slice, and a random half of it."""
+    rng = np.random.default_rng(2)
+    n = 10_000
+    label = rng.integers(0, 10, n)
+    thick = rng.normal(2.0, 0.3, n)
+    broad = thick < np.quantile(thick, 0.25)
+    core = broad & (label == 7)
+    rate = np.where(core, 0.6, np.where(broad, 0.06, 0.03))
+    wrong = rng.random(n) < rate
+    table = pd.DataFrame({"label": label, "pred": label, "correct": ~wrong,
+                          "loss": wrong * 2.0, "stroke_thickness": thick})
+    config = make_config("slices")
+    kept = rank_slices(table, [("rule", broad, "broad"), ("rule", core, "core")], config)
+    assert [rule for _, _, rule, _ in kept] == ["core"]
+
+    # Hand check of the condition: the core holds at least half of the broad slice's excess
+    # errors (though not 80%) and its scan statistic is higher.
+    def excess(m):
+        return wrong[m].sum() - m.sum() * wrong[~m].mean()
+
+    assert 0.5 <= excess(core) / excess(broad) < 0.8
+    assert scan_llr(wrong[core].sum(), core.sum(), wrong.sum(), n) > scan_llr(
+        wrong[broad].sum(), broad.sum(), wrong.sum(), n)
+    # A homogeneous failing group is not replaced by a random part of it holding most of
+    # its excess errors (at the same rate: a lower scan statistic); the part, nearly the
+    # same samples, is dropped: the whole group stays the one description.
+    table2, group = planted()
+    part = group & (np.random.default_rng(3).random(len(group)) < 0.85)
+    wrong2 = ~table2["correct"].to_numpy()
+    assert wrong2[part].sum() - part.sum() * wrong2[~part].mean() >= 0.8 * (
+        wrong2[group].sum() - group.sum() * wrong2[~group].mean())
+    kept2 = rank_slices(table2, [("rule", group, "group"), ("rule", part, "part")], config)
+    assert [rule for _, _, rule, _ in kept2] == ["group"]
+
+
+def test_a_broad_slice_that_is_mostly_the_union_of_two_sharper_ones_gives_way_to_them():
+    """Generated: two failing groups (thin 7s, thin 3s), each with about a third of the
+    excess errors of "all thin digits", which holds both; neither alone holds half, so
+    the pair is what replaces it."""
+    rng = np.random.default_rng(4)
+    n = 10_000
+    label = rng.integers(0, 10, n)
+    thick = rng.normal(2.0, 0.3, n)
+    broad = thick < np.quantile(thick, 0.3)
+    seven, three = broad & (label == 7), broad & (label == 3)
+    rate = np.where(seven | three, 0.7, np.where(broad, 0.12, 0.03))
+    wrong = rng.random(n) < rate
+    table = pd.DataFrame({"label": label, "pred": label, "correct": ~wrong,
+                          "loss": wrong * 2.0, "stroke_thickness": thick})
+
+    def excess(m):
+        return wrong[m].sum() - m.sum() * wrong[~broad].mean()
+
+    assert excess(seven) < 0.5 * excess(broad) and excess(three) < 0.5 * excess(broad)
+    assert excess(seven) + excess(three) >= 0.5 * excess(broad)
+    groups = [("rule", broad, "broad"), ("rule", seven, "sevens"), ("rule", three, "threes")]
+    kept = rank_slices(table, groups, make_config("slices"))
+    assert sorted(rule for _, _, rule, _ in kept) == ["sevens", "threes"]

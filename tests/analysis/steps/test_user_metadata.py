@@ -60,6 +60,11 @@ def text(images, labels):
 
 def bad_name(images, labels):
     return {"top ink": images.mean(axis=(1, 2, 3))}
+
+
+def scanner_b(images, labels):
+    """Whether the scan came from scanner B (it leaves a faint mark in the top-left corner)."""
+    return images[:, 0, 0, 0] > 0
 '''
 
 
@@ -185,3 +190,44 @@ def test_without_metadata_the_step_has_no_columns(digits_300):
     step = um.UserMetadata()
     art = step.run(SimpleNamespace(dataset=digits_300), step.Config())
     assert step.columns(art, step.Config()) == {}
+
+
+def test_slices_find_and_explain_a_group_only_user_metadata_describes(meta_pkg, tiny_model,
+                                                                      digits, data_root,
+                                                                      tmp_path):
+    """Generated here from real digits: a seeded 15% of them "come from scanner B", which
+    sets their top-left pixel to 1 of 255 (invisible: the model's predictions do not move
+    and no built-in measurement tells them apart) and whose labels were entered one class
+    off. Only the
+    user's ``scanner_b`` column describes the group; the slice finder must use it as it
+    uses a built-in column, and the slice's explanation must name it."""
+    import dataclasses
+
+    from analysis.session import AnalysisSession
+    from cache import ArtifactStore
+
+    ds = load_dataset(digits, "test", data_root=data_root, limit=1000)
+    group = np.random.default_rng(0).random(len(ds)) < 0.15
+    images = ds.images.copy()
+    assert (ds.images[:, 0, 0, 0] == 0).all()  # MNIST's corners are black
+    images[group, 0, 0, 0] = 1
+    labels = np.where(group, (ds.labels + 1) % 10, ds.labels)
+    ds = dataclasses.replace(ds, images=images, labels=labels)
+    session = AnalysisSession(tiny_model, ds, ArtifactStore(tmp_path / "c"), "cpu",
+                              mc_samples=0, projections=(), progress=False,
+                              metadata=f"{meta_pkg}.meta:scanner_b")
+    table = session.table()
+    assert table["meta_scanner_b"].to_numpy()[group].all()  # constant inside the group
+    found = [i for i in session.insights() if i.kind == "slice" and "meta_scanner_b" in i.rule]
+    assert found, [i.rule for i in session.insights() if i.kind == "slice"]
+    ins = found[0]
+    inside = np.isin(ds.sample_ids, np.asarray(ins.sample_ids, dtype=object))
+    assert (inside & group).sum() / (inside | group).sum() >= 0.8
+    assert np.array_equal(table.eval(ins.rule).to_numpy(dtype=bool), inside)
+    evidence = {e.column: e for e in ins.explanation}
+    assert "meta_scanner_b" in evidence
+    scanner = evidence["meta_scanner_b"]
+    assert scanner.inside == pytest.approx(table["meta_scanner_b"][inside].mean())
+    assert scanner.inside > 0.9 and scanner.outside < 0.1
+    assert scanner.label == "meta scanner b"
+    assert session.artifact("slices").summary["columns"].count("meta_scanner_b") == 1
