@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.insights import Evidence
+from analysis.evidence import Evidence
 from core.errors import ConfigError
 
 # Class columns usable as explanations without a declaration (the ground truth and

@@ -1,7 +1,9 @@
-"""Running a command line in a fresh interpreter and reading back what it measured."""
+"""Running a command line in a fresh interpreter and reading back what it measured; the
+benchmarks' default model."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -38,3 +40,15 @@ def run_child(code: str, args: list[str], env: dict[str, str], keep_stdout: bool
                 out["stdout"] = proc.stdout
             return out
     raise RuntimeError(f"benchmark child failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+
+
+def train_default(args: argparse.Namespace, device: str, work: Path,
+                  dataset: str = "mnist") -> str:
+    """Train mnist_cnn for 3 epochs into ``work`` (when no --checkpoint is given)."""
+    from models.train import TrainConfig, train
+
+    checkpoint = str(work / "mnist_cnn")
+    print("training mnist_cnn (3 epochs) for the benchmark ...", file=sys.stderr)
+    train(TrainConfig(dataset=dataset), checkpoint, device=device, data_root=args.data_root,
+          progress=False)
+    return checkpoint

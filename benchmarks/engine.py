@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.child import CHILD, run_child
+from benchmarks.child import CHILD, run_child, train_default
 from core.datasets import load_dataset
 
 # Peak RSS from VmHWM: Linux keeps ru_maxrss across fork + exec, so a child's
@@ -237,18 +237,6 @@ def run_bench(args: argparse.Namespace) -> int:
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2))
     return 0
-
-
-def train_default(args: argparse.Namespace, device: str, work: Path,
-                  dataset: str = "mnist") -> str:
-    """Train mnist_cnn for 3 epochs into ``work`` (when no --checkpoint is given)."""
-    from models.train import TrainConfig, train
-
-    checkpoint = str(work / "mnist_cnn")
-    print("training mnist_cnn (3 epochs) for the benchmark ...", file=sys.stderr)
-    train(TrainConfig(dataset=dataset), checkpoint, device=device, data_root=args.data_root,
-          progress=False)
-    return checkpoint
 
 
 def mnist_bench(args: argparse.Namespace, device: str, work: Path) -> dict:

@@ -22,7 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.child import run_child
+from benchmarks.child import run_child, train_default
 
 # The child: one analysis of mnist-scale:N, step by step, with a memory sampler.
 SCALE_CHILD = """
@@ -153,8 +153,6 @@ def format_scale(results: dict) -> str:
 
 
 def run_scale(args: argparse.Namespace, checkpoint: str | None, work: Path) -> dict:
-    from benchmarks.engine import train_default
-
     sizes = parse_sizes(args.scale)
     checkpoint = checkpoint or train_default(args, "cpu", work)
     executors = ("inprocess", "ray") if getattr(args, "executor", "") == "ray" else \
