@@ -4,7 +4,8 @@ The maps are the ones the CLI computed in its own process (the ``cli_run``
 fixture); recomputing them here checks they are N x 2, finite, faithful and
 the same for the same seed in another process. Past ``fit_max`` samples the
 maps are fitted on a class-stratified sample and the rest placed by the
-libraries' transform: checked on 2,000 real test digits with ``fit_max=800``.
+libraries' transform: checked on 2,000 real test digits with ``fit_max=1000``
+and ``fit_sample=800``.
 """
 
 from __future__ import annotations
@@ -94,6 +95,7 @@ def test_fit_max_default_keeps_the_old_cache_key(method):
     assert stable_hash(make_config(method)) == stable_hash(Config())
     assert stable_hash(make_config(method, {"seed": 3})) == stable_hash(Config(seed=3))
     assert stable_hash(make_config(method, {"fit_max": 10})) != stable_hash(Config())
+    assert stable_hash(make_config(method, {"fit_sample": 10})) != stable_hash(Config())
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +110,7 @@ def session_2k(tiny_model, digits, data_root, shared_store):
 def test_sampled_map_is_n_by_2_finite_faithful_and_deterministic(method, session_2k):
     session = session_2k
     engine = Engine(session.model, session.dataset, session.store, torch.device("cpu"),
-                    {method: {"fit_max": 800}}, progress=False)
+                    {method: {"fit_max": 1000, "fit_sample": 800}}, progress=False)
     art = engine.get(method)
     coords, fitted = art["coords"], art["fitted"]
     n = len(session.dataset)
