@@ -1,21 +1,27 @@
-"""``neighbors``: one exact k-nearest-neighbour graph over the embeddings.
+"""``neighbors``: one k-nearest-neighbour graph over the embeddings.
 
-On the GPU: a chunked matrix multiply + ``topk``; on the CPU: faiss's exact
-``IndexFlatL2`` (torch when faiss is not installed). The graph is built once
-with ``graph_k`` neighbours (enough for t-SNE's perplexity-30 affinities and
-UMAP) and reused by the projections, "fetch similars" and the quality metrics.
+Up to ``exact_max`` samples (200,000 by default) the graph is exact: on the GPU
+a chunked matrix multiply + ``topk``; on the CPU faiss's ``IndexFlatL2`` (torch
+when faiss is not installed). Beyond it a seeded faiss IVF-Flat index is used
+(:mod:`analysis.ann`), its recall against exact kNN measured on a seeded sample
+of queries, stored in the summary and logged (a warning below ``recall_floor``).
+The graph is built once with ``graph_k`` neighbours (enough for t-SNE's
+perplexity-30 affinities and UMAP) and reused by the projections, "fetch
+similars" and the quality metrics.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from analysis.ann import _drop_self, approximate_search, exact_search
 from analysis.registry import Plan, Step, StepContext, register
 from cache import Artifact
+from cache.keys import OMIT_AT_DEFAULT
 from core.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -62,10 +68,7 @@ def knn_search(base: np.ndarray, queries: np.ndarray, k: int,
         except ImportError:
             faiss = None
         if faiss is not None:
-            index = faiss.IndexFlatL2(base.shape[1])
-            index.add(base)
-            sq, idx = index.search(queries, k)
-            return idx.astype(np.int64), np.sqrt(np.clip(sq, 0, None)).astype(np.float32)
+            return exact_search(base, queries, k)
     sq, idx = _torch_knn(torch.from_numpy(base).to(device), torch.from_numpy(queries).to(device), k)
     return idx.cpu().numpy().astype(np.int64), sq.sqrt().cpu().numpy().astype(np.float32)
 
@@ -81,17 +84,47 @@ def knn_graph(features: np.ndarray, k: int, device: torch.device | str = "cpu"
     if not 1 <= k < n:
         raise ConfigError(f"k={k} neighbours needs at least k+1 samples; the dataset has {n}.")
     idx, dist = knn_search(features, features, k + 1, device)
-    is_self = idx == np.arange(n)[:, None]
-    # Drop the self column where present, else the last column.
-    drop = np.where(is_self.any(1), is_self.argmax(1), k)
-    keep = np.ones_like(idx, dtype=bool)
-    keep[np.arange(n), drop] = False
-    return idx[keep].reshape(n, k), dist[keep].reshape(n, k)
+    return _drop_self(idx, dist, np.arange(n), k)
+
+
+def scaled_knn_graph(features: np.ndarray, k: int, device: torch.device | str = "cpu", *,
+                     exact_max: int = 200_000, recall_floor: float = 0.9,
+                     recall_queries: int = 1000, seed: int = 0
+                     ) -> tuple[np.ndarray, np.ndarray, dict]:
+    """:func:`knn_graph` up to ``exact_max`` samples, an approximate IVF-Flat graph beyond.
+
+    Returns
+    -------
+    indices : (N, k) int64, never the sample itself
+    distances : (N, k) float32
+    info : dict
+        ``{"knn_method": "exact"}``, or for the approximate graph the method,
+        ``nlist``, ``nprobe`` and its measured recall (see
+        :func:`analysis.ann.approximate_search`), keys prefixed ``knn_``/``ann_``.
+    """
+    n = len(features)
+    if not 1 <= k < n:
+        raise ConfigError(f"k={k} neighbours needs at least k+1 samples; the dataset has {n}.")
+    if n <= exact_max:
+        idx, dist = knn_graph(features, k, device)
+        return idx, dist, {"knn_method": "exact"}
+    feats = np.ascontiguousarray(features, dtype=np.float32)
+    idx, dist, info = approximate_search(feats, feats, k, recall_floor=recall_floor,
+                                         recall_queries=recall_queries, seed=seed,
+                                         exclude_self=True)
+    return idx, dist, {"knn_method": info.pop("method"),
+                       **{f"ann_{key}": value for key, value in info.items()}}
 
 
 @register
 class Neighbors(Step):
-    """Exact kNN graph over the inference embeddings.
+    """kNN graph over the inference embeddings: exact up to ``exact_max`` samples.
+
+    Beyond ``exact_max`` the graph is approximate (seeded faiss IVF-Flat) and
+    the summary holds its recall@graph_k against exact kNN on ``recall_queries``
+    seeded queries (``ann_recall``), which is logged as a warning when below
+    ``recall_floor``. The new options are left out of cache keys at their
+    defaults, so results computed before they existed keep their keys.
 
     Artifact arrays
     ---------------
@@ -102,6 +135,7 @@ class Neighbors(Step):
     name = "neighbors"
     version = 1
     requires = ("inference",)
+    # Its (N, k) neighbour arrays are not sample-table columns: it declares none.
     order = 50
 
     @classmethod
@@ -112,14 +146,28 @@ class Neighbors(Step):
     class Config:
         k: int = 10
         graph_k: int = 90
+        # Above this many samples the graph is approximate (IVF-Flat).
+        exact_max: int = field(default=200_000, metadata=OMIT_AT_DEFAULT)
+        # Recall@graph_k the approximate graph is tuned for; below it a warning.
+        recall_floor: float = field(default=0.9, metadata=OMIT_AT_DEFAULT)
+        # Seeded queries that tune nprobe, and as many others that measure the recall.
+        recall_queries: int = field(default=1000, metadata=OMIT_AT_DEFAULT)
 
     def run(self, ctx: StepContext, config: Config) -> Artifact:
         emb = ctx.inputs["inference"]["embedding"]
         if config.k < 1:
             raise ConfigError(f"--k must be at least 1, got {config.k}.")
+        if config.exact_max < 1 or config.recall_queries < 1:
+            raise ConfigError(f"neighbors: exact_max ({config.exact_max}) and recall_queries "
+                              f"({config.recall_queries}) must be at least 1.")
         k = min(max(config.k, config.graph_k), len(emb) - 1)
-        idx, dist = knn_graph(emb, k, ctx.device)
-        return Artifact({"indices": idx, "distances": dist}, summary={"graph_k": k})
+        idx, dist, info = scaled_knn_graph(emb, k, ctx.device, exact_max=config.exact_max,
+                                           recall_floor=config.recall_floor,
+                                           recall_queries=config.recall_queries)
+        summary = {"graph_k": k}
+        if info["knn_method"] != "exact":  # the exact summary is as it always was
+            summary.update(info)
+        return Artifact({"indices": idx, "distances": dist}, summary=summary)
 
     def columns(self, artifact: Artifact, config: Config) -> dict[str, np.ndarray]:
         k = min(config.k, artifact["indices"].shape[1])

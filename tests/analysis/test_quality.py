@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.manifold import trustworthiness as sk_trustworthiness
 
-from analysis.quality import knn_preservation, map_quality, trustworthiness
+from analysis.quality import knn_preservation, map_knn, map_quality, trustworthiness
 from analysis.steps.neighbors import knn_graph
 
 
@@ -44,3 +44,41 @@ def test_knn_preservation():
     assert knn_preservation(high, shuffled, 5) < 0.5
     q = map_quality(x, x, high, k=5)
     assert q["trustworthiness"] == 1.0 and q["knn_preservation"] == 1.0
+
+
+def hand_trustworthiness(x: np.ndarray, coords: np.ndarray, k: int, rows: np.ndarray) -> float:
+    """Venna & Kaski's formula written out, averaged over the query ``rows`` only."""
+    n = len(x)
+    penalty = 0
+    for i in rows:
+        d_high = np.linalg.norm(x - x[i], axis=1)
+        d_high[i] = np.inf
+        rank = np.empty(n, int)
+        rank[np.argsort(d_high, kind="stable")] = np.arange(1, n + 1)
+        d_low = np.linalg.norm(coords - coords[i], axis=1)
+        d_low[i] = np.inf
+        for j in np.argsort(d_low, kind="stable")[:k]:
+            penalty += max(0, rank[j] - k)
+    return 1 - 2 / (len(rows) * k * (2 * n - 3 * k - 1)) * penalty
+
+
+def test_trustworthiness_over_given_query_rows(tiny_session):
+    # real embeddings; a map made of two embedding dimensions plus seeded noise
+    emb = tiny_session.embeddings[:200].astype(np.float64)
+    rng = np.random.default_rng(3)
+    coords = emb[:, :2] + 0.2 * emb[:, :2].std() * rng.normal(size=(200, 2))
+    rows = np.sort(rng.choice(200, 40, replace=False))
+    ours = trustworthiness(emb.astype(np.float32), coords.astype(np.float32), 10, queries=rows)
+    assert abs(ours - hand_trustworthiness(emb, coords, 10, rows)) < 1e-6
+    # all rows as queries is the exact value
+    assert trustworthiness(emb, coords, 10, queries=np.arange(200)) == \
+        trustworthiness(emb, coords, 10)
+
+
+def test_map_knn_kd_tree_path_equals_flat_search(tiny_session):
+    rng = np.random.default_rng(0)
+    coords = tiny_session.embeddings[:, :2] + rng.normal(size=(300, 2)).astype(np.float32)
+    flat = map_knn(coords, 10)
+    tree = map_knn(coords, 10, exact_max=100)  # forced onto the k-d tree
+    assert tree.shape == (300, 10) and not (tree == np.arange(300)[:, None]).any()
+    assert (tree == flat).mean() > 0.99  # float32 vs float64 ties may order differently

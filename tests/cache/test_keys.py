@@ -66,3 +66,21 @@ def test_dataclass_numpy_and_path_parts():
     assert stable_hash(Path("/a/b")) == stable_hash("/a/b")
     assert stable_hash({"b": 1, "a": {2, 1}}) == stable_hash({"a": {1, 2}, "b": 1})
     assert len(stable_hash()) == 64 and int(stable_hash("x"), 16) >= 0
+
+
+def test_fields_omitted_at_their_default_keep_the_old_key():
+    from cache.keys import OMIT_AT_DEFAULT
+
+    @dataclasses.dataclass(frozen=True)
+    class Config:
+        k: int = 10
+
+    @dataclasses.dataclass(frozen=True)
+    class Config2:  # the same config after a new option was added
+        k: int = 10
+        exact_max: int = dataclasses.field(default=200_000, metadata=OMIT_AT_DEFAULT)
+
+    Config2.__name__ = "Config"
+    assert stable_hash("step", Config2()) == stable_hash("step", Config())
+    assert stable_hash("step", Config2(k=3)) == stable_hash("step", Config(k=3))
+    assert stable_hash("step", Config2(exact_max=1000)) != stable_hash("step", Config())
