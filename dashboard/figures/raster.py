@@ -303,8 +303,8 @@ def extent_trace(x_range: tuple[float, float], y_range: tuple[float, float]) -> 
 def view_note(visible: int, total: int, limit: int, image: bool) -> dict:
     """A small note in the map's top-left corner saying how it is drawn."""
     if image:
-        text = (f"{visible:,} points in view, drawn as an image; zoom in to fewer than "
-                f"{limit + 1:,} to see them as points")
+        text = (f"{visible:,} points in view, drawn as an image; zoom in to {limit:,} or "
+                "fewer to see them as points")
     else:
         text = f"{visible:,} of {total:,} points in view"
     return {"text": text, "xref": "paper", "yref": "paper", "x": 0, "y": 1.0,

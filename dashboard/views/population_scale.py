@@ -254,12 +254,20 @@ def scaled_map_figure(entry: RunEntry, projection: str, color: str, size: str,
                                        make_sizes(entry, size), projection, highlight,
                                        focus).to_plotly_json()
     layout = dict(figure["layout"])
+    if view is not None:
+        # The view the user zoomed to, stated: a new figure's missing range would
+        # autorange to the whole map (uirevision keeps no range the figure never had).
+        for axis, key in (("xaxis", "x"), ("yaxis", "y")):
+            layout[axis] = {**layout.get(axis, {}), "range": list(view[key]),
+                            "autorange": False}
     layout["images"] = [image_layout(raster)] if raster is not None else []
     layout["annotations"] = [view_note(visible, len(coords), max_points, raster is not None)]
     if raster is not None:  # hiding a class trace would not hide its part of the image
         layout["legend"] = {**layout.get("legend", {}), "itemclick": False,
                             "itemdoubleclick": False}
     data = list(figure["data"]) + [extent_trace(*extent), hover_grid_trace(raster)]
+    if raster is not None:
+        data[:len(members)] = [_legend_only(trace, spec) for trace in data[:len(members)]]
     return {"data": data, "layout": layout}
 
 
@@ -289,6 +297,16 @@ def view_update(entry: RunEntry, relayout: object, projection: str, color: str, 
         return None
     return scaled_map_figure(entry, projection, color, size, sample_store, new,
                              max_points), new
+
+
+def _legend_only(trace: dict, spec) -> dict:
+    """A class trace that draws nothing but still shows in the legend (an empty trace
+    does not) and, for a numeric colouring, still carries the colour bar."""
+    marker = dict(trace.get("marker", {}))
+    if not isinstance(marker.get("color"), str):
+        marker["color"] = [spec.coloraxis.get("cmin", 0)]
+    marker["size"] = 9
+    return {**trace, "x": [None], "y": [None], "marker": marker}
 
 
 def _padded(coords: np.ndarray, x_range: Sequence[float], y_range: Sequence[float],
