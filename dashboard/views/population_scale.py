@@ -38,8 +38,8 @@ from dashboard.figures.raster import (
     rasterize,
     view_note,
 )
-from dashboard.state import DashboardInputError, RunEntry
-from dashboard.views.guard import first_point, point_index, selection_limit
+from dashboard.state import DashboardInputError, RunEntry, numeric_columns
+from dashboard.views.guard import checked_choice, first_point, point_index, selection_limit
 
 log = logging.getLogger(__name__)
 
@@ -164,14 +164,17 @@ def region_indices(coords: np.ndarray, selected: object) -> np.ndarray | None:
 
 
 # -- the view ---------------------------------------------------------------------------------
-def checked_view(view: object, projection: str) -> dict | None:
-    """The view store if it is a valid view of ``projection``, else ``None`` (the whole map)."""
-    if not isinstance(view, Mapping) or view.get("projection") != projection:
+def checked_view(view: object, projection: str, run: str | None = None) -> dict | None:
+    """The view store if it is a valid view of ``projection`` (and of run ``run``, when
+    given), else ``None`` (the whole map)."""
+    if not isinstance(view, Mapping) or view.get("projection") != projection \
+            or view.get("run") != run:
         return None
     x, y = _numbers(view.get("x"), 2), _numbers(view.get("y"), 2)
     if x is None or y is None or len(x) != 2 or len(y) != 2:
         return None
-    return {"projection": projection, "x": sorted(x), "y": sorted(y)}
+    out = {"projection": projection, "x": sorted(x), "y": sorted(y)}
+    return {"run": run, **out} if run is not None else out
 
 
 def _axis_range(relayout: Mapping, axis: str) -> list[float] | str | None:
@@ -188,7 +191,8 @@ def _axis_range(relayout: Mapping, axis: str) -> list[float] | str | None:
 
 
 def next_view(relayout: object, view: dict | None, projection: str,
-              extent: tuple[Range, Range]) -> tuple[bool, dict | None]:
+              extent: tuple[Range, Range], run: str | None = None
+              ) -> tuple[bool, dict | None]:
     """The view after a zoom, pan or reset (``relayoutData``).
 
     Returns
@@ -196,7 +200,8 @@ def next_view(relayout: object, view: dict | None, projection: str,
     changed : bool
         ``False`` for events that move no axis (``autosize``, drag mode, selections).
     view : dict or None
-        ``{"projection", "x": [lo, hi], "y": [lo, hi]}``; ``None`` is the whole map.
+        ``{"projection", "x": [lo, hi], "y": [lo, hi]}`` (and ``"run": run`` when
+        given); ``None`` is the whole map.
     """
     if not isinstance(relayout, Mapping):
         return False, view
@@ -210,6 +215,8 @@ def next_view(relayout: object, view: dict | None, projection: str,
         ranges.append(list(full) if value == "auto" else value if value else current[key])
     whole = ranges[0] == list(extent[0]) and ranges[1] == list(extent[1])
     result = None if whole else {"projection": projection, "x": ranges[0], "y": ranges[1]}
+    if result is not None and run is not None:
+        result = {"run": run, **result}
     return result != view, result
 
 
@@ -224,6 +231,7 @@ def scaled_map_figure(entry: RunEntry, projection: str, color: str, size: str,
     the hover grid.
     """
     from dashboard.views.population import (
+        NO_SIZE,
         checked_projection,
         highlight_of,
         make_color,
@@ -231,29 +239,38 @@ def scaled_map_figure(entry: RunEntry, projection: str, color: str, size: str,
     )
 
     projection = checked_projection(entry, projection)
+    size = checked_choice(size, [NO_SIZE] + numeric_columns(entry.table), "size column")
     coords = entry.session.projection(projection)
     extent = map_extent(entry, projection)
-    view = checked_view(view, projection)
+    view = checked_view(view, projection, entry.key)
     x_range, y_range = (view["x"], view["y"]) if view else extent
     inside = in_box(coords, x_range, y_range)
     visible = int(inside.sum())
-    spec = make_color(entry, color)
-    raster = None
+    # The colouring of a million samples (its percentiles...) is kept per column.
+    spec = entry.memo(("map-color", color), lambda: make_color(entry, color))
+    highlight, focus = highlight_of(entry, sample_store)
+    classes = len(entry.members)
     if visible > max_points:
-        members = [m[:0] for m in entry.members]
         if view is None:  # the whole map: the same image for every visit and reset
             raster = entry.memo(("map-raster", projection, color),
                                 lambda: rasterize(coords, spec, *extent))
         else:
             raster = rasterize(coords, spec, x_range, y_range)
+        # Everything but the image, the overlay and the view is the same for every
+        # view of this (projection, colour): built (and validated by plotly) once.
+        base = entry.memo(("map-image-frame", projection, color),
+                          lambda: _image_frame(entry, coords, spec, projection))
+        data = list(base["data"])
+        data[classes] = figures.highlight_trace(coords, highlight, focus).to_plotly_json()
+        layout = dict(base["layout"])
     else:
+        raster = None
         sent = _padded(coords, x_range, y_range, inside, max_points + max_points // 4)
         members = [m[sent[m]] for m in entry.members]
-    highlight, focus = highlight_of(entry, sample_store)
-    figure = figures.population_figure(coords, members, entry.class_names, spec,
-                                       make_sizes(entry, size), projection, highlight,
-                                       focus).to_plotly_json()
-    layout = dict(figure["layout"])
+        figure = figures.population_figure(coords, members, entry.class_names, spec,
+                                           make_sizes(entry, size), projection, highlight,
+                                           focus).to_plotly_json()
+        data, layout = list(figure["data"]), dict(figure["layout"])
     if view is not None:
         # The view the user zoomed to, stated: a new figure's missing range would
         # autorange to the whole map (uirevision keeps no range the figure never had).
@@ -262,12 +279,7 @@ def scaled_map_figure(entry: RunEntry, projection: str, color: str, size: str,
                             "autorange": False}
     layout["images"] = [image_layout(raster)] if raster is not None else []
     layout["annotations"] = [view_note(visible, len(coords), max_points, raster is not None)]
-    if raster is not None:  # hiding a class trace would not hide its part of the image
-        layout["legend"] = {**layout.get("legend", {}), "itemclick": False,
-                            "itemdoubleclick": False}
-    data = list(figure["data"]) + [extent_trace(*extent), hover_grid_trace(raster)]
-    if raster is not None:
-        data[:len(members)] = [_legend_only(trace, spec) for trace in data[:len(members)]]
+    data += [extent_trace(*extent), hover_grid_trace(raster)]
     return {"data": data, "layout": layout}
 
 
@@ -276,7 +288,7 @@ def large_map_update(entry: RunEntry, projection: str, color: str, size: str,
                      ) -> tuple[dict, dict | None]:
     """The figure of a large map and its view store: ``view`` kept when it is a view of
     ``projection`` (a re-colour or re-size), else the whole map."""
-    view = checked_view(view, projection)
+    view = checked_view(view, projection, entry.key)
     return scaled_map_figure(entry, projection, color, size, sample_store, view,
                              max_points), view
 
@@ -291,12 +303,27 @@ def view_update(entry: RunEntry, relayout: object, projection: str, color: str, 
     if not is_large(entry, max_points):
         return None
     projection = checked_projection(entry, projection)
-    changed, new = next_view(relayout, checked_view(view, projection), projection,
-                             map_extent(entry, projection))
+    changed, new = next_view(relayout, checked_view(view, projection, entry.key),
+                             projection, map_extent(entry, projection), entry.key)
     if not changed:
         return None
     return scaled_map_figure(entry, projection, color, size, sample_store, new,
                              max_points), new
+
+
+def _image_frame(entry: RunEntry, coords: np.ndarray, spec, projection: str) -> dict:
+    """The figure around an image: class traces that draw nothing but keep the legend (no
+    sizes: an image has none), an empty overlay, the legend keys; legend clicks off (hiding
+    a class trace would not hide its part of the image)."""
+    members = [m[:0] for m in entry.members]
+    figure = figures.population_figure(coords, members, entry.class_names, spec,
+                                       figures.size_spec(None), projection).to_plotly_json()
+    data = list(figure["data"])
+    data[:len(members)] = [_legend_only(trace, spec) for trace in data[:len(members)]]
+    layout = dict(figure["layout"])
+    layout["legend"] = {**layout.get("legend", {}), "itemclick": False,
+                        "itemdoubleclick": False}
+    return {"data": data, "layout": layout}
 
 
 def _legend_only(trace: dict, spec) -> dict:

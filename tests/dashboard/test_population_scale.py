@@ -127,7 +127,8 @@ def test_whole_map_is_an_image_and_a_zoom_shows_only_the_points_in_view(big_entr
     xy = big_entry.session.projection("umap")
     centre = xy[0]
     half = (xy.max(axis=0) - xy.min(axis=0)) * 0.04
-    view = {"projection": "umap", "x": [float(centre[0] - half[0]), float(centre[0] + half[0])],
+    view = {"run": big_entry.key, "projection": "umap",
+            "x": [float(centre[0] - half[0]), float(centre[0] + half[0])],
             "y": [float(centre[1] - half[1]), float(centre[1] + half[1])]}
     inside = scale.in_box(xy, view["x"], view["y"])
     assert 0 < inside.sum() <= LIMIT
@@ -143,6 +144,11 @@ def test_whole_map_is_an_image_and_a_zoom_shows_only_the_points_in_view(big_entr
     assert inside.sum() <= sent <= LIMIT + LIMIT // 4
     assert f"{int(inside.sum()):,} of {BIG:,} points in view" == \
         figure["layout"]["annotations"][0]["text"]
+    assert figure["layout"]["xaxis"]["range"] == view["x"]  # stated: no autorange
+    # the same ranges stored by another run (or another projection) are the whole map
+    for other in ({**view, "run": "another"}, {**view, "projection": "tsne"}):
+        figure = scale.scaled_map_figure(big_entry, "umap", "label", "loss", None, other, LIMIT)
+        assert len(figure["layout"]["images"]) == 1
 
 
 def decode(spec) -> np.ndarray:

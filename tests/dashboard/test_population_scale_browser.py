@@ -41,7 +41,7 @@ const sel = gd._fullLayout.selections || [];
 const grid = gd._fullData[gd._fullData.length - 1];
 return {images: (gd._fullLayout.images || []).length, points: points, inView: inView,
         drawn: document.querySelectorAll('#population-graph .imagelayer image').length,
-        x: xa.range.slice(), y: ya.range.slice(), dx: grid.dx, dy: grid.dy,
+        x: xa.range.slice(), y: ya.range.slice(), dx: grid && grid.dx, dy: grid && grid.dy,
         note: (gd._fullLayout.annotations || []).map(a => a.text).join(' '),
         selections: sel.map(s => [s.x0, s.x1, s.y0, s.y1])};
 """
@@ -180,4 +180,87 @@ def test_map_of_200k_points_is_an_image_that_selects_hovers_and_zooms_to_points(
     assert reset["points"] == 0
     assert reset["x"][0] <= xy[:, 0].min() and reset["x"][1] >= xy[:, 0].max()
     shot(dash_duo, "map-200k-reset")
+    assert dash_duo.get_logs() == []
+
+
+def polygon_contains(xy: np.ndarray, poly: np.ndarray) -> np.ndarray:
+    """Even-odd ray casting, written out."""
+    x, y = xy[:, 0].astype(np.float64), xy[:, 1].astype(np.float64)
+    inside = np.zeros(len(xy), dtype=bool)
+    for (x0, y0), (x1, y1) in zip(poly, np.roll(poly, -1, axis=0), strict=True):
+        crosses = (y0 > y) != (y1 > y)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            at = x0 + (y - y0) * (x1 - x0) / (y1 - y0)
+        inside ^= crosses & (x < at)
+    return inside
+
+
+def isolated_sample(xy: np.ndarray) -> int:
+    """A sample far from every other, away from the map's edges."""
+    from scipy.spatial import cKDTree
+
+    unit = (xy - xy.min(0)) / np.ptp(xy, 0)
+    inner = np.all((unit > 0.1) & (unit < 0.9), axis=1)
+    dist, _ = cKDTree(unit).query(unit, k=2)
+    return int(np.argmax(np.where(inner, dist[:, 1], -1)))
+
+
+def test_image_of_a_real_run_lassoes_and_opens_the_clicked_sample(dash_duo, browser, app,
+                                                                  entry):
+    """The 600-sample run with the limit lowered to 100 (the app's config): drawn as an
+    image, so a lasso and a click go through the image path, on samples whose Sample
+    page is real."""
+    from dashboard.views.population_scale import MAX_POINTS_KEY
+
+    app.server.config[MAX_POINTS_KEY] = 100
+    classes = len(entry.members)
+    xy = entry.session.projection("umap")
+    browser.open(app, "/")
+    until(lambda: (state(dash_duo, classes) or {}).get("drawn") == 1, timeout=60)
+    assert "600 points in view, drawn as an image" in state(dash_duo, classes)["note"]
+
+    # A click on the image opens the sample under it (the nearest to the spot).
+    target = isolated_sample(xy)
+    move_to(dash_duo, *to_pixel(dash_duo, *xy[target]))
+    dash_duo.wait_for_contains_text(f"#{ids.POPULATION_TOOLTIP} b",
+                                    entry.session.dataset.sample_ids[target], timeout=20)
+    shot(dash_duo, "map-600-as-image-hover")
+    actions = ActionChains(dash_duo.driver)
+    actions.w3c_actions.pointer_action.click()
+    actions.perform()
+    sample_id = entry.session.dataset.sample_ids[target]
+    dash_duo.wait_for_contains_text(f"#{ids.SAMPLE_TITLE}", sample_id, timeout=30)
+    assert f"id={sample_id}" in dash_duo.driver.current_url
+    shot(dash_duo, "map-600-as-image-clicked")
+    browser.nav("/")
+    until(lambda: (state(dash_duo, classes) or {}).get("drawn") == 1, timeout=60)
+
+    # A lasso drawn by hand: the selection holds the samples inside its polygon.
+    area = dash_duo.find_element(f"#{ids.POPULATION_GRAPH} .nsewdrag").rect
+    move_to(dash_duo, int(area["x"] + area["width"] / 2), int(area["y"] + area["height"] / 2))
+    dash_duo.find_element(f"#{ids.POPULATION_GRAPH} .modebar-btn[data-val='lasso']").click()
+    cx, cy = area["x"] + 0.5 * area["width"], area["y"] + 0.5 * area["height"]
+    ring = [(int(cx + 0.3 * area["width"] * np.cos(a) * (1 + 0.3 * np.sin(3 * a))),
+             int(cy + 0.3 * area["height"] * np.sin(a)))
+            for a in np.linspace(0, 2 * np.pi, 24)]
+    actions = ActionChains(dash_duo.driver)
+    pointer = actions.w3c_actions.pointer_action
+    pointer.move_to_location(*ring[0])
+    pointer.pointer_down()
+    for point in ring[1:]:
+        pointer.move_to_location(*point)
+    pointer.pointer_up()
+    actions.perform()
+    dash_duo.wait_for_element(f"#{ids.SELECTION_GRID} a.loupe-thumb", timeout=30)
+    path = dash_duo.driver.execute_script(
+        "return document.querySelector('#population-graph .js-plotly-plot')"
+        "._fullLayout.selections[0].path;")
+    poly = np.array([[float(v) for v in pair.split(",")]
+                     for pair in path.strip("MZ").replace("M", "L").split("L")])
+    expected = int(polygon_contains(xy, poly).sum())
+    assert 20 < expected < 600
+    until(lambda: dash_duo.find_element("#selection-stats").text.startswith(f"{expected:,} "),
+          timeout=30)
+    shot(dash_duo, "map-600-as-image-lasso")
+
     assert dash_duo.get_logs() == []
