@@ -263,4 +263,15 @@ def test_image_of_a_real_run_lassoes_and_opens_the_clicked_sample(dash_duo, brow
           timeout=30)
     shot(dash_duo, "map-600-as-image-lasso")
 
+    # Coloured by a number, the image comes with the point map's colour bar.
+    before = dash_duo.driver.execute_script(
+        "return document.querySelector('#population-graph .imagelayer image')"
+        ".getAttribute('href');")
+    dash_duo.select_dcc_dropdown(f"#{ids.COLOR_SELECT}", value="loss")
+    dash_duo.wait_for_element(f"#{ids.POPULATION_GRAPH} .colorbar", timeout=30)
+    until(lambda: dash_duo.driver.execute_script(
+        "return document.querySelector('#population-graph .imagelayer image')"
+        ".getAttribute('href');") != before, timeout=30)
+    time.sleep(0.5)
+    shot(dash_duo, "map-600-as-image-by-loss")
     assert dash_duo.get_logs() == []
