@@ -156,3 +156,6 @@ SAMPLE_RAW_TOGGLE = "sample-raw-toggle"        # switches the grouped view for t
 SAMPLE_BODY = "sample-body"                    # everything but the message (hidden on a bad id)
 RUN_STATUS = "run-status"                      # "analysing run X… step k of n" under the navbar
 RUN_POLL = "run-poll"                          # ticks while a discovered run is being opened
+
+# -- the population map at scale (appended) ----------------------------------------------------
+POPULATION_VIEW = "population-view"            # {"projection", "x", "y"}: the zoomed view

@@ -11,7 +11,6 @@ from dashboard.components.gallery import sample_gallery, sample_href
 from dashboard.components.messages import card, error_alert
 from dashboard.state import DashboardInputError, get_entry
 from dashboard.views.population import (
-    clicked_index,
     control_options,
     highlight_patch,
     map_figure,
@@ -21,6 +20,14 @@ from dashboard.views.population import (
     selection_view,
     size_note,
     size_rank,
+)
+from dashboard.views.population_scale import (
+    is_large,
+    large_map_update,
+    map_max_points,
+    map_point_index,
+    selection_from_region,
+    view_update,
 )
 from dashboard.views.training import input_check_alert
 
@@ -52,6 +59,7 @@ def layout(color: str | None = None, size: str | None = None, projection: str | 
     ], className="g-2 align-items-start")
     return html.Div([
         dcc.Store(id=QUERY_STORE, data={"color": color, "size": size, "projection": projection}),
+        dcc.Store(id=ids.POPULATION_VIEW),  # a large map's zoomed view (None: all of it)
         html.Div(id=ids.POPULATION_MESSAGE),
         dbc.Row([
             dbc.Col(card("Population map: drag to select, click a point to open it", controls,
@@ -91,40 +99,72 @@ def init_controls(run_store, query):
 
 @dash.callback(Output(ids.POPULATION_GRAPH, "figure"),
                Output(ids.POPULATION_MESSAGE, "children", allow_duplicate=True),
+               Output(ids.POPULATION_VIEW, "data", allow_duplicate=True),
                Input(ids.PROJECTION_SELECT, "value"), Input(ids.COLOR_SELECT, "value"),
                Input(ids.SIZE_SELECT, "value"), Input(ids.SAMPLE_STORE, "data"),
-               State(ids.RUN_STORE, "data"), prevent_initial_call="initial_duplicate")
-def draw_map(projection, color, size, sample_store, run_store):
-    """Full figure on a new projection; a ``Patch`` for colour, size or highlight changes."""
+               State(ids.POPULATION_VIEW, "data"), State(ids.RUN_STORE, "data"),
+               prevent_initial_call="initial_duplicate")
+def draw_map(projection, color, size, sample_store, view, run_store):
+    """Full figure on a new projection; a ``Patch`` for colour, size or highlight changes
+    (a large map: the figure of its current view, see ``views.population_scale``)."""
     if not projection or not color or not size:
         raise dash.exceptions.PreventUpdate
     try:
         entry = get_entry(run_store)
         trigger = ctx.triggered_id
-        if trigger == ids.COLOR_SELECT:
+        limit = map_max_points()
+        if trigger == ids.SAMPLE_STORE:
+            figure = highlight_patch(entry, projection, sample_store)
+        elif is_large(entry, limit):
+            figure, view = large_map_update(entry, projection, color, size, sample_store,
+                                            view if trigger in (ids.COLOR_SELECT,
+                                                                ids.SIZE_SELECT) else None,
+                                            limit)
+            return figure, dash.no_update, view
+        elif trigger == ids.COLOR_SELECT:
             figure = recolor_patch(entry, color)
         elif trigger == ids.SIZE_SELECT:
             figure = resize_patch(entry, size)
-        elif trigger == ids.SAMPLE_STORE:
-            figure = highlight_patch(entry, projection, sample_store)
         else:
             figure = map_figure(entry, projection, color, size, sample_store)
-        return figure, dash.no_update  # keep a message about the URL on screen
+        return figure, dash.no_update, dash.no_update  # keep a message about the URL on screen
     except DashboardInputError as exc:
-        return dash.no_update, error_alert(exc)
+        return dash.no_update, error_alert(exc), dash.no_update
+
+
+@dash.callback(Output(ids.POPULATION_GRAPH, "figure", allow_duplicate=True),
+               Output(ids.POPULATION_VIEW, "data"),
+               Input(ids.POPULATION_GRAPH, "relayoutData"),
+               State(ids.PROJECTION_SELECT, "value"), State(ids.COLOR_SELECT, "value"),
+               State(ids.SIZE_SELECT, "value"), State(ids.SAMPLE_STORE, "data"),
+               State(ids.POPULATION_VIEW, "data"), State(ids.RUN_STORE, "data"),
+               prevent_initial_call=True)
+def follow_view(relayout, projection, color, size, sample_store, view, run_store):
+    """A large map redrawn for the view zoomed or panned to: an image or the points in it."""
+    if not projection or not color or not size:
+        raise dash.exceptions.PreventUpdate
+    try:
+        update = view_update(get_entry(run_store), relayout, projection, color, size,
+                             sample_store, view, map_max_points())
+    except DashboardInputError:
+        update = None
+    if update is None:  # a small map, or nothing moved
+        raise dash.exceptions.PreventUpdate
+    return update
 
 
 @dash.callback(Output(ids.POPULATION_TOOLTIP, "show"), Output(ids.POPULATION_TOOLTIP, "bbox"),
                Output(ids.POPULATION_TOOLTIP, "children"),
                Input(ids.POPULATION_GRAPH, "hoverData"), State(ids.RUN_STORE, "data"),
-               State(ids.SIZE_SELECT, "value"))
-def hover_thumbnail(hover, run_store, size):
-    """Thumbnail, label, prediction and loss of the hovered point."""
+               State(ids.SIZE_SELECT, "value"), State(ids.PROJECTION_SELECT, "value"))
+def hover_thumbnail(hover, run_store, size, projection):
+    """Thumbnail, label, prediction and loss of the hovered point (on a large map's image:
+    of the sample nearest to the hovered spot)."""
     try:
         entry = get_entry(run_store)
+        i = map_point_index(entry, projection, hover, map_max_points())
     except DashboardInputError:
         return False, dash.no_update, dash.no_update
-    i = clicked_index(entry, hover)
     if i is None:
         return False, dash.no_update, dash.no_update
     row = entry.table.iloc[i]
@@ -146,11 +186,12 @@ def explain_size(size):
 
 @dash.callback(Output(ids.URL, "href", allow_duplicate=True),
                Input(ids.POPULATION_GRAPH, "clickData"), State(ids.RUN_STORE, "data"),
-               prevent_initial_call=True)
-def open_clicked(click, run_store):
-    """A clicked point opens its sample analysis (mapped server side, see RunEntry.members)."""
+               State(ids.PROJECTION_SELECT, "value"), prevent_initial_call=True)
+def open_clicked(click, run_store, projection):
+    """A clicked point opens its sample analysis (mapped server side, see RunEntry.members;
+    on a large map: the sample nearest to the click)."""
     try:
-        i = clicked_index(get_entry(run_store), click)
+        i = map_point_index(get_entry(run_store), projection, click, map_max_points())
     except DashboardInputError:
         i = None
     if i is None:  # nothing, malformed or a stale run: nothing to open
@@ -160,15 +201,22 @@ def open_clicked(click, run_store):
 
 @dash.callback(Output(ids.SELECTION_STORE, "data", allow_duplicate=True),
                Input(ids.POPULATION_GRAPH, "selectedData"), State(ids.RUN_STORE, "data"),
-               prevent_initial_call=True)
-def store_selection(selected, run_store):
-    """Box/lasso selection -> the ids of the selected samples in the app-level store."""
+               State(ids.PROJECTION_SELECT, "value"), prevent_initial_call=True)
+def store_selection(selected, run_store, projection):
+    """Box/lasso selection -> the ids of the selected samples in the app-level store
+    (a large map's: every sample in the region, not only the points drawn)."""
     if selected is None:
         raise dash.exceptions.PreventUpdate
     try:
-        return selection_from_points(get_entry(run_store), selected)
+        entry = get_entry(run_store)
+        if not is_large(entry, map_max_points()):
+            return selection_from_points(entry, selected)
+        store = selection_from_region(entry, projection, selected)
     except DashboardInputError:
         raise dash.exceptions.PreventUpdate from None
+    if store is None:
+        raise dash.exceptions.PreventUpdate
+    return store
 
 
 @dash.callback(Output(ids.SELECTION_SUMMARY, "children"), Output(ids.SELECTION_GRID, "children"),

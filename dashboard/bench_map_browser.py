@@ -1,0 +1,96 @@
+"""The large Population map in headless Chromium (``python -m dashboard.bench_map --browser``).
+
+* **first render**: from the page's navigation start to the map image drawn
+  (the server computing it: the entry's memo is emptied before each load);
+* **pan/zoom**: from ``Plotly.relayout`` (what a mouse zoom or pan emits) to
+  the new figure drawn and painted: a view of many points (a new image) and
+  one of few (WebGL points), alternately.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_DRAWN_JS = """
+const gd = document.querySelector('#population-graph .js-plotly-plot');
+return !!(gd && gd._fullLayout && (gd._fullLayout.images || []).length === 1
+          && document.querySelector('#population-graph .imagelayer image'));
+"""
+RELAYOUT_JS = """
+const rx = arguments[0], ry = arguments[1], mode = arguments[2], classes = arguments[3];
+const done = arguments[arguments.length - 1];
+const gd = document.querySelector('#population-graph .js-plotly-plot');
+const before = ((gd._fullLayout.images || [])[0] || {}).source;
+function ready() {
+  const imgs = gd._fullLayout.images || [];
+  if (mode === 'image') {
+    return imgs.length === 1 && imgs[0].source !== before
+      && document.querySelector('#population-graph .imagelayer image');
+  }
+  let points = 0;
+  for (let c = 0; c < classes; c++) {
+    const t = gd._fullData[c];
+    if (t && t.x && t.x.length > 1) points += t.x.length;
+  }
+  return imgs.length === 0 && points > 0;
+}
+const start = performance.now();
+Plotly.relayout(gd, {'xaxis.range': rx, 'yaxis.range': ry});
+(function poll() {
+  if (ready()) requestAnimationFrame(() => done(performance.now() - start));
+  else setTimeout(poll, 5);
+})();
+"""
+
+
+def browser_timings(registry, entry, folder: str, port: int, repeat: int, limit: int
+                    ) -> dict[str, list[float]]:
+    """Seconds per measurement (see the module docstring)."""
+    from dashboard.app import create_app
+    from dashboard.bench_browser import _driver, _serve, _wait
+    from dashboard.bench_map import views_of
+    from dashboard.config import DashboardConfig
+    from dashboard.state import MEMO_SIZE, LRUCache
+    from dashboard.views.population_scale import MAX_POINTS_KEY
+
+    app = create_app(DashboardConfig(checkpoints=[], cache_dir=folder, progress=False,
+                                     runs_dir=str(Path(folder) / "no-runs")), registry)
+    app.server.config[MAX_POINTS_KEY] = limit
+    server = _serve(app, port)
+    driver = _driver()
+    classes = len(entry.members)
+    out: dict[str, list[float]] = {"browser: first render (page load -> image drawn)": [],
+                                   "browser: pan/zoom -> new image drawn": [],
+                                   "browser: zoom in -> points drawn": []}
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        driver.get(url)  # the browser caches the scripts once
+        _wait(lambda: driver.execute_script(IMAGE_DRAWN_JS), timeout=120)
+        for _ in range(repeat):
+            entry._memo = LRUCache(MEMO_SIZE)  # nothing memoised: the server draws it anew
+            driver.get(url + "?r=" + str(time.time()))
+            _wait(lambda: driver.execute_script(IMAGE_DRAWN_JS), timeout=120)
+            out["browser: first render (page load -> image drawn)"].append(
+                driver.execute_script("return performance.now();") / 1000)
+        coords = entry.session.projection("umap")
+        many = views_of(coords, (4 * limit,) * repeat, 7)
+        few = views_of(coords, (limit // 2,) * repeat, 8)
+        driver.set_script_timeout(120)
+        for image_view, points_view in zip(many, few, strict=True):
+            for view, mode, name in (
+                    (image_view, "image", "browser: pan/zoom -> new image drawn"),
+                    (points_view, "points", "browser: zoom in -> points drawn")):
+                ms = driver.execute_async_script(
+                    RELAYOUT_JS, [view["xaxis.range[0]"], view["xaxis.range[1]"]],
+                    [view["yaxis.range[0]"], view["yaxis.range[1]"]], mode, classes)
+                out[name].append(ms / 1000)
+        logs = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        if logs:
+            raise RuntimeError(f"browser console errors: {logs}")
+    finally:
+        driver.quit()
+        server.shutdown()
+    return {k: v for k, v in out.items() if v and np.all(np.isfinite(v))}

@@ -1,0 +1,247 @@
+"""The population map of a large run (dashboard/views/population_scale.py).
+
+The large run is the shared 600-digit analysed run tiled to 200,000 samples
+(:class:`dashboard.bench_map.TiledSession`: rows repeated, map positions
+jittered); expected selections and nearest samples are computed here with
+plain numpy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dashboard.views import population_scale as scale
+from dashboard.views.guard import MAX_SELECTION
+from dashboard.views.population import selection_from_points
+
+BIG = 200_000
+LIMIT = 100_000
+
+
+@pytest.fixture(scope="module")
+def big_entry(analysed_session):
+    from dashboard.bench_map import TiledSession
+    from dashboard.state import RunRegistry
+
+    registry = RunRegistry()
+    return registry.add(TiledSession(analysed_session, BIG, seed=1), "tiled")
+
+
+def polygon_contains(xy: np.ndarray, poly: np.ndarray) -> np.ndarray:
+    """Even-odd ray casting, written out (independent of matplotlib)."""
+    x, y = xy[:, 0].astype(np.float64), xy[:, 1].astype(np.float64)
+    inside = np.zeros(len(xy), dtype=bool)
+    for (x0, y0), (x1, y1) in zip(poly, np.roll(poly, -1, axis=0), strict=True):
+        crosses = (y0 > y) != (y1 > y)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            at = x0 + (y - y0) * (x1 - x0) / (y1 - y0)
+        inside ^= crosses & (x < at)
+    return inside
+
+
+def plotly_points(entry, indices: np.ndarray) -> list[dict]:
+    """What a point map's ``selectedData`` lists for these samples: (curve, pointIndex)."""
+    out = []
+    for c, members in enumerate(entry.members):
+        for p in np.flatnonzero(np.isin(members, indices)):
+            out.append({"curveNumber": c, "pointIndex": int(p)})
+    return out
+
+
+def box_of(xy: np.ndarray, lo: float, hi: float) -> dict:
+    low, high = xy.min(axis=0), xy.max(axis=0)
+    span = high - low
+    return {"x": [float(low[0] + lo * span[0]), float(low[0] + hi * span[0])],
+            "y": [float(low[1] + lo * span[1]), float(low[1] + hi * span[1])]}
+
+
+def test_box_selection_on_the_image_equals_the_point_selection(big_entry):
+    xy = big_entry.session.projection("umap")
+    box = box_of(xy, 0.3, 0.6)
+    mask = ((xy[:, 0] >= box["x"][0]) & (xy[:, 0] <= box["x"][1])
+            & (xy[:, 1] >= box["y"][0]) & (xy[:, 1] <= box["y"][1]))
+    assert 1000 < mask.sum() < MAX_SELECTION  # a real selection, under the store's limit
+    raster = scale.selection_from_region(big_entry, "umap", {"points": [], "range": box})
+    point = selection_from_points(big_entry, {"points": plotly_points(big_entry,
+                                                                      np.flatnonzero(mask))})
+    assert raster == point
+    assert big_entry.indices_of(raster["ids"]).tolist() == np.flatnonzero(mask).tolist()
+
+
+def test_lasso_selection_on_the_image_equals_the_point_selection(big_entry):
+    xy = big_entry.session.projection("umap").astype(np.float64)
+    low, high = xy.min(axis=0), xy.max(axis=0)
+    angle = np.linspace(0, 2 * np.pi, 40, endpoint=False)
+    radius = 0.3 + 0.1 * np.sin(5 * angle)  # a star-ish, non-convex lasso
+    poly = np.column_stack([(low[0] + high[0]) / 2 + radius * np.cos(angle) * (high - low)[0],
+                            (low[1] + high[1]) / 2 + radius * np.sin(angle) * (high - low)[1]])
+    expected = np.flatnonzero(polygon_contains(xy, poly))
+    assert 1000 < len(expected) < MAX_SELECTION
+    selected = {"points": [], "lassoPoints": {"x": poly[:, 0].tolist(), "y": poly[:, 1].tolist()}}
+    raster = scale.selection_from_region(big_entry, "umap", selected)
+    point = selection_from_points(big_entry, {"points": plotly_points(big_entry, expected)})
+    assert raster == point
+    assert big_entry.indices_of(raster["ids"]).tolist() == expected.tolist()
+
+
+def test_a_selection_past_the_limit_is_cut_as_a_point_selection_is(big_entry):
+    xy = big_entry.session.projection("umap")
+    everything = {"points": [], "range": box_of(xy, -0.1, 1.1)}
+    store = scale.selection_from_region(big_entry, "umap", everything)
+    assert len(store["ids"]) == MAX_SELECTION and "limit" in store["note"]
+    assert store["ids"] == big_entry.session.dataset.sample_ids[:MAX_SELECTION].tolist()
+
+
+@pytest.mark.parametrize("selected", [
+    {"range": {"x": [0, "a"], "y": [0, 1]}},
+    {"lassoPoints": {"x": [0, 1, 2], "y": [0, 1]}},
+    {"lassoPoints": {"x": [0.0] * (scale.MAX_LASSO_VERTICES + 1),
+                     "y": [0.0] * (scale.MAX_LASSO_VERTICES + 1)}},
+    {"range": {"x": [0, float("nan")], "y": [0, 1]}},
+])
+def test_malformed_regions_are_refused(big_entry, selected):
+    from dashboard.state import DashboardInputError
+
+    with pytest.raises(DashboardInputError, match="malformed"):
+        scale.selection_from_region(big_entry, "umap", selected)
+
+
+def test_no_region_is_no_selection(big_entry):
+    assert scale.selection_from_region(big_entry, "umap", {"points": []}) is None
+    assert scale.selection_from_region(big_entry, "umap", "junk") is None
+
+
+def test_whole_map_is_an_image_and_a_zoom_shows_only_the_points_in_view(big_entry):
+    members = big_entry.members
+    classes = len(members)
+    figure = scale.scaled_map_figure(big_entry, "umap", "label", "loss", None, None, LIMIT)
+    assert len(figure["layout"]["images"]) == 1
+    assert figure["layout"]["images"][0]["source"].startswith("data:image/png;base64,")
+    # the class traces draw nothing but keep their legend entries
+    assert all(t["x"] == [None] and t["showlegend"] for t in figure["data"][:classes])
+    assert figure["data"][-1]["type"] == "heatmap" and figure["data"][-1]["z"]["bdata"]
+    assert figure["data"][-2]["name"] == "map extent"
+    assert "drawn as an image" in figure["layout"]["annotations"][0]["text"]
+
+    xy = big_entry.session.projection("umap")
+    centre = xy[0]
+    half = (xy.max(axis=0) - xy.min(axis=0)) * 0.04
+    view = {"run": big_entry.key, "projection": "umap",
+            "x": [float(centre[0] - half[0]), float(centre[0] + half[0])],
+            "y": [float(centre[1] - half[1]), float(centre[1] + half[1])]}
+    inside = scale.in_box(xy, view["x"], view["y"])
+    assert 0 < inside.sum() <= LIMIT
+    figure = scale.scaled_map_figure(big_entry, "umap", "label", "loss", None, view, LIMIT)
+    assert figure["layout"]["images"] == [] and figure["data"][-1]["z"] == []
+    sent = 0
+    for c in range(classes):
+        x = decode(figure["data"][c]["x"])
+        sent += len(x)
+        # every point in view is sent, with its class, and the points sent are near the view
+        want = xy[members[c][inside[members[c]]]]
+        assert np.isin(want[:, 0], x).all()
+    assert inside.sum() <= sent <= LIMIT + LIMIT // 4
+    assert f"{int(inside.sum()):,} of {BIG:,} points in view" == \
+        figure["layout"]["annotations"][0]["text"]
+    assert figure["layout"]["xaxis"]["range"] == view["x"]  # stated: no autorange
+    # the same ranges stored by another run (or another projection) are the whole map
+    for other in ({**view, "run": "another"}, {**view, "projection": "tsne"}):
+        figure = scale.scaled_map_figure(big_entry, "umap", "label", "loss", None, other, LIMIT)
+        assert len(figure["layout"]["images"]) == 1
+
+
+def decode(spec) -> np.ndarray:
+    import base64
+
+    if isinstance(spec, dict):
+        return np.frombuffer(base64.b64decode(spec["bdata"]), dtype=np.dtype(spec["dtype"]))
+    return np.asarray(spec)
+
+
+def test_recolouring_the_image_by_a_number_shows_a_colour_bar(big_entry):
+    figure = scale.scaled_map_figure(big_entry, "umap", "loss", "none", None, None, LIMIT)
+    assert figure["layout"]["coloraxis"]["showscale"] is True
+    assert len(figure["layout"]["images"]) == 1
+
+
+def test_hover_on_the_image_names_the_nearest_sample(big_entry):
+    xy = big_entry.session.projection("umap").astype(np.float64)
+    rng = np.random.default_rng(0)
+    heatmap_curve = len(big_entry.members) + 1 + 10  # anything but the overlay
+    for target in rng.integers(BIG, size=5):
+        spot = xy[target] + [0.01, -0.02]
+        event = {"points": [{"curveNumber": heatmap_curve, "x": spot[0], "y": spot[1]}]}
+        found = scale.map_point_index(big_entry, "umap", event, LIMIT)
+        assert found == int(np.argmin(((xy - spot) ** 2).sum(axis=1)))
+    # the overlay's points carry their sample in customdata
+    overlay = {"points": [{"curveNumber": len(big_entry.members), "pointIndex": 0,
+                           "customdata": 123456, "x": 0.0, "y": 0.0}]}
+    assert scale.map_point_index(big_entry, "umap", overlay, LIMIT) == 123456
+    assert scale.map_point_index(big_entry, "umap", {"points": [{"x": "a", "y": 1}]},
+                                 LIMIT) is None
+    assert scale.map_point_index(big_entry, "umap", None, LIMIT) is None
+
+
+def test_a_small_map_keeps_its_point_events(entry):
+    """Within the limit, nothing changes: (curve, pointIndex) names the sample."""
+    assert not scale.is_large(entry, LIMIT)
+    event = {"points": [{"curveNumber": 1, "pointIndex": 2, "x": 0, "y": 0}]}
+    assert scale.map_point_index(entry, "umap", event, LIMIT) == int(entry.members[1][2])
+    assert scale.view_update(entry, {"xaxis.range[0]": 0, "xaxis.range[1]": 1}, "umap",
+                             "label", "loss", None, None, LIMIT) is None
+
+
+EXTENT = ((0.0, 10.0), (-5.0, 5.0))
+
+
+@pytest.mark.parametrize("relayout, view, expected", [
+    ({"autosize": True}, None, (False, None)),
+    ({"dragmode": "lasso"}, None, (False, None)),
+    ({"xaxis.range[0]": 1, "xaxis.range[1]": 2, "yaxis.range[0]": 3, "yaxis.range[1]": -1},
+     None, (True, {"projection": "umap", "x": [1.0, 2.0], "y": [-1.0, 3.0]})),
+    ({"xaxis.range": [4, 3]}, None,
+     (True, {"projection": "umap", "x": [3.0, 4.0], "y": [-5.0, 5.0]})),
+    ({"yaxis.range[0]": 0, "yaxis.range[1]": 1},
+     {"projection": "umap", "x": [1.0, 2.0], "y": [3.0, 4.0]},
+     (True, {"projection": "umap", "x": [1.0, 2.0], "y": [0.0, 1.0]})),
+    ({"xaxis.autorange": True, "yaxis.autorange": True},
+     {"projection": "umap", "x": [1.0, 2.0], "y": [3.0, 4.0]}, (True, None)),
+    ({"xaxis.autorange": True, "yaxis.autorange": True}, None, (False, None)),
+    ({"xaxis.range[0]": "x", "xaxis.range[1]": 2}, None, (False, None)),
+    ({"xaxis.range[0]": 1, "xaxis.range[1]": 2},
+     {"projection": "umap", "x": [1.0, 2.0], "y": [-5.0, 5.0]},
+     (False, {"projection": "umap", "x": [1.0, 2.0], "y": [-5.0, 5.0]})),
+    ("junk", None, (False, None)),
+])
+def test_next_view_follows_zoom_pan_and_reset(relayout, view, expected):
+    assert scale.next_view(relayout, view, "umap", EXTENT) == expected
+
+
+@pytest.mark.parametrize("view", [None, "x", {"projection": "tsne", "x": [0, 1], "y": [0, 1]},
+                                  {"projection": "umap", "x": [0, True], "y": [0, 1]},
+                                  {"projection": "umap", "x": [0], "y": [0, 1]}])
+def test_a_bad_view_store_is_the_whole_map(view):
+    assert scale.checked_view(view, "umap") is None
+
+
+def test_region_indices_against_numpy():
+    rng = np.random.default_rng(5)
+    xy = rng.normal(size=(20_000, 2))
+    box = scale.region_indices(xy, {"range": {"x": [0.5, -0.5], "y": [-1, 0.2]}})
+    want = np.flatnonzero((np.abs(xy[:, 0]) <= 0.5) & (xy[:, 1] >= -1) & (xy[:, 1] <= 0.2))
+    np.testing.assert_array_equal(box, want)
+    tri = np.array([[-1.0, -1.0], [1.5, -0.5], [0.0, 1.2]])
+    lasso = scale.region_indices(xy, {"lassoPoints": {"x": tri[:, 0].tolist(),
+                                                      "y": tri[:, 1].tolist()}})
+    np.testing.assert_array_equal(lasso, np.flatnonzero(polygon_contains(xy, tri)))
+
+
+def test_max_points_comes_from_the_app_config(app):
+    assert scale.map_max_points() == scale.DEFAULT_MAX_POINTS  # no app: the default
+    app.server.config[scale.MAX_POINTS_KEY] = 5000
+    with app.server.app_context():
+        assert scale.map_max_points() == 5000
+        app.server.config[scale.MAX_POINTS_KEY] = 0
+        with pytest.raises(ValueError, match=scale.MAX_POINTS_KEY):
+            scale.map_max_points()
