@@ -160,12 +160,14 @@ def ensure_default_run(config: DashboardConfig, explicit: bool) -> None:
 
 
 def warm_up_in_background(entries: list) -> threading.Thread:
-    """Import Captum and explain one sample per run in a daemon thread.
+    """Import Captum and explain one sample per run in a daemon thread (and prepare the
+    map's rasteriser when a run is large).
 
     Done while the server already answers (the import alone takes ~1.7 s, most
     of it matplotlib pulled in by Captum): the pages open at once, and the
     first heatmap, usually asked for seconds later, does not pay for it.
     """
+    from dashboard.views.population_scale import DEFAULT_MAX_POINTS
     from dashboard.views.sample import warm_up_attribution
 
     def work() -> None:
@@ -174,6 +176,12 @@ def warm_up_in_background(entries: list) -> threading.Thread:
                 warm_up_attribution(entry)
             except Exception as exc:  # noqa: BLE001 - an optimisation: a click shows the error
                 log.warning("heatmap warm-up of %s failed: %s", entry.label, exc)
+        # A map past DEFAULT_MAX_POINTS is drawn as an image: datashader's import and
+        # compilation (10-18 s on 2 busy cores) is paid here, not by the first visit.
+        if any(len(entry.table) > DEFAULT_MAX_POINTS for entry in entries):
+            from dashboard.figures.raster import warm_up
+
+            warm_up()
 
     thread = threading.Thread(target=work, name="loupe-heatmap-warm-up", daemon=True)
     thread.start()

@@ -1,7 +1,7 @@
 """The population map of a large run (dashboard/views/population_scale.py).
 
 The large run is the shared 600-digit analysed run tiled to 200,000 samples
-(:class:`dashboard.bench_map.TiledSession`: rows repeated, map positions
+(:class:`benchmarks.map.TiledSession`: rows repeated, map positions
 jittered); expected selections and nearest samples are computed here with
 plain numpy.
 """
@@ -21,7 +21,7 @@ LIMIT = 100_000
 
 @pytest.fixture(scope="module")
 def big_entry(analysed_session):
-    from dashboard.bench_map import TiledSession
+    from benchmarks.map import TiledSession
     from dashboard.state import RunRegistry
 
     registry = RunRegistry()

@@ -2,7 +2,7 @@
 selected by dragging, a hover on the image, a zoom that switches to points, a reset.
 
 The run is the shared 600-digit analysed run tiled to 200,000 samples
-(:class:`dashboard.bench_map.TiledSession`: rows repeated, map positions
+(:class:`benchmarks.map.TiledSession`: rows repeated, map positions
 jittered); expected counts come from numpy on the same coordinates.
 """
 
@@ -55,7 +55,7 @@ return [r.left + xa._offset + xa.d2p(arguments[0]), r.top + ya._offset + ya.d2p(
 
 @pytest.fixture
 def big_registry(analysed_session):
-    from dashboard.bench_map import TiledSession
+    from benchmarks.map import TiledSession
     from dashboard.state import RunRegistry
 
     registry = RunRegistry()

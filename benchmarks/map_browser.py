@@ -1,4 +1,4 @@
-"""The large Population map in headless Chromium (``python -m dashboard.bench_map --browser``).
+"""The large Population map in headless Chromium (``python -m benchmarks.map --browser``).
 
 * **first render**: from the page's navigation start to the map image drawn
   (the server computing it: the entry's memo is emptied before each load);
@@ -49,9 +49,10 @@ Plotly.relayout(gd, {'xaxis.range': rx, 'yaxis.range': ry});
 def browser_timings(registry, entry, folder: str, port: int, repeat: int, limit: int
                     ) -> dict[str, list[float]]:
     """Seconds per measurement (see the module docstring)."""
-    from dashboard.app import create_app
     from dashboard.bench_browser import _driver, _serve, _wait
-    from dashboard.bench_map import views_of
+
+    from benchmarks.map import views_of
+    from dashboard.app import create_app
     from dashboard.config import DashboardConfig
     from dashboard.state import MEMO_SIZE, LRUCache
     from dashboard.views.population_scale import MAX_POINTS_KEY

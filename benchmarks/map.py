@@ -1,4 +1,4 @@
-"""``python -m dashboard.bench_map --points 1000000``: the population map at scale.
+"""``python -m benchmarks.map --points 1000000``: the population map at scale.
 
 An analysed run (``--checkpoint``; without one, a tiny CNN trained for one
 epoch on 2,000 real digits) is analysed on ``--base`` test digits and then
@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-log = logging.getLogger("dashboard.bench_map")
+log = logging.getLogger("benchmarks.map")
 
 GOALS = {"first render": 3.0, "pan/zoom re-render": 0.5}  # seconds, at 1,000,000 points
 
@@ -255,7 +255,7 @@ def _timed_once(fn) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    p = argparse.ArgumentParser(prog="python -m dashboard.bench_map", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m benchmarks.map", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--points", type=int, default=1_000_000, help="samples on the map")
     p.add_argument("--base", type=int, default=2000, help="analysed test digits to tile")
@@ -301,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
                  args.points, time.perf_counter() - start)
         timings = server_timings(entry, args.repeat, limit, args.seed)
         if args.browser:
-            from dashboard.bench_map_browser import browser_timings
+            from benchmarks.map_browser import browser_timings
 
             timings.update(browser_timings(registry, entry, folder, args.port, args.repeat,
                                            limit))
