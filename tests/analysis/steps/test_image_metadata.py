@@ -190,9 +190,12 @@ def test_columns_are_declared_with_units():
 def test_step_runs_through_the_engine(digits_ds):
     from types import SimpleNamespace
 
+    from analysis.executor import InProcessExecutor
+
     step = im.ImageMetadata()
     ds = digits_ds.head(64)
-    art = step.run(SimpleNamespace(dataset=ds), step.Config())
+    ctx = SimpleNamespace(dataset=ds, executor=InProcessExecutor(), device="cpu", progress=False)
+    art = step.run(ctx, step.Config())
     cols = step.columns(art, step.Config())
     assert set(cols) == set(im.GLYPH_COLUMNS) | {"brightness", "contrast", "sharpness"}
     assert all(v.shape == (64,) for v in cols.values())
