@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.server import timed, to_json
+
 log = logging.getLogger("benchmarks.map")
 
 GOALS = {"first render": 3.0, "pan/zoom re-render": 0.5}  # seconds, at 1,000,000 points
@@ -156,19 +158,6 @@ def tiny_session(base: int, cache_dir: str | None, data_root: str | None, folder
 
 
 # -- measurements -------------------------------------------------------------------------------
-def to_json(obj) -> str:
-    from plotly.io.json import to_json_plotly
-
-    return to_json_plotly(obj)
-
-
-def timed(fn, repeat: int) -> list[float]:
-    out = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - start)
-    return out
 
 
 def views_of(coords: np.ndarray, counts: tuple[int, ...], seed: int) -> list[dict]:

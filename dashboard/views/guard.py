@@ -74,6 +74,18 @@ def selection_limit(entry: RunEntry) -> int:
     return min(MAX_SELECTION, len(entry.id_to_index))
 
 
+def selection_store(entry: RunEntry, indices: np.ndarray, source: str, what: str) -> dict:
+    """The shared selection store of ``indices`` (in their order), cut to
+    :func:`selection_limit` with a ``note`` saying so (``what``: "the selection"...)."""
+    limit = selection_limit(entry)
+    note = ""
+    if len(indices) > limit:
+        indices = indices[:limit]
+        note = f"Only the first {limit:,} samples of {what} are kept (the limit)."
+    return {"run": entry.key, "ids": entry.session.dataset.sample_ids[indices].tolist(),
+            "source": source, "note": note}
+
+
 def checked_sample_id(sample_id: object) -> str:
     """A sample id as sent by the browser: a short string, else a :class:`DashboardInputError`."""
     if not isinstance(sample_id, str | int) or isinstance(sample_id, bool):

@@ -39,7 +39,7 @@ from dashboard.figures.raster import (
     view_note,
 )
 from dashboard.state import DashboardInputError, RunEntry, numeric_columns
-from dashboard.views.guard import checked_choice, first_point, point_index, selection_limit
+from dashboard.views.guard import checked_choice, first_point, point_index, selection_store
 
 log = logging.getLogger(__name__)
 
@@ -403,10 +403,4 @@ def selection_from_region(entry: RunEntry, projection: str, selected: object) ->
     idx = region_indices(coords, selected)
     if idx is None:
         return None
-    limit = selection_limit(entry)
-    note = ""
-    if len(idx) > limit:
-        idx = idx[:limit]
-        note = f"Only the first {limit:,} samples of the selection are kept (the limit)."
-    return {"run": entry.key, "ids": entry.session.dataset.sample_ids[idx].tolist(),
-            "source": "map selection", "note": note}
+    return selection_store(entry, idx, "map selection", "the selection")

@@ -29,7 +29,7 @@ from dashboard.state import (
     column_title,
     numeric_columns,
 )
-from dashboard.views.guard import MAX_ID_LENGTH, selection_indices, selection_limit
+from dashboard.views.guard import MAX_ID_LENGTH, selection_indices, selection_store
 
 ID = "sample_id"
 # The most rows one block may ask for (the grid asks for CACHE_BLOCK_SIZE).
@@ -414,14 +414,7 @@ def rows_response(entry: RunEntry, query: TableQuery) -> tuple[dict, str]:
 def selection_from_table(entry: RunEntry, query: TableQuery) -> dict:
     """The shared selection store holding the rows the grid shows (in its order; at
     most :func:`~dashboard.views.guard.selection_limit`, the store's ``note`` says so)."""
-    rows = matching_rows(entry, query)
-    limit = selection_limit(entry)
-    note = ""
-    if len(rows) > limit:
-        rows = rows[:limit]
-        note = f"Only the first {limit:,} samples of the table are kept (the limit)."
-    return {"run": entry.key, "ids": entry.session.dataset.sample_ids[rows].tolist(),
-            "source": "sample table", "note": note}
+    return selection_store(entry, matching_rows(entry, query), "sample table", "the table")
 
 
 def clicked_sample(entry: RunEntry, cell: object) -> str:

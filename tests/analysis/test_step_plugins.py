@@ -103,19 +103,22 @@ def test_a_new_step_file_is_planned_cached_exported_and_offered(new_step_file, t
     store.close()
 
 
-def test_an_installed_plugin_step_is_found_through_its_entry_point(tmp_path, monkeypatch):
-    # An installed distribution, as pip leaves it: a module and a dist-info folder naming it
-    # in the loupe.steps group.
-    site = tmp_path / "site"
+def install(site, dist: str, module: str, source: str, monkeypatch) -> None:
+    """An installed distribution, as pip leaves it: ``module`` and a dist-info folder naming
+    it in the loupe.steps group, on the import path."""
     site.mkdir()
-    (site / "loupe_plugin_step.py").write_text(STEP_SOURCE.format(
-        cls="PluginStep", name="plugin_step", column="plugin_brightness"))
-    info = site / "loupe_plugin-0.1.dist-info"
+    (site / f"{module}.py").write_text(source)
+    info = site / f"{dist}-0.1.dist-info"
     info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: loupe-plugin\nVersion: 0.1\n")
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text(
-        f"[{registry.ENTRY_POINT_GROUP}]\nplugin_step = loupe_plugin_step\n")
+        f"[{registry.ENTRY_POINT_GROUP}]\n{module} = {module}\n")
     monkeypatch.syspath_prepend(str(site))
+
+
+def test_an_installed_plugin_step_is_found_through_its_entry_point(tmp_path, monkeypatch):
+    install(tmp_path / "site", "loupe_plugin", "loupe_plugin_step", STEP_SOURCE.format(
+        cls="PluginStep", name="plugin_step", column="plugin_brightness"), monkeypatch)
     try:
         assert "plugin_step" in registry.discover_steps(refresh=True)
         assert registry.column_info("plugin_brightness").unit == "0-1"
@@ -128,15 +131,8 @@ def test_an_installed_plugin_step_is_found_through_its_entry_point(tmp_path, mon
 
 
 def test_a_broken_plugin_is_reported_not_fatal(tmp_path, monkeypatch, caplog):
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "broken_loupe_step.py").write_text("raise ImportError('needs libfoo')\n")
-    info = site / "broken_loupe-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-loupe\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(
-        f"[{registry.ENTRY_POINT_GROUP}]\nbroken = broken_loupe_step\n")
-    monkeypatch.syspath_prepend(str(site))
+    install(tmp_path / "site", "broken_loupe", "broken_loupe_step",
+            "raise ImportError('needs libfoo')\n", monkeypatch)
     registry.discover_steps(refresh=True)
     assert "broken_loupe_step" in caplog.text and "needs libfoo" in caplog.text
     assert "inference" in registry.all_steps()

@@ -17,6 +17,7 @@ from scipy.spatial import cKDTree
 from selenium.webdriver.common.action_chains import ActionChains
 
 from dashboard import ids
+from tests.dashboard.map_helpers import drag
 
 PIXEL_JS = """
 const gd = document.querySelector('#' + arguments[0] + ' .js-plotly-plot');
@@ -46,18 +47,6 @@ def click_at(duo, x: int, y: int) -> None:
     actions = ActionChains(duo.driver)
     actions.w3c_actions.pointer_action.move_to_location(x, y)
     actions.w3c_actions.pointer_action.click()
-    actions.perform()
-
-
-def drag(duo, start: tuple[int, int], end: tuple[int, int]) -> None:
-    actions = ActionChains(duo.driver)
-    pointer = actions.w3c_actions.pointer_action
-    pointer.move_to_location(*start)
-    pointer.pointer_down()
-    for f in (0.25, 0.5, 0.75, 1.0):
-        pointer.move_to_location(int(start[0] + f * (end[0] - start[0])),
-                                 int(start[1] + f * (end[1] - start[1])))
-    pointer.pointer_up()
     actions.perform()
 
 

@@ -14,6 +14,7 @@ import pytest
 from dashboard.views import population_scale as scale
 from dashboard.views.guard import MAX_SELECTION
 from dashboard.views.population import selection_from_points
+from tests.dashboard.map_helpers import polygon_contains
 
 BIG = 200_000
 LIMIT = 100_000
@@ -26,18 +27,6 @@ def big_entry(analysed_session):
 
     registry = RunRegistry()
     return registry.add(TiledSession(analysed_session, BIG, seed=1), "tiled")
-
-
-def polygon_contains(xy: np.ndarray, poly: np.ndarray) -> np.ndarray:
-    """Even-odd ray casting, written out (independent of matplotlib)."""
-    x, y = xy[:, 0].astype(np.float64), xy[:, 1].astype(np.float64)
-    inside = np.zeros(len(xy), dtype=bool)
-    for (x0, y0), (x1, y1) in zip(poly, np.roll(poly, -1, axis=0), strict=True):
-        crosses = (y0 > y) != (y1 > y)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            at = x0 + (y - y0) * (x1 - x0) / (y1 - y0)
-        inside ^= crosses & (x < at)
-    return inside
 
 
 def plotly_points(entry, indices: np.ndarray) -> list[dict]:

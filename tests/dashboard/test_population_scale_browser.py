@@ -17,6 +17,7 @@ from dash.testing.wait import until
 from selenium.webdriver.common.action_chains import ActionChains
 
 from dashboard import ids
+from tests.dashboard.map_helpers import drag, polygon_contains
 
 BIG = 200_000
 SHOTS = Path("/tmp/shots-raster")
@@ -82,18 +83,6 @@ def state(duo, classes: int) -> dict | None:
 def to_pixel(duo, x: float, y: float) -> tuple[int, int]:
     px, py = duo.driver.execute_script(PIXEL_JS, float(x), float(y))
     return int(round(px)), int(round(py))
-
-
-def drag(duo, start: tuple[int, int], end: tuple[int, int]) -> None:
-    actions = ActionChains(duo.driver)
-    pointer = actions.w3c_actions.pointer_action
-    pointer.move_to_location(*start)
-    pointer.pointer_down()
-    for f in (0.25, 0.5, 0.75, 1.0):
-        pointer.move_to_location(int(start[0] + f * (end[0] - start[0])),
-                                 int(start[1] + f * (end[1] - start[1])))
-    pointer.pointer_up()
-    actions.perform()
 
 
 def move_to(duo, x: int, y: int) -> None:
@@ -181,18 +170,6 @@ def test_map_of_200k_points_is_an_image_that_selects_hovers_and_zooms_to_points(
     assert reset["x"][0] <= xy[:, 0].min() and reset["x"][1] >= xy[:, 0].max()
     shot(dash_duo, "map-200k-reset")
     assert dash_duo.get_logs() == []
-
-
-def polygon_contains(xy: np.ndarray, poly: np.ndarray) -> np.ndarray:
-    """Even-odd ray casting, written out."""
-    x, y = xy[:, 0].astype(np.float64), xy[:, 1].astype(np.float64)
-    inside = np.zeros(len(xy), dtype=bool)
-    for (x0, y0), (x1, y1) in zip(poly, np.roll(poly, -1, axis=0), strict=True):
-        crosses = (y0 > y) != (y1 > y)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            at = x0 + (y - y0) * (x1 - x0) / (y1 - y0)
-        inside ^= crosses & (x < at)
-    return inside
 
 
 def isolated_sample(xy: np.ndarray) -> int:
