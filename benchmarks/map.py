@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.map_browser import views_of
 from benchmarks.server import timed, to_json
 
 log = logging.getLogger("benchmarks.map")
@@ -158,24 +159,6 @@ def tiny_session(base: int, cache_dir: str | None, data_root: str | None, folder
 
 
 # -- measurements -------------------------------------------------------------------------------
-
-
-def views_of(coords: np.ndarray, counts: tuple[int, ...], seed: int) -> list[dict]:
-    """Zoomed views around random samples holding about ``counts`` points each."""
-    rng = np.random.default_rng(seed)
-    lo, hi = coords.min(axis=0), coords.max(axis=0)
-    out = []
-    for want in counts:
-        centre = coords[rng.integers(len(coords))]
-        # the smallest square (in units of the whole map) around ``centre`` holding ``want``
-        far = np.abs(coords - centre) / (hi - lo)
-        want = min(want, len(coords) - 1)
-        half = float(np.partition(far.max(axis=1), want)[want])
-        out.append({"xaxis.range[0]": float(centre[0] - half * (hi - lo)[0]),
-                    "xaxis.range[1]": float(centre[0] + half * (hi - lo)[0]),
-                    "yaxis.range[0]": float(centre[1] - half * (hi - lo)[1]),
-                    "yaxis.range[1]": float(centre[1] + half * (hi - lo)[1])})
-    return out
 
 
 def server_timings(entry, repeat: int, limit: int, seed: int) -> dict[str, list[float]]:

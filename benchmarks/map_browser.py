@@ -46,12 +46,28 @@ Plotly.relayout(gd, {'xaxis.range': rx, 'yaxis.range': ry});
 """
 
 
+def views_of(coords: np.ndarray, counts: tuple[int, ...], seed: int) -> list[dict]:
+    """Zoomed views around random samples holding about ``counts`` points each."""
+    rng = np.random.default_rng(seed)
+    lo, hi = coords.min(axis=0), coords.max(axis=0)
+    out = []
+    for want in counts:
+        centre = coords[rng.integers(len(coords))]
+        # the smallest square (in units of the whole map) around ``centre`` holding ``want``
+        far = np.abs(coords - centre) / (hi - lo)
+        want = min(want, len(coords) - 1)
+        half = float(np.partition(far.max(axis=1), want)[want])
+        out.append({"xaxis.range[0]": float(centre[0] - half * (hi - lo)[0]),
+                    "xaxis.range[1]": float(centre[0] + half * (hi - lo)[0]),
+                    "yaxis.range[0]": float(centre[1] - half * (hi - lo)[1]),
+                    "yaxis.range[1]": float(centre[1] + half * (hi - lo)[1])})
+    return out
+
+
 def browser_timings(registry, entry, folder: str, port: int, repeat: int, limit: int
                     ) -> dict[str, list[float]]:
     """Seconds per measurement (see the module docstring)."""
-    from dashboard.bench_browser import _driver, _serve, _wait
-
-    from benchmarks.map import views_of
+    from benchmarks.browser import _driver, _serve, _wait
     from dashboard.app import create_app
     from dashboard.config import DashboardConfig
     from dashboard.state import MEMO_SIZE, LRUCache

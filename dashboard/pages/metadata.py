@@ -7,14 +7,9 @@ import dash_bootstrap_components as dbc
 from dash import Input, Output, State, dcc, html
 
 from dashboard import figures, ids
+from dashboard.columns import check_column, column_title, numeric_columns
 from dashboard.components.messages import card, error_alert
-from dashboard.state import (
-    DashboardInputError,
-    check_column,
-    column_title,
-    get_entry,
-    numeric_columns,
-)
+from dashboard.state import DashboardInputError, get_entry
 from dashboard.views.guard import safe_message
 from dashboard.views.metadata import checked_bins, clicked_sample_href, metadata_controls
 

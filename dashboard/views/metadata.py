@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dashboard.state import DashboardInputError, check_column, get_registry, run_key_of
+from dashboard.columns import check_column
+from dashboard.state import DashboardInputError, get_registry, run_key_of
 
 DEFAULT_COLUMN = "pixel_dist_label"  # the curve that should rise
 MAX_BINS = 100

@@ -11,15 +11,7 @@ import numpy as np
 from dash import Patch, html
 
 from dashboard import figures
-from dashboard.figures.population import (
-    SIZE_RULE,
-    key_slots,
-    legend_keys,
-    legend_layout,
-    percentile_rank,
-)
-from dashboard.state import (
-    RunEntry,
+from dashboard.columns import (
     check_column,
     color_columns,
     column_title,
@@ -27,6 +19,14 @@ from dashboard.state import (
     is_class_column,
     numeric_columns,
 )
+from dashboard.figures.population import (
+    SIZE_RULE,
+    key_slots,
+    legend_keys,
+    legend_layout,
+    percentile_rank,
+)
+from dashboard.state import RunEntry
 from dashboard.views.guard import (
     checked_choice,
     event_points,

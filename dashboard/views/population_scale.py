@@ -31,6 +31,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from dashboard import figures
+from dashboard.columns import numeric_columns
 from dashboard.figures.raster import (
     extent_trace,
     hover_grid_trace,
@@ -38,7 +39,7 @@ from dashboard.figures.raster import (
     rasterize,
     view_note,
 )
-from dashboard.state import DashboardInputError, RunEntry, numeric_columns
+from dashboard.state import DashboardInputError, RunEntry
 from dashboard.views.guard import checked_choice, first_point, point_index, selection_store
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,8 @@ from dash import html
 from analysis.attribution import METHODS, normalize_heatmap
 from core.errors import LoupeError
 from dashboard import figures
-from dashboard.state import ID_COLUMNS, DashboardInputError, RunEntry, column_unit, column_words
+from dashboard.columns import ID_COLUMNS, column_unit, column_words
+from dashboard.state import DashboardInputError, RunEntry
 from dashboard.views.guard import checked_sample_id
 
 ALL_CLASSES = "all"

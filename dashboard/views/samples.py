@@ -19,16 +19,8 @@ import numpy as np
 import pandas as pd
 
 from cache import stable_hash
-from dashboard.state import (
-    ID_COLUMNS,
-    DashboardInputError,
-    LRUCache,
-    RunEntry,
-    bool_columns,
-    class_columns,
-    column_title,
-    numeric_columns,
-)
+from dashboard.columns import ID_COLUMNS, bool_columns, class_columns, column_title, numeric_columns
+from dashboard.state import DashboardInputError, LRUCache, RunEntry
 from dashboard.views.guard import MAX_ID_LENGTH, selection_indices, selection_store
 
 ID = "sample_id"
@@ -58,7 +50,7 @@ class GridColumn:
     field : the table column
     kind : ``"id"`` (the sample id), ``"class"`` (a class index shown as its name),
         ``"bool"``, ``"number"``, ``"integer"`` or ``"text"``
-    title : the header: the column and its unit (:func:`dashboard.state.column_title`)
+    title : the header: the column and its unit (:func:`dashboard.columns.column_title`)
     """
 
     field: str

@@ -17,10 +17,11 @@ from analysis.ood import auroc, separation_table
 from analysis.ood import score_columns as ood_scores
 from analysis.registry import column_info
 from dashboard import figures
+from dashboard.columns import column_title
 from dashboard.components.gallery import sample_gallery, sample_href
 from dashboard.figures import uncertainty as ufig
 from dashboard.images import image_data_uri
-from dashboard.state import DashboardInputError, RunEntry, column_title
+from dashboard.state import DashboardInputError, RunEntry
 from dashboard.views.guard import point_index
 
 NO_EXTRA = ("No extra dataset is open for this run. Start the dashboard with one: "

@@ -70,7 +70,8 @@ def test_a_new_step_file_is_planned_cached_exported_and_offered(new_step_file, t
     from analysis.session import AnalysisSession
     from cache import ArtifactStore
     from core.datasets import load_dataset
-    from dashboard.state import RunRegistry, color_columns, numeric_columns
+    from dashboard.columns import color_columns, numeric_columns
+    from dashboard.state import RunRegistry
 
     name, column = new_step_file
     assert name in registry.discover_steps(refresh=True)
@@ -91,7 +92,7 @@ def test_a_new_step_file_is_planned_cached_exported_and_offered(new_step_file, t
     # the dashboard's colour-by and loss-vs-metadata controls offer it, with its unit
     entry = RunRegistry().add(again)
     assert column in color_columns(entry.table) and column in numeric_columns(entry.table)
-    from dashboard.state import column_title
+    from dashboard.columns import column_title
 
     assert column_title(column) == "thrown_away_brightness (0-1)"  # the declared unit
     # its option is settable like any other

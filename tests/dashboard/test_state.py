@@ -6,16 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dashboard.state import (
-    DashboardInputError,
-    RunRegistry,
-    check_column,
-    color_columns,
-    column_title,
-    get_registry,
-    get_registry_of,
-    numeric_columns,
-)
+from dashboard.columns import check_column, color_columns, column_title, numeric_columns
+from dashboard.state import DashboardInputError, RunRegistry, get_registry, get_registry_of
 
 
 def test_registry_keys_are_opaque_and_stable(registry, analysed_session):
@@ -203,7 +195,7 @@ def test_a_missing_runs_dir_discovers_nothing(tmp_path, registry):
 def test_declared_class_columns_are_class_columns():
     # suggested_label is declared kind="class" by the label_issues step: coloured with the
     # class palette and shown as class names, like label and pred.
-    from dashboard.state import class_columns, is_class_column
+    from dashboard.columns import class_columns, is_class_column
 
     assert is_class_column("label") and is_class_column("suggested_label")
     assert not is_class_column("label_issue_score") and not is_class_column("loss")
