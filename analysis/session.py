@@ -39,6 +39,14 @@ log = logging.getLogger(__name__)
 ATTRIBUTION_VERSION = 2  # 2: per head
 
 
+def check_projections(projections: Sequence[str]) -> None:
+    """A :class:`ConfigError` naming any projection that is not one of :data:`PROJECTIONS`."""
+    unknown = set(projections) - set(PROJECTIONS)
+    if unknown:
+        raise ConfigError(f"Unknown projection(s) {', '.join(sorted(unknown))}; "
+                          f"valid: {', '.join(PROJECTIONS)}.")
+
+
 def plan_steps(mc_samples: int, projections: Sequence[str], extra: bool = False,
                metadata: str | bool | None = None) -> list[str]:
     """The steps of a full run, in dependency order (see :func:`analysis.registry.plan`).
@@ -47,10 +55,7 @@ def plan_steps(mc_samples: int, projections: Sequence[str], extra: bool = False,
     per-sample steps plus the joint maps with the in-distribution set.
     ``metadata`` (the ``--metadata`` functions) adds their step to the main dataset's.
     """
-    unknown = set(projections) - set(PROJECTIONS)
-    if unknown:
-        raise ConfigError(f"Unknown projection(s) {', '.join(sorted(unknown))}; "
-                          f"valid: {', '.join(PROJECTIONS)}.")
+    check_projections(projections)
     return plan(Plan(mc_samples=mc_samples, projections=tuple(projections), extra=extra,
                      metadata=metadata or None))
 
@@ -120,10 +125,7 @@ class AnalysisSession:
         self.gradcam_layer = gradcam_layer or None
         if attribution:
             get_method(attribution)
-        unknown = set(self.projections) - set(PROJECTIONS)
-        if unknown:
-            raise ConfigError(f"Unknown projection(s) {', '.join(sorted(unknown))}; "
-                              f"valid: {', '.join(PROJECTIONS)}.")
+        check_projections(self.projections)
         request = Plan(mc_samples=mc_samples, projections=self.projections, k=k,
                        metadata=metadata or None, attribution=attribution or None,
                        gradcam_layer=self.gradcam_layer)

@@ -2,8 +2,9 @@
 
 For each size N, a fresh process analyses ``mnist-scale:N`` (N augmented MNIST
 training digits in a memory-mapped store, see :mod:`core.scale_data`) with
-every step, from an empty artifact cache (the image store and the numba cache
-are built once, before timing, and shared by all sizes). The child records, per
+every step, from an empty artifact cache. Before timing, one untimed run compiles
+numba (UMAP) for all sizes; each size's image store is built when its session opens,
+timed apart as "opening" and not counted in the steps. The child records, per
 step, its wall time and the peak resident memory of the process while it ran
 (psutil, sampled every 50 ms), and reads back what the steps measured of
 themselves: the kNN recall when the graph was approximate and the maps'
