@@ -13,17 +13,26 @@ t-SNE, plain and MC-averaged, so the overlap can be seen and measured.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from analysis import ann
 from analysis.ood import neighbor_overlap
-from analysis.quality import map_quality
+from analysis.quality import map_knn, map_quality
 from analysis.registry import Column, Plan, Step, StepContext, register
 from analysis.steps.centroids import centroid_distances, class_centroids
-from analysis.steps.neighbors import knn_graph, knn_search
-from analysis.steps.projection import tsne_map, umap_map
+from analysis.steps.neighbors import knn_search, scaled_knn_graph
+from analysis.steps.projection import (
+    split_quality,
+    stratified_sample,
+    tsne_map,
+    tsne_sampled,
+    umap_map,
+    umap_sampled,
+)
 from cache import Artifact
+from cache.keys import OMIT_AT_DEFAULT
 from core.errors import ConfigError
 
 # (artifact step, array key) of the plain and the MC-averaged embedding
@@ -36,24 +45,36 @@ class _Distances(Step):
     @dataclass(frozen=True)
     class Config:
         k: int = 10
+        # Exact kNN up to this many samples (or this many squared distances against the
+        # in-distribution set); an IVF-Flat search with measured recall beyond.
+        exact_max: int = field(default=200_000, metadata=OMIT_AT_DEFAULT)
 
     def run(self, ctx: StepContext, config: Config) -> Artifact:
         step, key = SOURCES[self.variant]
         feats = ctx.inputs[step][key]
+        summary: dict = {}
         if ctx.reference:
             ref_feats = ctx.reference[step][key]
             ref_labels = ctx.reference["centroids"]["labels"]
             if config.k > len(ref_feats):
                 raise ConfigError(f"k={config.k} is more than the {len(ref_feats)} "
                                   "in-distribution samples.")
-            idx, dist = knn_search(ref_feats, feats, config.k, ctx.device)
+            if len(ref_feats) * len(feats) <= config.exact_max ** 2:
+                idx, dist = knn_search(ref_feats, feats, config.k, ctx.device)
+            else:  # as many distances as an exact exact_max graph: IVF-Flat beyond
+                idx, dist, info = ann.approximate_search(
+                    np.ascontiguousarray(ref_feats, np.float32),
+                    np.ascontiguousarray(feats, np.float32), config.k)
+                summary = {"knn_method": info.pop("method"),
+                           **{f"ann_{key}": value for key, value in info.items()}}
         else:
             ref_feats, ref_labels = feats, ctx.dataset.labels
             if "neighbors" in ctx.inputs:  # reuse the shared graph
                 graph = ctx.inputs["neighbors"]
                 idx, dist = graph["indices"][:, :config.k], graph["distances"][:, :config.k]
             else:
-                idx, dist = knn_graph(feats, config.k, ctx.device)
+                idx, dist, summary = scaled_knn_graph(feats, config.k, ctx.device,
+                                                      exact_max=config.exact_max)
         n_classes = int(ref_labels.max()) + 1
         cents = class_centroids(ref_feats, ref_labels, n_classes)
         return Artifact({
@@ -61,7 +82,7 @@ class _Distances(Step):
             "reference_neighbors": idx.astype(np.int64),
             "reference_distances": dist.astype(np.float32),
             "centroid_distance": np.nanmin(centroid_distances(feats, cents), 1).astype(np.float32),
-        })
+        }, summary=summary)
 
     def columns(self, artifact: Artifact, config: Config) -> dict[str, np.ndarray]:
         prefix = "mc_" if self.variant == "mc" else ""
@@ -126,6 +147,8 @@ class _JointNeighbors(Step):
     @dataclass(frozen=True)
     class Config:
         graph_k: int = 90
+        # Exact up to this many samples in all, IVF-Flat with measured recall beyond.
+        exact_max: int = field(default=200_000, metadata=OMIT_AT_DEFAULT)
 
     def run(self, ctx: StepContext, config: Config) -> Artifact:
         if not ctx.reference:
@@ -134,9 +157,9 @@ class _JointNeighbors(Step):
         ref = ctx.reference[step][key]
         feats = np.concatenate([ref, ctx.inputs[step][key]])
         k = min(config.graph_k, len(feats) - 1)
-        idx, dist = knn_graph(feats, k, ctx.device)
+        idx, dist, info = scaled_knn_graph(feats, k, ctx.device, exact_max=config.exact_max)
         return Artifact({"indices": idx, "distances": dist, "features": feats},
-                        summary={"n_in": len(ref), "n_extra": len(feats) - len(ref)})
+                        summary={"n_in": len(ref), "n_extra": len(feats) - len(ref), **info})
 
 
 @register
@@ -177,20 +200,34 @@ class _JointMap(Step):
     class Config:
         seed: int = 0
         overlap_k: int = 10
+        # Past fit_max samples in all, the map is fitted on a sample of fit_sample
+        # (stratified by dataset: in-distribution or extra) and the rest placed by the
+        # library's transform, as for the one-dataset maps (analysis.steps.projection).
+        fit_max: int = field(default=200_000, metadata=OMIT_AT_DEFAULT)
+        fit_sample: int = field(default=50_000, metadata=OMIT_AT_DEFAULT)
 
     def run(self, ctx: StepContext, config: Config) -> Artifact:
         g = ctx.inputs[self.graph]
         feats, idx, dist = g["features"], g["indices"], g["distances"]
-        if self.method == "umap":
-            coords = umap_map(feats, idx, dist, seed=config.seed)
-        else:
-            coords = tsne_map(feats, idx, dist, seed=config.seed, progress=ctx.progress)
         n_in = int(g.summary["n_in"])
+        fitted = None
+        if len(feats) <= config.fit_max:
+            if self.method == "umap":
+                coords = umap_map(feats, idx, dist, seed=config.seed)
+            else:
+                coords = tsne_map(feats, idx, dist, seed=config.seed, progress=ctx.progress)
+        else:
+            group = (np.arange(len(feats)) >= n_in).astype(np.int64)
+            fitted = stratified_sample(group, config.fit_sample, config.seed)
+            sampled = umap_sampled if self.method == "umap" else tsne_sampled
+            coords = sampled(feats, fitted, seed=config.seed)
         k = min(config.overlap_k, len(feats) - 2)
-        low = knn_graph(coords, k)[0]
+        low = map_knn(coords, k)
         frac_2d = neighbor_overlap(low, n_in)
         frac_emb = neighbor_overlap(idx[:, :k], n_in)
         summary = map_quality(feats, coords, idx, k=k, max_queries=2000)
+        if fitted is not None:
+            summary.update(split_quality(feats, coords, fitted, idx, k))
         summary.update({
             "n_in": n_in,
             "ood_in_dist_neighbors_2d": float(frac_2d[n_in:].mean()),
