@@ -164,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="MC-dropout passes in the --scale runs (default 20)")
     bench.add_argument("--executor", default="inprocess", choices=("inprocess", "ray"),
                        help="with --scale: ray also runs every size on a local Ray")
+    bench.add_argument("--stores", default=None, metavar="DIR",
+                       help="with --scale: keep the mnist-scale image stores in DIR between "
+                            "benchmarks (the 1,000,000-sample one takes minutes to build)")
     bench.add_argument("--out", default=None, help="also write the results as JSON")
     return p
 

@@ -26,10 +26,16 @@ print("BENCH " + json.dumps({{"rc": rc, "seconds": time.perf_counter() - t,
 """
 
 
-def run_child(code: str, args: list[str], env: dict[str, str], keep_stdout: bool = False) -> dict:
-    """Run ``code`` in a fresh interpreter; return its ``BENCH {...}`` line (and its stdout)."""
+def run_child(code: str, args: list[str], env: dict[str, str], keep_stdout: bool = False,
+              show_stderr: bool = False) -> dict:
+    """Run ``code`` in a fresh interpreter; return its ``BENCH {...}`` line (and its stdout).
+
+    ``show_stderr`` lets the child's standard error through (progress of a long run)
+    instead of keeping it for the error message.
+    """
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True,
+    proc = subprocess.run([sys.executable, "-c", code, *args], env=env, stdout=subprocess.PIPE,
+                          stderr=None if show_stderr else subprocess.PIPE,
                           text=True, cwd=Path(__file__).resolve().parent.parent)
     wall = time.perf_counter() - started
     for line in proc.stdout.splitlines():
@@ -39,7 +45,8 @@ def run_child(code: str, args: list[str], env: dict[str, str], keep_stdout: bool
             if keep_stdout:
                 out["stdout"] = proc.stdout
             return out
-    raise RuntimeError(f"benchmark child failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    detail = proc.stderr[-3000:] if proc.stderr else "(its errors are printed above)"
+    raise RuntimeError(f"benchmark child failed ({proc.returncode}):\n{detail}")
 
 
 def train_default(args: argparse.Namespace, device: str, work: Path,

@@ -58,6 +58,8 @@ for name in s.steps:
                   "peak_rss_mb": max(peak[0], proc.memory_info().rss) / 2**20,
                   "summary": {k: v for k, v in art.summary.items()
                               if isinstance(v, (int, float, str, bool))}})
+    print(f"  N={int(n):,} {name}: {steps[-1]['seconds']:.1f} s, "
+          f"peak {steps[-1]['peak_rss_mb']:.0f} MB", file=sys.stderr, flush=True)
 stop.set()
 s.engine.executor.close()
 hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
@@ -100,14 +102,19 @@ def growth(rows: list[dict]) -> dict[str, list[float | None]]:
 
 
 def scale_bench(checkpoint: str, sizes: list[int], data_root: str | None, work: Path,
-                mc_samples: int = 20, executors: tuple[str, ...] = ("inprocess",)) -> dict:
-    """Run the child for each size (and executor); returns rows and growth exponents."""
-    env = {**os.environ, "NUMBA_CACHE_DIR": str(work / "numba"),
-           "LOUPE_CACHE": str(work / "stores")}  # the image stores live under LOUPE_CACHE
+                mc_samples: int = 20, executors: tuple[str, ...] = ("inprocess",),
+                stores: str | None = None) -> dict:
+    """Run the child for each size (and executor); returns rows and growth exponents.
+
+    ``stores`` keeps the ``mnist-scale:N`` image stores in that folder between
+    benchmarks (building the 1,000,000-sample one takes minutes); default: in ``work``.
+    """
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(work / "numba"),  # stores live under LOUPE_CACHE
+           "LOUPE_CACHE": str(Path(stores).resolve()) if stores else str(work / "stores")}
     results: dict = {"sizes": sizes, "mc_samples": mc_samples, "runs": {}}
-    # Untimed: numba compiles UMAP once, and the smallest store is built.
+    # Untimed: numba compiles UMAP once (on at most 2,000 samples).
     print("scale bench: warming the numba cache ...", file=sys.stderr, flush=True)
-    run_child(SCALE_CHILD, [checkpoint, str(sizes[0]), str(work / "cache-warm"),
+    run_child(SCALE_CHILD, [checkpoint, str(min(sizes[0], 2000)), str(work / "cache-warm"),
                             data_root or "", "0", "inprocess", ""], env)
     for executor in executors:
         rows = []
@@ -115,10 +122,19 @@ def scale_bench(checkpoint: str, sizes: list[int], data_root: str | None, work: 
             print(f"scale bench: {executor}, N={n:,} ...", file=sys.stderr, flush=True)
             cache = work / f"cache-{executor}-{n}"
             row = run_child(SCALE_CHILD, [checkpoint, str(n), str(cache), data_root or "",
-                                          str(mc_samples), executor, ""], env)
+                                          str(mc_samples), executor, ""], env,
+                            show_stderr=True)
             rows.append(row)
         results["runs"][executor] = {"rows": rows, "growth": growth(rows)}
     return results
+
+
+def _short(n: int) -> str:
+    """``300`` -> ``300``, ``70000`` -> ``70k``, ``1000000`` -> ``1M``."""
+    for size, unit in ((1_000_000, "M"), (1000, "k")):
+        if n >= size and n % (size // 10) == 0:
+            return f"{n / size:g}{unit}"
+    return str(n)
 
 
 def format_scale(results: dict) -> str:
@@ -127,7 +143,7 @@ def format_scale(results: dict) -> str:
     for executor, run in results["runs"].items():
         rows = run["rows"]
         head = "step".ljust(22) + "".join(f"{r['n']:>12,} s   MB" for r in rows) + \
-            "".join(f"  exp {a['n'] // 1000}k-{b['n'] // 1000}k"
+            "".join(f"  exp {_short(a['n'])}-{_short(b['n'])}"
                     for a, b in zip(rows, rows[1:], strict=False))
         lines += ["", f"[{executor}]", head]
         for step in rows[0]["steps"]:
@@ -158,7 +174,8 @@ def run_scale(args: argparse.Namespace, checkpoint: str | None, work: Path) -> d
     checkpoint = checkpoint or train_default(args, "cpu", work)
     executors = ("inprocess", "ray") if getattr(args, "executor", "") == "ray" else \
         ("inprocess",)
-    return scale_bench(checkpoint, sizes, args.data_root, work, args.mc_samples, executors)
+    return scale_bench(checkpoint, sizes, args.data_root, work, args.mc_samples, executors,
+                       getattr(args, "stores", None))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-root", default=None)
     p.add_argument("--mc-samples", type=int, default=20)
     p.add_argument("--executor", default="inprocess", choices=("inprocess", "ray"))
+    p.add_argument("--stores", default=None,
+                   help="folder that keeps the image stores between benchmarks")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="loupe-scale-") as tmp:
