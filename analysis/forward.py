@@ -91,14 +91,16 @@ def model_batches(model: LoadedModel, dataset, device: torch.device,
 
     ``args`` come from the model's task: the normalised ``(B, C, H, W)`` image
     and any side inputs (a one-hot number...). The uint8 pixels go to the
-    device once (4x smaller than floats) and are converted per batch.
+    device batch by batch (a memory-mapped dataset is read only as far as it is
+    iterated) and are converted there.
     """
     task = model.task
-    pixels = torch.as_tensor(dataset.images).to(device)
+    pixels = dataset.images
     meta = {k: torch.as_tensor(v).to(device) for k, v in task.sample_metadata(dataset).items()}
-    for start in range(0, pixels.shape[0], batch_size):
+    for start in range(0, len(pixels), batch_size):
         sl = slice(start, start + batch_size)
-        yield start, task.model_inputs(model.prepare(pixels[sl]),
+        batch = torch.from_numpy(np.array(pixels[sl], copy=True)).to(device)
+        yield start, task.model_inputs(model.prepare(batch),
                                        {k: v[sl] for k, v in meta.items()})
 
 
