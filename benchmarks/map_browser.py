@@ -3,8 +3,10 @@
 * **first render**: from the page's navigation start to the map image drawn
   (the server computing it: the entry's memo is emptied before each load);
 * **pan/zoom**: from ``Plotly.relayout`` (what a mouse zoom or pan emits) to
-  the new figure drawn and painted: a view of many points (a new image) and
-  one of few (WebGL points), alternately. Each is broken down by the
+  the new figure drawn and painted, in rounds of three: a view of many points
+  (a new image) after the points of the round before (the first after the
+  whole map's image), another view of many points (image to image), a view of
+  few (WebGL points). Each is broken down by the
   Resource Timing of the Dash requests it set off: until the figure's
   request is sent, the server answering it (to its first byte), its
   download, and from its arrival to the map drawn (the browser's JSON
@@ -109,9 +111,11 @@ def browser_timings(registry, entry, folder: str, port: int, repeat: int, limit:
     server = _serve(app, port)
     driver = _driver()
     classes = len(entry.members)
+    image_to_image, points_to_image = ("browser: pan/zoom, image -> new image drawn",
+                                       "browser: zoom out, points -> image drawn")
     out: dict[str, list[float]] = {"browser: first render (page load -> image drawn)": [],
-                                   "browser: pan/zoom -> new image drawn": [],
-                                   "browser: zoom in -> points drawn": []}
+                                   image_to_image: [], points_to_image: [],
+                                   "browser: zoom in, image -> points drawn": []}
     try:
         url = f"http://127.0.0.1:{port}/"
         driver.get(url)  # the browser caches the scripts once
@@ -123,13 +127,16 @@ def browser_timings(registry, entry, folder: str, port: int, repeat: int, limit:
             out["browser: first render (page load -> image drawn)"].append(
                 driver.execute_script("return performance.now();") / 1000)
         coords = entry.session.projection("umap")
-        many = views_of(coords, (4 * limit,) * repeat, 7)
+        many = views_of(coords, (4 * limit,) * (2 * repeat), 7)
         few = views_of(coords, (limit // 2,) * repeat, 8)
         driver.set_script_timeout(120)
-        for image_view, points_view in zip(many, few, strict=True):
+        # Each round: a view of many points (from the points before it, or the whole map's
+        # image), another (image to image: a pan or zoom about the image), one of few.
+        for i, points_view in enumerate(few):
             for view, mode, name in (
-                    (image_view, "image", "browser: pan/zoom -> new image drawn"),
-                    (points_view, "points", "browser: zoom in -> points drawn")):
+                    (many[2 * i], "image", points_to_image if i else image_to_image),
+                    (many[2 * i + 1], "image", image_to_image),
+                    (points_view, "points", "browser: zoom in, image -> points drawn")):
                 got = driver.execute_async_script(
                     RELAYOUT_JS, [view["xaxis.range[0]"], view["xaxis.range[1]"]],
                     [view["yaxis.range[0]"], view["yaxis.range[1]"]], mode, classes)

@@ -309,8 +309,8 @@ def image_view_patch(entry: RunEntry, projection: str, color: str, view: dict | 
     map): the image, the note, the axis ranges and the hover grid; the other traces
     (legend, overlay, extent) and the layout stay as they are in the browser.
 
-    The same figure as :func:`scaled_map_figure` gives for ``view``, sent as ~half the
-    bytes and redrawn by plotly without re-reading the unchanged traces.
+    The same figure as :func:`scaled_map_figure` gives for ``view``, without resending
+    the legend, overlay and layout, nor making plotly re-read them.
     """
     from dash import Patch
 
@@ -332,6 +332,27 @@ def image_view_patch(entry: RunEntry, projection: str, color: str, view: dict | 
             patch["layout"][axis]["range"] = list(view[key])
             patch["layout"][axis]["autorange"] = False
     patch["data"][grid_index] = hover_grid_trace(raster)
+    return patch
+
+
+def large_highlight_patch(entry: RunEntry, projection: str, sample_store: dict | None,
+                          view: object, max_points: int):
+    """The overlay (trace ``C``) of a large map replaced by the clicked sample and its
+    similars, as :func:`dashboard.views.population.highlight_patch` does, but an SVG trace
+    while the map of ``view`` is an image (no WebGL canvas to redraw at every pan)."""
+    from dash import Patch
+
+    from dashboard.views.population import checked_projection, highlight_of
+
+    projection = checked_projection(entry, projection)
+    highlight, focus = highlight_of(entry, sample_store)
+    trace = figures.highlight_trace(entry.session.projection(projection), highlight,
+                                    focus).to_plotly_json()
+    if visible_count(entry, projection, checked_view(view, projection, entry.key)) \
+            > max_points:
+        trace = _svg(trace)
+    patch = Patch()
+    patch["data"][len(entry.members)] = trace
     return patch
 
 
@@ -371,8 +392,9 @@ def view_update(entry: RunEntry, relayout: object, projection: str, color: str, 
 
 def _image_frame(entry: RunEntry, coords: np.ndarray, spec, projection: str) -> dict:
     """The figure around an image: class traces that draw nothing but keep the legend (no
-    sizes: an image has none), an empty overlay, the legend keys; legend clicks off (hiding
-    a class trace would not hide its part of the image)."""
+    sizes: an image has none), an empty overlay, the legend keys, all SVG traces (see
+    :func:`_svg`); legend clicks off (hiding a class trace would not hide its part of the
+    image)."""
     members = [m[:0] for m in entry.members]
     figure = figures.population_figure(coords, members, entry.class_names, spec,
                                        figures.size_spec(None), projection).to_plotly_json()

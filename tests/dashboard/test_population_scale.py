@@ -211,6 +211,29 @@ def test_a_pan_between_images_is_a_patch_that_gives_the_full_figure(big_entry):
     assert isinstance(points, dict) and points["layout"]["images"] == []
 
 
+def test_the_highlight_on_an_image_is_svg_and_on_points_webgl(big_entry):
+    """A click's overlay: an SVG trace on an image (the map keeps no WebGL canvas), a
+    WebGL one on points; the same samples either way."""
+    xy = big_entry.session.projection("umap")
+    store = {"run": big_entry.key, "id": big_entry.session.dataset.sample_ids[5]}
+    centre, half = xy[5], (xy.max(axis=0) - xy.min(axis=0)) * 0.04
+    close = {"run": big_entry.key, "projection": "umap",
+             "x": [float(centre[0] - half[0]), float(centre[0] + half[0])],
+             "y": [float(centre[1] - half[1]), float(centre[1] + half[1])]}
+    traces = {}
+    for name, view in (("image", None), ("points", close)):
+        ops = scale.large_highlight_patch(big_entry, "umap", store, view,
+                                          LIMIT).to_plotly_json()["operations"]
+        assert [op["location"] for op in ops] == [["data", len(big_entry.members)]]
+        traces[name] = ops[0]["params"]["value"]
+    assert traces["image"]["type"] == "scatter" and traces["points"]["type"] == "scattergl"
+    assert traces["image"]["customdata"] == traces["points"]["customdata"]
+    assert 5 in list(traces["image"]["customdata"])
+    # the image map's own traces are all SVG
+    figure = scale.scaled_map_figure(big_entry, "umap", "label", "loss", store, None, LIMIT)
+    assert {t["type"] for t in figure["data"]} == {"scatter", "heatmap"}
+
+
 def test_recolouring_the_image_by_a_number_shows_a_colour_bar(big_entry):
     figure = scale.scaled_map_figure(big_entry, "umap", "loss", "none", None, None, LIMIT)
     assert figure["layout"]["coloraxis"]["showscale"] is True
