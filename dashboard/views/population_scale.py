@@ -303,11 +303,12 @@ def visible_count(entry: RunEntry, projection: str, view: dict | None) -> int:
 
 
 def image_view_patch(entry: RunEntry, projection: str, color: str, view: dict | None,
-                     max_points: int):
+                     max_points: int, visible: int | None = None):
     """A :class:`dash.Patch` turning an image map into the image of ``view`` (a checked
     view of ``projection`` holding more than ``max_points`` samples; ``None``: the whole
     map): the image, the note, the axis ranges and the hover grid; the other traces
     (legend, overlay, extent) and the layout stay as they are in the browser.
+    ``visible``: :func:`visible_count` of ``view`` when the caller has it.
 
     The same figure as :func:`scaled_map_figure` gives for ``view``, without resending
     the legend, overlay and layout, nor making plotly re-read them.
@@ -321,7 +322,9 @@ def image_view_patch(entry: RunEntry, projection: str, color: str, view: dict | 
     grid_index = len(_image_frame_of(entry, projection, color, spec)["data"]) + 1
     patch = Patch()
     patch["layout"]["images"] = [image_layout(raster)]
-    patch["layout"]["annotations"] = [view_note(visible_count(entry, projection, view),
+    if visible is None:
+        visible = visible_count(entry, projection, view)
+    patch["layout"]["annotations"] = [view_note(visible,
                                                 len(entry.session.projection(projection)),
                                                 max_points, True)]
     for axis, key in (("xaxis", "x"), ("yaxis", "y")):
@@ -382,10 +385,10 @@ def view_update(entry: RunEntry, relayout: object, projection: str, color: str, 
     if not changed:
         return None
     old = checked_view(view, projection, entry.key)
-    if visible_count(entry, projection, old) > max_points \
-            and visible_count(entry, projection, new) > max_points:
+    visible = visible_count(entry, projection, new)
+    if visible > max_points and visible_count(entry, projection, old) > max_points:
         # an image before and after: only the image, the note, the ranges and the grid
-        return image_view_patch(entry, projection, color, new, max_points), new
+        return image_view_patch(entry, projection, color, new, max_points, visible), new
     return scaled_map_figure(entry, projection, color, size, sample_store, new,
                              max_points), new
 
