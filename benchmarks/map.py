@@ -11,7 +11,8 @@ without analysing it. Measured with the functions the callbacks call
   serialised to JSON as Dash does, with warm kernels and nothing memoised;
   the first one of the process (datashader's numba compile) apart;
 * **pan/zoom re-render**: the figure for a zoomed or panned view, as an
-  image (many points in view) and as points (few);
+  image (many points in view: from the whole map's image a ``dash.Patch``
+  of the image, note, ranges and hover grid) and as points (few);
 * **hover** (nearest sample; the KD-tree's build apart), **box and lasso
   selection** against all points;
 * with ``--browser``: in headless Chromium, from opening the page to the map
@@ -280,9 +281,11 @@ def main(argv: list[str] | None = None) -> int:
     lines = [f"{args.points:,} points (tiled from {len(session.dataset):,}); load average "
              + " ".join(f"{v:.2f}" for v in os.getloadavg()) + f" on {os.cpu_count()} CPUs"]
     for name, secs in timings.items():
-        ms = np.asarray(secs) * 1000
-        lines.append(f"{name:<52} n={len(ms):<3d} median {np.median(ms):8.1f} ms   "
-                     f"max {ms.max():8.1f} ms")
+        # seconds, shown in ms, unless the name states its unit ("[kB]", "[count]")
+        unit = name[name.rindex("[") + 1:-1] if name.endswith("]") else "ms"
+        values = np.asarray(secs) * (1000 if unit == "ms" else 1)
+        lines.append(f"{name:<72} n={len(values):<3d} median {np.median(values):8.1f} "
+                     f"{unit:<5} max {values.max():8.1f} {unit}")
     sys.stdout.write("\n".join(lines) + "\n")
     if args.json:
         with open(args.json, "w") as fh:

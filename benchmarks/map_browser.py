@@ -3,8 +3,14 @@
 * **first render**: from the page's navigation start to the map image drawn
   (the server computing it: the entry's memo is emptied before each load);
 * **pan/zoom**: from ``Plotly.relayout`` (what a mouse zoom or pan emits) to
-  the new figure drawn and painted: a view of many points (a new image) and
-  one of few (WebGL points), alternately.
+  the new figure drawn and painted, in rounds of three: a view of many points
+  (a new image) after the points of the round before (the first after the
+  whole map's image), another view of many points (image to image), a view of
+  few (WebGL points). Each is broken down by the
+  Resource Timing of the Dash requests it set off: until the figure's
+  request is sent, the server answering it (to its first byte), its
+  download, and from its arrival to the map drawn (the browser's JSON
+  parse, Dash's render and Plotly's redraw); and the response's size.
 """
 
 from __future__ import annotations
@@ -37,10 +43,19 @@ function ready() {
   }
   return imgs.length === 0 && points > 0;
 }
+performance.clearResourceTimings();
 const start = performance.now();
 Plotly.relayout(gd, {'xaxis.range': rx, 'yaxis.range': ry});
 (function poll() {
-  if (ready()) requestAnimationFrame(() => done(performance.now() - start));
+  if (ready()) requestAnimationFrame(() => {
+    const end = performance.now();
+    // the Dash callbacks the zoom set off: when sent, answered, received; their size
+    const requests = performance.getEntriesByType('resource')
+      .filter(e => e.name.includes('_dash-update-component') && e.startTime >= start)
+      .map(e => ({sent: e.startTime - start, first_byte: e.responseStart - start,
+                  received: e.responseEnd - start, bytes: e.encodedBodySize}));
+    done({ms: end - start, requests: requests});
+  });
   else setTimeout(poll, 5);
 })();
 """
@@ -64,6 +79,23 @@ def views_of(coords: np.ndarray, counts: tuple[int, ...], seed: int) -> list[dic
     return out
 
 
+def breakdown(got: dict) -> dict[str, float]:
+    """The phases of one zoom in seconds, from :data:`RELAYOUT_JS`'s result, and the count
+    of requests and the figure's response size (kB), named so: its largest Dash response
+    is taken as the figure's."""
+    requests = got["requests"]
+    if not requests:
+        return {}
+    figure = max(requests, key=lambda r: r["bytes"])
+    ms = got["ms"]
+    return {"requests [count]": len(requests),
+            "relayout -> request sent": figure["sent"] / 1000,
+            "server (request -> first byte)": (figure["first_byte"] - figure["sent"]) / 1000,
+            "download": (figure["received"] - figure["first_byte"]) / 1000,
+            "response -> drawn (parse, Dash, Plotly)": (ms - figure["received"]) / 1000,
+            "response size [kB]": figure["bytes"] / 1000}
+
+
 def browser_timings(registry, entry, folder: str, port: int, repeat: int, limit: int
                     ) -> dict[str, list[float]]:
     """Seconds per measurement (see the module docstring)."""
@@ -79,9 +111,11 @@ def browser_timings(registry, entry, folder: str, port: int, repeat: int, limit:
     server = _serve(app, port)
     driver = _driver()
     classes = len(entry.members)
+    image_to_image, points_to_image = ("browser: pan/zoom, image -> new image drawn",
+                                       "browser: zoom out, points -> image drawn")
     out: dict[str, list[float]] = {"browser: first render (page load -> image drawn)": [],
-                                   "browser: pan/zoom -> new image drawn": [],
-                                   "browser: zoom in -> points drawn": []}
+                                   image_to_image: [], points_to_image: [],
+                                   "browser: zoom in, image -> points drawn": []}
     try:
         url = f"http://127.0.0.1:{port}/"
         driver.get(url)  # the browser caches the scripts once
@@ -93,17 +127,22 @@ def browser_timings(registry, entry, folder: str, port: int, repeat: int, limit:
             out["browser: first render (page load -> image drawn)"].append(
                 driver.execute_script("return performance.now();") / 1000)
         coords = entry.session.projection("umap")
-        many = views_of(coords, (4 * limit,) * repeat, 7)
+        many = views_of(coords, (4 * limit,) * (2 * repeat), 7)
         few = views_of(coords, (limit // 2,) * repeat, 8)
         driver.set_script_timeout(120)
-        for image_view, points_view in zip(many, few, strict=True):
+        # Each round: a view of many points (from the points before it, or the whole map's
+        # image), another (image to image: a pan or zoom about the image), one of few.
+        for i, points_view in enumerate(few):
             for view, mode, name in (
-                    (image_view, "image", "browser: pan/zoom -> new image drawn"),
-                    (points_view, "points", "browser: zoom in -> points drawn")):
-                ms = driver.execute_async_script(
+                    (many[2 * i], "image", points_to_image if i else image_to_image),
+                    (many[2 * i + 1], "image", image_to_image),
+                    (points_view, "points", "browser: zoom in, image -> points drawn")):
+                got = driver.execute_async_script(
                     RELAYOUT_JS, [view["xaxis.range[0]"], view["xaxis.range[1]"]],
                     [view["yaxis.range[0]"], view["yaxis.range[1]"]], mode, classes)
-                out[name].append(ms / 1000)
+                out[name].append(got["ms"] / 1000)
+                for part, secs in breakdown(got).items():
+                    out.setdefault(f"{name}: {part}", []).append(secs)
         logs = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
         if logs:
             raise RuntimeError(f"browser console errors: {logs}")

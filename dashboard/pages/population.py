@@ -23,6 +23,7 @@ from dashboard.views.population import (
 )
 from dashboard.views.population_scale import (
     is_large,
+    large_highlight_patch,
     large_map_update,
     map_max_points,
     map_point_index,
@@ -113,7 +114,9 @@ def draw_map(projection, color, size, sample_store, view, run_store):
         entry = get_entry(run_store)
         trigger = ctx.triggered_id
         limit = map_max_points()
-        if trigger == ids.SAMPLE_STORE:
+        if trigger == ids.SAMPLE_STORE and is_large(entry, limit):
+            figure = large_highlight_patch(entry, projection, sample_store, view, limit)
+        elif trigger == ids.SAMPLE_STORE:
             figure = highlight_patch(entry, projection, sample_store)
         elif is_large(entry, limit):
             figure, view = large_map_update(entry, projection, color, size, sample_store,

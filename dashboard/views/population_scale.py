@@ -252,17 +252,10 @@ def scaled_map_figure(entry: RunEntry, projection: str, color: str, size: str,
     highlight, focus = highlight_of(entry, sample_store)
     classes = len(entry.members)
     if visible > max_points:
-        if view is None:  # the whole map: the same image for every visit and reset
-            raster = entry.memo(("map-raster", projection, color),
-                                lambda: rasterize(coords, spec, *extent))
-        else:
-            raster = rasterize(coords, spec, x_range, y_range)
-        # Everything but the image, the overlay and the view is the same for every
-        # view of this (projection, colour): built (and validated by plotly) once.
-        base = entry.memo(("map-image-frame", projection, color),
-                          lambda: _image_frame(entry, coords, spec, projection))
+        raster = _view_raster(entry, projection, color, spec, view)
+        base = _image_frame_of(entry, projection, color, spec)
         data = list(base["data"])
-        data[classes] = figures.highlight_trace(coords, highlight, focus).to_plotly_json()
+        data[classes] = _svg(figures.highlight_trace(coords, highlight, focus).to_plotly_json())
         layout = dict(base["layout"])
     else:
         raster = None
@@ -284,6 +277,88 @@ def scaled_map_figure(entry: RunEntry, projection: str, color: str, size: str,
     return {"data": data, "layout": layout}
 
 
+def _view_raster(entry: RunEntry, projection: str, color: str, spec, view: dict | None):
+    """The image of ``view`` (``None``: the whole map, the same image for every visit and
+    reset, memoised)."""
+    coords = entry.session.projection(projection)
+    if view is None:
+        return entry.memo(("map-raster", projection, color),
+                          lambda: rasterize(coords, spec, *map_extent(entry, projection)))
+    return rasterize(coords, spec, view["x"], view["y"])
+
+
+def _image_frame_of(entry: RunEntry, projection: str, color: str, spec) -> dict:
+    """Everything of an image map but the image, the overlay and the view: the same for
+    every view of this (projection, colour), so built (and validated by plotly) once."""
+    return entry.memo(("map-image-frame", projection, color),
+                      lambda: _image_frame(entry, entry.session.projection(projection), spec,
+                                           projection))
+
+
+def visible_count(entry: RunEntry, projection: str, view: dict | None) -> int:
+    """How many samples ``view`` (a checked view; ``None``: the whole map) shows."""
+    if view is None:
+        return len(entry.session.projection(projection))
+    return int(in_box(entry.session.projection(projection), view["x"], view["y"]).sum())
+
+
+def image_view_patch(entry: RunEntry, projection: str, color: str, view: dict | None,
+                     max_points: int, visible: int | None = None):
+    """A :class:`dash.Patch` turning an image map into the image of ``view`` (a checked
+    view of ``projection`` holding more than ``max_points`` samples; ``None``: the whole
+    map): the image, the note, the axis ranges and the hover grid; the other traces
+    (legend, overlay, extent) and the layout stay as they are in the browser.
+    ``visible``: :func:`visible_count` of ``view`` when the caller has it.
+
+    The same figure as :func:`scaled_map_figure` gives for ``view``, without resending
+    the legend, overlay and layout, nor making plotly re-read them.
+    """
+    from dash import Patch
+
+    from dashboard.views.population import make_color
+
+    spec = entry.memo(("map-color", color), lambda: make_color(entry, color))
+    raster = _view_raster(entry, projection, color, spec, view)
+    grid_index = len(_image_frame_of(entry, projection, color, spec)["data"]) + 1
+    patch = Patch()
+    patch["layout"]["images"] = [image_layout(raster)]
+    if visible is None:
+        visible = visible_count(entry, projection, view)
+    patch["layout"]["annotations"] = [view_note(visible,
+                                                len(entry.session.projection(projection)),
+                                                max_points, True)]
+    for axis, key in (("xaxis", "x"), ("yaxis", "y")):
+        if view is None:  # as the whole map's figure: no range, autoranged
+            del patch["layout"][axis]["range"]
+            del patch["layout"][axis]["autorange"]
+        else:
+            patch["layout"][axis]["range"] = list(view[key])
+            patch["layout"][axis]["autorange"] = False
+    patch["data"][grid_index] = hover_grid_trace(raster)
+    return patch
+
+
+def large_highlight_patch(entry: RunEntry, projection: str, sample_store: dict | None,
+                          view: object, max_points: int):
+    """The overlay (trace ``C``) of a large map replaced by the clicked sample and its
+    similars, as :func:`dashboard.views.population.highlight_patch` does, but an SVG trace
+    while the map of ``view`` is an image (no WebGL canvas to redraw at every pan)."""
+    from dash import Patch
+
+    from dashboard.views.population import checked_projection, highlight_of
+
+    projection = checked_projection(entry, projection)
+    highlight, focus = highlight_of(entry, sample_store)
+    trace = figures.highlight_trace(entry.session.projection(projection), highlight,
+                                    focus).to_plotly_json()
+    if visible_count(entry, projection, checked_view(view, projection, entry.key)) \
+            > max_points:
+        trace = _svg(trace)
+    patch = Patch()
+    patch["data"][len(entry.members)] = trace
+    return patch
+
+
 def large_map_update(entry: RunEntry, projection: str, color: str, size: str,
                      sample_store: dict | None, view: object, max_points: int
                      ) -> tuple[dict, dict | None]:
@@ -297,8 +372,9 @@ def large_map_update(entry: RunEntry, projection: str, color: str, size: str,
 def view_update(entry: RunEntry, relayout: object, projection: str, color: str, size: str,
                 sample_store: dict | None, view: object, max_points: int
                 ) -> tuple[dict, dict | None] | None:
-    """After a zoom, pan or reset of a large map: its figure for the new view and the
-    new view store; ``None`` for a small map or an event that moves no axis."""
+    """After a zoom, pan or reset of a large map: its figure for the new view (a
+    :func:`image_view_patch` when the map is an image before and after) and the new view
+    store; ``None`` for a small map or an event that moves no axis."""
     from dashboard.views.population import checked_projection
 
     if not is_large(entry, max_points):
@@ -308,23 +384,36 @@ def view_update(entry: RunEntry, relayout: object, projection: str, color: str, 
                              projection, map_extent(entry, projection), entry.key)
     if not changed:
         return None
+    old = checked_view(view, projection, entry.key)
+    visible = visible_count(entry, projection, new)
+    if visible > max_points and visible_count(entry, projection, old) > max_points:
+        # an image before and after: only the image, the note, the ranges and the grid
+        return image_view_patch(entry, projection, color, new, max_points, visible), new
     return scaled_map_figure(entry, projection, color, size, sample_store, new,
                              max_points), new
 
 
 def _image_frame(entry: RunEntry, coords: np.ndarray, spec, projection: str) -> dict:
     """The figure around an image: class traces that draw nothing but keep the legend (no
-    sizes: an image has none), an empty overlay, the legend keys; legend clicks off (hiding
-    a class trace would not hide its part of the image)."""
+    sizes: an image has none), an empty overlay, the legend keys, all SVG traces (see
+    :func:`_svg`); legend clicks off (hiding a class trace would not hide its part of the
+    image)."""
     members = [m[:0] for m in entry.members]
     figure = figures.population_figure(coords, members, entry.class_names, spec,
                                        figures.size_spec(None), projection).to_plotly_json()
-    data = list(figure["data"])
+    data = [_svg(trace) for trace in figure["data"]]
     data[:len(members)] = [_legend_only(trace, spec) for trace in data[:len(members)]]
     layout = dict(figure["layout"])
     layout["legend"] = {**layout.get("legend", {}), "itemclick": False,
                         "itemdoubleclick": False}
     return {"data": data, "layout": layout}
+
+
+def _svg(trace: dict) -> dict:
+    """A ``scattergl`` trace as an SVG ``scatter``: the traces around an image hold no or a
+    few points, and a map without WebGL traces creates no WebGL canvas, which every zoom
+    and pan would redraw (~0.1 s per relayout in a browser drawing WebGL in software)."""
+    return {**trace, "type": "scatter"} if trace.get("type") == "scattergl" else trace
 
 
 def _legend_only(trace: dict, spec) -> dict:

@@ -148,6 +148,92 @@ def decode(spec) -> np.ndarray:
     return np.asarray(spec)
 
 
+def apply_patch(figure: dict, patch) -> dict:
+    """What Dash's renderer does with a Patch's Assign and Delete operations, written out
+    here (a deep copy of ``figure`` changed at each operation's location)."""
+    import copy
+
+    out = copy.deepcopy(figure)
+    for op in patch.to_plotly_json()["operations"]:
+        *parents, last = op["location"]
+        node = out
+        for key in parents:
+            node = node.setdefault(key, {}) if isinstance(node, dict) else node[key]
+        if op["operation"] == "Assign":
+            node[last] = op["params"]["value"]
+        elif op["operation"] == "Delete":
+            node.pop(last, None)
+        else:
+            raise AssertionError(f"unexpected patch operation {op['operation']}")
+    return out
+
+
+def test_a_pan_between_images_is_a_patch_that_gives_the_full_figure(big_entry):
+    """Zoom from the whole map to a view of many points, pan, then reset: each move
+    between images is a Patch (no legend or layout resent) whose result in the browser
+    is exactly the figure of the new view."""
+    from dash import Patch
+
+    xy = big_entry.session.projection("umap")
+    low, high = xy.min(axis=0), xy.max(axis=0)
+    zoom = {"xaxis.range[0]": float(low[0]),
+            "xaxis.range[1]": float(low[0] + 0.85 * (high[0] - low[0])),
+            "yaxis.range[0]": float(low[1]), "yaxis.range[1]": float(high[1])}
+    shift = float(high[0] - low[0]) * 0.1
+    pan = {**zoom, "xaxis.range[0]": zoom["xaxis.range[0]"] + shift,
+           "xaxis.range[1]": zoom["xaxis.range[1]"] + shift}
+    reset = {"xaxis.autorange": True, "yaxis.autorange": True}
+    figure = scale.scaled_map_figure(big_entry, "umap", "label", "loss", None, None, LIMIT)
+    view = None
+    for relayout in (zoom, pan, reset):
+        patch, view = scale.view_update(big_entry, relayout, "umap", "label", "loss", None,
+                                        view, LIMIT)
+        assert isinstance(patch, Patch)
+        # a view of more than the limit: still an image
+        assert scale.visible_count(big_entry, "umap", view) > LIMIT
+        full = scale.scaled_map_figure(big_entry, "umap", "label", "loss", None, view, LIMIT)
+        patched = apply_patch(figure, patch)
+        assert patched == full
+        # nothing but the image, note, ranges and hover grid is sent
+        sent = {tuple(op["location"][:2]) for op in patch.to_plotly_json()["operations"]}
+        assert sent <= {("layout", "images"), ("layout", "annotations"), ("layout", "xaxis"),
+                        ("layout", "yaxis"), ("data", len(full["data"]) - 1)}
+        figure = patched
+    assert view is None and "range" not in figure["layout"]["xaxis"]
+    # a zoom to few points is the full figure of points, not a patch
+    centre = xy[0]
+    half = (high - low) * 0.04
+    close = {"xaxis.range[0]": float(centre[0] - half[0]),
+             "xaxis.range[1]": float(centre[0] + half[0]),
+             "yaxis.range[0]": float(centre[1] - half[1]),
+             "yaxis.range[1]": float(centre[1] + half[1])}
+    points, _ = scale.view_update(big_entry, close, "umap", "label", "loss", None, None, LIMIT)
+    assert isinstance(points, dict) and points["layout"]["images"] == []
+
+
+def test_the_highlight_on_an_image_is_svg_and_on_points_webgl(big_entry):
+    """A click's overlay: an SVG trace on an image (the map keeps no WebGL canvas), a
+    WebGL one on points; the same samples either way."""
+    xy = big_entry.session.projection("umap")
+    store = {"run": big_entry.key, "id": big_entry.session.dataset.sample_ids[5]}
+    centre, half = xy[5], (xy.max(axis=0) - xy.min(axis=0)) * 0.04
+    close = {"run": big_entry.key, "projection": "umap",
+             "x": [float(centre[0] - half[0]), float(centre[0] + half[0])],
+             "y": [float(centre[1] - half[1]), float(centre[1] + half[1])]}
+    traces = {}
+    for name, view in (("image", None), ("points", close)):
+        ops = scale.large_highlight_patch(big_entry, "umap", store, view,
+                                          LIMIT).to_plotly_json()["operations"]
+        assert [op["location"] for op in ops] == [["data", len(big_entry.members)]]
+        traces[name] = ops[0]["params"]["value"]
+    assert traces["image"]["type"] == "scatter" and traces["points"]["type"] == "scattergl"
+    assert traces["image"]["customdata"] == traces["points"]["customdata"]
+    assert 5 in list(traces["image"]["customdata"])
+    # the image map's own traces are all SVG
+    figure = scale.scaled_map_figure(big_entry, "umap", "label", "loss", store, None, LIMIT)
+    assert {t["type"] for t in figure["data"]} == {"scatter", "heatmap"}
+
+
 def test_recolouring_the_image_by_a_number_shows_a_colour_bar(big_entry):
     figure = scale.scaled_map_figure(big_entry, "umap", "loss", "none", None, None, LIMIT)
     assert figure["layout"]["coloraxis"]["showscale"] is True
