@@ -20,13 +20,36 @@ from analysis.registry import Column, Step, StepContext, register
 from cache import Artifact
 from core.tasks import head_key
 
+BLOCK_VALUES = 1 << 22  # pixel values converted to float at a time (16 MB as float32)
+
+
+def block_rows(images: np.ndarray, values: int = BLOCK_VALUES) -> int:
+    """Images of ``(N, C, H, W)`` ``images`` per block of at most ``values`` pixel values
+    (at least one)."""
+    return max(1, values // max(1, int(np.prod(images.shape[1:]))))
+
 
 def class_centroids(features: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
     """``(C, D)`` mean feature of each class (NaN rows for absent classes)."""
+    sums, counts = class_sums(features, labels, num_classes)
+    return centroids_from_sums(sums, counts)
+
+
+def class_sums(features: np.ndarray, labels: np.ndarray, num_classes: int,
+               sums: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(C, D)`` float64 sum of the ``(N, D)`` features of each class, added to ``sums``
+    when given (one block of samples after another: each class's sum adds its samples in
+    order either way, so blocks give the same numbers), and ``(C,)`` counts of these N."""
     feats = torch.as_tensor(features, dtype=torch.float64)
     lab = torch.as_tensor(labels)
-    sums = torch.zeros(num_classes, feats.shape[1], dtype=torch.float64).index_add_(0, lab, feats)
-    counts = torch.bincount(lab, minlength=num_classes).to(torch.float64)
+    if sums is None:
+        sums = torch.zeros(num_classes, feats.shape[1], dtype=torch.float64)
+    sums.index_add_(0, lab, feats)
+    return sums, torch.bincount(lab, minlength=num_classes).to(torch.float64)
+
+
+def centroids_from_sums(sums: torch.Tensor, counts: torch.Tensor) -> np.ndarray:
+    """``(C, D)`` float32 class means from :func:`class_sums` (NaN rows for absent classes)."""
     cents = sums / counts[:, None]
     cents[counts == 0] = float("nan")
     return cents.float().numpy()
@@ -40,6 +63,34 @@ def centroid_distances(features: np.ndarray, centroids: np.ndarray) -> np.ndarra
                     torch.as_tensor(centroids, dtype=torch.float32)[None],
                     compute_mode="donot_use_mm_for_euclid_dist")[0]
     return d.clamp_min(0).numpy()
+
+
+def pixel_centroids(images: np.ndarray, labels: np.ndarray, num_classes: int,
+                    rows: int | None = None) -> np.ndarray:
+    """``(C, C*H*W)`` float32 mean image (pixels in [0, 1]) of each class, from ``(N, C, H,
+    W)`` images read ``rows`` at a time (default :func:`block_rows`); equal to
+    :func:`class_centroids` of :func:`pixel_features` of all of them."""
+    rows = rows or block_rows(images)
+    sums, counts = None, torch.zeros(num_classes, dtype=torch.float64)
+    for start in range(0, len(images), rows):
+        sums, c = class_sums(pixel_features(images[start:start + rows]),
+                             labels[start:start + rows], num_classes, sums)
+        counts += c
+    if sums is None:
+        sums = torch.zeros(num_classes, int(np.prod(images.shape[1:])), dtype=torch.float64)
+    return centroids_from_sums(sums, counts)
+
+
+def pixel_distances(images: np.ndarray, centroids: np.ndarray,
+                    rows: int | None = None) -> np.ndarray:
+    """``(N, C)`` :func:`centroid_distances` of each image's :func:`pixel_features`, a block
+    of ``rows`` images at a time (each distance is its own image's alone)."""
+    rows = rows or block_rows(images)
+    out = np.empty((len(images), len(centroids)), np.float32)
+    for start in range(0, len(images), rows):
+        out[start:start + rows] = centroid_distances(
+            pixel_features(images[start:start + rows]), centroids)
+    return out
 
 
 def distance_columns(dist: np.ndarray, labels: np.ndarray, pred: np.ndarray,
@@ -109,12 +160,12 @@ class PixelCentroids(Step):
         pass
 
     def run(self, ctx: StepContext, config: Config) -> Artifact:
-        feats = pixel_features(ctx.dataset.images)
+        images = ctx.dataset.images  # (N, C, H, W), read a block at a time
         if "pixel_centroids" in ctx.reference:
             cents = ctx.reference["pixel_centroids"]["centroids"]
         else:
-            cents = class_centroids(feats, ctx.dataset.labels, ctx.dataset.num_classes)
-        return Artifact({"centroids": cents, "distances": centroid_distances(feats, cents)})
+            cents = pixel_centroids(images, ctx.dataset.labels, ctx.dataset.num_classes)
+        return Artifact({"centroids": cents, "distances": pixel_distances(images, cents)})
 
 
 @register

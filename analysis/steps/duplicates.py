@@ -44,6 +44,7 @@ from core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 EXACT_LIMIT = 5_000  # candidate search exact up to this many base samples
+CHUNK_VALUES = 1 << 24  # candidate pixel values compared at a time (64 MB as float32)
 
 
 def pixel_hashes(images: np.ndarray) -> np.ndarray:
@@ -60,17 +61,28 @@ def full_pixels(images: np.ndarray) -> np.ndarray:
         x.astype(np.float32)
 
 
-def pooled_pixels(images: np.ndarray, max_dims: int = 64) -> np.ndarray:
-    """``(N, D <= max_dims)`` float32 average-pooled pixels (zero-padded to whole blocks)."""
+def pooled_pixels(images: np.ndarray, max_dims: int = 64, rows: int | None = None
+                  ) -> np.ndarray:
+    """``(N, D <= max_dims)`` float32 average-pooled pixels (zero-padded to whole blocks) of
+    ``(N, C, H, W)`` images, converted ``rows`` images at a time (default
+    :func:`~analysis.steps.centroids.block_rows`; each image is pooled alone)."""
+    from analysis.steps.centroids import block_rows
+
     n, c, h, w = images.shape
     f = 1
     while c * -(-h // f) * -(-w // f) > max_dims:
         f += 1
-    x = full_pixels(images).reshape(n, c, h, w)
     hp, wp = -(-h // f) * f, -(-w // f) * f
-    if (hp, wp) != (h, w):
-        x = np.pad(x, ((0, 0), (0, 0), (0, hp - h), (0, wp - w)))
-    return x.reshape(n, c, hp // f, f, wp // f, f).mean((3, 5)).reshape(n, -1)
+    out = np.empty((n, c * (hp // f) * (wp // f)), np.float32)
+    rows = rows or block_rows(images)
+    for start in range(0, n, rows):
+        x = full_pixels(images[start:start + rows])
+        m = len(x)
+        x = x.reshape(m, c, h, w)
+        if (hp, wp) != (h, w):
+            x = np.pad(x, ((0, 0), (0, 0), (0, hp - h), (0, wp - w)))
+        out[start:start + m] = x.reshape(m, c, hp // f, f, wp // f, f).mean((3, 5)).reshape(m, -1)
+    return out
 
 
 def candidate_neighbours(base: np.ndarray, queries: np.ndarray, k: int, nprobe: int = 8,
@@ -102,13 +114,22 @@ def candidate_neighbours(base: np.ndarray, queries: np.ndarray, k: int, nprobe: 
 
 
 def candidate_distances(base: np.ndarray, queries: np.ndarray, cand: np.ndarray,
-                        chunk: int = 2048) -> np.ndarray:
-    """``(M, k)`` full-resolution Euclidean distances from each query to its candidates
-    (``inf`` where a candidate is missing, ``-1``)."""
+                        chunk: int = 2048, values: int = CHUNK_VALUES) -> np.ndarray:
+    """``(M, k)`` full-resolution Euclidean distances from each of ``M`` queries to its
+    candidates among the ``base`` rows (``inf`` where a candidate is missing, ``-1``).
+
+    ``base`` and ``queries`` are images (``(N, C, H, W)``, uint8 or float in [0, 1]) or
+    their :func:`full_pixels`; the pixels are converted to float for one chunk of
+    queries at a time (at most ``chunk`` queries and ``values`` candidate pixel values).
+    """
+    dims = int(np.prod(queries.shape[1:]))
+    chunk = max(1, min(chunk, values // max(1, cand.shape[1] * dims)))
     out = np.empty(cand.shape, np.float32)
     for s in range(0, len(queries), chunk):
         c = cand[s:s + chunk]
-        diff = base[np.maximum(c, 0)] - queries[s:s + chunk, None, :]
+        q = full_pixels(queries[s:s + chunk])
+        b = full_pixels(base[np.maximum(c, 0).ravel()]).reshape(*c.shape, dims)
+        diff = b - q[:, None, :]
         out[s:s + chunk] = np.sqrt(np.einsum("mkd,mkd->mk", diff, diff))
     out[cand < 0] = np.inf
     return out
@@ -126,11 +147,11 @@ def nearest_others(images: np.ndarray, candidates: int = 5, max_dims: int = 64,
     n = len(images)
     if n < 2:
         raise ConfigError(f"duplicates needs at least 2 samples, got {n}.")
-    cand = candidate_neighbours(pooled_pixels(images, max_dims),
-                                pooled_pixels(images, max_dims), candidates + 1, nprobe)
+    pooled = pooled_pixels(images, max_dims)
+    cand = candidate_neighbours(pooled, pooled, candidates + 1, nprobe)
+    del pooled
     cand = np.where(cand == np.arange(n)[:, None], -1, cand)
-    full = full_pixels(images)
-    dist = candidate_distances(full, full, cand)
+    dist = candidate_distances(images, images, cand)
     order = np.argsort(dist, 1, kind="stable")
     return np.take_along_axis(cand, order, 1), np.take_along_axis(dist, order, 1)
 
@@ -225,7 +246,7 @@ def find_leakage(ds_a, ds_b, threshold: float = 0.1, candidates: int = 5,
             found[(i, j)] = 0.0
     cand = candidate_neighbours(pooled_pixels(ds_a.images, max_dims),
                                 pooled_pixels(ds_b.images, max_dims), candidates, nprobe)
-    dist = candidate_distances(full_pixels(ds_a.images), full_pixels(ds_b.images), cand)
+    dist = candidate_distances(ds_a.images, ds_b.images, cand)
     nn = dist.min(1)
     typical = float(np.median(nn[np.isfinite(nn)]))
     if typical <= 0:

@@ -53,6 +53,8 @@ from core.errors import ConfigError
 from core.tasks import head_key
 
 log = logging.getLogger(__name__)
+EDGE_BLOCK = 1 << 18  # graph edges handed to igraph at a time
+OVERLAP_BLOCK = 1 << 16  # samples per block when counting slice overlaps
 
 # Steps whose interpretable columns the rules may use, when the project has them.
 METADATA_STEPS = tuple(name for name in ("image_metadata", "user_metadata")
@@ -80,10 +82,19 @@ def leiden_clusters(indices: np.ndarray, seed: int = 0, resolution: float = 1.0)
     import leidenalg
 
     n, k = indices.shape
-    src = np.repeat(np.arange(n), k)
-    edges = np.stack([src, indices.reshape(-1)], 1)
-    edges = np.unique(np.sort(edges, 1), axis=0)  # each undirected edge once
-    graph = igraph.Graph(n=n, edges=edges.tolist())
+    # Each undirected edge once, as the key lo * n + hi: sorted like (lo, hi) pairs.
+    lo = np.repeat(np.arange(n, dtype=np.int64), k)
+    hi = indices.reshape(-1).astype(np.int64)
+    lo, hi = np.minimum(lo, hi), np.maximum(lo, hi)
+    keys = np.unique(lo * n + hi)
+    del lo, hi
+    # igraph reads edges through Python objects (even from NumPy): add them a block at a
+    # time, in order, so the graph is the same one as built whole.
+    graph = igraph.Graph(n=n)
+    for s in range(0, len(keys), EDGE_BLOCK):
+        block = keys[s:s + EDGE_BLOCK]
+        graph.add_edges(np.stack([block // n, block % n], 1))
+    del keys
     part = leidenalg.find_partition(graph, leidenalg.RBConfigurationVertexPartition,
                                     resolution_parameter=resolution, seed=seed)
     return np.asarray(part.membership, dtype=np.int64)
@@ -213,7 +224,8 @@ def rule_features(table: pd.DataFrame, columns: list[str], bins: int
 
     Returns
     -------
-    X : (N, F) int64 codes starting at 0
+    X : (N, F) codes starting at 0, of the smallest unsigned integer type that holds them
+        (uint8 unless a class column has more than 256 values)
     conditions : F lists, the query condition of each code of each feature
     """
     from analysis.explain import quantile_edges
@@ -227,15 +239,19 @@ def rule_features(table: pd.DataFrame, columns: list[str], bins: int
         finite = np.isfinite(col.raw)
         for edge in quantile_edges(col.raw, bins):
             # NaN takes the code "not below the edge" (a third value would rarely help).
-            features.append((~(col.raw < edge) | ~finite).astype(np.int64))
+            features.append((~(col.raw < edge) | ~finite).astype(np.uint8))
             conditions.append([f"{col.name} < {edge:.4g}", f"{col.name} >= {edge:.4g}"])
-    return np.stack(features, 1), conditions
+    top = max((len(c) - 1 for c in conditions), default=0)
+    X = np.empty((len(table), len(features)), dtype=np.min_scalar_type(top))
+    for f, codes in enumerate(features):
+        X[:, f] = codes
+    return X, conditions
 
 
 def rule_slices(table: pd.DataFrame, columns: list[str], config: Slices.Config
                 ) -> list[tuple[str, np.ndarray, str]]:
     """SliceLine's top rules over :func:`rule_features`: (``"rule"``, mask, query)."""
-    from sliceline import Slicefinder
+    from analysis.slicefinder import BlockSlicefinder
 
     X, conditions = rule_features(table, columns, config.bins)
     wrong = ~table["correct"].to_numpy(dtype=bool)
@@ -244,9 +260,9 @@ def rule_slices(table: pd.DataFrame, columns: list[str], config: Slices.Config
     if errors.sum() == 0:
         return []
     min_sup = max(config.min_size, int(config.min_support * len(table)))
-    finder = Slicefinder(alpha=config.alpha, k=config.top_rules,
-                         max_l=min(config.max_predicates, X.shape[1]), min_sup=min_sup,
-                         verbose=False)
+    finder = BlockSlicefinder(alpha=config.alpha, k=config.top_rules,
+                              max_l=min(config.max_predicates, X.shape[1]),
+                              min_sup=min_sup, verbose=False)
     finder.fit(X, errors)
     if finder.top_slices_ is None or len(finder.top_slices_) == 0:
         return []
@@ -409,12 +425,8 @@ def dominated_slices(table: pd.DataFrame, masks: list[np.ndarray], llr: np.ndarr
     correct = table["correct"].to_numpy(dtype=np.float64)
     valid = np.isfinite(correct)
     wrong = valid & (correct == 0)
-    stack = np.stack(masks)  # (S, N) bool
-    as_float = stack.astype(np.float32)
-    sizes = as_float.sum(1)
-    inter = as_float @ as_float.T  # (S, S) samples in common
-    n_valid = (as_float @ valid.astype(np.float32))
-    rate = (as_float @ wrong.astype(np.float32)) / np.maximum(n_valid, 1)
+    sizes, inter, n_valid, n_wrong = _overlaps(masks, valid, wrong)
+    rate = n_wrong / np.maximum(n_valid, 1)
     total_err, total_n = float(wrong.sum()), float(valid.sum())
     out = set()
     for a, mask in enumerate(masks):
@@ -427,7 +439,7 @@ def dominated_slices(table: pd.DataFrame, masks: list[np.ndarray], llr: np.ndarr
             continue
         covered = np.zeros_like(mask)
         for b in parts[np.argsort(-llr[parts], kind="stable")]:  # surest parts first
-            covered |= mask & stack[b]
+            covered |= mask & masks[b]
             rest = mask & ~covered
             left = np.count_nonzero(wrong & rest) - np.count_nonzero(rest & valid) * rate_out
             if excess - left >= focus * excess:
@@ -437,6 +449,26 @@ def dominated_slices(table: pd.DataFrame, masks: list[np.ndarray], llr: np.ndarr
                     out.add(a)
                 break
     return out
+
+
+def _overlaps(masks: list[np.ndarray], valid: np.ndarray, wrong: np.ndarray,
+              block: int = OVERLAP_BLOCK) -> tuple[np.ndarray, ...]:
+    """Sizes ``(S,)``, samples in common ``(S, S)``, valid samples ``(S,)`` and errors ``(S,)``
+    of ``S`` groups given as ``(N,)`` bool masks, counted ``block`` samples at a time.
+
+    float32, as one product of the whole ``(S, N)`` matrix gave them: counts below 2**24
+    are exact in float32, so the blocks' sums are the same numbers.
+    """
+    s = len(masks)
+    sizes, n_valid, n_wrong = (np.zeros(s, np.float32) for _ in range(3))
+    inter = np.zeros((s, s), np.float32)
+    for start in range(0, len(valid), block):
+        part = np.stack([m[start:start + block] for m in masks]).astype(np.float32)
+        sizes += part.sum(1)
+        inter += part @ part.T
+        n_valid += part @ valid[start:start + block].astype(np.float32)
+        n_wrong += part @ wrong[start:start + block].astype(np.float32)
+    return sizes, inter, n_valid, n_wrong
 
 
 def _jaccard(a: np.ndarray, b: np.ndarray) -> float:

@@ -11,6 +11,8 @@ from analysis.steps.centroids import (
     centroid_distances,
     class_centroids,
     distance_columns,
+    pixel_centroids,
+    pixel_distances,
     pixel_features,
 )
 
@@ -96,3 +98,16 @@ def test_steps_on_real_digits(tiny_session):
     if wrong.any():
         margin = cols["embedding_margin@class"]
         assert margin[wrong].mean() < margin[~wrong].mean()
+
+
+def test_pixel_steps_in_blocks_equal_the_whole_on_real_digits(tiny_session):
+    # Real MNIST test digits (the tiny run's 300), read 7 at a time (blocks that do not
+    # divide 300): the same numbers, bit for bit, as from every float pixel at once.
+    ds = tiny_session.dataset
+    feats = pixel_features(ds.images)
+    whole = class_centroids(feats, ds.labels, 10)
+    blocks = pixel_centroids(ds.images, ds.labels, 10, rows=7)
+    np.testing.assert_array_equal(blocks, whole)
+    np.testing.assert_array_equal(pixel_distances(ds.images, whole, rows=7),
+                                  centroid_distances(feats, whole))
+    np.testing.assert_array_equal(tiny_session.artifact("pixel_centroids")["centroids"], whole)

@@ -113,3 +113,22 @@ def test_pooling_never_increases_a_distance(digits, data_root):
     d_full = np.linalg.norm(full[:100] - full[100:], axis=1)
     d_pool = np.linalg.norm(pooled[:100] - pooled[100:], axis=1)
     assert (d_pool <= d_full + 1e-5).all()
+
+
+def test_pixels_in_blocks_equal_the_whole_on_real_digits(digits, data_root):
+    # Real test digits, pooled 7 at a time and measured 5 queries at a time (blocks that
+    # do not divide 300): bit for bit what one float copy of every image gave.
+    ds = load_dataset(digits, "test", data_root=data_root, limit=300)
+    n, c, h, w = ds.images.shape
+    full = dup.full_pixels(ds.images)
+    f = 4  # 28x28 pools to 7x7 = 49 <= 64 values
+    whole_pooled = full.reshape(n, c, h // f, f, w // f, f).mean((3, 5)).reshape(n, -1)
+    pooled = dup.pooled_pixels(ds.images, 64, rows=7)
+    np.testing.assert_array_equal(pooled, whole_pooled)
+    cand = dup.candidate_neighbours(pooled, pooled, 6)
+    cand[::17, -1] = -1  # missing candidates stay inf
+    by_hand = np.linalg.norm(full[np.maximum(cand, 0)] - full[:, None, :], axis=2)
+    got = dup.candidate_distances(ds.images, ds.images, cand, chunk=5)
+    np.testing.assert_array_equal(got, dup.candidate_distances(full, full, cand))
+    np.testing.assert_allclose(got[cand >= 0], by_hand[cand >= 0], rtol=1e-5, atol=1e-6)
+    assert np.isinf(got[cand < 0]).all()

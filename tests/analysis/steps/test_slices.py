@@ -195,3 +195,38 @@ def test_a_broad_slice_that_is_mostly_the_union_of_two_sharper_ones_gives_way_to
     groups = [("rule", broad, "broad"), ("rule", seven, "sevens"), ("rule", three, "threes")]
     kept = rank_slices(table, groups, make_config("slices"))
     assert sorted(rule for _, _, rule, _ in kept) == ["sevens", "threes"]
+
+
+def test_leiden_and_overlaps_in_blocks_equal_the_whole_on_a_real_graph(tiny_session,
+                                                                        monkeypatch):
+    # The tiny run's real kNN graph (300 MNIST test digits), its edges handed to igraph 100
+    # at a time: the same graph, so the same communities, as built from one edge list.
+    import igraph
+    import leidenalg
+
+    import analysis.steps.slices as slices_mod
+
+    indices = tiny_session.artifact("neighbors")["indices"][:, :10]
+    n, k = indices.shape
+    edges = np.stack([np.repeat(np.arange(n), k), indices.reshape(-1)], 1)
+    edges = np.unique(np.sort(edges, 1), axis=0)
+    graph = igraph.Graph(n=n, edges=edges.tolist())
+    whole = np.asarray(leidenalg.find_partition(
+        graph, leidenalg.RBConfigurationVertexPartition, resolution_parameter=1.0,
+        seed=0).membership)
+    monkeypatch.setattr(slices_mod, "EDGE_BLOCK", 100)
+    assert len(edges) > 300
+    np.testing.assert_array_equal(leiden_clusters(indices, seed=0, resolution=1.0), whole)
+    # The clusters' overlaps counted 7 samples at a time: the numbers of one (S, N) product.
+    masks = [whole == c for c in range(whole.max() + 1)]
+    masks.append(masks[0] | masks[1])
+    rng = np.random.default_rng(0)
+    valid, wrong = rng.random(n) < 0.9, rng.random(n) < 0.2  # generated here
+    wrong &= valid
+    stack = np.stack(masks).astype(np.float32)
+    expected = (stack.sum(1), stack @ stack.T, stack @ valid.astype(np.float32),
+                stack @ wrong.astype(np.float32))
+    for got, want in zip(slices_mod._overlaps(masks, valid, wrong, block=7), expected,
+                         strict=True):
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, want)
