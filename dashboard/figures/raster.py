@@ -72,7 +72,7 @@ def _datashader():
         import datashader
         import datashader.transfer_functions as tf
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("The population map of more than ~100,000 points is drawn with "
+        raise ImportError("The population map of more than ~50,000 points is drawn with "
                           "datashader: pip install datashader") from exc
     return datashader, tf
 
