@@ -418,8 +418,9 @@ def _image_frame(entry: RunEntry, coords: np.ndarray, spec, projection: str) -> 
 
 def _svg(trace: dict) -> dict:
     """A ``scattergl`` trace as an SVG ``scatter``: the traces around an image hold no or a
-    few points, and a map without WebGL traces creates no WebGL canvas, which every zoom
-    and pan would redraw (~0.1 s per relayout in a browser drawing WebGL in software)."""
+    few points, and every WebGL point is redrawn at each zoom and pan (in a browser drawing
+    WebGL in software, before plotly even reports the relayout). The one WebGL trace left
+    is the map extent's two invisible points (:func:`extent_trace`: it keeps the canvas)."""
     return {**trace, "type": "scatter"} if trace.get("type") == "scattergl" else trace
 
 
