@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache-dir")
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--max-points", type=int, default=None,
-                   help="points drawn as points (default: the dashboard's, 100,000)")
+                   help="points drawn as points (default: the dashboard's, 50,000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--browser", action="store_true", help="also time it in headless Chromium")
     p.add_argument("--port", type=int, default=8124)

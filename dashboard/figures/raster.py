@@ -72,7 +72,7 @@ def _datashader():
         import datashader
         import datashader.transfer_functions as tf
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("The population map of more than ~100,000 points is drawn with "
+        raise ImportError("The population map of more than ~50,000 points is drawn with "
                           "datashader: pip install datashader") from exc
     return datashader, tf
 
@@ -298,10 +298,15 @@ def _typed_2d(values: np.ndarray) -> dict:
 def extent_trace(x_range: tuple[float, float], y_range: tuple[float, float]) -> dict:
     """Two invisible corners of the whole map: "reset axes" autoranges to all of it.
 
-    A lines-only SVG trace (no WebGL canvas for two points): never hovered, never selected.
+    A WebGL trace (two transparent 1 px markers, never hovered; a selection is resolved
+    by its region, not its points): it keeps plotly's WebGL canvas alive while the map
+    is an image, so a zoom in to points does not create it anew, which costs ~0.7 s in
+    a browser drawing WebGL in software (``benchmarks.map --browser``); redrawing two
+    points at a pan about the image costs next to nothing.
     """
-    return {"type": "scatter", "mode": "lines", "name": "map extent", "hoverinfo": "skip",
-            "showlegend": False, "line": {"width": 0, "color": "rgba(0,0,0,0)"},
+    return {"type": "scattergl", "mode": "markers", "name": "map extent",
+            "hoverinfo": "skip", "showlegend": False,
+            "marker": {"size": 1, "opacity": 0, "color": "rgba(0,0,0,0)"},
             "x": [float(x_range[0]), float(x_range[1])],
             "y": [float(y_range[0]), float(y_range[1])]}
 

@@ -1,14 +1,14 @@
 """The population map of a large run: an image while many points are in view.
 
-A run with more samples than :func:`map_max_points` (default 100,000; the
+A run with more samples than :func:`map_max_points` (default 50,000; the
 Flask config key :data:`MAX_POINTS_KEY` changes it) gets a map that is drawn
 per *view* (the axis ranges the user zoomed or panned to, kept in the page's
 view store):
 
 * more than the limit in view: the points in view rasterised on the server
   (:mod:`dashboard.figures.raster`), the point traces empty;
-* at most the limit in view: WebGL points, only those in (and a little
-  around) the view.
+* at most the limit in view: WebGL points, only those in the view (and a little
+  around it while that stays within the limit).
 
 Either way the figure keeps the point map's traces in the same order (class
 traces, the highlight overlay, legend keys) and appends two: the map's
@@ -44,10 +44,17 @@ from dashboard.views.guard import checked_choice, first_point, point_index, sele
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_POINTS = 100_000
+# Points drawn as points (WebGL) at most; more in view are an image. Plotly redraws every
+# WebGL point sent at the new range *before* it reports a zoom or pan, so the points sent
+# bound the wait for the image at a zoom out. In a browser drawing WebGL in software
+# (headless Chromium; a machine without a GPU) that redraw costs about linearly in points,
+# ~0.25 s per 12,500 points on a loaded 2-core machine (benchmarks.map --browser):
+# 50,000 keeps a zoom out from points near the 0.5 s goal there, a GPU browser far under.
+DEFAULT_MAX_POINTS = 50_000
 MAX_POINTS_KEY = "LOUPE_MAP_MAX_POINTS"  # Flask config of the app: points drawn as points
 # Point mode also sends the points this far around the view (a share of its width and
-# height on each side), so a small pan shows points at once, unless that is too many.
+# height on each side), so a small pan shows points at once, unless that would send more
+# than the limit (the points sent, not those in view, are what a zoom out redraws).
 PAD = 0.25
 # A lasso of more vertices than this is not a hand-drawn lasso.
 MAX_LASSO_VERTICES = 20_000
@@ -56,7 +63,7 @@ Range = tuple[float, float]
 
 
 def map_max_points() -> int:
-    """The most points drawn as points, from the serving app's config (default 100,000)."""
+    """The most points drawn as points, from the serving app's config (default 50,000)."""
     from flask import current_app, has_app_context
 
     value = current_app.config.get(MAX_POINTS_KEY, DEFAULT_MAX_POINTS) \
@@ -227,9 +234,9 @@ def scaled_map_figure(entry: RunEntry, projection: str, color: str, size: str,
     """The map of a large run for ``view`` (``None``: all of it), as a plotly figure dict.
 
     More than ``max_points`` samples in view: a datashader image of them (see
-    :mod:`dashboard.figures.raster`); else WebGL points of the samples in the view and
-    around it. Traces: ``C`` class traces, the overlay, legend keys, the map extent,
-    the hover grid.
+    :mod:`dashboard.figures.raster`); else WebGL points of the samples in the view and,
+    while at most ``max_points`` in all, around it. Traces: ``C`` class traces, the
+    overlay, legend keys, the map extent, the hover grid.
     """
     from dashboard.views.population import (
         NO_SIZE,
@@ -259,7 +266,7 @@ def scaled_map_figure(entry: RunEntry, projection: str, color: str, size: str,
         layout = dict(base["layout"])
     else:
         raster = None
-        sent = _padded(coords, x_range, y_range, inside, max_points + max_points // 4)
+        sent = _padded(coords, x_range, y_range, inside, max_points)
         members = [m[sent[m]] for m in entry.members]
         figure = figures.population_figure(coords, members, entry.class_names, spec,
                                            make_sizes(entry, size), projection, highlight,
@@ -411,8 +418,9 @@ def _image_frame(entry: RunEntry, coords: np.ndarray, spec, projection: str) -> 
 
 def _svg(trace: dict) -> dict:
     """A ``scattergl`` trace as an SVG ``scatter``: the traces around an image hold no or a
-    few points, and a map without WebGL traces creates no WebGL canvas, which every zoom
-    and pan would redraw (~0.1 s per relayout in a browser drawing WebGL in software)."""
+    few points, and every WebGL point is redrawn at each zoom and pan (in a browser drawing
+    WebGL in software, before plotly even reports the relayout). The one WebGL trace left
+    is the map extent's two invisible points (:func:`extent_trace`: it keeps the canvas)."""
     return {**trace, "type": "scatter"} if trace.get("type") == "scattergl" else trace
 
 
