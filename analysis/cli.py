@@ -116,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
         add_data_args(sp)
         add_step_args(sp)
         add_executor_args(sp)
-    export.add_argument("--out", required=True, help="CSV file to write")
+    export.add_argument("--out", required=True,
+                        help="CSV file to write (FILE.parquet: a Parquet file, columnar)")
     export.add_argument("--head", default=None,
                         help="head whose label/pred/loss fill the unprefixed columns "
                              "(multi-head models; every head also has <head>_* columns)")
@@ -394,11 +395,10 @@ def main(argv: list[str] | None = None) -> int:
                 write_csv(frame, args.out)
                 print(f"wrote {args.out}")
         else:
-            from analysis.export import export_frame, write_csv
+            from analysis.export import write_export
 
-            frame = export_frame(session, head=args.head)
-            out = write_csv(frame, args.out)
-            print(f"wrote {out}: {len(frame):,d} rows x {frame.shape[1]} columns")
+            out, rows, cols = write_export(session, args.out, head=args.head)
+            print(f"wrote {out}: {rows:,d} rows x {cols} columns")
     except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -131,7 +131,9 @@ class Engine:
                                   self.progress, self.executor)
                 with model_lock(self.model) if step.uses_model else nullcontext():
                     artifact = step.run(ctx, self.config(name))
-                self.store.put(key, artifact, what=f"step {name} of {self.dataset.key}")
+                if self.store.put(key, artifact, what=f"step {name} of {self.dataset.key}"):
+                    # Hold the memory-mapped copy, so the computed arrays can be freed.
+                    artifact = self.store.get(key) or artifact
                 seconds = time.perf_counter() - started
                 log.info("computed %s in %.2f s", name, seconds)
                 self.records.append(StepRecord(name, "computed", seconds, key))

@@ -233,7 +233,8 @@ class AnalysisSession:
         return list(self.model.input_notes)
 
     # -- per-sample table ----------------------------------------------------------------------
-    def table(self, dataset: str | None = None, head: str | None = None) -> pd.DataFrame:
+    def table(self, dataset: str | None = None, head: str | None = None,
+              columns: Sequence[str] | None = None) -> pd.DataFrame:
         """One row per sample: ids, label, prediction, loss, MC, centroid and map columns.
 
         ``dataset`` selects an extra dataset by key (``fashion-mnist:test``);
@@ -242,10 +243,11 @@ class AnalysisSession:
         task's first); with several heads every head also has ``<head>_*``
         columns, and ``total_loss`` is the weighted sum. Two-dimensional step
         outputs (the neighbour lists) are not columns here: see :meth:`neighbors`.
+        ``columns`` (default all) picks table columns: only the steps they need are read.
         """
         if dataset is None or dataset == self.dataset.key:
-            return build_table(self.engine, self.steps, head)
-        return build_table(self.extra(dataset), self.extra_steps, head)
+            return build_table(self.engine, self.steps, head, columns)
+        return build_table(self.extra(dataset), self.extra_steps, head, columns)
 
     @property
     def task(self) -> Task:

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from analysis.registry import get_step
+from core.errors import ConfigError
 from core.tasks import head_key
 
 if TYPE_CHECKING:
@@ -17,8 +19,15 @@ if TYPE_CHECKING:
 HEAD_SUMMARY_COLUMNS = ("label", "pred", "correct", "loss", "confidence", "mc_pred")
 
 
-def build_table(engine: Engine, steps: Sequence[str], head: str | None = None) -> pd.DataFrame:
-    """The per-sample table of one engine's dataset (see :meth:`AnalysisSession.table`)."""
+def build_table(engine: Engine, steps: Sequence[str], head: str | None = None,
+                columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """The per-sample table of one engine's dataset (see :meth:`AnalysisSession.table`).
+
+    ``columns`` (default: all) names the table columns wanted, in any order:
+    the result is the full table's subset, in the full table's order, and
+    only the steps that declare one of them (or that the derived columns need)
+    are read. An unknown name raises :class:`~core.errors.ConfigError`.
+    """
     ds = engine.dataset
     task = engine.model.task
     chosen = task.head(head)
@@ -26,7 +35,10 @@ def build_table(engine: Engine, steps: Sequence[str], head: str | None = None) -
     targets = engine.get("inference")
     shared: dict[str, Any] = {}
     per_head: dict[str, dict[str, Any]] = {h: {} for h in task.head_names}
+    needed = _needed_steps(steps, columns, task.head_names)
     for name in steps:
+        if needed is not None and name not in needed:
+            continue
         for col, values in engine.columns(name).items():
             if np.ndim(values) != 1:
                 continue
@@ -65,4 +77,41 @@ def build_table(engine: Engine, steps: Sequence[str], head: str | None = None) -
     front = ["sample_id", "dataset", "split", "index", "label", "label_name", "pred",
              "pred_name", "correct", "loss", "confidence", "uncertainty"]
     order = front + [c for c in out if c not in front]
+    if columns is not None:
+        unknown = sorted(set(columns) - set(order))
+        if unknown:
+            raise ConfigError(f"table columns {unknown} do not exist for {ds.key}; it has: "
+                              f"{', '.join(order)}.")
+        order = [c for c in order if c in set(columns)]
     return pd.DataFrame({c: out[c] for c in order})
+
+
+# Columns the table derives from others: (derived, the step column it needs).
+DERIVED = {"label_name": "pred", "pred_name": "pred", "correct": "pred", "mc_correct": "mc_pred"}
+
+
+def _needed_steps(steps: Sequence[str], columns: Sequence[str] | None,
+                  heads: Sequence[str]) -> set[str] | None:
+    """The steps whose declared columns ``columns`` need; ``None``: every step (no
+    ``columns``, or one no step declares, which only the full build can tell)."""
+    if columns is None:
+        return None
+    declared = {name: {c.name for c in get_step(name).declared()} for name in steps}
+    known = set().union(*declared.values()) | set(TABLE_OWN)
+    # pred: every head's pred_name and correct are derived (cheap) whatever is asked
+    bases = {"pred", "total_loss"} if len(heads) > 1 else {"pred"}
+    for col in columns:
+        # with several heads, "<head>_<column>" repeats a head's column
+        names = {col} | {col[len(h) + 1:] for h in heads
+                         if len(heads) > 1 and col.startswith(f"{h}_")}
+        if not names & known:
+            return None
+        bases |= names
+    bases |= {DERIVED[c] for c in bases if c in DERIVED}
+    return {name for name, names in declared.items() if names & bases}
+
+
+# Columns the table builds itself (not from a step's declarations); metadata columns are
+# declared by the metadata step.
+TABLE_OWN = ("sample_id", "dataset", "split", "index", "label", "label_name", "pred_name",
+             "correct", "mc_correct")

@@ -27,6 +27,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import quote
 
 import diskcache
@@ -82,6 +83,13 @@ def read_value_file(folder: str | os.PathLike, filename: str) -> bytes:
     """The bytes of value file ``filename`` under ``folder``, read only if it is a regular
     file inside the folder: a planted link (to ``/dev/zero``, outside the folder) or a
     FIFO is refused with ``ValueError`` instead of hanging or reading elsewhere."""
+    with open_value_file(folder, filename) as fh:
+        return fh.read()
+
+
+def open_value_file(folder: str | os.PathLike, filename: str) -> BinaryIO:
+    """Value file ``filename`` under ``folder`` opened for reading, with the checks of
+    :func:`read_value_file` (inside the folder, not a link, a regular file)."""
     base = os.path.realpath(folder)
     path = os.path.join(base, filename)
     if not os.path.realpath(path).startswith(base + os.sep):
@@ -92,10 +100,11 @@ def read_value_file(folder: str | os.PathLike, filename: str) -> bytes:
         if exc.errno in (errno.ELOOP, errno.EMLINK):
             raise ValueError(f"value file {filename!r} is a link") from None
         raise
-    with os.fdopen(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-            raise ValueError(f"value file {filename!r} is not a regular file")
-        return fh.read()
+    fh = os.fdopen(fd, "rb")
+    if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+        fh.close()
+        raise ValueError(f"value file {filename!r} is not a regular file")
+    return fh
 
 
 class SafeDisk(diskcache.Disk):
@@ -291,8 +300,28 @@ class ReadOnlyIndex:
         except FileNotFoundError:
             return None
 
+    def open_file(self, key: str) -> BinaryIO | None:
+        """The value file stored under ``key`` opened for reading, or ``None`` when absent;
+        raises ``ValueError`` for a refused row or one whose value is not a file."""
+        rows = self._query("SELECT mode, filename FROM Cache WHERE key = ? AND raw = 1"
+                           " AND (expire_time IS NULL OR expire_time > ?)", (key, time.time()))
+        if not rows:
+            return None
+        ((mode, filename),) = rows
+        check_row(mode, filename)
+        if mode != MODE_BINARY:
+            raise ValueError(f"cache entry {key[:12]} is not a file")
+        try:
+            return open_value_file(self.folder, filename)
+        except FileNotFoundError:
+            return None
+
     def __contains__(self, key: str) -> bool:
         return bool(self._query("SELECT 1 FROM Cache WHERE key = ? AND raw = 1", (key,)))
+
+    def keys(self) -> list[str]:
+        """Every key, in insertion order."""
+        return [k for (k,) in self._query("SELECT key FROM Cache WHERE raw = 1 ORDER BY rowid")]
 
     def __len__(self) -> int:
         rows = self._query("SELECT count(*) FROM Cache")

@@ -28,21 +28,24 @@ import json
 import logging
 import os
 import sqlite3
+import tempfile
 import threading
 import weakref
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
+from cache import columnar
 from cache.errors import CacheError
 from cache.index import (
     ReadOnlyIndex,
     inspect_index,
     is_damage,
     open_index,
+    open_value_file,
     set_aside,
     write_failure,
 )
@@ -50,7 +53,10 @@ from cache.index import (
 log = logging.getLogger(__name__)
 
 MAGIC = b"LOUPE1"
+MANIFEST_MAGIC = b"LOUPE2"  # an entry whose per-sample arrays are in its columns entry
 SUMMARY_KEY = "__summary__"
+COLUMNS_KEY = "__columns__"
+COLUMNS_SUFFIX = ":columns"
 DEFAULT_SIZE_LIMIT_GB = 20.0
 
 
@@ -86,20 +92,40 @@ class Artifact(dict):
 
 def encode(artifact: Artifact) -> bytes:
     """Serialise to ``MAGIC + digest + npz`` (object arrays are refused: no pickle)."""
+    return _encode(artifact, artifact.summary)
+
+
+def _encode(arrays: Mapping[str, np.ndarray], summary: Mapping[str, Any],
+            columns: Mapping[str, Any] | None = None) -> bytes:
+    """``MAGIC + digest + npz``; with ``columns`` (the manifest of the per-sample
+    arrays stored apart, see :mod:`cache.columnar`) ``MANIFEST_MAGIC`` instead, so an
+    older Loupe drops the entry rather than serve an artifact without its columns."""
     buf = io.BytesIO()
-    arrays = {k: np.asarray(v) for k, v in artifact.items()}
+    arrays = {k: np.asarray(v) for k, v in arrays.items()}
     for name, arr in arrays.items():
         if arr.dtype == object:
             arrays[name] = arr.astype(str)
-    arrays[SUMMARY_KEY] = np.array(json.dumps(artifact.summary, default=_json_default))
+    arrays[SUMMARY_KEY] = np.array(json.dumps(summary, default=_json_default))
+    if columns is not None:
+        arrays[COLUMNS_KEY] = np.array(json.dumps(columns))
     np.savez(buf, **arrays)
     payload = buf.getvalue()
-    return MAGIC + hashlib.sha256(payload).digest() + payload
+    return (MAGIC if columns is None else MANIFEST_MAGIC) + hashlib.sha256(payload).digest() \
+        + payload
 
 
 def decode(blob: bytes) -> Artifact:
     """Inverse of :func:`encode`; raises ``ValueError`` on any damage."""
-    if not isinstance(blob, bytes | bytearray) or blob[:len(MAGIC)] != MAGIC:
+    arrays, summary, columns = _decode(blob)
+    if columns is not None:
+        raise ValueError("a manifest of columns stored apart: read it with ArtifactStore.get")
+    return Artifact(arrays, summary)
+
+
+def _decode(blob: bytes) -> tuple[dict[str, np.ndarray], dict[str, Any], dict | None]:
+    """``(arrays, summary, columns manifest or None)``; ``ValueError`` on any damage."""
+    if not isinstance(blob, bytes | bytearray) or blob[:len(MAGIC)] not in (MAGIC,
+                                                                            MANIFEST_MAGIC):
         raise ValueError("not a Loupe artifact")
     digest, payload = blob[len(MAGIC):len(MAGIC) + 32], blob[len(MAGIC) + 32:]
     if hashlib.sha256(payload).digest() != digest:
@@ -114,7 +140,10 @@ def decode(blob: bytes) -> Artifact:
     with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
         arrays = {k: npz[k] for k in npz.files}
     summary = json.loads(str(arrays.pop(SUMMARY_KEY)))
-    return Artifact(arrays, summary)
+    columns = arrays.pop(COLUMNS_KEY, None)
+    if (columns is None) != (blob[:len(MAGIC)] == MAGIC):
+        raise ValueError("columns manifest and header disagree")
+    return arrays, summary, None if columns is None else json.loads(str(columns))
 
 
 def _json_default(obj: Any) -> Any:
@@ -156,6 +185,12 @@ class ArtifactStore:
     size_limit_gb : float, optional
         diskcache evicts least-recently-used entries beyond this size
         (default :func:`default_size_limit_gb`).
+    columnar_min_mb : float, optional
+        An artifact whose arrays total more than this many MB keeps its
+        per-sample arrays in an Arrow file read memory-mapped (see
+        :mod:`cache.columnar`); default
+        :func:`~cache.columnar.default_columnar_min_mb` (``$LOUPE_COLUMNAR_MIN_MB``
+        or 8). ``0``: every artifact with per-sample arrays.
 
     Notes
     -----
@@ -163,12 +198,26 @@ class ArtifactStore:
     read-only: :meth:`get` serves what it holds and :meth:`put` raises a
     :class:`~cache.errors.CacheError`. A damaged index is healed at open or at
     the first query that finds the damage.
+
+    A columnar artifact is two diskcache entries: its small entry under
+    ``key`` (the other arrays, the summary and the manifest of the columns
+    with their file's sha256) and the Arrow file under ``key + ":columns"``.
+    Both count towards the size limit and are evicted like any entry; a
+    small entry whose columns entry is gone or damaged reads as absent.
+    Arrays read from the Arrow file are read-only.
     """
 
     def __init__(self, directory: str | os.PathLike | None = None,
-                 size_limit_gb: float | None = None) -> None:
+                 size_limit_gb: float | None = None,
+                 columnar_min_mb: float | None = None) -> None:
         self.directory = Path(directory).expanduser() if directory else default_cache_dir()
         self.size_limit_gb = size_limit_gb or default_size_limit_gb()
+        if columnar_min_mb is None:
+            try:
+                columnar_min_mb = columnar.default_columnar_min_mb()
+            except ValueError as exc:
+                raise CacheError(str(exc)) from None
+        self.columnar_min_mb = float(columnar_min_mb)
         self._cache = None
         self._reader: ReadOnlyIndex | None = None
         self._unwritable: str | None = None  # "read-only", "full" or "permission"
@@ -268,8 +317,14 @@ class ArtifactStore:
         return CacheError(text, where)
 
     def get(self, key: str) -> Artifact | None:
-        """The artifact under ``key``, or ``None`` when absent or damaged (then dropped)."""
+        """The artifact under ``key``, or ``None`` when absent or damaged (then dropped).
+
+        ``key + ":columns"`` names the Arrow file of a columnar artifact, not an
+        artifact: it reads as ``None`` (and is kept).
+        """
         self._open()
+        if key.endswith(COLUMNS_SUFFIX):
+            return None
         try:
             if self._reader is not None:
                 blob = self._reader.get(key)
@@ -282,14 +337,39 @@ class ArtifactStore:
         if blob is None:
             return None
         try:
-            return decode(blob)
-        except (ValueError, OSError, EOFError, KeyError) as exc:
+            arrays, summary, manifest = _decode(blob)
+            if manifest is not None:
+                arrays.update(self._read_columns(key, manifest))
+            return Artifact(arrays, summary)
+        except (ValueError, OSError, EOFError, KeyError, TypeError, AttributeError) as exc:
             log.warning("cache entry %s is corrupted (%s); dropping it and recomputing",
                         key[:12], exc)
             self.delete(key)
             return None
 
-    def put(self, key: str, artifact: Artifact, what: str | None = None) -> None:
+    def _read_columns(self, key: str, manifest: dict) -> dict[str, np.ndarray]:
+        """The memory-mapped columns of ``key``; ``ValueError`` when gone or damaged."""
+        ckey = key + COLUMNS_SUFFIX
+        if self._reader is not None:
+            fh = self._reader.open_file(ckey)
+        else:
+            handle = self._healing(lambda c: c.get(ckey, default=None, read=True, retry=True))
+            if handle is not None and not hasattr(handle, "fileno"):
+                raise ValueError("columns entry is not a file")
+            fh = None
+            if handle is not None:
+                with handle:
+                    filename = os.path.relpath(handle.name, self.folder)
+                try:
+                    fh = open_value_file(self.folder, filename)
+                except FileNotFoundError:
+                    fh = None
+        if fh is None:
+            raise ValueError("its columns entry is gone (evicted or deleted)")
+        with fh:
+            return columnar.read(fh, manifest)
+
+    def put(self, key: str, artifact: Artifact, what: str | None = None) -> bool:
         """Store ``artifact`` under ``key`` (replacing any previous value).
 
         Parameters
@@ -301,6 +381,12 @@ class ArtifactStore:
         what : str, optional
             What the result is (e.g. a step name), for the error message.
 
+        Returns
+        -------
+        bool
+            Whether its per-sample arrays were stored columnar: :meth:`get`
+            then returns them memory-mapped, and the caller may drop its own.
+
         Raises
         ------
         CacheError
@@ -308,32 +394,63 @@ class ArtifactStore:
             the entry is then absent and every other entry is as it was.
         """
         what = what or f"key {key[:12]}"
+        if key.endswith(COLUMNS_SUFFIX):
+            raise ValueError(f"key {key!r}: keys ending in {COLUMNS_SUFFIX!r} are reserved")
         self._open()
         if self._reader is not None:
             raise self._write_error(self._unwritable or "read-only", what)
-        blob = encode(artifact)
-
-        def store(cache) -> None:
-            cache.disk.forget_last_written()
-            try:
-                cache.set(key, blob, retry=True)
-            except BaseException:
-                cache.disk.remove_last_written()  # written, but its row never committed
-                raise
-
+        arrays = {k: np.asarray(v) for k, v in artifact.items()}
+        rows = None
+        if sum(a.nbytes for a in arrays.values()) > self.columnar_min_mb * 1024**2:
+            rows = columnar.row_count(arrays)
         try:
-            self._healing(store)
+            if rows is None:
+                self._set(key, _encode(arrays, artifact.summary))
+                return False
+            cols, rest = columnar.split(arrays, rows)
+            # The columns entry first: a put stopped between the two leaves no small entry.
+            manifest = self._put_columns(key + COLUMNS_SUFFIX, cols)
+            self._set(key, _encode(rest, artifact.summary, manifest))
+            return True
         except (OSError, sqlite3.DatabaseError) as exc:
             reason = write_failure(exc)
             if reason is None:
                 raise
             raise self._write_error(reason, what, exc) from exc
 
+    def _set(self, key: str, value: bytes | BinaryIO) -> None:
+        read = not isinstance(value, bytes)
+
+        def store(cache) -> None:
+            if read:
+                value.seek(0)
+            cache.disk.forget_last_written()
+            try:
+                cache.set(key, value, read=read, retry=True)
+            except BaseException:
+                cache.disk.remove_last_written()  # written, but its row never committed
+                raise
+
+        self._healing(store)
+
+    def _put_columns(self, ckey: str, cols: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        """Write ``cols`` as an Arrow file (a temp file in the folder, streamed into
+        diskcache under ``ckey``); the manifest with the file's sha256."""
+        with tempfile.NamedTemporaryFile(dir=self.folder, prefix="columns-",
+                                         suffix=".arrow.tmp") as tmp:
+            manifest = columnar.write(cols, tmp.name)
+            with open(tmp.name, "rb") as fh:
+                manifest["sha256"] = columnar.sha256_of(fh)
+                self._set(ckey, fh)
+        return manifest
+
     def delete(self, key: str) -> None:
-        """Drop ``key`` (nothing in a read-only folder, where it is only skipped)."""
+        """Drop ``key`` and its columns entry (nothing in a read-only folder, where it is
+        only skipped)."""
         self._open()
         if self._reader is None:
             self._healing(lambda c: c.delete(key, retry=True))
+            self._healing(lambda c: c.delete(key + COLUMNS_SUFFIX, retry=True))
 
     def __contains__(self, key: str) -> bool:
         self._open()
@@ -341,11 +458,18 @@ class ArtifactStore:
             return key in self._reader
         return self._healing(lambda c: key in c)
 
-    def __len__(self) -> int:
+    def keys(self) -> list[str]:
+        """The keys of the stored artifacts (their columns entries left out)."""
         self._open()
         if self._reader is not None:
-            return len(self._reader)
-        return self._healing(len)
+            keys = self._reader.keys()
+        else:
+            keys = self._healing(lambda c: list(c.iterkeys()))
+        return [k for k in keys if isinstance(k, str) and not k.endswith(COLUMNS_SUFFIX)]
+
+    def __len__(self) -> int:
+        """The number of stored artifacts (a columnar one counts once)."""
+        return len(self.keys())
 
     def volume_bytes(self) -> int:
         self._open()

@@ -137,7 +137,9 @@ def test_corrupted_entry_is_recomputed_by_the_engine(tiny_model, small_ds, cache
     first.run(["inference"])
     key = first.engine.key("inference")
     store = first.store
-    (filename,) = store.cache._sql("SELECT filename FROM Cache WHERE key = ?", (key,)).fetchone()
+    # the value file: the entry's own, or its Arrow file's when stored columnar
+    (filename,) = store.cache._sql("SELECT filename FROM Cache WHERE key IN (?, ?) AND "
+                                   "filename IS NOT NULL", (key, key + ":columns")).fetchone()
     value_file = Path(store.cache.directory) / filename
     raw = bytearray(value_file.read_bytes())
     raw[len(raw) // 2] ^= 0x55
@@ -152,6 +154,19 @@ def test_corrupted_entry_is_recomputed_by_the_engine(tiny_model, small_ds, cache
                                   first.artifact("inference")["logits@class"])
     third = make_session(tiny_model, small_ds, cache_dir)
     assert third.run(["inference"])[0].status == "cached"  # the recomputed value was stored
+
+
+def test_a_large_result_is_held_memory_mapped_once_computed(tiny_model, small_ds, cache_dir):
+    """A result stored columnar is read back at once: the engine holds (and hands out) the
+    mapped, read-only arrays, not the ones the step computed."""
+    session = AnalysisSession(tiny_model, small_ds, ArtifactStore(cache_dir, columnar_min_mb=0),
+                              "cpu", progress=False, mc_samples=4, projections=())
+    (record,) = session.run(["inference"])
+    assert record.status == "computed"
+    held = session.engine.get("inference")
+    assert not held["embedding"].flags.writeable and held["embedding"].shape[0] == 200
+    fresh = make_session(tiny_model, small_ds, cache_dir)  # read from the disk
+    np.testing.assert_array_equal(fresh.artifact("inference")["embedding"], held["embedding"])
 
 
 def test_killed_cli_run_recovers(tiny_run, tiny_model, digits, data_root, cache_dir):

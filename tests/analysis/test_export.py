@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -52,3 +53,52 @@ def test_text_cells_that_look_like_formulas_are_escaped_numbers_are_not(tmp_path
     assert pd.api.types.is_float_dtype(back["margin"]) and back["margin"].min() < 0
     assert back["label_name"].iloc[0].startswith("'=HYPERLINK")
     assert not any(str(v).startswith(("=", "+", "-", "@")) for v in back["label_name"])
+
+
+@pytest.fixture(scope="module")
+def session_with_extra(tiny_model, digits, data_root, tmp_path_factory):
+    """150 real test digits plus the same digits inverted (``corrupt:inverse``, generated on
+    load) as an extra dataset, so the export has rows of two datasets."""
+    from analysis.session import AnalysisSession
+    from cache import ArtifactStore
+    from core.datasets import load_dataset
+
+    ds = load_dataset(digits, "test", data_root=data_root, limit=150)
+    inverse = load_dataset(f"corrupt:inverse:{digits}", "test", data_root=data_root, limit=40)
+    return AnalysisSession(tiny_model, ds, ArtifactStore(tmp_path_factory.mktemp("c")), "cpu",
+                           mc_samples=0, projections=(), progress=False,
+                           extra_datasets=[inverse])
+
+
+@pytest.mark.parametrize("chunk_rows", [7, 64, 65_536])
+def test_the_chunked_csv_equals_the_whole_frames(session_with_extra, tmp_path, chunk_rows):
+    from analysis.export import write_export
+
+    whole = write_csv(export_frame(session_with_extra), tmp_path / "whole.csv")
+    out, rows, cols = write_export(session_with_extra, tmp_path / "chunked.csv",
+                                   chunk_rows=chunk_rows)
+    assert (rows, cols) == (190, pd.read_csv(whole).shape[1])
+    assert out.read_bytes() == whole.read_bytes()
+    assert not (tmp_path / "chunked.csv.tmp").exists()
+
+
+def test_the_parquet_export_round_trips(session_with_extra, tmp_path):
+    import pyarrow.parquet as pq
+
+    from analysis.export import write_export
+
+    frame = export_frame(session_with_extra)
+    out, rows, cols = write_export(session_with_extra, tmp_path / "t.parquet", chunk_rows=64)
+    assert (rows, cols) == frame.shape
+    assert pq.ParquetFile(out).metadata.num_row_groups == 4  # 150 + 40 rows: 64, 64, 22, 40
+    back = pd.read_parquet(out)
+    assert list(back.columns) == list(frame.columns) and len(back) == len(frame)
+    for col in frame.columns:
+        left, right = frame[col], back[col]
+        if pd.api.types.is_numeric_dtype(left) and not pd.api.types.is_bool_dtype(left):
+            np.testing.assert_allclose(right.to_numpy(float), left.to_numpy(float),
+                                       rtol=1e-6, equal_nan=True, err_msg=col)
+        else:
+            assert [None if pd.isna(v) else v for v in right] == \
+                [None if pd.isna(v) else v for v in left], col
+    assert back["dataset"].iloc[-1] != back["dataset"].iloc[0]  # the extra's rows follow
