@@ -13,6 +13,7 @@ import time
 import numpy as np
 import pytest
 from dash.testing.wait import until
+from selenium.common.exceptions import StaleElementReferenceException
 
 from dashboard import ids
 from dashboard.views import uncertainty as views
@@ -171,7 +172,14 @@ def test_default_like_start_without_extra_dataset(dash_duo, browser, dash_config
     first_href = "const a = document.querySelector(arguments[0]); return a ? a.href : '';"
     until(lambda: dash_duo.driver.execute_script(first_href, thumbs).endswith(f"id={top}"),
           timeout=20)
-    dash_duo.find_elements(thumbs)[0].click()
+    def click_first() -> bool:  # the gallery may be drawn once more between find and click
+        try:
+            dash_duo.find_elements(thumbs)[0].click()
+        except StaleElementReferenceException:
+            return False
+        return True
+
+    until(click_first, timeout=20)
     dash_duo.wait_for_contains_text(f"#{ids.SAMPLE_TITLE}", top, timeout=20)
     assert dash_duo.get_logs() == []
 
