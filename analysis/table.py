@@ -78,11 +78,12 @@ def build_table(engine: Engine, steps: Sequence[str], head: str | None = None,
              "pred_name", "correct", "loss", "confidence", "uncertainty"]
     order = front + [c for c in out if c not in front]
     if columns is not None:
-        unknown = sorted(set(columns) - set(order))
+        wanted = set(columns)
+        unknown = sorted(wanted - set(order))
         if unknown:
             raise ConfigError(f"table columns {unknown} do not exist for {ds.key}; it has: "
                               f"{', '.join(order)}.")
-        order = [c for c in order if c in set(columns)]
+        order = [c for c in order if c in wanted]
     return pd.DataFrame({c: out[c] for c in order})
 
 
