@@ -90,9 +90,13 @@ def write_csv(frame: pd.DataFrame, out: str | os.PathLike) -> Path:
 CHUNK_ROWS = 65_536
 
 
-def export_chunks(session, head: str | None = None, chunk_rows: int = CHUNK_ROWS
-                  ) -> Iterator[pd.DataFrame]:
+def export_chunks(session, head: str | None = None, chunk_rows: int = CHUNK_ROWS,
+                  lists: bool = False) -> Iterator[pd.DataFrame]:
     """:func:`export_frame` in chunks of at most ``chunk_rows`` rows, never whole.
+
+    ``lists=True`` gives each row's ``neighbor_ids`` as a list of sample ids and
+    its ``neighbor_distances`` as a float32 array (nearest first) instead of the
+    CSV's ``;``-joined strings; Parquet stores them as list columns.
 
     Every chunk has the columns and dtypes the one concatenated frame would
     have (a column missing from a dataset's table is empty there, and its
@@ -114,8 +118,13 @@ def export_chunks(session, head: str | None = None, chunk_rows: int = CHUNK_ROWS
     def with_neighbors(table: pd.DataFrame, idx: np.ndarray, dist: np.ndarray, rows: slice
                        ) -> pd.DataFrame:
         part = table.iloc[rows].reset_index(drop=True)
-        part["neighbor_ids"] = [";".join(ids[row]) for row in idx[rows]]
-        part["neighbor_distances"] = [";".join(f"{d:.6g}" for d in row) for row in dist[rows]]
+        if lists:
+            part["neighbor_ids"] = [list(ids[row]) for row in idx[rows]]
+            part["neighbor_distances"] = list(np.asarray(dist[rows], dtype=np.float32))
+        else:
+            part["neighbor_ids"] = [";".join(ids[row]) for row in idx[rows]]
+            part["neighbor_distances"] = [";".join(f"{d:.6g}" for d in row)
+                                          for row in dist[rows]]
         return part
 
     # The concatenated frame's columns and dtypes, from one row of each table.
@@ -135,7 +144,7 @@ def write_export(session, out: str | os.PathLike, head: str | None = None,
 
     ``out`` ending in ``.parquet`` is written as Parquet (one row group a
     chunk; values as they are, no formula escaping: no spreadsheet reads it
-    as text); anything else as CSV, byte for byte :func:`write_csv` of the
+    as text; the neighbours as list columns, see :func:`export_chunks`); anything else as CSV, byte for byte :func:`write_csv` of the
     whole frame.
 
     Returns
@@ -152,7 +161,7 @@ def write_export(session, out: str | os.PathLike, head: str | None = None,
 
             writer = None
             try:
-                for part in export_chunks(session, head, chunk_rows):
+                for part in export_chunks(session, head, chunk_rows, lists=True):
                     table = pa.Table.from_pandas(part, preserve_index=False,
                                                  schema=writer.schema if writer else None)
                     if writer is None:

@@ -52,12 +52,16 @@ class BlockSlicefinder(Slicefinder):
         slices_t = slices.T
         for start in range(0, n, rows):
             stop = min(n, start + rows)
-            member = x_encoded[start:stop] @ slices_t == level  # (rows, m) sparse bool
-            sizes += member.sum(axis=0).A[0]
-            slice_errors += errors[start:stop] @ member
-            # The block's maximum counts the implicit zeros of a candidate missing some of
-            # its rows, as the whole matrix's does when it misses any.
-            block_max = member.T.multiply(errors[start:stop]).max(axis=1).toarray()
+            # Dense per block: comparing the sparse product with ``level`` sorts its
+            # indices first (two thirds of the step's time at 200,000 samples).
+            counts = (x_encoded[start:stop] @ slices_t).toarray()  # (rows, m) whole numbers
+            member = counts == level
+            block_errors = errors[start:stop]
+            sizes += member.sum(axis=0)
+            slice_errors += block_errors @ member
+            # A candidate missing some of the block's rows counts their zeros in its
+            # maximum, as the package's sparse maximum counts its implicit zeros.
+            block_max = np.where(member, block_errors[:, None], 0.0).max(axis=0)[:, None]
             max_errors = block_max if max_errors is None else np.maximum(max_errors, block_max)
         if max_errors is None:
             max_errors = np.zeros((m, 1))

@@ -6,8 +6,10 @@ every step, from an empty artifact cache. Before timing, one untimed run compile
 numba (UMAP) for all sizes; each size's image store is built when its session opens,
 timed apart as "opening" and not counted in the steps. The child records, per
 step, its wall time and the peak resident memory of the process while it ran
-(psutil, sampled every 50 ms), and reads back what the steps measured of
-themselves: the kNN recall when the graph was approximate and the maps'
+(psutil, sampled every 50 ms), and the peak of its anonymous part (``RssAnon``:
+RSS also counts the pages of memory-mapped cache files a step reads, which the
+kernel can drop; the anonymous part is what the process itself holds). It reads
+back what the steps measured of themselves: the kNN recall when the graph was approximate and the maps'
 trustworthiness. Between two sizes, the growth exponent of each step is
 ``log(t2 / t1) / log(n2 / n1)`` (1 = linear). ``--executor ray`` repeats the
 sizes on a local Ray with the same CPUs.
@@ -34,12 +36,19 @@ from analysis.session import AnalysisSession
 
 checkpoint, n, cache, data_root, mc, executor, address = sys.argv[1:8]
 proc = psutil.Process()
+
+def anon():  # resident anonymous memory (heap, not file pages mapped from the cache), bytes
+    with open("/proc/self/status") as fh:
+        return next(int(l.split()[1]) * 1024 for l in fh if l.startswith("RssAnon"))
+
 peak = [proc.memory_info().rss]
+peak_anon = [anon()]
 stop = threading.Event()
 
 def sample():
     while not stop.is_set():
         peak[0] = max(peak[0], proc.memory_info().rss)
+        peak_anon[0] = max(peak_anon[0], anon())
         time.sleep(0.05)
 
 threading.Thread(target=sample, daemon=True).start()
@@ -50,22 +59,27 @@ s = AnalysisSession.open(checkpoint, f"mnist-scale:{n}", "train", cache_dir=cach
                          executor=make_executor(executor, address or None))
 opened = time.perf_counter() - started
 steps = []
+top_anon = peak_anon[0]
 for name in s.steps:
     peak[0] = proc.memory_info().rss
+    peak_anon[0] = anon()
     t = time.perf_counter()
     art = s.engine.get(name)
     steps.append({"step": name, "seconds": time.perf_counter() - t,
                   "peak_rss_mb": max(peak[0], proc.memory_info().rss) / 2**20,
+                  "peak_anon_mb": max(peak_anon[0], anon()) / 2**20,
                   "summary": {k: v for k, v in art.summary.items()
                               if isinstance(v, (int, float, str, bool))}})
+    top_anon = max(top_anon, steps[-1]["peak_anon_mb"] * 2**20)
     print(f"  N={int(n):,} {name}: {steps[-1]['seconds']:.1f} s, "
-          f"peak {steps[-1]['peak_rss_mb']:.0f} MB", file=sys.stderr, flush=True)
+          f"peak {steps[-1]['peak_rss_mb']:.0f} MB "
+          f"(anonymous {steps[-1]['peak_anon_mb']:.0f})", file=sys.stderr, flush=True)
 stop.set()
 s.engine.executor.close()
 hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
 print("BENCH " + json.dumps({"n": int(n), "open_s": opened, "steps": steps,
                              "total_s": time.perf_counter() - started,
-                             "peak_rss_mb": hwm / 1024}))
+                             "peak_rss_mb": hwm / 1024, "peak_anon_mb": top_anon / 2**20}))
 """
 
 # Summary keys the steps report about their own quality, shown when present.
@@ -159,6 +173,9 @@ def format_scale(results: dict) -> str:
             f"{r['open_s']:>14.1f}      " for r in rows))
         lines.append("total, peak".ljust(22) + "".join(
             f"{r['total_s']:>14.1f} {r['peak_rss_mb']:>5.0f}" for r in rows))
+        if all("peak_anon_mb" in r for r in rows):
+            lines.append("peak anonymous MB".ljust(22) + "".join(
+                f"{r['peak_anon_mb']:>20.0f}" for r in rows))
         for r in rows:
             quality = {f"{s['step']}.{k}": v for s in r["steps"]
                        for k, v in s["summary"].items() if k in QUALITY_KEYS}

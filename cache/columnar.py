@@ -31,6 +31,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
+from cache.errors import env_number
+
 DEFAULT_COLUMNAR_MIN_MB = 8.0
 METADATA_KEY = b"loupe.columns"
 # The dtypes a column may have (bool is stored as uint8 and viewed back as bool).
@@ -45,17 +47,8 @@ def default_columnar_min_mb() -> float:
     ``0`` stores every artifact that has per-sample arrays columnar (the
     test suites run both ways).
     """
-    value = os.environ.get("LOUPE_COLUMNAR_MIN_MB")
-    if value is None:
-        return DEFAULT_COLUMNAR_MIN_MB
-    try:
-        limit = float(value)
-    except ValueError:
-        limit = -1.0
-    if limit < 0:
-        raise ValueError(f"LOUPE_COLUMNAR_MIN_MB={value!r} must be a number of MB >= 0; "
-                         "set it to e.g. 8 or unset it.")
-    return limit
+    return env_number("LOUPE_COLUMNAR_MIN_MB", DEFAULT_COLUMNAR_MIN_MB, positive=False,
+                      unit="MB", example="8")
 
 
 def row_count(arrays: Mapping[str, np.ndarray]) -> int | None:

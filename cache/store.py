@@ -39,7 +39,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from cache import columnar
-from cache.errors import CacheError
+from cache.errors import CacheError, env_number
 from cache.index import (
     ReadOnlyIndex,
     inspect_index,
@@ -62,17 +62,8 @@ DEFAULT_SIZE_LIMIT_GB = 20.0
 
 def default_size_limit_gb() -> float:
     """``$LOUPE_CACHE_LIMIT_GB`` or 20 GB."""
-    value = os.environ.get("LOUPE_CACHE_LIMIT_GB")
-    if value is None:
-        return DEFAULT_SIZE_LIMIT_GB
-    try:
-        limit = float(value)
-    except ValueError:
-        limit = -1.0
-    if limit <= 0:
-        raise CacheError(f"LOUPE_CACHE_LIMIT_GB={value!r} must be a positive number of GB; "
-                         "set it to e.g. 20 or unset it.")
-    return limit
+    return env_number("LOUPE_CACHE_LIMIT_GB", DEFAULT_SIZE_LIMIT_GB, positive=True, unit="GB",
+                      example="20")
 
 
 def default_cache_dir() -> Path:
@@ -213,10 +204,7 @@ class ArtifactStore:
         self.directory = Path(directory).expanduser() if directory else default_cache_dir()
         self.size_limit_gb = size_limit_gb or default_size_limit_gb()
         if columnar_min_mb is None:
-            try:
-                columnar_min_mb = columnar.default_columnar_min_mb()
-            except ValueError as exc:
-                raise CacheError(str(exc)) from None
+            columnar_min_mb = columnar.default_columnar_min_mb()
         self.columnar_min_mb = float(columnar_min_mb)
         self._cache = None
         self._reader: ReadOnlyIndex | None = None

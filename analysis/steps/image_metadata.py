@@ -19,12 +19,13 @@ for representation learning", repository dccastro/Morpho-MNIST,
   measured along rows sheared by the slant), each side dropping 1% of the ink
   mass (their ``bound_frac=0.02``, two-sided).
 
-Two differences, for speed (10,000 digits in about two seconds): the step's
+Two differences, for speed (10,000 digits in about three seconds on one core): the step's
 measures are taken at twice the native resolution (``scale=2``, 4x fewer pixels
 than Morpho-MNIST's 4x upsampling with a cubic pyramid; here a cubic spline,
 ``scipy.ndimage.zoom`` written as two matrix products), and the skeleton is
 skimage's ``skeletonize`` (Zhang's thinning) rather than ``medial_axis`` (10x
-slower, same distance map: ``scipy.ndimage.distance_transform_edt``). At the
+slower; the same distance map as ``scipy.ndimage.distance_transform_edt``, from
+the ``edt`` package). At the
 native resolution
 (``scale=1``) a thickness is quantised to whole and diagonal pixel steps and
 follows what a model sees less closely: on the planted-slice evaluation
@@ -299,6 +300,21 @@ def upsample(ink: np.ndarray, scale: int) -> np.ndarray:
     return np.matmul(np.matmul(rows, ink.astype(np.float32)), cols.T)
 
 
+def distance_to_background(binary: np.ndarray) -> np.ndarray:
+    """``(H, W)`` float64 Euclidean distance of each True pixel of a 2-D ``binary`` to the
+    nearest False one (0 on False pixels), as ``ndimage.distance_transform_edt`` gives it.
+
+    The squared distances come from seung-lab's ``edt`` (6x faster than scipy's feature
+    transform: 0.11 s against 0.66 s for a mosaic of 2,048 digits at scale 2); they are
+    whole numbers, exact in float32, so the square roots equal scipy's bit for bit
+    (tests/analysis/steps/test_image_metadata.py).
+    """
+    import edt
+
+    return np.sqrt(edt.edtsq(np.ascontiguousarray(binary), black_border=False,
+                             parallel=1).astype(np.float64))
+
+
 def glyph_measures(ink: np.ndarray, scale: int = 1, threshold: float = 0.5,
                    bound_frac: float = 0.02) -> dict[str, np.ndarray]:
     """Morpho-MNIST measures, holes, components and ink offset of ``(N, H, W)`` grey images
@@ -316,7 +332,7 @@ def glyph_measures(ink: np.ndarray, scale: int = 1, threshold: float = 0.5,
     binary = binarise(hires, threshold)
     mos = mosaic(binary)
     skel = skeletonize(mos)
-    dist = ndimage.distance_transform_edt(mos)
+    dist = distance_to_background(mos)
     links = ndimage.correlate(skel.astype(np.float64), SKEL_LEN_MASK, mode="constant")
     tiles_skel = unmosaic(skel, n, hh, ww).reshape(n, -1)
     tiles_dist = unmosaic(dist, n, hh, ww).reshape(n, -1)

@@ -93,7 +93,15 @@ def test_the_parquet_export_round_trips(session_with_extra, tmp_path):
     assert pq.ParquetFile(out).metadata.num_row_groups == 4  # 150 + 40 rows: 64, 64, 22, 40
     back = pd.read_parquet(out)
     assert list(back.columns) == list(frame.columns) and len(back) == len(frame)
-    for col in frame.columns:
+    schema = pq.read_schema(out)
+    assert str(schema.field("neighbor_ids").type) == "list<element: string>"
+    assert str(schema.field("neighbor_distances").type) == "list<element: float>"
+    assert [list(v) for v in back["neighbor_ids"]] == \
+        [v.split(";") for v in frame["neighbor_ids"]]
+    np.testing.assert_allclose(np.stack(back["neighbor_distances"]),
+                               [[float(d) for d in v.split(";")]
+                                for v in frame["neighbor_distances"]], rtol=1e-5)
+    for col in frame.columns.drop(["neighbor_ids", "neighbor_distances"]):
         left, right = frame[col], back[col]
         if pd.api.types.is_numeric_dtype(left) and not pd.api.types.is_bool_dtype(left):
             np.testing.assert_allclose(right.to_numpy(float), left.to_numpy(float),

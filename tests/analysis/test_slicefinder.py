@@ -8,7 +8,7 @@ import pytest
 from sliceline import Slicefinder
 
 from analysis.registry import StepContext
-from analysis.slicefinder import BlockSlicefinder
+from analysis.slicefinder import BLOCK_CELLS, BlockSlicefinder
 from analysis.steps.slices import Slices, rule_features, slice_table
 
 
@@ -22,8 +22,9 @@ def real_table(tiny_session):
     return slice_table(ctx, inputs)
 
 
+@pytest.mark.parametrize("block_cells", [64, BLOCK_CELLS])
 @pytest.mark.parametrize("error", ["error", "loss"])
-def test_blocks_find_the_packages_slices_on_a_real_run(real_table, error):
+def test_blocks_find_the_packages_slices_on_a_real_run(real_table, error, block_cells):
     table = real_table
     meta = [c for c in table.columns if c not in ("label", "pred", "correct", "loss")]
     X, _ = rule_features(table, ["label", *meta], 5)
@@ -33,9 +34,10 @@ def test_blocks_find_the_packages_slices_on_a_real_run(real_table, error):
     errors = wrong.astype(np.float64) if error == "error" else table["loss"].to_numpy()
     options = {"alpha": 0.95, "k": 20, "max_l": 2, "min_sup": 10, "verbose": False}
     # The package on int64 codes, all samples at once; the blocks on uint8 codes, with
-    # blocks of a few samples (64 cells over hundreds of candidates: one row at a time).
+    # blocks of a few samples (64 cells over hundreds of candidates: one row at a time)
+    # and in one block (the default size).
     whole = Slicefinder(**options).fit(X.astype(np.int64), errors)
-    blocks = BlockSlicefinder(**options, block_cells=64).fit(X, errors)
+    blocks = BlockSlicefinder(**options, block_cells=block_cells).fit(X, errors)
     assert len(whole.top_slices_) > 0
     assert whole.top_slices_.tolist() == blocks.top_slices_.tolist()
     a = [list(s.values()) for s in whole.top_slices_statistics_]

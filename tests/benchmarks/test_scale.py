@@ -40,3 +40,16 @@ def test_table_lists_every_step_size_and_quality_figure():
     assert "1,000" in text and "4,000" in text and "neighbors" in text
     assert "1.00" in text  # the exponent
     assert "neighbors.knn_recall 0.970" in text and "neighbors.knn_recall 0.950" in text
+
+
+def test_table_gives_the_anonymous_peak_when_the_rows_have_it():
+    rows = [_row(1000, {"inference": 1.0}), _row(4000, {"inference": 4.0})]
+    plain = format_scale({"mc_samples": 20, "runs": {"inprocess": {"rows": rows,
+                                                                   "growth": growth(rows)}}})
+    assert "peak anonymous MB" not in plain  # rows from before the figure was kept
+    for r, anon in zip(rows, (61.0, 87.0), strict=True):
+        r["peak_anon_mb"] = anon
+    text = format_scale({"mc_samples": 20, "runs": {"inprocess": {"rows": rows,
+                                                                  "growth": growth(rows)}}})
+    line = next(line for line in text.splitlines() if line.startswith("peak anonymous MB"))
+    assert line.split()[-2:] == ["61", "87"]

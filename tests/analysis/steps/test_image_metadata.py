@@ -219,3 +219,16 @@ def test_upsample_is_scipys_cubic_zoom_of_each_image(sample):
         got = im.upsample(grey, scale)
         assert got.shape == (20, 28 * scale, 28 * scale)
         np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_distance_to_background_is_scipys_edt_bit_for_bit(sample):
+    """The stroke thickness's distance map (``edt`` package) equals scipy's exactly, on the
+    mosaic of real digits the step measures and on a mask with ink touching its border."""
+    mosaic = im.mosaic(im.binarise(im.upsample(sample[0][:200], 2)))
+    np.testing.assert_array_equal(im.distance_to_background(mosaic),
+                                  ndimage.distance_transform_edt(mosaic))
+    edge = np.random.default_rng(0).random((37, 53)) > 0.3
+    edge[:, 0] = True  # ink on the border: no background beyond the array, as in scipy
+    got = im.distance_to_background(edge)
+    assert got.dtype == np.float64
+    np.testing.assert_array_equal(got, ndimage.distance_transform_edt(edge))
