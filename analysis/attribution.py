@@ -295,7 +295,7 @@ def attribute(model: LoadedModel, images: np.ndarray, target: int | Sequence[int
     out = []
     for start in range(0, len(images), batch_size):
         sl = slice(start, start + batch_size)
-        pix = torch.as_tensor(images[sl]).to(device)
+        pix = torch.from_numpy(np.array(images[sl])).to(device)  # a writable copy
         x = model.prepare(pix).requires_grad_(True)
         baseline = model.prepare(torch.zeros_like(pix))
         args = task.model_inputs(x, {k: torch.as_tensor(v[sl]).to(device)

@@ -141,6 +141,11 @@ class Gather:
         if part.keys() != self.arrays.keys():
             raise RuntimeError(f"{self.desc}: a batch gave arrays {sorted(part)}, the first "
                                f"gave {sorted(self.arrays)}")
+        count = len(range(self.n)[rows]) if isinstance(rows, slice) else len(rows)
+        lengths = {len(np.asarray(v)) for v in part.values()}
+        if lengths - {count}:
+            raise RuntimeError(f"{self.desc}: a batch of {count} samples gave arrays of "
+                               f"{sorted(lengths)} rows")
         repeated = not isinstance(rows, slice) and len(np.unique(rows)) != len(rows)
         if repeated or np.any(self.seen[rows]):
             raise RuntimeError(f"{self.desc}: a batch's samples were returned twice")
@@ -462,8 +467,8 @@ class RayExecutor(Executor):
         for part in ds.iter_batches(batch_size=None, batch_format="numpy"):
             index = part.pop(INDEX)
             if index.size and (index.min() < 0 or index.max() >= n):
-                raise RuntimeError(f"{desc}: the Ray workers returned sample {index.max()} "
-                                   f"of {n}")
+                raise RuntimeError(f"{desc}: the Ray workers returned sample indices "
+                                   f"outside 0..{n - 1}")
             gather.add(index, part)
         return gather.result()
 

@@ -7,6 +7,7 @@ import torch
 
 from analysis.ann import _drop_self
 from analysis.steps.neighbors import knn_graph, knn_search
+from core.device import read_only_tensor
 
 
 def trustworthiness(features: np.ndarray, coords: np.ndarray, k: int = 10,
@@ -48,7 +49,7 @@ def trustworthiness(features: np.ndarray, coords: np.ndarray, k: int = 10,
     else:
         low_rows = low_knn[queries, :k]
     high_rows = high_knn[queries, :k]
-    x = torch.as_tensor(np.asarray(features, dtype=np.float32))
+    x = read_only_tensor(np.asarray(features, dtype=np.float32))
     # (B, k, N) comparisons per chunk: at most about 2**25 of them, whatever N is
     chunk = max(1, min(chunk, 2 ** 25 // (max(k, 1) * n)))
     penalty = 0.0

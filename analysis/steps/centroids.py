@@ -18,6 +18,7 @@ import torch
 
 from analysis.registry import Column, Step, StepContext, register
 from cache import Artifact
+from core.device import read_only_tensor
 from core.tasks import head_key
 
 BLOCK_VALUES = 1 << 22  # pixel values converted to float at a time (16 MB as float32)
@@ -40,8 +41,8 @@ def class_sums(features: np.ndarray, labels: np.ndarray, num_classes: int,
     """``(C, D)`` float64 sum of the ``(N, D)`` features of each class, added to ``sums``
     when given (one block of samples after another: each class's sum adds its samples in
     order either way, so blocks give the same numbers), and ``(C,)`` counts of these N."""
-    feats = torch.as_tensor(features, dtype=torch.float64)
-    lab = torch.as_tensor(labels)
+    feats = read_only_tensor(features, dtype=torch.float64)
+    lab = read_only_tensor(labels)
     if sums is None:
         sums = torch.zeros(num_classes, feats.shape[1], dtype=torch.float64)
     sums.index_add_(0, lab, feats)
@@ -59,8 +60,8 @@ def centroid_distances(features: np.ndarray, centroids: np.ndarray) -> np.ndarra
     """``(N, C)`` Euclidean distances from each ``(N, D)`` feature to each centroid (>= 0)."""
     # Direct differences, not the matrix-multiply expansion: exact near zero, and
     # cheap with only C centroids.
-    d = torch.cdist(torch.as_tensor(features, dtype=torch.float32)[None],
-                    torch.as_tensor(centroids, dtype=torch.float32)[None],
+    d = torch.cdist(read_only_tensor(features, dtype=torch.float32)[None],
+                    read_only_tensor(centroids, dtype=torch.float32)[None],
                     compute_mode="donot_use_mm_for_euclid_dist")[0]
     return d.clamp_min(0).numpy()
 

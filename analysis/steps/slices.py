@@ -169,13 +169,13 @@ class Slices(Step):
         table = slice_table(ctx, ctx.inputs)
         n = len(table)
         meta = [c for c in table.columns if c not in ("label", "pred", "correct", "loss")]
-        groups: list[tuple[str, np.ndarray, str]] = []
+        groups: list[tuple[str, Membership, str]] = []
         graph = ctx.inputs["neighbors"]["indices"]
         clusters = leiden_clusters(graph[:, :min(config.graph_k, graph.shape[1])],
                                    config.seed, config.resolution)
         sizes = np.bincount(clusters)
         for c in np.flatnonzero((sizes >= config.min_size) & (sizes < n)):
-            groups.append(("cluster", clusters == c, ""))
+            groups.append(("cluster", ClusterMembers(clusters, int(c)), ""))
         n_clusters = len(groups)
         groups += rule_slices(table, ["label", *meta], config)
         explain_bins = bin_table(table, ["label", "pred", *meta], config.bins)
@@ -350,45 +350,76 @@ def refine_thresholds(table: pd.DataFrame, parts: list[str], wrong: np.ndarray,
     return parts
 
 
-def rank_slices(table: pd.DataFrame, groups: list[tuple[str, np.ndarray, str]],
+class ClusterMembers:
+    """The ``(N,)`` bool membership of one cluster, made when asked for.
+
+    A million samples fall into thousands of Leiden clusters: a mask each would
+    hold gigabytes, though only the few that pass the test are kept.
+    """
+
+    def __init__(self, clusters: np.ndarray, cluster: int) -> None:
+        self.clusters, self.cluster = clusters, cluster
+
+    def mask(self) -> np.ndarray:
+        return self.clusters == self.cluster
+
+
+Membership = np.ndarray | ClusterMembers
+
+
+def as_mask(members: Membership) -> np.ndarray:
+    """A group's ``(N,)`` bool mask (made now for a :class:`ClusterMembers`)."""
+    return members.mask() if isinstance(members, ClusterMembers) else members
+
+
+def rank_slices(table: pd.DataFrame, groups: list[tuple[str, Membership, str]],
                 config: Slices.Config) -> list[tuple[str, np.ndarray, str, dict]]:
-    """Test every group, correct over all of them, keep and rank (see the module docstring)."""
+    """Test every group, correct over all of them, keep and rank (see the module docstring).
+
+    Only the groups that pass the test hold a mask at once (see :class:`ClusterMembers`).
+    """
     from scipy.stats import false_discovery_control
 
     if not groups:
         return []
-    stats = [compare_groups(table, mask, alternative="greater") for _, mask, _ in groups]
+    valid, wrong = _valid_wrong(table)
+    stats, errors_in, valid_in = [], [], []
+    for _, members, _ in groups:
+        mask = as_mask(members)
+        stats.append(compare_groups(table, mask, alternative="greater"))
+        errors_in.append(np.count_nonzero(mask & wrong))
+        valid_in.append(np.count_nonzero(mask & valid))
     p = np.array([s["p_value"] for s in stats], dtype=np.float64)
     q = false_discovery_control(np.nan_to_num(p, nan=1.0))
     excess = np.array([np.nan_to_num(s["excess_errors"]) for s in stats])
-    llr = group_llr(table, [mask for _, mask, _ in groups])
+    # the scan statistic, samples whose correctness is unknown left out
+    llr = scan_llr(np.array(errors_in, np.float64), np.array(valid_in, np.float64),
+                   float(wrong.sum()), float(valid.sum()))
     eligible = [i for i in range(len(groups)) if q[i] < config.fdr and excess[i] > 0
                 and stats[i]["share"] <= config.max_share]
-    dominated = dominated_slices(table, [groups[i][1] for i in eligible], llr[eligible],
+    masks = {i: as_mask(groups[i][1]) for i in eligible}
+    dominated = dominated_slices(table, [masks[i] for i in eligible], llr[eligible],
                                  config.focus)
     dominated = {eligible[j] for j in dominated}
     # Of near-identical slices, the one where the errors concentrate most surely describes
     # the group; the distinct ones are then ranked by excess errors.
     distinct: list[int] = []
     for i in sorted((i for i in eligible if i not in dominated), key=lambda i: -llr[i]):
-        if all(_jaccard(groups[i][1], groups[j][1]) <= config.max_overlap for j in distinct):
+        if all(_jaccard(masks[i], masks[j]) <= config.max_overlap for j in distinct):
             distinct.append(i)
     kept: list[tuple[str, np.ndarray, str, dict]] = []
     for i in sorted(distinct, key=lambda i: -excess[i])[:config.max_slices]:
-        kind, mask, rule = groups[i]
-        kept.append((kind, mask, rule, {**stats[i], "q_value": float(q[i]),
+        kind, _, rule = groups[i]
+        kept.append((kind, masks[i], rule, {**stats[i], "q_value": float(q[i]),
                                         "scan_llr": float(llr[i])}))
     return kept
 
 
-def group_llr(table: pd.DataFrame, masks: list[np.ndarray]) -> np.ndarray:
-    """:func:`scan_llr` of each group (samples whose correctness is unknown left out)."""
+def _valid_wrong(table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """``(N,)`` bool: samples whose correctness is known, and those of them wrong."""
     correct = table["correct"].to_numpy(dtype=np.float64)
     valid = np.isfinite(correct)
-    wrong = valid & (correct == 0)
-    a = np.array([np.count_nonzero(m & wrong) for m in masks], dtype=np.float64)
-    n = np.array([np.count_nonzero(m & valid) for m in masks], dtype=np.float64)
-    return scan_llr(a, n, float(wrong.sum()), float(valid.sum()))
+    return valid, valid & (correct == 0)
 
 
 def dominated_slices(table: pd.DataFrame, masks: list[np.ndarray], llr: np.ndarray,
@@ -413,7 +444,8 @@ def dominated_slices(table: pd.DataFrame, masks: list[np.ndarray], llr: np.ndarr
         The sample table (``correct``; NaN where unknown).
     masks : list of (N,) bool
     llr : (S,) float
-        The slices' scan statistics (:func:`group_llr`).
+        The slices' scan statistics (:func:`scan_llr`, samples of unknown correctness left
+        out).
     focus : float
 
     Returns
@@ -422,9 +454,7 @@ def dominated_slices(table: pd.DataFrame, masks: list[np.ndarray], llr: np.ndarr
     """
     if not masks:
         return set()
-    correct = table["correct"].to_numpy(dtype=np.float64)
-    valid = np.isfinite(correct)
-    wrong = valid & (correct == 0)
+    valid, wrong = _valid_wrong(table)
     sizes, inter, n_valid, n_wrong = _overlaps(masks, valid, wrong)
     rate = n_wrong / np.maximum(n_valid, 1)
     total_err, total_n = float(wrong.sum()), float(valid.sum())

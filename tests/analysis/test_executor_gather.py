@@ -65,6 +65,12 @@ def test_a_repeated_sample_is_an_error(second):
         g.add(second, {"x": np.zeros(3)})
 
 
+def test_a_batch_of_the_wrong_length_is_an_error_not_broadcast():
+    g = Gather(10, "inference")
+    with pytest.raises(RuntimeError, match=r"a batch of 5 samples gave arrays of \[1\] rows"):
+        g.add(slice(0, 5), {"x": np.zeros(1)})
+
+
 def test_other_arrays_in_a_later_batch_are_an_error():
     g = Gather(4)
     g.add(slice(0, 2), {"x": np.zeros(2)})

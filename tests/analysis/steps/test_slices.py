@@ -10,6 +10,7 @@ from scipy.stats import false_discovery_control, fisher_exact
 
 from analysis.registry import make_config
 from analysis.steps.slices import (
+    ClusterMembers,
     leiden_clusters,
     rank_slices,
     refine_thresholds,
@@ -230,3 +231,21 @@ def test_leiden_and_overlaps_in_blocks_equal_the_whole_on_a_real_graph(tiny_sess
                          strict=True):
         assert got.dtype == np.float32
         np.testing.assert_array_equal(got, want)
+
+
+def test_clusters_as_members_rank_as_their_masks():
+    """Cluster groups held as labels (made into masks only when needed) give the same
+    kept slices, statistics and order as the same groups given as masks."""
+    table, group = planted()
+    rng = np.random.default_rng(1)
+    clusters = np.where(group, 0, rng.integers(1, 40, len(table)))  # cluster 0 is the group
+    config = make_config("slices")
+    rules = rule_slices(table, ["label", "stroke_thickness", "noise"], config)
+    lazy = [("cluster", ClusterMembers(clusters, c), "") for c in range(40)] + rules
+    dense = [("cluster", clusters == c, "") for c in range(40)] + rules
+    got, want = rank_slices(table, lazy, config), rank_slices(table, dense, config)
+    assert got and [k[0] for k in got] == [k[0] for k in want]
+    assert any(kind == "cluster" for kind, *_ in got)  # the planted cluster is kept
+    for (k1, m1, r1, s1), (k2, m2, r2, s2) in zip(got, want, strict=True):
+        assert isinstance(m1, np.ndarray) and np.array_equal(m1, m2)
+        assert (k1, r1) == (k2, r2) and s1 == s2
