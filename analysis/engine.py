@@ -23,6 +23,7 @@ from analysis.forward import model_lock
 from analysis.registry import StepContext, get_step, make_config
 from cache import Artifact, ArtifactStore, stable_hash
 from core.datasets import ImageDataset
+from core.memory import release_freed_memory
 from models.checkpoint import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -134,6 +135,7 @@ class Engine:
                 if self.store.put(key, artifact, what=f"step {name} of {self.dataset.key}"):
                     # Hold the memory-mapped copy, so the computed arrays can be freed.
                     artifact = self.store.get(key) or artifact
+                release_freed_memory()  # the step's temporaries, handed back to the OS
                 seconds = time.perf_counter() - started
                 log.info("computed %s in %.2f s", name, seconds)
                 self.records.append(StepRecord(name, "computed", seconds, key))

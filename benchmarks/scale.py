@@ -53,10 +53,11 @@ def sample():
 
 threading.Thread(target=sample, daemon=True).start()
 started = time.perf_counter()
+executor = make_executor(executor, address or None)
+executor.prepare()  # as the command line does: Ray starts its workers while the data load
 s = AnalysisSession.open(checkpoint, f"mnist-scale:{n}", "train", cache_dir=cache,
                          data_root=data_root or None, device="cpu", mc_samples=int(mc),
-                         progress=False,
-                         executor=make_executor(executor, address or None))
+                         progress=False, executor=executor)
 opened = time.perf_counter() - started
 steps = []
 top_anon = peak_anon[0]
