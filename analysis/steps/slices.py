@@ -355,8 +355,10 @@ def refine_thresholds(table: pd.DataFrame, parts: list[str], wrong: np.ndarray,
 class ClusterMembers:
     """The ``(N,)`` bool membership of one cluster, made when asked for.
 
-    A million samples fall into thousands of Leiden clusters: a mask each would
-    hold gigabytes, though only the few that pass the test are kept.
+    A mask is a byte per sample: with many clusters of ``min_size`` (a higher
+    ``resolution``, a lower ``min_size``, large data) masks for all of them would
+    hold gigabytes, though only the few that pass the test are kept. (On
+    ``mnist-scale:1000000`` at the defaults Leiden gives 15 such clusters.)
     """
 
     def __init__(self, clusters: np.ndarray, cluster: int) -> None:
