@@ -135,14 +135,14 @@ class Gather:
 
     def add(self, rows: slice | np.ndarray, part: Mapping[str, np.ndarray]) -> None:
         """Write ``part`` (each ``(len(rows), ...)``) at ``rows`` (a slice or sample indices)."""
+        part = {k: np.asarray(v) for k, v in part.items()}
         if self.arrays is None:
-            self.arrays = {k: np.empty((self.n, *np.shape(v)[1:]), np.asarray(v).dtype)
-                           for k, v in part.items()}
+            self.arrays = {k: np.empty((self.n, *v.shape[1:]), v.dtype) for k, v in part.items()}
         if part.keys() != self.arrays.keys():
             raise RuntimeError(f"{self.desc}: a batch gave arrays {sorted(part)}, the first "
                                f"gave {sorted(self.arrays)}")
         count = len(range(self.n)[rows]) if isinstance(rows, slice) else len(rows)
-        lengths = {len(np.asarray(v)) for v in part.values()}
+        lengths = {len(v) for v in part.values()}
         if lengths - {count}:
             raise RuntimeError(f"{self.desc}: a batch of {count} samples gave arrays of "
                                f"{sorted(lengths)} rows")
@@ -151,7 +151,6 @@ class Gather:
             raise RuntimeError(f"{self.desc}: a batch's samples were returned twice")
         self.seen[rows] = True
         for k, v in part.items():
-            v = np.asarray(v)
             target = self.arrays[k]
             if v.dtype != target.dtype:  # widen as np.concatenate would
                 wide = np.result_type(target.dtype, v.dtype)

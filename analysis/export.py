@@ -144,8 +144,8 @@ def write_export(session, out: str | os.PathLike, head: str | None = None,
 
     ``out`` ending in ``.parquet`` is written as Parquet (one row group a
     chunk; values as they are, no formula escaping: no spreadsheet reads it
-    as text; the neighbours as list columns, see :func:`export_chunks`); anything else as CSV, byte for byte :func:`write_csv` of the
-    whole frame.
+    as text; the neighbours as list columns, see :func:`export_chunks`);
+    anything else as CSV, byte for byte :func:`write_csv` of the whole frame.
 
     Returns
     -------

@@ -9,8 +9,8 @@ step, its wall time and the peak resident memory of the process while it ran
 (psutil, sampled every 50 ms), and the peak of its anonymous part (``RssAnon``:
 RSS also counts the pages of memory-mapped cache files a step reads, which the
 kernel can drop; the anonymous part is what the process itself holds). It reads
-back what the steps measured of themselves: the kNN recall when the graph was approximate and the maps'
-trustworthiness. Between two sizes, the growth exponent of each step is
+back what the steps measured of themselves: the kNN recall when the graph was
+approximate and the maps' trustworthiness. Between two sizes, the growth exponent of each step is
 ``log(t2 / t1) / log(n2 / n1)`` (1 = linear). ``--executor ray`` repeats the
 sizes on a local Ray with the same CPUs.
 """

@@ -43,4 +43,4 @@ def test_a_read_only_array_becomes_a_tensor_without_a_warning(tmp_path, dtype):
     np.testing.assert_array_equal(t.numpy(), mapped)
     with pytest.warns(UserWarning, match="still shown"):
         read_only_tensor(mapped)
-        warnings.warn("still shown", UserWarning)
+        warnings.warn("still shown", UserWarning, stacklevel=1)
