@@ -50,6 +50,7 @@ import uuid
 import weakref
 from collections import ChainMap
 from collections.abc import Callable, Mapping
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,12 +85,19 @@ class BatchJob:
         The model ``fn`` runs (``None`` for model-free steps).
     options : dict
         Small picklable keyword arguments of ``build``.
+    threads : bool
+        ``fn`` may run on several batches at once from several threads, and
+        spends its time in code that releases the GIL (numpy, scipy,
+        scikit-image): the in-process executor then runs the batches on a pool
+        of one thread per core. ``False`` (torch models: torch already uses
+        every core within a batch) runs them one after another.
     """
 
     build: Callable[..., BatchFn]
     arrays: Mapping[str, np.ndarray]
     model: LoadedModel | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    threads: bool = False
 
     def make(self, device: torch.device) -> BatchFn:
         """The batch function on ``device`` (built once per process that runs it)."""
@@ -195,18 +203,61 @@ class Executor:
 
 
 class InProcessExecutor(Executor):
-    """The batches one after another in this process (the default)."""
+    """The batches in this process (the default): one after another, or, for a job
+    marked ``threads``, on a pool of ``workers`` threads (one per usable core).
+
+    Each batch's outputs go to their rows as it finishes (:class:`Gather`), so
+    the result does not depend on the order the threads finish in; at most
+    ``2 * workers`` batches are in flight.
+    """
 
     name = "inprocess"
+
+    def __init__(self, workers: int | None = None) -> None:
+        self.workers = workers or usable_cores()
 
     def map_batches(self, job: BatchJob, n: int, batch_size: int, *, device: torch.device,
                     desc: str = "", progress: bool = False) -> dict[str, np.ndarray]:
         fn = job.make(device)
         gather = Gather(n, desc)
-        for start, stop in tqdm(batch_ranges(n, batch_size), desc=desc, leave=False,
-                                disable=not progress):
-            gather.add(slice(start, stop), fn(start, stop))
+        ranges = batch_ranges(n, batch_size)
+        with tqdm(total=len(ranges), desc=desc, leave=False, disable=not progress) as bar:
+            if not job.threads or self.workers < 2 or len(ranges) < 2:
+                for start, stop in ranges:
+                    gather.add(slice(start, stop), fn(start, stop))
+                    bar.update()
+                return gather.result()
+            with ThreadPoolExecutor(self.workers, thread_name_prefix="loupe-batch") as pool:
+                pending: dict[Future, tuple[int, int]] = {}
+                try:
+                    for start, stop in ranges:
+                        if len(pending) >= 2 * self.workers:
+                            self._collect(pending, gather, bar, FIRST_COMPLETED)
+                        pending[pool.submit(fn, start, stop)] = (start, stop)
+                    self._collect(pending, gather, bar, ALL_COMPLETED)
+                except BaseException:
+                    for future in pending:
+                        future.cancel()
+                    raise
         return gather.result()
+
+    @staticmethod
+    def _collect(pending: dict[Future, tuple[int, int]], gather: Gather, bar,
+                 until: str) -> None:
+        """Gather the finished batches of ``pending`` (waiting ``until``), in any order."""
+        done, _ = wait(pending, return_when=until)
+        for future in done:
+            start, stop = pending.pop(future)
+            gather.add(slice(start, stop), future.result())
+            bar.update()
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 class _RayBatchWorker:

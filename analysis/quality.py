@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -50,22 +52,52 @@ def trustworthiness(features: np.ndarray, coords: np.ndarray, k: int = 10,
         low_rows = low_knn[queries, :k]
     high_rows = high_knn[queries, :k]
     x = read_only_tensor(np.asarray(features, dtype=np.float32))
-    # (B, k, N) comparisons per chunk: at most about 2**25 of them, whatever N is
-    chunk = max(1, min(chunk, 2 ** 25 // (max(k, 1) * n)))
-    penalty = 0.0
+    # (B, N) distances per chunk: at most 2**26 of them (256 MB), whatever N is
+    chunk = max(1, min(chunk, 2 ** 26 // max(n, 1)))
+    penalty = 0
     for start in range(0, len(queries), chunk):
-        rows = torch.as_tensor(queries[start:start + chunk])
-        d = torch.cdist(x[rows], x)
-        d[torch.arange(len(rows)), rows] = float("inf")  # a sample is not its own neighbour
-        low = torch.as_tensor(low_rows[start:start + chunk])
-        d_low = d.gather(1, low)  # (B, k) original distances of the map neighbours
+        rows = queries[start:start + chunk]
+        d = torch.cdist(x[torch.as_tensor(rows)], x).numpy()
+        d[np.arange(len(rows)), rows] = np.inf  # a sample is not its own neighbour
+        low = low_rows[start:start + chunk]
+        d_low = np.take_along_axis(d, low, 1)  # (B, k) original distances of the map neighbours
         # rank (1-based) of each map neighbour among the original-space neighbours
-        ranks = (d[:, None, :] < d_low[:, :, None]).sum(-1) + 1
-        high = torch.as_tensor(high_rows[start:start + chunk])
-        in_high = (low[:, :, None] == high[:, None, :]).any(-1)
-        penalty += torch.where(in_high, 0, (ranks - k).clamp_min(0)).sum().item()
+        ranks = count_below(d, d_low) + 1
+        in_high = (low[:, :, None] == high_rows[start:start + chunk][:, None, :]).any(-1)
+        penalty += int(np.where(in_high, 0, np.maximum(ranks - k, 0)).sum())
     m = len(queries)
     return float(1.0 - 2.0 / (m * k * (2.0 * n - 3.0 * k - 1.0)) * penalty)
+
+
+def count_below(d: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """``(B, m)`` int64: how many entries of row ``b`` of ``d`` are below ``thresholds[b, j]``.
+
+    ``d`` is ``(B, N)`` and ``thresholds`` ``(B, m)``, both float32. One compiled
+    pass over ``d`` per threshold, without the ``(B, m, N)`` comparison array
+    that a broadcast builds (100x faster at ``N = 200,000``, ``m = 10``).
+    """
+    return _count_below_kernel()(np.ascontiguousarray(d, np.float32),
+                                 np.ascontiguousarray(thresholds, np.float32))
+
+
+@functools.cache
+def _count_below_kernel():
+    import numba  # lazy: the command lines point numba's cache first (cache.numba_dir)
+
+    return numba.njit(nogil=True, cache=True)(_count_below)
+
+
+def _count_below(d, thresholds):
+    n_rows, n = d.shape
+    out = np.zeros(thresholds.shape, np.int64)
+    for b in range(n_rows):
+        for j in range(thresholds.shape[1]):
+            t = thresholds[b, j]
+            c = 0
+            for i in range(n):
+                c += d[b, i] < t
+            out[b, j] = c
+    return out
 
 
 def _rows_knn(coords: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
@@ -81,20 +113,21 @@ def knn_preservation(high_knn: np.ndarray, low_knn: np.ndarray, k: int = 10) -> 
     return float(shared.mean() / k)
 
 
-def map_knn(coords: np.ndarray, k: int, exact_max: int = 200_000) -> np.ndarray:
-    """``(N, k)`` exact neighbours of each map point (self excluded).
+def map_knn(coords: np.ndarray, k: int) -> np.ndarray:
+    """``(N, k)`` exact neighbours of each map point (self excluded), from a k-d tree.
 
-    faiss's flat search up to ``exact_max`` points (as always); beyond it a
-    k-d tree, which in 2D costs ``N log N`` instead of ``N^2``.
+    In 2D a k-d tree costs ``N log N`` where a flat search costs ``N^2``: 0.1 s
+    instead of 7 s at 70,000 points. Distances are float64 (a flat float32
+    search orders near-ties by its rounding).
     """
-    n = len(coords)
-    if n <= exact_max:
-        return knn_graph(coords, k)[0]
     from scipy.spatial import cKDTree
 
     pts = np.asarray(coords, dtype=np.float64)
-    _, idx = cKDTree(pts).query(pts, k + 1, workers=-1)
-    return _drop_self(idx.astype(np.int64), np.zeros(idx.shape, np.float32), np.arange(n), k)[0]
+    n = len(pts)
+    k_query = min(k + 1, n)
+    _, idx = cKDTree(pts).query(pts, k_query, workers=-1)
+    idx = np.asarray(idx, np.int64).reshape(n, k_query)
+    return _drop_self(idx, np.zeros(idx.shape, np.float32), np.arange(n), k)[0]
 
 
 def map_quality(features: np.ndarray, coords: np.ndarray, high_knn: np.ndarray,

@@ -453,7 +453,8 @@ class ImageMetadata(Step):
         # Every measure is per image, so batches (of the executor's choosing) change nothing.
         job = BatchJob(measure_batches, {"image": images},
                        options={"scale": config.scale, "threshold": config.threshold,
-                                "bound_frac": config.bound_frac, "dark_ink": dark})
+                                "bound_frac": config.bound_frac, "dark_ink": dark},
+                       threads=True)  # numpy, scipy, scikit-image and edt release the GIL
         cols = ctx.executor.map_batches(job, len(images), METADATA_BATCH, device=ctx.device,
                                         desc="image_metadata", progress=ctx.progress)
         return Artifact(cols, summary={"dark_ink": dark})

@@ -189,7 +189,8 @@ class _JointMap(Step):
     variant: str
     graph: str
     title: str  # how the dashboard names the map ("UMAP, MC dropout")
-    version = 4  # 2: UMAP PCA init; 3: t-SNE Barnes-Hut below 5,000; 4: 150 iterations
+    version = 5  # 2: UMAP PCA init; 3: t-SNE Barnes-Hut below 5,000; 4: 150 iterations;
+    # 5: map neighbours for the quality figures from a k-d tree (float64)
     datasets = ("extra",)
 
     @classmethod

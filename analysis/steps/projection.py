@@ -332,7 +332,7 @@ class UMAPProjection(_Projection):
 
     name = "umap"
     method = "umap"
-    version = 2  # 2: PCA initialisation
+    version = 3  # 2: PCA initialisation; 3: quality map neighbours from a k-d tree
     order = 130
     declares = _map_columns("umap", "UMAP")
 
@@ -361,7 +361,7 @@ class TSNEProjection(_Projection):
 
     name = "tsne"
     method = "tsne"
-    version = 3  # 2: Barnes-Hut below 5,000 samples; 3: 150 iterations
+    version = 4  # 2: Barnes-Hut below 5,000 samples; 3: 150 iterations; 4: k-d tree quality
     order = 140
     declares = _map_columns("tsne", "t-SNE")
 

@@ -7,7 +7,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.manifold import trustworthiness as sk_trustworthiness
 
-from analysis.quality import knn_preservation, map_knn, map_quality, trustworthiness
+from analysis.quality import (
+    count_below,
+    knn_preservation,
+    map_knn,
+    map_quality,
+    trustworthiness,
+)
 from analysis.steps.neighbors import knn_graph
 
 
@@ -75,10 +81,31 @@ def test_trustworthiness_over_given_query_rows(tiny_session):
         trustworthiness(emb, coords, 10)
 
 
-def test_map_knn_kd_tree_path_equals_flat_search(tiny_session):
+def test_map_knn_equals_brute_force(tiny_session):
     rng = np.random.default_rng(0)
     coords = tiny_session.embeddings[:, :2] + rng.normal(size=(300, 2)).astype(np.float32)
-    flat = map_knn(coords, 10)
-    tree = map_knn(coords, 10, exact_max=100)  # forced onto the k-d tree
+    tree = map_knn(coords, 10)
     assert tree.shape == (300, 10) and not (tree == np.arange(300)[:, None]).any()
-    assert (tree == flat).mean() > 0.99  # float32 vs float64 ties may order differently
+    pts = coords.astype(np.float64)
+    d = np.linalg.norm(pts[:, None] - pts[None], axis=-1)
+    np.fill_diagonal(d, np.inf)
+    # the same neighbours up to the order of exact ties: the same distances, ascending
+    np.testing.assert_allclose(np.take_along_axis(d, tree, 1), np.sort(d, 1)[:, :10], rtol=1e-12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 60), st.integers(1, 5), st.integers(0, 10**6))
+def test_count_below_equals_broadcast(rows, n, m, seed):
+    rng = np.random.default_rng(seed)
+    d = rng.integers(0, 5, (rows, n)).astype(np.float32)  # small integers: many ties
+    d[rng.random((rows, n)) < 0.1] = np.inf
+    thresholds = rng.integers(0, 6, (rows, m)).astype(np.float32)
+    expected = (d[:, None, :] < thresholds[:, :, None]).sum(-1)
+    assert (count_below(d, thresholds) == expected).all()
+
+
+def test_trustworthiness_chunks_agree(tiny_session):
+    # one query row per chunk and all rows in one chunk give the same sum
+    emb = tiny_session.embeddings[:200]
+    coords = emb[:, :2] + 0.3 * np.random.default_rng(4).normal(size=(200, 2)).astype(np.float32)
+    assert trustworthiness(emb, coords, 10, chunk=1) == trustworthiness(emb, coords, 10, chunk=256)

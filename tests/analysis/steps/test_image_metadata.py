@@ -201,6 +201,22 @@ def test_step_runs_through_the_engine(digits_ds):
     assert all(v.shape == (64,) for v in cols.values())
 
 
+def test_step_on_two_threads_equals_one(digits_ds):
+    # 5,000 real digits: three batches of METADATA_BATCH, two at a time on two threads
+    from types import SimpleNamespace
+
+    from analysis.executor import InProcessExecutor
+
+    step, ds = im.ImageMetadata(), digits_ds.head(5000)
+    outs = [step.run(SimpleNamespace(dataset=ds, executor=InProcessExecutor(workers=w),
+                                     device="cpu", progress=False), step.Config())
+            for w in (1, 2)]
+    assert len(ds.images) > 2 * im.METADATA_BATCH
+    assert outs[0].keys() == outs[1].keys()
+    for name in outs[0]:
+        np.testing.assert_array_equal(outs[0][name], outs[1][name])
+
+
 def test_upsampled_measures_agree_with_native_ones(sample):
     grey = sample[0][:30]
     native, fine = measure(grey), measure(grey, scale=2)
