@@ -29,7 +29,6 @@ def insights_bench(checkpoint: str, data_root: str | None, device: str, repeats:
     os.environ.setdefault("NUMBA_CACHE_DIR", str(work / "numba"))
     # Imported before timing: a first import costs seconds on a busy machine.
     import igraph  # noqa: F401
-    import leidenalg  # noqa: F401
     import scipy.stats  # noqa: F401
     import sklearn.metrics  # noqa: F401
     import sliceline  # noqa: F401

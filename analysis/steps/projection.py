@@ -67,7 +67,10 @@ def umap_map(features: np.ndarray, knn_idx: np.ndarray, knn_dist: np.ndarray, *,
     reducer = umap.UMAP(n_neighbors=n_neighbors, min_dist=min_dist, random_state=seed,
                         precomputed_knn=(idx, dist), n_jobs=1, n_epochs=n_epochs,
                         init="pca")
-    return reducer.fit_transform(np.asarray(features, np.float32)).astype(np.float32)
+    with warnings.catch_warnings():  # no search index: this map needs no transform
+        warnings.filterwarnings("ignore", message=r"precomputed_knn\[2\]")
+        coords = reducer.fit_transform(np.asarray(features, np.float32))
+    return coords.astype(np.float32)
 
 
 def tsne_map(features: np.ndarray, knn_idx: np.ndarray, knn_dist: np.ndarray, *,

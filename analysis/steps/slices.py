@@ -1,8 +1,9 @@
 """``slices``: groups of samples where the model does worse, found two ways, each explained.
 
 1. **Clusters** of the shared kNN graph (the ``neighbors`` artifact, made
-   undirected), found with Leiden (``leidenalg``, RB-configuration quality with
-   a fixed seed): regions of the embedding space.
+   undirected), found with Leiden (igraph's ``community_leiden``, modularity
+   with a resolution, i.e. RB-configuration, and a fixed seed): regions of the
+   embedding space.
 2. **Rules** over binned metadata (the class and every interpretable column of
    the metadata steps: the built-in image measurements and the user's
    ``--metadata`` columns, numbers as thresholds at their quintiles), found with
@@ -41,6 +42,8 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import random
+import threading
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -65,7 +68,13 @@ for _name in METADATA_STEPS:  # registers them, for the requirement to resolve
 
 
 def leiden_clusters(indices: np.ndarray, seed: int = 0, resolution: float = 1.0) -> np.ndarray:
-    """Leiden communities of a kNN graph.
+    """Leiden communities of a kNN graph (igraph's ``community_leiden``, modularity).
+
+    Modularity with a resolution is the RB-configuration quality. igraph's own
+    Leiden is 13x faster than ``leidenalg``'s (0.76 s against 9.9 s on 70,000
+    MNIST embeddings, modularity 0.871 against 0.870). Its random numbers come
+    from a ``random.Random(seed)`` for the call (igraph's generator is
+    process-wide: calls take turns, and the default is restored after).
 
     Parameters
     ----------
@@ -73,14 +82,14 @@ def leiden_clusters(indices: np.ndarray, seed: int = 0, resolution: float = 1.0)
         Each sample's neighbours (never itself); edges are taken as undirected.
     seed : int
     resolution : float
-        RB-configuration resolution: higher = more, smaller clusters.
+        Modularity resolution: higher = more, smaller clusters.
 
     Returns
     -------
-    (N,) int64 cluster of each sample, 0 the largest.
+    (N,) int64 cluster of each sample, 0 the largest (ties: the one whose first
+    sample comes first).
     """
     import igraph
-    import leidenalg
 
     n, k = indices.shape
     # Each undirected edge once, as the key lo * n + hi: sorted like (lo, hi) pairs.
@@ -96,9 +105,28 @@ def leiden_clusters(indices: np.ndarray, seed: int = 0, resolution: float = 1.0)
         block = keys[s:s + EDGE_BLOCK]
         graph.add_edges(np.stack([block // n, block % n], 1))
     del keys
-    part = leidenalg.find_partition(graph, leidenalg.RBConfigurationVertexPartition,
-                                    resolution_parameter=resolution, seed=seed)
-    return np.asarray(part.membership, dtype=np.int64)
+    with _IGRAPH_RNG:
+        igraph.set_random_number_generator(random.Random(seed))
+        try:
+            part = graph.community_leiden(objective_function="modularity",
+                                          resolution=resolution, n_iterations=2)
+        finally:
+            igraph.set_random_number_generator(random)
+    return by_size(np.asarray(part.membership, dtype=np.int64))
+
+
+_IGRAPH_RNG = threading.Lock()
+
+
+def by_size(labels: np.ndarray) -> np.ndarray:
+    """``(N,)`` labels renumbered 0, 1, ... from the largest group down (ties: the group
+    whose first member comes first)."""
+    _, first, inverse, counts = np.unique(labels, return_index=True, return_inverse=True,
+                                          return_counts=True)
+    order = np.lexsort((first, -counts))  # new number -> old group
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))
+    return rank[inverse.reshape(-1)]
 
 
 def metadata_columns(inputs: dict[str, Artifact]) -> dict[str, np.ndarray]:
@@ -139,7 +167,7 @@ class Slices(Step):
     name = "slices"
     datasets = ("main",)
     order = 120  # after the other insight steps, before the maps
-    version = 2
+    version = 3  # 3: igraph's Leiden (community_leiden) in place of leidenalg's
     requires = ("inference", "neighbors", *METADATA_STEPS)
     declares = (Column("slice", "class", description="Rank of the worst underperforming slice "
                        "(cluster or metadata rule) the sample belongs to; -1 for none.",
@@ -148,7 +176,7 @@ class Slices(Step):
     @dataclass(frozen=True)
     class Config:
         graph_k: int = 10  # neighbours per sample in the clustered graph
-        resolution: float = 1.0  # Leiden RB-configuration resolution
+        resolution: float = 1.0  # Leiden modularity (RB-configuration) resolution
         seed: int = 0
         bins: int = 5  # quantile bins per numeric metadata column
         max_predicates: int = 2  # SliceLine's lattice depth

@@ -6,11 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.stats import false_discovery_control, fisher_exact
 
 from analysis.registry import make_config
 from analysis.steps.slices import (
     ClusterMembers,
+    by_size,
     leiden_clusters,
     rank_slices,
     refine_thresholds,
@@ -198,12 +201,28 @@ def test_a_broad_slice_that_is_mostly_the_union_of_two_sharper_ones_gives_way_to
     assert sorted(rule for _, _, rule, _ in kept) == ["sevens", "threes"]
 
 
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.integers(0, 6), min_size=1, max_size=60))
+def test_by_size_numbers_groups_from_the_largest(labels):
+    labels = np.asarray(labels)
+    got = by_size(labels)
+    sizes = np.bincount(got)
+    assert (np.diff(sizes) <= 0).all()  # 0 the largest, then smaller or equal
+    # the same partition: equal labels stay equal, different ones different
+    assert ((labels[:, None] == labels[None]) == (got[:, None] == got[None])).all()
+    firsts = [np.flatnonzero(got == g)[0] for g in range(len(sizes))]
+    for g in range(len(sizes) - 1):  # ties: the group seen first comes first
+        if sizes[g] == sizes[g + 1]:
+            assert firsts[g] < firsts[g + 1]
+
+
 def test_leiden_and_overlaps_in_blocks_equal_the_whole_on_a_real_graph(tiny_session,
                                                                         monkeypatch):
     # The tiny run's real kNN graph (300 MNIST test digits), its edges handed to igraph 100
     # at a time: the same graph, so the same communities, as built from one edge list.
+    import random
+
     import igraph
-    import leidenalg
 
     import analysis.steps.slices as slices_mod
 
@@ -212,12 +231,20 @@ def test_leiden_and_overlaps_in_blocks_equal_the_whole_on_a_real_graph(tiny_sess
     edges = np.stack([np.repeat(np.arange(n), k), indices.reshape(-1)], 1)
     edges = np.unique(np.sort(edges, 1), axis=0)
     graph = igraph.Graph(n=n, edges=edges.tolist())
-    whole = np.asarray(leidenalg.find_partition(
-        graph, leidenalg.RBConfigurationVertexPartition, resolution_parameter=1.0,
-        seed=0).membership)
+    igraph.set_random_number_generator(random.Random(0))
+    try:
+        part = graph.community_leiden(objective_function="modularity", resolution=1.0,
+                                      n_iterations=2)
+    finally:
+        igraph.set_random_number_generator(random)
+    whole = slices_mod.by_size(np.asarray(part.membership))
     monkeypatch.setattr(slices_mod, "EDGE_BLOCK", 100)
     assert len(edges) > 300
-    np.testing.assert_array_equal(leiden_clusters(indices, seed=0, resolution=1.0), whole)
+    got = leiden_clusters(indices, seed=0, resolution=1.0)
+    np.testing.assert_array_equal(got, whole)
+    # seeded: the same again, and the global generator is igraph's default again after
+    np.testing.assert_array_equal(leiden_clusters(indices, seed=0, resolution=1.0), got)
+    assert whole.max() >= 2 and graph.modularity(whole.tolist()) > 0.5
     # The clusters' overlaps counted 7 samples at a time: the numbers of one (S, N) product.
     masks = [whole == c for c in range(whole.max() + 1)]
     masks.append(masks[0] | masks[1])
