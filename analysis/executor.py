@@ -9,7 +9,9 @@ function over the batches ``[0, B), [B, 2B), ...`` and returns every output
 array concatenated in sample order.
 
 - :class:`InProcessExecutor` (the default) builds the function once and calls
-  it on each batch in turn, in this process, on the session's device.
+  it on each batch in turn, in this process, on the session's device; a job
+  marked ``threads`` (numpy work that releases the GIL: ``image_metadata``)
+  has its batches run on one thread per core (1.6x on 2 cores).
 - :class:`RayExecutor` runs the batches on Ray Data: a dataset of batch
   descriptors (first and last sample index) goes through
   ``Dataset.map_batches``; the per-sample arrays and the pickled model go to
@@ -283,6 +285,21 @@ class _RayBatchWorker:
         return concat_parts(parts)
 
 
+RAY_GROUP_MAX = 64  # batches per Ray call, at most
+
+
+def ray_group(batches: int, workers: int) -> int:
+    """How many consecutive batches one Ray call runs: at least four calls per worker
+    (for balance), at most :data:`RAY_GROUP_MAX` batches each, at least one.
+
+    Each Ray call costs tens of milliseconds of scheduling and object-store traffic on
+    top of its batches; one call per batch made inference on 70,000 MNIST digits take
+    35 s on 2 local workers against 10 s in-process. The batch boundaries (and so
+    MC dropout's per-batch seeds) are the same whatever the grouping.
+    """
+    return max(1, min(RAY_GROUP_MAX, batches // (4 * max(1, workers))))
+
+
 WARM_MODULES = ("analysis.steps.image_metadata", "analysis.steps.inference",
                 "analysis.steps.mc_dropout")
 
@@ -499,20 +516,22 @@ class RayExecutor(Executor):
                                                       model=_cpu_model(job.model))))]
         ray.data.DataContext.get_current().enable_progress_bars = progress
         items = [{"start": s, "stop": e} for s, e in ranges]
-        ds = ray.data.from_items(items, override_num_blocks=len(items))
+        group = ray_group(len(items), size)
+        ds = ray.data.from_items(items, override_num_blocks=-(-len(items) // group))
         resources = {"num_cpus": 0 if gpu else threads, "num_gpus": 1 if gpu else 0}
         actors = gpu if self.actors is None else self.actors
         if actors:
-            ds = ds.map_batches(_RayBatchWorker, batch_size=1, batch_format="numpy",
+            ds = ds.map_batches(_RayBatchWorker, batch_size=group, batch_format="numpy",
                                 fn_constructor_args=(refs, gpu, threads),
                                 compute=ray.data.ActorPoolStrategy(size=size), **resources)
         else:
-            ds = ds.map_batches(_ray_task, batch_size=1, batch_format="numpy",
+            ds = ds.map_batches(_ray_task, batch_size=group, batch_format="numpy",
                                 fn_kwargs={"refs": refs, "token": uuid.uuid4().hex,
                                            "use_gpu": gpu, "threads": threads},
                                 compute=ray.data.TaskPoolStrategy(size=size), **resources)
-        log.info("%s: %d batches on %d Ray %s (%s)", desc or "job", len(ranges), size,
-                 "actors" if actors else "tasks", "1 GPU each" if gpu else f"{threads} CPU each")
+        log.info("%s: %d batches, %d per Ray call, on %d Ray %s (%s)", desc or "job",
+                 len(ranges), group, size, "actors" if actors else "tasks",
+                 "1 GPU each" if gpu else f"{threads} CPU each")
         gather = Gather(n, f"{desc or 'job'} on Ray")
         for part in ds.iter_batches(batch_size=None, batch_format="numpy"):
             index = part.pop(INDEX)

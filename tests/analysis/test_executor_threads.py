@@ -1,5 +1,6 @@
-"""analysis/executor.py's thread pool: a job marked ``threads`` runs its batches on several
-threads in this process, with the same result as one after another."""
+"""analysis/executor.py's thread pool (a job marked ``threads`` runs its batches on several
+threads in this process, with the same result as one after another) and how many batches
+one Ray call runs."""
 
 from __future__ import annotations
 
@@ -81,3 +82,15 @@ def test_a_failing_batch_raises_its_error():
 
 def test_usable_cores():
     assert 1 <= usable_cores()
+
+
+@settings(max_examples=100, deadline=None)
+@given(batches=st.integers(1, 100_000), workers=st.integers(1, 64))
+def test_ray_group_bounds(batches, workers):
+    from analysis.executor import RAY_GROUP_MAX, ray_group
+
+    group = ray_group(batches, workers)
+    assert 1 <= group <= RAY_GROUP_MAX
+    calls = -(-batches // group)
+    if group > 1:  # grouped only where every worker still gets at least four calls
+        assert calls >= 4 * workers
