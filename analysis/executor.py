@@ -517,7 +517,8 @@ class RayExecutor(Executor):
         ray.data.DataContext.get_current().enable_progress_bars = progress
         items = [{"start": s, "stop": e} for s, e in ranges]
         group = ray_group(len(items), size)
-        ds = ray.data.from_items(items, override_num_blocks=-(-len(items) // group))
+        # Blocks of at least ``group`` rows: smaller ones would be merged into fewer calls.
+        ds = ray.data.from_items(items, override_num_blocks=max(1, len(items) // group))
         resources = {"num_cpus": 0 if gpu else threads, "num_gpus": 1 if gpu else 0}
         actors = gpu if self.actors is None else self.actors
         if actors:

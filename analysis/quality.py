@@ -72,12 +72,14 @@ def trustworthiness(features: np.ndarray, coords: np.ndarray, k: int = 10,
 def count_below(d: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     """``(B, m)`` int64: how many entries of row ``b`` of ``d`` are below ``thresholds[b, j]``.
 
-    ``d`` is ``(B, N)`` and ``thresholds`` ``(B, m)``, both float32. One compiled
-    pass over ``d`` per threshold, without the ``(B, m, N)`` comparison array
-    that a broadcast builds (100x faster at ``N = 200,000``, ``m = 10``).
+    ``d`` is ``(B, N)`` and ``thresholds`` ``(B, m)``, compared in their common
+    float type. One compiled pass over ``d`` per threshold, without the
+    ``(B, m, N)`` comparison array that a broadcast builds (0.05 s against 1.4 s
+    for the torch broadcast it replaces, 128 rows of 200,000, ``m = 10``).
     """
-    return _count_below_kernel()(np.ascontiguousarray(d, np.float32),
-                                 np.ascontiguousarray(thresholds, np.float32))
+    dtype = np.result_type(d, thresholds, np.float32)
+    return _count_below_kernel()(np.ascontiguousarray(d, dtype),
+                                 np.ascontiguousarray(thresholds, dtype))
 
 
 @functools.cache
@@ -124,9 +126,10 @@ def map_knn(coords: np.ndarray, k: int) -> np.ndarray:
 
     pts = np.asarray(coords, dtype=np.float64)
     n = len(pts)
-    k_query = min(k + 1, n)
-    _, idx = cKDTree(pts).query(pts, k_query, workers=-1)
-    idx = np.asarray(idx, np.int64).reshape(n, k_query)
+    if not 0 < k < n:
+        raise ValueError(f"map_knn: k must be in 1..{n - 1} for {n} points, got {k}")
+    _, idx = cKDTree(pts).query(pts, k + 1, workers=-1)
+    idx = np.asarray(idx, np.int64).reshape(n, k + 1)
     return _drop_self(idx, np.zeros(idx.shape, np.float32), np.arange(n), k)[0]
 
 

@@ -58,6 +58,32 @@ def test_batches_run_on_several_threads_at_most_workers_at_once():
     assert len(record["threads"]) > 1 and record["most"] <= 3
 
 
+def test_at_most_twice_the_workers_batches_are_in_flight(monkeypatch):
+    import analysis.executor as executor_mod
+
+    counts = {"started": 0, "gathered": 0, "most": 0}
+    lock = threading.Lock()
+    add = executor_mod.Gather.add
+
+    def counting_add(self, rows, part):
+        counts["gathered"] += 1
+        return add(self, rows, part)
+
+    def build(_model, arrays, _device):
+        def fn(start, stop):
+            with lock:
+                counts["started"] += 1
+                counts["most"] = max(counts["most"], counts["started"] - counts["gathered"])
+            time.sleep(0.001)
+            return {"x": arrays["x"][start:stop]}
+        return fn
+
+    monkeypatch.setattr(executor_mod.Gather, "add", counting_add)
+    InProcessExecutor(workers=2).map_batches(BatchJob(build, {"x": np.ones(2000)}, threads=True),
+                                             2000, 10, device=CPU)
+    assert counts["gathered"] == 200 and 2 <= counts["most"] <= 4
+
+
 def test_an_unmarked_job_runs_in_the_calling_thread():
     record = {"lock": threading.Lock(), "threads": set(), "running": 0, "most": 0}
     InProcessExecutor(workers=4).map_batches(

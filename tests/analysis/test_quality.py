@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.manifold import trustworthiness as sk_trustworthiness
@@ -102,6 +103,16 @@ def test_count_below_equals_broadcast(rows, n, m, seed):
     thresholds = rng.integers(0, 6, (rows, m)).astype(np.float32)
     expected = (d[:, None, :] < thresholds[:, :, None]).sum(-1)
     assert (count_below(d, thresholds) == expected).all()
+
+
+def test_count_below_keeps_float64_apart():
+    d = np.array([[1.0, 1.0 + 1e-12, 2.0]])
+    assert count_below(d, np.array([[1.0 + 1e-12]]))[0, 0] == 1  # not rounded to float32
+
+
+def test_map_knn_refuses_k_past_the_points():
+    with pytest.raises(ValueError, match="k must be in 1..4"):
+        map_knn(np.zeros((5, 2), np.float32), 10)
 
 
 def test_trustworthiness_chunks_agree(tiny_session):
