@@ -134,14 +134,17 @@ def map_knn(coords: np.ndarray, k: int) -> np.ndarray:
 
 
 def map_quality(features: np.ndarray, coords: np.ndarray, high_knn: np.ndarray,
-                k: int = 10, max_queries: int | None = None) -> dict[str, float]:
+                k: int = 10, max_queries: int | None = None,
+                low_knn: np.ndarray | None = None) -> dict[str, float]:
     """Trustworthiness and kNN preservation of a map, from the shared kNN graph.
 
     kNN preservation is always exact; trustworthiness is exact when
     ``max_queries`` is None, else averaged over that many seeded query samples
     (ranks still exact over all N; ``trust_queries`` in the result says which).
+    ``low_knn`` is the map's own ``(N, k)`` :func:`map_knn` when the caller has it.
     """
-    low_knn = map_knn(coords, k)
+    if low_knn is None:
+        low_knn = map_knn(coords, k)
     return {
         "trustworthiness": trustworthiness(features, coords, k, high_knn, low_knn,
                                            max_queries=max_queries),

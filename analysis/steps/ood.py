@@ -226,7 +226,7 @@ class _JointMap(Step):
         low = map_knn(coords, k)
         frac_2d = neighbor_overlap(low, n_in)
         frac_emb = neighbor_overlap(idx[:, :k], n_in)
-        summary = map_quality(feats, coords, idx, k=k, max_queries=2000)
+        summary = map_quality(feats, coords, idx, k=k, max_queries=2000, low_knn=low)
         if fitted is not None:
             summary.update(split_quality(feats, coords, fitted, idx, k))
         summary.update({
