@@ -31,12 +31,16 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class StepRecord:
-    """How a step's result was obtained: ``computed``, ``cached`` (disk) or ``memory``."""
+    """How a step's result was obtained: ``computed``, ``cached`` (disk) or ``memory``.
+
+    ``started`` is ``time.perf_counter()`` when its computing (or reading) began.
+    """
 
     name: str
     status: str
     seconds: float
     key: str
+    started: float = 0.0
 
 
 def _norm_key(values: tuple[float, ...]) -> float | list[float]:
@@ -78,7 +82,10 @@ class Engine:
         self._keys: dict[str, str] = {}
         self._memory: dict[str, Artifact] = {}
         self._model_id: str | None = None
-        self._lock = threading.RLock()  # one thread computes a step; the others wait for it
+        # One lock per step: one thread computes a step, the others asking for it wait;
+        # two different steps can be computed at once (see :meth:`get`).
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
 
     @property
     def model_id(self) -> str:
@@ -108,11 +115,25 @@ class Engine:
             )
         return self._keys[name]
 
+    def done(self, name: str) -> bool:
+        """Whether step ``name``'s artifact is in memory (:meth:`get` returns at once)."""
+        return name in self._memory
+
+    def _step_lock(self, name: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(name, threading.Lock())
+
     def get(self, name: str) -> Artifact:
-        """The artifact of step ``name``: from memory, the disk cache, or computed."""
+        """The artifact of step ``name``: from memory, the disk cache, or computed.
+
+        Thread-safe. A thread computing a step holds that step's lock while it
+        takes its inputs (each under its own lock), so locks are taken along the
+        steps' requirements only, which form no cycle: no deadlock. Steps that
+        read the model also hold its lock while they run (:func:`model_lock`).
+        """
         if name in self._memory:
             return self._memory[name]
-        with self._lock:
+        with self._step_lock(name):
             if name in self._memory:  # another thread finished it while this one waited
                 return self._memory[name]
             step = get_step(name)
@@ -121,7 +142,7 @@ class Engine:
             artifact = self.store.get(key)
             if artifact is not None:
                 self.records.append(StepRecord(name, "cached", time.perf_counter() - started,
-                                               key))
+                                               key, started))
             else:
                 inputs = {r: self.get(r) for r in step.requires}
                 reference = {}
@@ -130,7 +151,8 @@ class Engine:
                 started = time.perf_counter()
                 ctx = StepContext(self.model, self.dataset, self.device, inputs, reference,
                                   self.progress, self.executor)
-                with model_lock(self.model) if step.uses_model else nullcontext():
+                locked = step.uses_model and step.calls_model
+                with model_lock(self.model) if locked else nullcontext():
                     artifact = step.run(ctx, self.config(name))
                 if self.store.put(key, artifact, what=f"step {name} of {self.dataset.key}"):
                     # Hold the memory-mapped copy, so the computed arrays can be freed.
@@ -138,7 +160,7 @@ class Engine:
                 release_freed_memory()  # the step's temporaries, handed back to the OS
                 seconds = time.perf_counter() - started
                 log.info("computed %s in %.2f s", name, seconds)
-                self.records.append(StepRecord(name, "computed", seconds, key))
+                self.records.append(StepRecord(name, "computed", seconds, key, started))
             self._memory[name] = artifact
             return artifact
 

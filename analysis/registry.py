@@ -17,9 +17,10 @@ and score families are read from these declarations.
 A step also says when it runs: ``datasets`` (the analysed one, the extra
 out-of-distribution ones, or both), :meth:`Step.planned` (e.g. only with MC
 dropout, only for the chosen projections), ``order`` (its place among steps
-whose requirements are met) and :meth:`Step.plan_options` (the config it
-takes from the run's flags). :func:`plan` derives the run's steps from
-these; nothing else lists them.
+whose requirements are met), :meth:`Step.background` (started as soon as its
+inputs are ready, beside the others, when its work runs in a child process) and
+:meth:`Step.plan_options` (the config it takes from the run's flags).
+:func:`plan` derives the run's steps from these; nothing else lists them.
 
 Steps are found, not listed: every module of :mod:`analysis.steps` is imported
 (:func:`discover_steps`), and so is every module an installed package names
@@ -203,6 +204,10 @@ class Step:
     version: ClassVar[int] = 1
     requires: ClassVar[tuple[str, ...]] = ()
     uses_model: ClassVar[bool] = True
+    # Whether ``run`` calls the model (then it runs under the model's lock, see
+    # analysis.forward.model_lock); a step keyed by the model (``uses_model``)
+    # that only reads arrays sets this False, so it runs beside one that does.
+    calls_model: ClassVar[bool] = True
     # Steps whose key includes the in-distribution (reference) artifacts.
     uses_reference: ClassVar[tuple[str, ...]] = ()
     # The columns ``columns`` returns, declared (see :class:`Column`); steps
@@ -224,6 +229,12 @@ class Step:
         """Anything more about ``model`` that the step's result depends on (``None``:
         nothing; then the key is as it was before this hook existed)."""
         return None
+
+    def background(self, n: int, config: Any) -> bool:
+        """Whether, on ``n`` samples, the step's long work runs outside this process's GIL
+        (in a child process: UMAP, see :mod:`analysis.apart`): then a session's run
+        starts it as soon as its inputs are ready and goes on with the others."""
+        return False
 
     def columns(self, artifact: Artifact, config: Any) -> dict[str, np.ndarray]:
         """Per-sample columns (each ``(N,)``) for the sample table; none by default."""

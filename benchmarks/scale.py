@@ -2,16 +2,20 @@
 
 For each size N, a fresh process analyses ``mnist-scale:N`` (N augmented MNIST
 training digits in a memory-mapped store, see :mod:`core.scale_data`) with
-every step, from an empty artifact cache. Before timing, one untimed run compiles
-numba (UMAP) for all sizes; each size's image store is built when its session opens,
-timed apart as "opening" and not counted in the steps. The child records, per
-step, its wall time and the peak resident memory of the process while it ran
-(psutil, sampled every 50 ms), and the peak of its anonymous part (``RssAnon``:
-RSS also counts the pages of memory-mapped cache files a step reads, which the
-kernel can drop; the anonymous part is what the process itself holds). It reads
-back what the steps measured of themselves: the kNN recall when the graph was
-approximate and the maps' trustworthiness. Between two sizes, the growth exponent of each step is
-``log(t2 / t1) / log(n2 / n1)`` (1 = linear). ``--executor ray`` repeats the
+every step, from an empty artifact cache, as the command line runs them
+(:meth:`AnalysisSession.run`: one after another, UMAP's layout in a child process
+beside them). Before timing, one untimed run compiles numba (UMAP) for all sizes;
+each size's image store is built when its session opens, timed apart as
+"opening" and not counted in the steps. The child records the total wall and
+CPU time (its own and its children's), and per step its wall time and the peak
+resident memory of the process and its children while it ran (psutil, sampled
+every 50 ms; overlapping steps share their peaks), and the peak of its anonymous
+part (``RssAnon``: RSS also counts the pages of memory-mapped cache files a step
+reads, which the kernel can drop; the anonymous part is what the processes
+themselves hold). It reads back what the steps measured of themselves: the kNN
+recall when the graph was approximate and the maps' trustworthiness. Between two
+sizes, the growth exponent of each step is ``log(t2 / t1) / log(n2 / n1)`` (1 =
+linear). ``--executor ray`` repeats the
 sizes on a local Ray with the same CPUs.
 """
 
@@ -34,21 +38,33 @@ import psutil
 from analysis.executor import make_executor
 from analysis.session import AnalysisSession
 
-checkpoint, n, cache, data_root, mc, executor, address = sys.argv[1:8]
+checkpoint, n, cache, data_root, mc, executor, address, background = sys.argv[1:9]
 proc = psutil.Process()
 
-def anon():  # resident anonymous memory (heap, not file pages mapped from the cache), bytes
-    with open("/proc/self/status") as fh:
+def anon(pid="self"):  # resident anonymous memory (not file pages mapped from the cache)
+    with open(f"/proc/{pid}/status") as fh:
         return next(int(l.split()[1]) * 1024 for l in fh if l.startswith("RssAnon"))
 
-peak = [proc.memory_info().rss]
-peak_anon = [anon()]
+def memory():  # (RSS, anonymous RSS) of this process and its children (UMAP's, Ray's)
+    rss, held = proc.memory_info().rss, anon()
+    for child in proc.children(recursive=True):
+        try:
+            rss, held = rss + child.memory_info().rss, held + anon(child.pid)
+        except (psutil.Error, OSError, StopIteration):  # ended meanwhile
+            pass
+    return rss, held
+
+history = []  # (perf_counter, RSS, anonymous RSS, CPU seconds), every 50 ms
 stop = threading.Event()
+
+def now():
+    cpu = proc.cpu_times()
+    return (time.perf_counter(), *memory(),
+            cpu.user + cpu.system + cpu.children_user + cpu.children_system)
 
 def sample():
     while not stop.is_set():
-        peak[0] = max(peak[0], proc.memory_info().rss)
-        peak_anon[0] = max(peak_anon[0], anon())
+        history.append(now())
         time.sleep(0.05)
 
 threading.Thread(target=sample, daemon=True).start()
@@ -59,28 +75,33 @@ s = AnalysisSession.open(checkpoint, f"mnist-scale:{n}", "train", cache_dir=cach
                          data_root=data_root or None, device="cpu", mc_samples=int(mc),
                          progress=False, executor=executor)
 opened = time.perf_counter() - started
+history.append(now())
+records = s.run(background=background == "1")  # by default as the command line runs them
+history.append(now())
+stop.set()
 steps = []
-top_anon = peak_anon[0]
-for name in s.steps:
-    peak[0] = proc.memory_info().rss
-    peak_anon[0] = anon()
-    t = time.perf_counter()
-    art = s.engine.get(name)
-    steps.append({"step": name, "seconds": time.perf_counter() - t,
-                  "peak_rss_mb": max(peak[0], proc.memory_info().rss) / 2**20,
-                  "peak_anon_mb": max(peak_anon[0], anon()) / 2**20,
-                  "summary": {k: v for k, v in art.summary.items()
+for r in records:  # a step's peaks: over the samples taken while it ran (others may overlap)
+    inside = [h for h in history if r.started <= h[0] <= r.started + r.seconds] or \
+        [min(history, key=lambda h: abs(h[0] - r.started))]
+    steps.append({"step": r.name, "seconds": r.seconds, "started_s": r.started - started,
+                  "cpu_s": inside[-1][3] - inside[0][3],
+                  "peak_rss_mb": max(h[1] for h in inside) / 2**20,
+                  "peak_anon_mb": max(h[2] for h in inside) / 2**20,
+                  "summary": {k: v for k, v in s.engine.get(r.name).summary.items()
                               if isinstance(v, (int, float, str, bool))}})
-    top_anon = max(top_anon, steps[-1]["peak_anon_mb"] * 2**20)
-    print(f"  N={int(n):,} {name}: {steps[-1]['seconds']:.1f} s, "
+    print(f"  N={int(n):,} {r.name}: {r.seconds:.1f} s from {r.started - started:.1f} s "
+          f"(process CPU meanwhile {steps[-1]['cpu_s']:.1f} s), "
           f"peak {steps[-1]['peak_rss_mb']:.0f} MB "
           f"(anonymous {steps[-1]['peak_anon_mb']:.0f})", file=sys.stderr, flush=True)
-stop.set()
 s.engine.executor.close()
-hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
+hwm = max(next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")),
+          max(h[1] for h in history) // 1024)
 print("BENCH " + json.dumps({"n": int(n), "open_s": opened, "steps": steps,
                              "total_s": time.perf_counter() - started,
-                             "peak_rss_mb": hwm / 1024, "peak_anon_mb": top_anon / 2**20}))
+                             "steps_s": history[-1][0] - history[0][0] - opened,
+                             "cpu_s": history[-1][3] - history[0][3],
+                             "peak_rss_mb": hwm / 1024,
+                             "peak_anon_mb": max(h[2] for h in history) / 2**20}))
 """
 
 # Summary keys the steps report about their own quality, shown when present.
@@ -118,26 +139,29 @@ def growth(rows: list[dict]) -> dict[str, list[float | None]]:
 
 def scale_bench(checkpoint: str, sizes: list[int], data_root: str | None, work: Path,
                 mc_samples: int = 20, executors: tuple[str, ...] = ("inprocess",),
-                stores: str | None = None) -> dict:
+                stores: str | None = None, sequential: bool = False) -> dict:
     """Run the child for each size (and executor); returns rows and growth exponents.
 
     ``stores`` keeps the ``mnist-scale:N`` image stores in that folder between
     benchmarks (building the 1,000,000-sample one takes minutes); default: in ``work``.
+    ``sequential`` runs every step in turn (no UMAP beside the others), for comparison.
     """
     env = {**os.environ, "NUMBA_CACHE_DIR": str(work / "numba"),  # stores live under LOUPE_CACHE
            "LOUPE_CACHE": str(Path(stores).resolve()) if stores else str(work / "stores")}
-    results: dict = {"sizes": sizes, "mc_samples": mc_samples, "runs": {}}
+    results: dict = {"sizes": sizes, "mc_samples": mc_samples, "runs": {},
+                     "sequential": sequential}
     # Untimed: numba compiles UMAP once (on at most 2,000 samples).
     print("scale bench: warming the numba cache ...", file=sys.stderr, flush=True)
     run_child(SCALE_CHILD, [checkpoint, str(min(sizes[0], 2000)), str(work / "cache-warm"),
-                            data_root or "", "0", "inprocess", ""], env)
+                            data_root or "", "0", "inprocess", "", "1"], env)
     for executor in executors:
         rows = []
         for n in sizes:
             print(f"scale bench: {executor}, N={n:,} ...", file=sys.stderr, flush=True)
             cache = work / f"cache-{executor}-{n}"
             row = run_child(SCALE_CHILD, [checkpoint, str(n), str(cache), data_root or "",
-                                          str(mc_samples), executor, ""], env,
+                                          str(mc_samples), executor, "",
+                                          "0" if sequential else "1"], env,
                             show_stderr=True)
             rows.append(row)
         results["runs"][executor] = {"rows": rows, "growth": growth(rows)}
@@ -154,7 +178,8 @@ def _short(n: int) -> str:
 
 def format_scale(results: dict) -> str:
     """A plain-text table per executor: seconds and peak MB per step and size."""
-    lines = [f"growth (mnist-scale:N, all steps, MC T={results['mc_samples']}, fresh cache)"]
+    lines = [f"growth (mnist-scale:N, all steps, MC T={results['mc_samples']}, fresh cache"
+             + (", every step in turn)" if results.get("sequential") else ")")]
     for executor, run in results["runs"].items():
         rows = run["rows"]
         head = "step".ljust(22) + "".join(f"{r['n']:>12,} s   MB" for r in rows) + \
@@ -174,6 +199,9 @@ def format_scale(results: dict) -> str:
             f"{r['open_s']:>14.1f}      " for r in rows))
         lines.append("total, peak".ljust(22) + "".join(
             f"{r['total_s']:>14.1f} {r['peak_rss_mb']:>5.0f}" for r in rows))
+        if all("steps_s" in r for r in rows):
+            lines.append("steps wall, CPU s".ljust(22) + "".join(
+                f"{r['steps_s']:>14.1f} {r['cpu_s']:>5.0f}" for r in rows))
         if all("peak_anon_mb" in r for r in rows):
             lines.append("peak anonymous MB".ljust(22) + "".join(
                 f"{r['peak_anon_mb']:>20.0f}" for r in rows))
@@ -193,7 +221,7 @@ def run_scale(args: argparse.Namespace, checkpoint: str | None, work: Path) -> d
     executors = ("inprocess", "ray") if getattr(args, "executor", "") == "ray" else \
         ("inprocess",)
     return scale_bench(checkpoint, sizes, args.data_root, work, args.mc_samples, executors,
-                       getattr(args, "stores", None))
+                       getattr(args, "stores", None), getattr(args, "sequential", False))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -205,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--executor", default="inprocess", choices=("inprocess", "ray"))
     p.add_argument("--stores", default=None,
                    help="folder that keeps the image stores between benchmarks")
+    p.add_argument("--sequential", action="store_true",
+                   help="every step in turn, UMAP not beside the others (for comparison)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="loupe-scale-") as tmp:

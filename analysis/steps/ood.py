@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from analysis import ann
+from analysis.apart import APART_MIN
 from analysis.ood import neighbor_overlap
 from analysis.quality import map_knn, map_quality
 from analysis.registry import Column, Plan, Step, StepContext, register
@@ -28,7 +29,7 @@ from analysis.steps.projection import (
     stratified_sample,
     tsne_map,
     tsne_sampled,
-    umap_map,
+    umap_anywhere,
     umap_sampled,
 )
 from cache import Artifact
@@ -189,9 +190,14 @@ class _JointMap(Step):
     variant: str
     graph: str
     title: str  # how the dashboard names the map ("UMAP, MC dropout")
-    version = 5  # 2: UMAP PCA init; 3: t-SNE Barnes-Hut below 5,000; 4: 150 iterations;
-    # 5: map neighbours for the quality figures from a k-d tree (float64)
+    version = 6  # 2: UMAP PCA init; 3: t-SNE Barnes-Hut below 5,000; 4: 150 iterations;
+    # 5: map neighbours for the quality figures from a k-d tree (float64);
+    # 6: t-SNE's 125 early-exaggeration iterations (were 250)
     datasets = ("extra",)
+    calls_model = False  # the embeddings only
+
+    def background(self, n: int, config) -> bool:  # the joint UMAP: see umap_anywhere
+        return self.method == "umap" and APART_MIN <= n <= config.fit_max
 
     @classmethod
     def planned(cls, plan: Plan) -> bool:
@@ -214,7 +220,7 @@ class _JointMap(Step):
         fitted = None
         if len(feats) <= config.fit_max:
             if self.method == "umap":
-                coords = umap_map(feats, idx, dist, seed=config.seed)
+                coords = umap_anywhere(feats, idx, dist, seed=config.seed)
             else:
                 coords = tsne_map(feats, idx, dist, seed=config.seed, progress=ctx.progress)
         else:

@@ -227,3 +227,81 @@ def test_threads_asking_for_a_step_at_once_compute_it_once(tiny_model, small_ds,
     for name in ("inference", "mc_dropout"):  # the same numbers as one thread alone
         for array, value in plain.get(name).items():
             np.testing.assert_array_equal(engine.get(name)[array], value)
+
+
+def test_two_different_steps_are_computed_at_once(tiny_model, small_ds, cache_dir):
+    """Each step has its own lock: a step that takes long does not hold up another."""
+    import threading
+
+    from analysis.registry import Step, register
+    from cache import Artifact
+
+    entered, release = threading.Event(), threading.Event()
+
+    class Blocking(Step):
+        name = "test_blocking_step"
+        uses_model = False
+
+        def run(self, ctx, config):
+            entered.set()
+            assert release.wait(60), "never released"
+            return Artifact({"x": np.zeros(3)})
+
+    register(Blocking)
+    try:
+        engine = make_session(tiny_model, small_ds, cache_dir).engine
+        slow = threading.Thread(target=engine.get, args=("test_blocking_step",))
+        slow.start()
+        assert entered.wait(60)
+        engine.get("pixel_centroids")  # while the other step is still running
+        assert not engine.done("test_blocking_step")
+        release.set()
+        slow.join(60)
+        assert engine.done("test_blocking_step") and engine.done("pixel_centroids")
+        assert [r.name for r in engine.records] == ["pixel_centroids", "test_blocking_step"]
+    finally:
+        release.set()
+        del STEPS["test_blocking_step"]
+
+
+def test_run_starts_the_umap_map_as_soon_as_its_inputs_are_ready(tiny_model, small_ds,
+                                                                  cache_dir, monkeypatch):
+    """From APART_MIN samples UMAP is a background step: it starts after the neighbours,
+    before the steps planned between them, in its child process, and gives the map
+    computed in turn."""
+    import analysis.steps.projection as projection
+
+    session = make_session(tiny_model, small_ds, cache_dir, projections=("umap",))
+    config = session.engine.config("umap")
+    assert not get_step("umap").background(len(small_ds), config)
+    assert get_step("umap").background(projection.APART_MIN, config)
+    assert not get_step("umap").background(config.fit_max + 1, config)  # fitted on a sample
+    assert not get_step("slices").background(10**6, session.engine.config("slices"))
+    monkeypatch.setattr(projection, "APART_MIN", len(small_ds))
+    steps = session.steps
+    assert steps.index("neighbors") < steps.index("slices") < steps.index("umap")
+    records = {r.name: r for r in session.run()}
+    assert set(records) == set(steps)
+    assert records["umap"].started < records["slices"].started
+    monkeypatch.setattr(projection, "APART_MIN", 10**9)  # now in this process, in turn
+    alone = make_session(tiny_model, small_ds, cache_dir.parent / "alone",
+                         projections=("umap",))
+    turns = [r.name for r in alone.run(background=False)]
+    assert turns == alone.steps  # each in its turn
+    np.testing.assert_array_equal(alone.artifact("umap")["coords"],
+                                  session.artifact("umap")["coords"])
+
+
+def test_an_error_in_a_background_step_reaches_the_caller(tiny_model, small_ds, cache_dir,
+                                                          monkeypatch):
+    import analysis.steps.projection as projection
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the map broke")
+
+    monkeypatch.setattr(projection, "APART_MIN", 1)
+    monkeypatch.setattr(projection, "umap_anywhere", broken)
+    session = make_session(tiny_model, small_ds, cache_dir, projections=("umap",))
+    with pytest.raises(RuntimeError, match="the map broke"):
+        session.run()
+    assert not session.engine.done("umap") and session.engine.done("neighbors")

@@ -20,6 +20,7 @@ from analysis.engine import Engine
 from analysis.quality import map_quality
 from analysis.registry import make_config
 from analysis.session import AnalysisSession
+from analysis.steps.neighbors import knn_graph
 from analysis.steps.projection import (
     stratified_sample,
     tsne_map,
@@ -89,8 +90,9 @@ def test_stratified_sample_keeps_class_proportions(digits, data_root):
 @pytest.mark.parametrize("method", ["umap", "tsne"])
 def test_fit_max_default_keeps_the_old_cache_key(method):
     old_fields = {"umap": {"n_neighbors": 15, "min_dist": 0.1, "n_epochs": 200, "seed": 0},
-                  "tsne": {"perplexity": 30.0, "n_iter": 150, "seed": 0}}[method]
-    Config = dataclasses.make_dataclass(  # the step's config before fit_max existed
+                  "tsne": {"perplexity": 30.0, "n_iter": 150, "exaggeration_iter": 125,
+                           "seed": 0}}[method]
+    Config = dataclasses.make_dataclass(  # the config before fit_max (and with the fields since)
         "Config", [(name, type(v), v) for name, v in old_fields.items()], frozen=True)
     assert stable_hash(make_config(method)) == stable_hash(Config())
     assert stable_hash(make_config(method, {"seed": 3})) == stable_hash(Config(seed=3))
@@ -138,3 +140,13 @@ def test_sampled_map_is_n_by_2_finite_faithful_and_deterministic(method, session
     # the same result from the function again (seeded)
     again = (umap_sampled if method == "umap" else tsne_sampled)(emb, fit_rows)
     np.testing.assert_array_equal(again, coords)
+
+
+def test_tsne_exaggeration_iterations_reach_openTSNE(digits, data_root):
+    feats = load_dataset(digits, "test", data_root=data_root, limit=300).images.reshape(300, -1)
+    feats = feats[:, ::8].astype(np.float32) / 255
+    idx, dist = knn_graph(feats, 90)
+    assert make_config("tsne").exaggeration_iter == 125
+    short = tsne_map(feats, idx, dist, seed=0, exaggeration_iter=125)
+    np.testing.assert_array_equal(tsne_map(feats, idx, dist, seed=0), short)
+    assert not np.array_equal(tsne_map(feats, idx, dist, seed=0, exaggeration_iter=250), short)

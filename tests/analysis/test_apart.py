@@ -1,0 +1,90 @@
+"""analysis/apart.py: a map in a child interpreter gives the in-process map, bit for bit."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+from analysis.apart import FUNCTIONS, call_apart, main
+from analysis.steps.neighbors import knn_graph
+from analysis.steps.projection import umap_anywhere, umap_map
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def digits_graph():
+    x = load_digits().data[:600].astype(np.float32)
+    idx, dist = knn_graph(x, 20)
+    return x, idx, dist
+
+
+def test_the_child_gives_the_same_map(digits_graph):
+    x, idx, dist = digits_graph
+    here = umap_map(x, idx, dist, seed=3, n_epochs=100)
+    apart = call_apart("umap_map", [x, idx, dist], seed=3, n_epochs=100)
+    assert apart.dtype == here.dtype and apart.shape == (600, 2)
+    np.testing.assert_array_equal(apart, here)
+
+
+def test_umap_anywhere_goes_apart_from_the_threshold(digits_graph, monkeypatch):
+    import analysis.steps.projection as projection
+
+    x, idx, dist = digits_graph
+    calls = []
+    monkeypatch.setattr(projection, "call_apart", lambda *a, **k: calls.append(a) or "apart")
+    monkeypatch.setattr(projection, "APART_MIN", len(x))
+    assert umap_anywhere(x, idx, dist, seed=0) == "apart"
+    monkeypatch.setattr(projection, "APART_MIN", len(x) + 1)
+    assert umap_anywhere(x, idx, dist, seed=0, n_epochs=20).shape == (len(x), 2)
+    assert len(calls) == 1
+
+
+def test_an_error_in_the_child_is_raised_here_with_its_words(digits_graph):
+    x, idx, dist = digits_graph
+    with pytest.raises(RuntimeError, match=r"umap_map failed in its child process(.|\n)*Error"):
+        call_apart("umap_map", [x, idx[:10], dist], seed=0)  # graph of 10 rows for 600 points
+
+
+def test_only_the_table_s_functions_are_called(tmp_path):
+    with pytest.raises(ValueError, match="no function 'os.system'"):
+        call_apart("os.system", [])
+    # The child reads a name, never a module path: a folder naming code runs nothing.
+    (tmp_path / "call.json").write_text(json.dumps(
+        {"function": "os:system", "args": 0, "kwargs": {"command": "touch pwned"}}))
+    with pytest.raises(KeyError):
+        main([str(tmp_path)])
+    assert not (tmp_path / "pwned").exists() and not Path("pwned").exists()
+    assert set(FUNCTIONS) == {"umap_map"}
+
+
+def test_arrays_are_read_without_pickle(tmp_path):
+    np.save(tmp_path / "arg0.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    (tmp_path / "call.json").write_text(json.dumps(
+        {"function": "umap_map", "args": 1, "kwargs": {}}))
+    with pytest.raises(ValueError, match="allow_pickle"):
+        main([str(tmp_path)])
+
+
+def test_umap_s_kernels_are_cached_for_the_next_process(tmp_path):
+    """umap-learn compiles three kernels uncached; ``import_umap`` caches them (~7 s each
+    process otherwise)."""
+    folder = tmp_path / "numba"
+    folder.mkdir(mode=0o700)
+    code = ("import numpy as np\n"
+            "from analysis.steps.projection import umap_map\n"
+            "from analysis.steps.neighbors import knn_graph\n"
+            "x = np.random.default_rng(0).normal(size=(300, 8)).astype(np.float32)\n"
+            "umap_map(x, *knn_graph(x, 15), n_epochs=10)\n")
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(folder), "PYTHONPATH": str(REPO)}
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, cwd=REPO, timeout=300)
+    saved = {p.name.split(".")[1].split("-")[0] for p in folder.rglob("*.nbi")}
+    assert {"smooth_knn_dist", "compute_membership_strengths"} <= saved
+    assert any("optimize_layout_euclidean_single_epoch" in name for name in saved)
