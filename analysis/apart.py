@@ -15,7 +15,11 @@ while this process goes on with other work:
 - same function, same arguments, same (seeded) result: the test compares the
   two ways bit for bit;
 - an error in the child is raised here with the end of its standard error;
-  an interrupt here kills the child.
+- the child never outlives the call: an exception in the calling thread kills
+  it, so does a ``cancel`` event set from another thread (see
+  :func:`cancelled_by`: a session's run sets it when it fails), and the child
+  exits by itself when this process dies (it watches its standard input, a
+  pipe from this process, for end of file).
 
 numba's cache folder reaches the child through ``NUMBA_CACHE_DIR`` (set at
 process start, see :mod:`cache.numba_dir`), so it loads the compiled UMAP.
@@ -30,7 +34,9 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +50,23 @@ FUNCTIONS = {"umap_map": "analysis.steps.projection:umap_map"}
 # imports) costs more than the core it frees.
 APART_MIN = 20_000
 _ROOT = Path(__file__).resolve().parent.parent
+_CANCEL = threading.local()
+
+
+@contextmanager
+def cancelled_by(event: threading.Event) -> Iterator[None]:
+    """Within the block, this thread's :func:`call_apart` kills its child once ``event``
+    is set (checked every 0.2 s) and raises :class:`Cancelled`."""
+    before = getattr(_CANCEL, "event", None)
+    _CANCEL.event = event
+    try:
+        yield
+    finally:
+        _CANCEL.event = before
+
+
+class Cancelled(RuntimeError):
+    """The child was stopped because its caller no longer wants the result."""
 
 
 def call_apart(function: str, args: Sequence[np.ndarray], **kwargs: Any) -> np.ndarray:
@@ -81,20 +104,33 @@ def call_apart(function: str, args: Sequence[np.ndarray], **kwargs: Any) -> np.n
         path = os.environ.get("PYTHONPATH")
         env = {**os.environ,
                "PYTHONPATH": os.pathsep.join([str(_ROOT), *([path] if path else [])])}
-        proc = subprocess.Popen([sys.executable, "-m", "analysis.apart", str(folder)],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, env=env, cwd=_ROOT, text=True)
-        try:
-            _, err = proc.communicate()
-        except BaseException:  # an interrupt, or this thread's own error: no orphan
-            proc.kill()
-            proc.wait()
-            raise
+        cancel = getattr(_CANCEL, "event", None)
+        with open(folder / "stderr.txt", "w+") as err:
+            proc = subprocess.Popen([sys.executable, "-m", "analysis.apart", str(folder)],
+                                    stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                    stderr=err, env=env, cwd=_ROOT)
+            try:
+                while True:
+                    try:
+                        proc.wait(timeout=0.2)
+                        break
+                    except subprocess.TimeoutExpired:
+                        if cancel is not None and cancel.is_set():
+                            raise Cancelled(f"{function} stopped: the run it belonged to "
+                                            "ended") from None
+            except BaseException:  # this thread's error, an interrupt, a cancel: no orphan
+                proc.kill()
+                proc.wait()
+                raise
+            finally:
+                proc.stdin.close()
+            err.seek(0)
+            said = err.read()[-3000:]
         if proc.returncode != 0:
             raise RuntimeError(f"{function} failed in its child process (exit "
-                               f"{proc.returncode}):\n{err[-3000:]}")
-        if err.strip():
-            log.debug("%s child process said: %s", function, err[-3000:])
+                               f"{proc.returncode}):\n{said}")
+        if said.strip():
+            log.debug("%s child process said: %s", function, said)
         return np.load(folder / "out.npy", allow_pickle=False)
 
 
@@ -107,10 +143,30 @@ def main(argv: list[str]) -> int:
     call = json.loads((folder / "call.json").read_text())
     module, name = FUNCTIONS[call["function"]].split(":")
     func = getattr(importlib.import_module(module), name)
-    args = [np.load(folder / f"arg{i}.npy", allow_pickle=False) for i in range(call["args"])]
+    args = [np.load(folder / f"arg{i}.npy", mmap_mode="r", allow_pickle=False)
+            for i in range(call["args"])]
     np.save(folder / "out.npy", np.asarray(func(*args, **call["kwargs"])), allow_pickle=False)
     return 0
 
 
+def _exit_with_parent() -> None:
+    """In the child: exit when standard input ends (the parent closed it, or died)."""
+    def watch() -> None:
+        while os.read(0, 4096):  # unbuffered: no lock held at interpreter shutdown
+            pass
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    _exit_with_parent()
+    try:
+        code = main(sys.argv[1:])
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    sys.stderr.flush()
+    os._exit(code)  # not a shutdown that waits on the watching thread

@@ -170,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "benchmarks (the 1,000,000-sample one takes minutes to build)")
     bench.add_argument("--sequential", action="store_true",
                        help="with --scale: every step in turn, UMAP not beside the others "
-                            "(to compare with the default)")
+                            "(still in its child process; to compare with the default)")
     bench.add_argument("--out", default=None, help="also write the results as JSON")
     return p
 

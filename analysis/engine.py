@@ -129,7 +129,9 @@ class Engine:
         Thread-safe. A thread computing a step holds that step's lock while it
         takes its inputs (each under its own lock), so locks are taken along the
         steps' requirements only, which form no cycle: no deadlock. Steps that
-        read the model also hold its lock while they run (:func:`model_lock`).
+        call the model (``uses_model`` and ``calls_model``) also hold the model's
+        lock while they run (:func:`model_lock`), innermost: nothing may call
+        ``get`` while holding the model's lock (``key`` can take it).
         """
         if name in self._memory:
             return self._memory[name]

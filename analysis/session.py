@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
-from contextlib import nullcontext
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from functools import cached_property
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis import apart
 from analysis.attribution import attribute, get_method, resolve_gradcam_layer
 from analysis.engine import Engine, StepRecord
 from analysis.executor import Executor, usable_cores
@@ -206,19 +208,22 @@ class AnalysisSession:
         """Compute (or read back) every planned step; returns what happened to each.
 
         Steps run one after another in plan order, except background ones
-        (:meth:`Step.background`: UMAP from 20,000 samples up to its ``fit_max``,
-        whose layout then runs in a child process, see :mod:`analysis.apart`),
-        each started in a second thread as soon as its inputs are in memory, so
-        that the steps after it use the core it leaves. While it runs, the other
-        steps' thread pools (OpenMP: torch, faiss; OpenBLAS) use one core fewer:
-        a pool spinning on a core the child holds runs two to three times slower
-        (the exact 70,000-sample kNN: 30 s against 20 s on one thread, measured
-        on 2 cores). ``background=False`` runs every step in turn in this thread.
-        The records come in the order the steps finished.
+        (:meth:`Step.background`: UMAP from ``analysis.apart.APART_MIN`` samples
+        up to its ``fit_max``, whose layout then runs in a child process, see
+        :mod:`analysis.apart`). Each is started in a second thread as soon as its
+        inputs are in memory; the others go on, a step that requires it waits for
+        it, and the run ends when it has. While it runs, the other steps' thread
+        pools (OpenMP: torch, faiss; OpenBLAS) use one core fewer: a pool spinning
+        on a core the child holds runs much slower (the exact 70,000-sample kNN:
+        30 s against 20 s on one thread, measured on 2 cores). A background
+        step's error is raised at the next step; an error of any step stops the
+        child of a background one. ``background=False`` runs every step in turn
+        in this thread (the child process is used either way). The records come
+        per engine, the analysed dataset's first, each in the order its steps
+        finished.
         """
         from concurrent.futures import ThreadPoolExecutor
 
-        from threadpoolctl import threadpool_limits
         from tqdm.auto import tqdm
 
         todo = [(self.engine, name) for name in (steps or self.steps)]
@@ -227,28 +232,38 @@ class AnalysisSession:
         engines = [self.engine, *self.extras.values()]
         first = [len(e.records) for e in engines]
         started: dict[tuple[int, str], Any] = {}
+        stop = threading.Event()
+
+        def beside_get(engine: Engine, name: str) -> Artifact:
+            with apart.cancelled_by(stop):
+                return engine.get(name)
+
         with ThreadPoolExecutor(1, thread_name_prefix="loupe-background") as beside:
             try:
                 for i, (eng, name) in enumerate(tqdm(todo, desc="analysis", unit="step",
                                                      disable=not self.engine.progress)):
                     for other, step in todo[i:] if background else ():
                         if (id(other), step) not in started and _ready_in_background(other, step):
-                            started[id(other), step] = beside.submit(other.get, step)
-                    job = started.get((id(eng), name))
-                    if job is not None:
-                        job.result()
-                    else:
-                        busy = sum(not j.done() for j in started.values())
-                        with (threadpool_limits(max(1, usable_cores() - busy)) if busy
-                              else nullcontext()):
-                            eng.get(name)
+                            started[id(other), step] = beside.submit(beside_get, other, step)
+                    for job in started.values():
+                        if job.done():
+                            job.result()  # its error, now
+                    if (id(eng), name) in started:
+                        continue  # it runs beside; whichever step requires it waits for it
+                    with _fewer_threads(sum(j.running() for j in started.values())):
+                        eng.get(name)
                     if eng is self.engine and name == "preprocessing_check":
                         warning = self.preprocessing()["warning"]
                         if warning:
                             log.warning("%s", warning)
-            finally:  # an error here: what runs in the background finishes, unread
                 for job in started.values():
-                    job.cancel()
+                    job.result()
+            except BaseException as exc:
+                stop.set()  # the background child stops; its thread ends soon after
+                for job in started.values():
+                    if not job.cancel() and job.done() and job.exception() not in (None, exc):
+                        log.error("a background step failed too: %s", job.exception())
+                raise
         return [r for e, f in zip(engines, first, strict=True) for r in e.records[f:]]
 
     def artifact(self, name: str) -> Artifact:
@@ -527,3 +542,37 @@ def _ready_in_background(engine: Engine, name: str) -> bool:
         return False
     n = len(engine.dataset) + (len(engine.reference.dataset) if reference else 0)
     return step.background(n, engine.config(name))
+
+
+_POOLS = threading.Lock()
+_blas_limit: dict[str, Any] = {"holders": 0, "limiter": None}
+
+
+@contextmanager
+def _fewer_threads(busy: int) -> Iterator[None]:
+    """Thread pools one core smaller per ``busy`` background child, within the block.
+
+    OpenMP's thread count is per calling thread (set and restored in this one);
+    OpenBLAS's is process-wide, so it is held by a count: the first holder sets
+    it, the last restores it (two runs in two threads cannot restore each
+    other's value).
+    """
+    if not busy:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    threads = max(1, usable_cores() - busy)
+    with _POOLS:
+        _blas_limit["holders"] += 1
+        if _blas_limit["holders"] == 1:
+            _blas_limit["limiter"] = threadpool_limits(threads, user_api="blas")
+    try:
+        with threadpool_limits(threads, user_api="openmp"):
+            yield
+    finally:
+        with _POOLS:
+            _blas_limit["holders"] -= 1
+            if _blas_limit["holders"] == 0:
+                _blas_limit["limiter"].restore_original_limits()
+                _blas_limit["limiter"] = None

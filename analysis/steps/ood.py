@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from analysis import ann
-from analysis.apart import APART_MIN
+from analysis import ann, apart
 from analysis.ood import neighbor_overlap
 from analysis.quality import map_knn, map_quality
 from analysis.registry import Column, Plan, Step, StepContext, register
@@ -190,14 +189,14 @@ class _JointMap(Step):
     variant: str
     graph: str
     title: str  # how the dashboard names the map ("UMAP, MC dropout")
-    version = 6  # 2: UMAP PCA init; 3: t-SNE Barnes-Hut below 5,000; 4: 150 iterations;
-    # 5: map neighbours for the quality figures from a k-d tree (float64);
-    # 6: t-SNE's 125 early-exaggeration iterations (were 250)
+    version = 5  # 2: UMAP PCA init; 3: t-SNE Barnes-Hut below 5,000; 4: 150 iterations;
+    # 5: map neighbours for the quality figures from a k-d tree (float64); the t-SNE
+    # maps' 6 (125 early-exaggeration iterations, were 250) is set in _joint
     datasets = ("extra",)
     calls_model = False  # the embeddings only
 
     def background(self, n: int, config) -> bool:  # the joint UMAP: see umap_anywhere
-        return self.method == "umap" and APART_MIN <= n <= config.fit_max
+        return self.method == "umap" and apart.APART_MIN <= n <= config.fit_max
 
     @classmethod
     def planned(cls, plan: Plan) -> bool:
@@ -272,6 +271,7 @@ def _joint(name: str, method: str, variant: str, order: int) -> type[Step]:
     return register(type(name, (_JointMap,), {
         "name": name, "method": method, "variant": variant, "graph": graph, "__doc__": doc,
         "title": title, "order": order, "declares": declares,
+        "version": 6 if method == "tsne" else 5,
         "requires": (source, graph), "uses_reference": (source,)}))
 
 

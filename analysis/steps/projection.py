@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import warnings
 from dataclasses import dataclass, field
@@ -32,8 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm.auto import tqdm
 
-from analysis import ann
-from analysis.apart import APART_MIN, call_apart
+from analysis import ann, apart
 from analysis.quality import map_quality, trustworthiness
 from analysis.registry import Column, Plan, Step, StepContext, register
 from analysis.steps.neighbors import knn_graph
@@ -53,6 +53,9 @@ def with_self(indices: np.ndarray, distances: np.ndarray) -> tuple[np.ndarray, n
 
 
 _UMAP_CACHED = threading.Lock()
+# umap-learn's kernels of a seeded fit that it compiles without numba's cache.
+_UMAP_UNCACHED = (("umap.umap_", "smooth_knn_dist"), ("umap.umap_", "compute_membership_strengths"),
+                  ("umap.layouts", "_nb_optimize_layout_euclidean_single_epoch"))
 
 
 def import_umap():
@@ -63,19 +66,22 @@ def import_umap():
     process that makes its first map (measured here), the child of
     :mod:`analysis.apart` included. ``Dispatcher.enable_caching`` is what
     ``cache=True`` does; numba's folder is the private one of
-    :mod:`cache.numba_dir`. Imported lazily: numba compiles (or loads) on import.
+    :mod:`cache.numba_dir`. Only these three: numba's cache entry does not tell
+    ``parallel=True`` from serial builds of one Python function, and umap-learn
+    has a parallel twin of the layout epoch (used by unseeded maps), which must
+    never be served as the seeded one or the other way round. Imported lazily:
+    numba compiles (or loads) on import.
     """
     import umap
     import umap.layouts
     import umap.umap_
-    from numba.core.dispatcher import Dispatcher
 
     with _UMAP_CACHED:
         if not getattr(umap, "_loupe_cached", False):
-            for module in (umap.umap_, umap.layouts):
-                for func in vars(module).values():
-                    if isinstance(func, Dispatcher) and not func.overloads:
-                        func.enable_caching()
+            for module, name in _UMAP_UNCACHED:
+                func = getattr(sys.modules[module], name, None)
+                if func is not None and hasattr(func, "enable_caching") and not func.overloads:
+                    func.enable_caching()
             umap._loupe_cached = True
     return umap
 
@@ -104,13 +110,16 @@ def umap_map(features: np.ndarray, knn_idx: np.ndarray, knn_dist: np.ndarray, *,
 
 def umap_anywhere(features: np.ndarray, knn_idx: np.ndarray, knn_dist: np.ndarray,
                   **kwargs) -> np.ndarray:
-    """:func:`umap_map`, in a child interpreter from ``APART_MIN`` samples up.
+    """:func:`umap_map`, in a child interpreter from ``apart.APART_MIN`` samples up.
 
     Its layout holds the GIL and one core for tens of seconds; apart, this
-    process's other threads go on (see :mod:`analysis.apart`). Same result.
+    process's other threads go on (see :mod:`analysis.apart`). Same result; the
+    child gets only the graph's columns the map reads.
     """
-    if len(features) >= APART_MIN:
-        return call_apart("umap_map", [features, knn_idx, knn_dist], **kwargs)
+    if len(features) >= apart.APART_MIN:
+        cols = min(kwargs.get("n_neighbors", 15), knn_idx.shape[1] + 1, len(features) - 1) - 1
+        return apart.call_apart("umap_map", [features, np.ascontiguousarray(knn_idx[:, :cols]),
+                                             np.ascontiguousarray(knn_dist[:, :cols])], **kwargs)
     return umap_map(features, knn_idx, knn_dist, **kwargs)
 
 
@@ -164,6 +173,7 @@ def _tsne_fit(features: np.ndarray, knn_index, perplexity: float, seed: int, n_i
                 callbacks=[Progress()],
                 callbacks_every_iters=50)
     coords = tsne.fit(affinities=aff, initialization=init)
+    bar.update(bar.total - bar.n)  # the callback comes every 50 iterations of each phase
     bar.close()
     return coords
 
@@ -399,7 +409,7 @@ class UMAPProjection(_Projection):
         fit_sample: int = _fit_sample()
 
     def background(self, n: int, config: Config) -> bool:
-        return APART_MIN <= n <= config.fit_max  # umap_anywhere's child process
+        return apart.APART_MIN <= n <= config.fit_max  # umap_anywhere's child process
 
     def project(self, feats, idx, dist, config: Config, progress: bool) -> np.ndarray:
         return umap_anywhere(feats, idx, dist, n_neighbors=config.n_neighbors,

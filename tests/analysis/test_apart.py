@@ -35,16 +35,50 @@ def test_the_child_gives_the_same_map(digits_graph):
 
 
 def test_umap_anywhere_goes_apart_from_the_threshold(digits_graph, monkeypatch):
-    import analysis.steps.projection as projection
+    import analysis.apart as apart
 
     x, idx, dist = digits_graph
     calls = []
-    monkeypatch.setattr(projection, "call_apart", lambda *a, **k: calls.append(a) or "apart")
-    monkeypatch.setattr(projection, "APART_MIN", len(x))
+    monkeypatch.setattr(apart, "call_apart", lambda *a, **k: calls.append(a) or "apart")
+    monkeypatch.setattr(apart, "APART_MIN", len(x))
     assert umap_anywhere(x, idx, dist, seed=0) == "apart"
-    monkeypatch.setattr(projection, "APART_MIN", len(x) + 1)
+    monkeypatch.setattr(apart, "APART_MIN", len(x) + 1)
     assert umap_anywhere(x, idx, dist, seed=0, n_epochs=20).shape == (len(x), 2)
     assert len(calls) == 1
+    _, (sent_x, sent_idx, sent_dist) = calls[0]
+    assert sent_idx.shape == (len(x), 14)  # only the columns a 15-neighbour map reads
+    np.testing.assert_array_equal(sent_dist, dist[:, :14])
+
+
+def test_a_cancel_stops_the_child_and_raises(digits_graph):
+    import threading
+
+    import psutil
+
+    from analysis.apart import Cancelled, cancelled_by
+
+    x, idx, dist = digits_graph
+    stop = threading.Event()
+    threading.Timer(0.5, stop.set).start()
+    with cancelled_by(stop), pytest.raises(Cancelled, match="umap_map stopped"):
+        call_apart("umap_map", [x, idx, dist], seed=0)
+    assert not [p for p in psutil.Process().children(recursive=True)
+                if "analysis.apart" in " ".join(p.cmdline())]
+
+
+def test_the_child_exits_when_its_parent_goes(tmp_path, digits_graph):
+    """A parent that dies closes the child's standard input; the child then exits."""
+    x, idx, dist = digits_graph
+    for i, a in enumerate((x, idx, dist)):
+        np.save(tmp_path / f"arg{i}.npy", a)
+    (tmp_path / "call.json").write_text(json.dumps(
+        {"function": "umap_map", "args": 3, "kwargs": {"seed": 0}}))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    child = subprocess.Popen([sys.executable, "-m", "analysis.apart", str(tmp_path)],
+                             stdin=subprocess.PIPE, env=env, cwd=REPO)
+    child.stdin.close()  # as the kernel does when the parent dies
+    assert child.wait(60) == 1
+    assert not (tmp_path / "out.npy").exists()
 
 
 def test_an_error_in_the_child_is_raised_here_with_its_words(digits_graph):
@@ -69,7 +103,7 @@ def test_arrays_are_read_without_pickle(tmp_path):
     np.save(tmp_path / "arg0.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     (tmp_path / "call.json").write_text(json.dumps(
         {"function": "umap_map", "args": 1, "kwargs": {}}))
-    with pytest.raises(ValueError, match="allow_pickle"):
+    with pytest.raises(ValueError, match="allow_pickle|Python objects"):
         main([str(tmp_path)])
 
 

@@ -266,42 +266,74 @@ def test_two_different_steps_are_computed_at_once(tiny_model, small_ds, cache_di
 
 def test_run_starts_the_umap_map_as_soon_as_its_inputs_are_ready(tiny_model, small_ds,
                                                                   cache_dir, monkeypatch):
-    """From APART_MIN samples UMAP is a background step: it starts after the neighbours,
-    before the steps planned between them, in its child process, and gives the map
+    """From APART_MIN samples UMAP is a background step: it starts after the neighbours, in
+    its child process, runs beside the steps planned after them, and gives the map
     computed in turn."""
-    import analysis.steps.projection as projection
+    import analysis.apart as apart
 
     session = make_session(tiny_model, small_ds, cache_dir, projections=("umap",))
     config = session.engine.config("umap")
     assert not get_step("umap").background(len(small_ds), config)
-    assert get_step("umap").background(projection.APART_MIN, config)
+    assert get_step("umap").background(apart.APART_MIN, config)
     assert not get_step("umap").background(config.fit_max + 1, config)  # fitted on a sample
     assert not get_step("slices").background(10**6, session.engine.config("slices"))
-    monkeypatch.setattr(projection, "APART_MIN", len(small_ds))
+    monkeypatch.setattr(apart, "APART_MIN", len(small_ds))
+    children = []
+    real = apart.call_apart
+    monkeypatch.setattr(apart, "call_apart", lambda *a, **k: children.append(a[0]) or real(*a, **k))
     steps = session.steps
     assert steps.index("neighbors") < steps.index("slices") < steps.index("umap")
     records = {r.name: r for r in session.run()}
-    assert set(records) == set(steps)
-    assert records["umap"].started < records["slices"].started
-    monkeypatch.setattr(projection, "APART_MIN", 10**9)  # now in this process, in turn
+    assert set(records) == set(steps) and children == ["umap_map"]
+    umap, slices = records["umap"], records["slices"]
+    assert umap.started < slices.started < umap.started + umap.seconds  # they overlapped
+    monkeypatch.setattr(apart, "APART_MIN", 10**9)  # now in this process, in turn
     alone = make_session(tiny_model, small_ds, cache_dir.parent / "alone",
                          projections=("umap",))
     turns = [r.name for r in alone.run(background=False)]
-    assert turns == alone.steps  # each in its turn
+    assert turns == alone.steps and children == ["umap_map"]
     np.testing.assert_array_equal(alone.artifact("umap")["coords"],
                                   session.artifact("umap")["coords"])
 
 
 def test_an_error_in_a_background_step_reaches_the_caller(tiny_model, small_ds, cache_dir,
                                                           monkeypatch):
+    import threading
+
+    import analysis.apart as apart
     import analysis.steps.projection as projection
 
+    threads = []
+
     def broken(*args, **kwargs):
+        threads.append(threading.current_thread().name)
         raise RuntimeError("the map broke")
 
-    monkeypatch.setattr(projection, "APART_MIN", 1)
+    monkeypatch.setattr(apart, "APART_MIN", 1)
     monkeypatch.setattr(projection, "umap_anywhere", broken)
     session = make_session(tiny_model, small_ds, cache_dir, projections=("umap",))
     with pytest.raises(RuntimeError, match="the map broke"):
         session.run()
+    assert threads and threads[0].startswith("loupe-background")
     assert not session.engine.done("umap") and session.engine.done("neighbors")
+
+
+def test_an_error_beside_a_background_step_stops_its_child(tiny_model, small_ds, cache_dir,
+                                                           monkeypatch, caplog):
+    import psutil
+
+    import analysis.apart as apart
+
+    def failing(self, ctx, config):
+        raise RuntimeError("mc_distances broke")
+
+    monkeypatch.setattr(apart, "APART_MIN", 1)
+    monkeypatch.setattr(STEPS["mc_distances"], "run", failing)
+    session = make_session(tiny_model, small_ds, cache_dir, projections=("umap",))
+    steps = session.steps
+    assert steps.index("neighbors") < steps.index("mc_distances") < steps.index("umap")
+    with pytest.raises(RuntimeError, match="mc_distances broke"):
+        session.run()
+    assert not session.engine.done("umap")  # its child (seconds of imports) was stopped
+    assert not [p for p in psutil.Process().children(recursive=True)
+                if "analysis.apart" in " ".join(p.cmdline())]
