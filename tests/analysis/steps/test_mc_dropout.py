@@ -15,9 +15,9 @@ from hypothesis.extra import numpy as hnp
 from torch import nn
 from torch.nn import functional as F
 
+from analysis import stochastic
 from analysis.engine import Engine
 from analysis.forward import capture_embedding, model_batches
-from analysis.steps import mc_dropout as mc
 from analysis.steps.mc_dropout import (
     MCDropout,
     StochasticSplit,
@@ -81,7 +81,7 @@ def test_step_trunk_once_equals_step_with_full_passes(tiny_model, digits, data_r
     def untraceable(module):
         raise torch.fx.proxy.TraceError("pretend fx cannot trace this model")
 
-    monkeypatch.setattr(mc, "StochasticSplit", untraceable)
+    monkeypatch.setattr(stochastic, "StochasticSplit", untraceable)
     slow = Engine(tiny_model, ds, ArtifactStore(tmp_path / "b"), CPU, options, progress=False)
     slow_art = slow.get("mc_dropout")
     assert slow_art.summary["trunk_once"] is False
@@ -425,3 +425,125 @@ def test_a_trace_in_one_thread_leaves_other_threads_forward_passes_alone():
         torch.testing.assert_close(out, expected)
     sizes = {len(list(g.graph.nodes)) for g in graphs}
     assert sizes == {len(list(_trace(traced, ()).graph.nodes))}
+
+
+# -- the trunk kept by the inference step ----------------------------------------------------
+class SizeInTailNet(nn.Module):
+    """The tail reads ``x.size(0)``, an int and not a per-sample value: nothing is kept."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(28 * 28, 32)
+        self.fc2 = nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = x.size(0)
+        h = F.dropout(F.relu(self.fc1(x.view(b, -1))), 0.5, training=self.training)
+        return self.fc2(h).view(b, -1)
+
+
+class TwoBoundaryNet(nn.Module):
+    """A skip branch joins the tail after the dropout: the tail reads two trunk values."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(28 * 28, 32)
+        self.skip = nn.Linear(28 * 28, 16)
+        self.fc2 = nn.Linear(32, 16)
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.fc1(x.flatten(1)))
+        g = F.relu(self.skip(x.flatten(1)))
+        return self.head(self.fc2(F.dropout(h, 0.4, training=self.training)) + g)
+
+
+def _models(tiny_model, byo_factory):
+    torch.manual_seed(0)
+    return {
+        # embedding (the last Linear's input) in the tail; boundary (B, 128): kept
+        "mnist_cnn": (tiny_model, [[128]]),
+        # embedding (``features``) in the trunk: the inference step's embedding
+        "small_net": (LoadedModel(byo_factory.small_net().eval(), "byo:small_net",
+                                  embedding_layer="features"), [[16]]),
+        # F.dropout2d after the conv: its (8, 12, 12) input is more than KEEP_MAX values
+        "functional": (LoadedModel(FunctionalDropNet().eval(), "functional"), None),
+        "size_in_tail": (LoadedModel(SizeInTailNet().eval(), "size_in_tail"), None),
+        "two_boundary": (LoadedModel(TwoBoundaryNet().eval(), "two_boundary"), [[32], [16]]),
+    }
+
+
+@pytest.mark.parametrize("name", ["mnist_cnn", "small_net", "functional", "size_in_tail",
+                                  "two_boundary"])
+def test_the_kept_trunk_gives_the_very_same_results(name, tiny_model, byo_factory, digits100,
+                                                    tmp_path):
+    model, shapes = _models(tiny_model, byo_factory)[name]
+    mc_options = {"samples": 5, "seed": 3, "batch_size": 64}
+    kept = Engine(model, digits100, ArtifactStore(tmp_path / "kept"), CPU,  # the default
+                  {"inference": {"batch_size": 64}, "mc_dropout": mc_options}, progress=False)
+    alone = Engine(model, digits100, ArtifactStore(tmp_path / "alone"), CPU,
+                   {"inference": {"keep_trunk": False, "batch_size": 64},
+                    "mc_dropout": mc_options}, progress=False)
+    assert kept.key("inference") != alone.key("inference")
+    inf_kept, inf_alone = kept.get("inference"), alone.get("inference")
+    assert inf_kept.summary.get("trunk_shapes") == shapes
+    assert "trunk_shapes" not in inf_alone.summary
+    for key in inf_alone:  # the trunk-then-tail pass is the model's forward pass
+        np.testing.assert_array_equal(inf_kept[key], inf_alone[key], err_msg=key)
+    for i, shape in enumerate(shapes or []):
+        assert inf_kept[f"trunk:{i}"].shape == (100, *shape)
+    mc_kept, mc_alone = kept.get("mc_dropout"), alone.get("mc_dropout")
+    assert mc_kept.summary["trunk_kept"] is (shapes is not None)
+    assert mc_alone.summary["trunk_kept"] is False
+    assert set(mc_kept) == set(mc_alone)
+    for key in mc_alone:
+        np.testing.assert_array_equal(mc_kept[key], mc_alone[key], err_msg=key)
+    # and against T full passes of the model in train mode, written by hand (batch 0)
+    _, (x,) = next(model_batches(model, digits100, CPU, 64))
+    expected = train_mode_passes(model.module, x, 5, seed=batch_seed(3, 0)).mean(0)
+    np.testing.assert_allclose(mc_kept["mean_probs@class"][:64], expected.numpy(),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_runs_with_and_without_mc_share_one_inference_result(tiny_model, digits100,
+                                                             tmp_path):
+    from analysis.session import AnalysisSession
+
+    store = ArtifactStore(tmp_path)
+    without = AnalysisSession(tiny_model, digits100, store, "cpu", mc_samples=0,
+                              projections=(), progress=False)
+    (record,) = without.run(["inference"])
+    assert record.status == "computed"
+    assert without.engine.get("inference").summary["trunk_shapes"] == [[128]]
+    with_mc = AnalysisSession(tiny_model, digits100, store, "cpu", mc_samples=3,
+                              projections=(), progress=False)
+    assert with_mc.engine.key("inference") == without.engine.key("inference")
+    records = {r.name: r.status for r in with_mc.run(["inference", "mc_dropout"])}
+    assert records == {"inference": "cached", "mc_dropout": "computed"}
+    assert with_mc.engine.get("mc_dropout").summary["trunk_kept"] is True
+
+
+def test_a_model_without_dropout_keeps_no_trunk(digits100, tmp_path):
+    model = LoadedModel(zoo.build("tiny_bn_nodrop").eval(), "tiny_bn_nodrop")
+    art = Engine(model, digits100, ArtifactStore(tmp_path), CPU, progress=False).get("inference")
+    assert "trunk_shapes" not in art.summary and not any(k.startswith("trunk:") for k in art)
+
+
+class CountingNet(TwoBoundaryNet):
+    """Python state in ``forward``: fx bakes the count it saw while tracing."""
+
+    calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return super().forward(x) + float(self.calls)
+
+
+def test_a_trace_that_is_not_the_forward_pass_keeps_no_trunk(digits100, tmp_path, caplog):
+    torch.manual_seed(0)
+    model = LoadedModel(CountingNet().eval(), "counting")
+    engine = Engine(model, digits100, ArtifactStore(tmp_path), CPU, progress=False)
+    with caplog.at_level("WARNING"):
+        art = engine.get("inference")
+    assert "trunk_shapes" not in art.summary and not any(k.startswith("trunk:") for k in art)
+    assert "does not give exactly its forward pass" in caplog.text
