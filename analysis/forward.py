@@ -77,7 +77,7 @@ def auto_batch_size(device: torch.device, requested: int = 0, cpu: int = 128) ->
     Measured on 2 CPU cores (mnist_cnn, 10k images): a forward pass takes 1.0 s
     at 64-128 per batch, 1.8 s at 256-512, 2.1 s at 1000 (large batches fall out
     of cache). MC dropout prefers ``cpu=256``: its tail runs T times per batch,
-    so fewer batches mean less interpreter overhead (1.5 s vs 2.0 s at 128).
+    so fewer batches mean less per-call overhead (1.5 s vs 2.0 s at 128).
     GPUs want large batches.
     """
     if requested > 0:

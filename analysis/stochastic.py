@@ -28,11 +28,11 @@ from models.checkpoint import LoadedModel
 
 log = logging.getLogger(__name__)
 # The most values per sample the inference step keeps of the trunk's boundary: the
-# dropout usually sits in the MLP head (mnist_cnn: 128), and 1,000,000 samples then
-# take 4 GB of cache at most.
+# dropout usually sits in the MLP head (mnist_cnn: 128 values, 512 MB of cache for
+# 1,000,000 samples); at most 4 GB per 1,000,000 samples in float32 (8 in float64).
 KEEP_MAX = 1024
 # Boundary dtypes that the columnar cache stores exactly.
-_KEEPABLE = {torch.float16: "float16", torch.float32: "float32", torch.float64: "float64"}
+_KEEPABLE = (torch.float16, torch.float32, torch.float64)
 
 DROPOUT_TYPES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
                  nn.FeatureAlphaDropout)
@@ -46,7 +46,7 @@ DROPOUT_FUNCTIONS = frozenset({
 
 def dropout_modules(module: nn.Module) -> list[nn.Module]:
     """The dropout modules of ``module`` (functional calls are not modules: see
-    :func:`has_dropout`)."""
+    :func:`analysis.steps.mc_dropout.has_dropout`)."""
     return [m for m in module.modules() if isinstance(m, DROPOUT_TYPES)]
 
 
@@ -114,8 +114,23 @@ class StochasticSplit:
         return dict(zip(self.boundary, self.trunk_module(*args), strict=True))
 
     def tail_pass(self, boundary_env: dict[Node, object]) -> object:
-        """One stochastic pass of the tail from the trunk's values (the model's output)."""
-        return self.tail_module(*(boundary_env[n] for n in self.boundary))
+        """One stochastic pass of the tail from the trunk's values (the model's output).
+
+        The tail gets copies of the boundary tensors: an in-place op in the tail
+        (``nn.Dropout(inplace=True)``, as in torchvision's EfficientNet and
+        MobileNetV3 heads, or an in-place activation after a dropout) would
+        otherwise change them for the next pass.
+        """
+        return self.tail_module(*(_copy(boundary_env[n]) for n in self.boundary))
+
+    @property
+    def boundary_names(self) -> list[str]:
+        """The boundary nodes' names, in order (the same model traces to the same names)."""
+        return [n.name for n in self.boundary]
+
+
+def _copy(value: object) -> object:
+    return value.clone() if isinstance(value, torch.Tensor) else value
 
 
 def _trace(module: nn.Module, leaves: tuple[nn.Module, ...]) -> GraphModule:
@@ -176,19 +191,21 @@ def _calls_module(split: StochasticSplit, target: nn.Module) -> bool:
                for n in gm.graph.nodes)
 
 
-def make_split(model: LoadedModel) -> StochasticSplit | None:
-    """The trunk/tail split of ``model`` (``None``: T full passes, see the module docstring)."""
+def make_split(model: LoadedModel, quiet: bool = False) -> StochasticSplit | None:
+    """The trunk/tail split of ``model``, or ``None`` when there is none to use: fx cannot
+    trace the model, or its embedding layer is not a node of the trace (MC dropout then
+    runs T full passes of the model). ``quiet``: say why only at debug level."""
+    say = log.debug if quiet else log.info
     try:
         split = StochasticSplit(model.module, leaves=(embedding_target(model)[0],))
     except Exception as exc:  # fx raises many types on untraceable code
-        log.info("torch.fx cannot trace %s (%s); MC dropout runs T full passes",
-                 model.arch, exc)
+        say("torch.fx cannot trace %s (%s); MC dropout runs T full passes", model.arch, exc)
         return None
     if not _calls_module(split, embedding_target(model)[0]):
         # fx inlines container modules (an nn.Sequential ``features``), so a hook on
         # the embedding layer would never fire inside the split: run full passes.
-        log.info("embedding layer of %s is not a leaf of the traced graph; MC dropout "
-                 "runs T full passes", model.arch)
+        say("embedding layer of %s is not a leaf of the traced graph; MC dropout "
+            "runs T full passes", model.arch)
         return None
     return split
 
@@ -227,9 +244,10 @@ def trunk_shapes(split: StochasticSplit, model: LoadedModel, device: torch.devic
     return shapes
 
 
-def kept_trunk(split: StochasticSplit, values: tuple[torch.Tensor, ...]) -> dict[str, np.ndarray]:
-    """The boundary values of a batch as the ``trunk:I`` arrays the inference step keeps."""
-    return {f"trunk:{i}": v.cpu().numpy() for i, v in enumerate(values)}
+def kept_trunk(values: tuple[torch.Tensor, ...]) -> dict[str, np.ndarray]:
+    """Copies of the boundary values of a batch, as the ``trunk:I`` arrays the inference
+    step keeps (taken before the tail runs: the tail may change them in place)."""
+    return {f"trunk:{i}": v.detach().cpu().numpy().copy() for i, v in enumerate(values)}
 
 
 def trunk_from_arrays(split: StochasticSplit, arrays, start: int, stop: int,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -12,8 +12,9 @@ import torch.nn.functional as F
 from analysis.executor import BatchJob
 from analysis.forward import auto_batch_size, batch_args, capture_embedding, model_arrays
 from analysis.registry import Column, Step, StepContext, register
-from analysis.stochastic import kept_trunk, make_split, trunk_shapes
+from analysis.stochastic import StochasticSplit, kept_trunk, make_split, trunk_shapes
 from cache import Artifact
+from cache.keys import OMIT_AT_DEFAULT
 from core.tasks import head_key
 
 log = logging.getLogger(__name__)
@@ -45,24 +46,22 @@ def probability_columns(probs: np.ndarray, prefix: str = "") -> dict[str, np.nda
 
 
 def inference_batches(model, arrays: dict[str, np.ndarray], device: torch.device,
-                      keep_trunk: bool = False):
+                      trunk: list[str] | None = None):
     """The per-batch work of :class:`Inference` (a :class:`~analysis.executor.BatchJob`'s
     ``build``): ``fn(start, stop)`` gives ``logits:HEAD`` ``(B, C_h)`` and ``embedding``
     ``(B, D)``, float32.
 
-    With ``keep_trunk``, when the model has dropout and its trunk can be kept
-    (:func:`analysis.stochastic.trunk_shapes`), the pass runs as the trunk then
-    the tail with dropout off (the same computation as the model's forward), and
-    ``fn`` also gives the trunk's boundary as ``trunk:I`` ``(B, ...)`` arrays, for
-    MC dropout to run the tail alone.
+    With ``trunk`` (the boundary's node names, from :func:`keepable_trunk`), the
+    pass runs as the trunk then the tail with dropout off (the same computation as
+    the model's forward), and ``fn`` also gives the trunk's boundary as ``trunk:I``
+    ``(B, ...)`` arrays, for MC dropout to run the tail alone.
     """
     module = model.module.to(device).eval()
     task = model.task
-    split = make_split(model) if keep_trunk else None
-    if split is not None and (len(split.tail) < 2  # no dropout: only the output
-                              or trunk_shapes(split, model, device) is None
-                              or not _same_as_forward(model, split, arrays, device)):
-        split = None
+    split = make_split(model, quiet=True) if trunk else None
+    if trunk and (split is None or split.boundary_names != trunk):
+        raise RuntimeError(f"inference: {model.arch} traced here to another trunk than "
+                           "where the run decided to keep it")
 
     def fn(start: int, stop: int) -> dict[str, np.ndarray]:
         args = batch_args(model, arrays, start, stop, device)
@@ -72,13 +71,29 @@ def inference_batches(model, arrays: dict[str, np.ndarray], device: torch.device
                 heads = task.split_outputs(module(*args))
             else:
                 values = split.trunk_module(*args)
+                kept = kept_trunk(values)  # before the tail, which may change them in place
                 heads = task.split_outputs(split.tail_module(*values))
-                kept = kept_trunk(split, values)
         out = {f"logits:{h}": v.float().cpu().numpy() for h, v in heads.items()}
         out["embedding"] = captured.pop().float().cpu().numpy()
         return {**out, **kept}
 
     return fn
+
+
+def keepable_trunk(model, arrays: dict[str, np.ndarray]) -> StochasticSplit | None:
+    """The model's trunk/tail split when its trunk is worth keeping for MC dropout: the
+    model has dropout, its boundary is small and per sample
+    (:func:`analysis.stochastic.trunk_shapes`), and the trunk then the tail give exactly
+    its forward pass. Decided once per run, where the model is."""
+    split = make_split(model, quiet=True)
+    if split is None or len(split.tail) < 2:  # untraceable, or no dropout (only the output)
+        return None
+    device = next((p.device for p in model.module.parameters()), torch.device("cpu"))
+    model.module.eval()
+    if trunk_shapes(split, model, device) is None or not _same_as_forward(model, split, arrays,
+                                                                          device):
+        return None
+    return split
 
 
 def _same_as_forward(model, split, arrays: dict[str, np.ndarray], device: torch.device) -> bool:
@@ -121,8 +136,9 @@ class Inference(Step):
     """
 
     name = "inference"
-    # 2: per-head arrays; 3: the trunk kept for MC dropout (keep_trunk)
-    version = 3
+    # 2: per-head arrays. Not bumped for keep_trunk: the arrays of earlier results are
+    # the same; MC dropout runs the trunk itself when a result has none kept.
+    version = 2
     order = 10
     # label, label_name, pred_name and correct are made by the sample table from
     # this step's targets and predictions (they need the dataset's class names).
@@ -162,16 +178,18 @@ class Inference(Step):
     class Config:
         batch_size: int = 0  # 0: chosen for the device (see forward.auto_batch_size)
         # Keep each sample's trunk output for MC dropout when the model has dropout and
-        # the trunk output is small (analysis.stochastic.trunk_shapes). Whether or not
-        # the run plans MC dropout, so that the key is the same for both.
-        keep_trunk: bool = True
+        # the trunk output is small (keepable_trunk), whether or not the run plans MC
+        # dropout. Out of the key when on: the other arrays are the very same as before.
+        keep_trunk: bool = field(default=True, metadata=OMIT_AT_DEFAULT)
 
     def run(self, ctx: StepContext, config: Config) -> Artifact:
         task = ctx.model.task
         targets = task.sample_targets(ctx.dataset)
         n = len(ctx.dataset)
-        job = BatchJob(inference_batches, model_arrays(ctx.model, ctx.dataset), ctx.model,
-                       {"keep_trunk": config.keep_trunk})
+        inputs = model_arrays(ctx.model, ctx.dataset)
+        split = keepable_trunk(ctx.model, inputs) if config.keep_trunk else None
+        job = BatchJob(inference_batches, inputs, ctx.model,
+                       {"trunk": split.boundary_names if split else None})
         bs = auto_batch_size(ctx.executor.compute_device(ctx.device), config.batch_size)
         out = ctx.executor.map_batches(job, n, bs, device=ctx.device, desc="inference",
                                        progress=ctx.progress)
@@ -201,6 +219,7 @@ class Inference(Step):
         if trunk:  # for MC dropout's tail (see analysis.stochastic)
             arrays.update({k: out[k] for k in trunk})
             summary["trunk_shapes"] = [list(out[k].shape[1:]) for k in trunk]
+            summary["trunk_nodes"] = split.boundary_names
         return Artifact(arrays, summary=summary)
 
     def columns(self, artifact: Artifact, config: Config) -> dict[str, np.ndarray]:

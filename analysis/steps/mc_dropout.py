@@ -6,10 +6,10 @@ batch and only the tail runs T times. With the same random stream this is
 exactly T full passes (the trunk's output does not depend on the masks), at a
 fraction of the cost when the dropout sits late (as in ``mnist_cnn``). Models
 that ``torch.fx`` cannot trace fall back to T full passes. The split is
-:class:`analysis.stochastic.StochasticSplit`. When the run plans MC dropout, the
-``inference`` step keeps each sample's trunk output (when it is small, see
-:func:`analysis.stochastic.trunk_shapes`) and this step reads it instead of
-running the trunk again: one trunk pass serves both steps.
+:class:`analysis.stochastic.StochasticSplit`. The ``inference`` step keeps each
+sample's trunk output when the model has dropout and that output is small (see
+:func:`analysis.steps.inference.keepable_trunk`), and this step then reads it
+instead of running the trunk again: one trunk pass serves both steps.
 
 Which dropout is switched on
 ----------------------------
@@ -291,9 +291,9 @@ class MCDropout(Step):
     # 3: the random stream is seeded per batch (batch_seed of the seed and the batch's
     # first sample) instead of once per run, so the masks no longer depend on the order
     # the batches run in: the Ray executor's workers give the in-process results.
-    # 4: the tail reads the trunk the inference step kept, when it kept one (the same
-    # values; the key changes with the inference step's anyway).
-    version = 4
+    # Not bumped for the trunk kept by the inference step: the same trunk values and the
+    # same random stream give the very same results (tests/analysis/steps/test_mc_dropout.py).
+    version = 3
     requires = ("inference",)
     order = 20
     declares = (
@@ -356,7 +356,9 @@ class MCDropout(Step):
         n = len(ctx.dataset)
         inference = ctx.inputs["inference"]
         shapes = inference.summary.get("trunk_shapes")
-        kept = split is not None and shapes is not None and len(shapes) == len(split.boundary)
+        # the kept boundary is this split's: the same nodes, in the same order
+        kept = (split is not None and shapes is not None
+                and inference.summary.get("trunk_nodes") == split.boundary_names)
         if kept:
             inputs = {f"trunk:{i}": inference[f"trunk:{i}"] for i in range(len(shapes))}
             if not embedding_in_tail(split, ctx.model):

@@ -93,6 +93,13 @@ def test_ray_equals_in_process(both, step):
     assert remote.summary == local.summary
 
 
+def test_ray_workers_keep_the_trunk_and_mc_dropout_reads_it(both):
+    ray_results = both["ray"][1]
+    assert ray_results["inference"].summary["trunk_shapes"] == [[128]]
+    assert ray_results["inference"]["trunk:0"].shape == (2000, 128)
+    assert ray_results["mc_dropout"].summary["trunk_kept"] is True
+
+
 def test_same_cache_key_on_either_executor(both):
     for step in STEPS:
         assert both["inprocess"][0].key(step) == both["ray"][0].key(step)

@@ -229,6 +229,19 @@ def test_sum_net_analysis_per_head(sum_run, digits, data_root, tmp_path):
     # the embedding sits before the dropout: MC dropout runs the trunk once
     assert s.artifact("mc_dropout").summary["trunk_once"] is True
     assert s.artifact("inference").summary["embedding_dim"] == 128
+    # Two inputs and two heads: the tail reads the features and the one-hot number (as a
+    # (1, 10) view), which the inference step keeps; MC dropout then runs only the tail,
+    # to the same numbers.
+    assert s.artifact("inference").summary["trunk_shapes"] == [[128], [1, 10]]  # number[:, None]
+    assert s.artifact("mc_dropout").summary["trunk_kept"] is True
+    alone = AnalysisSession.open(sum_run, digits, "test", data_root=data_root, limit=150,
+                                 cache_dir=tmp_path / "alone", device="cpu", progress=False,
+                                 mc_samples=4, projections=(),
+                                 step_options={"inference": {"keep_trunk": False}})
+    assert alone.artifact("mc_dropout").summary["trunk_kept"] is False
+    mc_alone, mc_kept = alone.artifact("mc_dropout"), s.artifact("mc_dropout")
+    for key in mc_alone:
+        np.testing.assert_array_equal(mc_kept[key], mc_alone[key], err_msg=key)
 
 
 def test_a_mnist_sum_run_on_fashion_mnist_is_a_clear_error(sum_run, data_root, tmp_path):

@@ -458,6 +458,31 @@ class TwoBoundaryNet(nn.Module):
         return self.head(self.fc2(F.dropout(h, 0.4, training=self.training)) + g)
 
 
+class InplaceDropNet(nn.Module):
+    """``nn.Dropout(inplace=True)``, as in torchvision's EfficientNet and MobileNetV3 heads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(28 * 28, 32)
+        self.drop = nn.Dropout(0.4, inplace=True)
+        self.fc2 = nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.drop(F.relu(self.fc1(x.flatten(1)))))
+
+
+class InplaceAfterDropNet(InplaceDropNet):
+    """An in-place activation right after an (eval: identity) dropout."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.drop = nn.Dropout(0.4)
+        self.act = nn.LeakyReLU(0.1, inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.drop(self.fc1(x.flatten(1)))))
+
+
 def _models(tiny_model, byo_factory):
     torch.manual_seed(0)
     return {
@@ -470,21 +495,25 @@ def _models(tiny_model, byo_factory):
         "functional": (LoadedModel(FunctionalDropNet().eval(), "functional"), None),
         "size_in_tail": (LoadedModel(SizeInTailNet().eval(), "size_in_tail"), None),
         "two_boundary": (LoadedModel(TwoBoundaryNet().eval(), "two_boundary"), [[32], [16]]),
+        "inplace_dropout": (LoadedModel(InplaceDropNet().eval(), "inplace_dropout"), [[32]]),
+        "inplace_after": (LoadedModel(InplaceAfterDropNet().eval(), "inplace_after"), [[32]]),
     }
 
 
 @pytest.mark.parametrize("name", ["mnist_cnn", "small_net", "functional", "size_in_tail",
-                                  "two_boundary"])
+                                  "two_boundary", "inplace_dropout", "inplace_after"])
 def test_the_kept_trunk_gives_the_very_same_results(name, tiny_model, byo_factory, digits100,
                                                     tmp_path):
     model, shapes = _models(tiny_model, byo_factory)[name]
-    mc_options = {"samples": 5, "seed": 3, "batch_size": 64}
+    # the default batch sizes: 128 for inference, 256 for MC dropout
+    mc_options = {"samples": 5, "seed": 3}
     kept = Engine(model, digits100, ArtifactStore(tmp_path / "kept"), CPU,  # the default
-                  {"inference": {"batch_size": 64}, "mc_dropout": mc_options}, progress=False)
+                  {"mc_dropout": mc_options}, progress=False)
     alone = Engine(model, digits100, ArtifactStore(tmp_path / "alone"), CPU,
-                   {"inference": {"keep_trunk": False, "batch_size": 64},
-                    "mc_dropout": mc_options}, progress=False)
+                   {"inference": {"keep_trunk": False}, "mc_dropout": mc_options},
+                   progress=False)
     assert kept.key("inference") != alone.key("inference")
+    assert kept.key("inference") == Engine(model, digits100, kept.store, CPU).key("inference")
     inf_kept, inf_alone = kept.get("inference"), alone.get("inference")
     assert inf_kept.summary.get("trunk_shapes") == shapes
     assert "trunk_shapes" not in inf_alone.summary
@@ -498,10 +527,10 @@ def test_the_kept_trunk_gives_the_very_same_results(name, tiny_model, byo_factor
     assert set(mc_kept) == set(mc_alone)
     for key in mc_alone:
         np.testing.assert_array_equal(mc_kept[key], mc_alone[key], err_msg=key)
-    # and against T full passes of the model in train mode, written by hand (batch 0)
-    _, (x,) = next(model_batches(model, digits100, CPU, 64))
+    # and against T full passes of the model in train mode, written by hand (one batch)
+    _, (x,) = next(model_batches(model, digits100, CPU, 256))
     expected = train_mode_passes(model.module, x, 5, seed=batch_seed(3, 0)).mean(0)
-    np.testing.assert_allclose(mc_kept["mean_probs@class"][:64], expected.numpy(),
+    np.testing.assert_allclose(mc_kept["mean_probs@class"], expected.numpy(),
                                rtol=1e-5, atol=1e-6)
 
 
