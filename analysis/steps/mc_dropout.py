@@ -80,6 +80,7 @@ from analysis.stochastic import (  # noqa: F401 (DROPOUT_TYPES: this module's pu
 )
 from cache import Artifact
 from core.errors import ConfigError
+from core.memory import release_mapped_pages
 from core.tasks import Task, head_key
 from models.checkpoint import LoadedModel
 
@@ -371,6 +372,9 @@ class MCDropout(Step):
         arrays = ctx.executor.map_batches(job, n, bs, device=ctx.device,
                                           desc=f"mc_dropout T={config.samples}",
                                           progress=ctx.progress)
+        if kept:  # read once: the mapped cache pages of the kept trunk need not stay resident
+            for array in inputs.values():
+                release_mapped_pages(array)
         summary: dict = {"heads": task.head_names, "samples": config.samples,
                          "trunk_once": split is not None, "trunk_kept": kept}
         targets = task.sample_targets(ctx.dataset)

@@ -29,3 +29,31 @@ def test_memory_freed_under_a_kept_allocation_is_returned():
     assert release_freed_memory() is True
     assert _anonymous_mb() - before < held / 4
     del keep
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="madvise and /proc: Linux")
+def test_mapped_pages_are_released_and_read_again(tmp_path):
+    import psutil
+
+    from core.memory import release_mapped_pages
+
+    path = tmp_path / "column.npy"
+    np.save(path, np.arange(32 << 20, dtype=np.float32).reshape(-1, 128))  # 128 MB
+    mapped = np.load(path, mmap_mode="r")  # a read-only shared file mapping, as the cache's
+    proc = psutil.Process()
+    before = proc.memory_info().rss
+    total = float(mapped.sum(dtype=np.float64))
+    assert proc.memory_info().rss - before > 100 * 2**20  # its pages are now resident
+    assert release_mapped_pages(mapped)
+    assert proc.memory_info().rss - before < 16 * 2**20
+    assert float(mapped.sum(dtype=np.float64)) == total  # read again from the file
+
+
+def test_memory_that_is_not_a_file_mapping_is_left_alone():
+    from core.memory import release_mapped_pages
+
+    anonymous = np.arange(1 << 22, dtype=np.float32)
+    assert not release_mapped_pages(anonymous)  # writeable
+    anonymous.flags.writeable = False
+    assert not release_mapped_pages(anonymous)  # read-only, but the heap: never zeroed
+    np.testing.assert_array_equal(anonymous[-3:], [4194301, 4194302, 4194303])
