@@ -44,6 +44,7 @@ DROPOUT_FUNCTIONS = frozenset({
     torch.feature_alpha_dropout_,
 })
 
+
 def dropout_modules(module: nn.Module) -> list[nn.Module]:
     """The dropout modules of ``module`` (functional calls are not modules: see
     :func:`analysis.steps.mc_dropout.has_dropout`)."""
@@ -184,11 +185,12 @@ def _holds_dropout(module: nn.Module) -> bool:
         return True
 
 
-def _calls_module(split: StochasticSplit, target: nn.Module) -> bool:
-    """Whether ``target`` runs as a ``call_module`` node of the traced graph."""
+def _calls_module(split: StochasticSplit, target: nn.Module, nodes=None) -> bool:
+    """Whether ``target`` runs as a ``call_module`` node of the traced graph (of
+    ``nodes`` when given)."""
     gm = split.graph_module
     return any(n.op == "call_module" and gm.get_submodule(n.target) is target
-               for n in gm.graph.nodes)
+               for n in (gm.graph.nodes if nodes is None else nodes))
 
 
 def make_split(model: LoadedModel, quiet: bool = False) -> StochasticSplit | None:
@@ -212,10 +214,7 @@ def make_split(model: LoadedModel, quiet: bool = False) -> StochasticSplit | Non
 
 def embedding_in_tail(split: StochasticSplit, model: LoadedModel) -> bool:
     """Whether the embedding layer runs in the tail (its output then varies with the masks)."""
-    target = embedding_target(model)[0]
-    gm = split.graph_module
-    return any(n.op == "call_module" and gm.get_submodule(n.target) is target
-               for n in split.tail)
+    return _calls_module(split, embedding_target(model)[0], split.tail)
 
 
 def trunk_shapes(split: StochasticSplit, model: LoadedModel, device: torch.device
