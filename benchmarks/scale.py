@@ -106,8 +106,8 @@ print("BENCH " + json.dumps({"n": int(n), "open_s": opened, "steps": steps,
 """
 
 # Summary keys the steps report about their own quality, shown when present.
-QUALITY_KEYS = ("recall_at_k", "knn_recall", "approximate", "trustworthiness",
-                "trustworthiness_fit", "trustworthiness_held_out", "fitted_on")
+QUALITY_KEYS = ("knn_method", "ann_recall", "ann_recall_at_10", "trustworthiness",
+                "trustworthiness_fitted", "trustworthiness_held_out")
 
 
 def parse_sizes(text: str) -> list[int]:

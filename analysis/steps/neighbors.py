@@ -1,10 +1,11 @@
 """``neighbors``: one k-nearest-neighbour graph over the embeddings.
 
 Up to ``exact_max`` samples (200,000 by default) the graph is exact: on the GPU
-a chunked matrix multiply + ``topk``; on the CPU faiss's ``IndexFlatL2`` (torch
-when faiss is not installed). Beyond it a seeded faiss IVF-Flat index is used
-(:mod:`analysis.ann`), its recall against exact kNN measured on a seeded sample
-of queries, stored in the summary and logged (a warning below ``recall_floor``).
+a chunked matrix multiply + ``topk``; on the CPU :mod:`analysis.self_knn`, which
+computes each distance once (half of faiss's ``IndexFlatL2`` work). Beyond it a
+seeded faiss IVF-Flat index is used (:mod:`analysis.ann`), its recall against
+exact kNN measured on a seeded sample of queries, stored in the summary and
+logged (a warning below ``recall_floor``).
 The graph is built once with ``graph_k`` neighbours (enough for t-SNE's
 perplexity-30 affinities and UMAP) and reused by the projections, "fetch
 similars" and the quality metrics.
@@ -20,6 +21,7 @@ import torch
 
 from analysis.ann import _drop_self, approximate_search, exact_search
 from analysis.registry import Plan, Step, StepContext, register
+from analysis.self_knn import self_knn
 from cache import Artifact
 from cache.keys import OMIT_AT_DEFAULT
 from core.errors import ConfigError
@@ -77,12 +79,16 @@ def knn_graph(features: np.ndarray, k: int, device: torch.device | str = "cpu"
               ) -> tuple[np.ndarray, np.ndarray]:
     """``(N, k)`` neighbour indices and distances, each sample excluding itself.
 
-    Exact duplicates can push a sample out of its own top ``k + 1``; then the
-    farthest candidate is dropped instead, so no row ever contains its own index.
+    On the CPU :func:`analysis.self_knn.self_knn` (each distance computed once).
+    On the GPU, exact duplicates can push a sample out of its own top ``k + 1``;
+    then the farthest candidate is dropped instead, so no row ever contains its
+    own index.
     """
     n = len(features)
     if not 1 <= k < n:
         raise ConfigError(f"k={k} neighbours needs at least k+1 samples; the dataset has {n}.")
+    if torch.device(device).type == "cpu":
+        return self_knn(features, k)
     idx, dist = knn_search(features, features, k + 1, device)
     return _drop_self(idx, dist, np.arange(n), k)
 
@@ -133,7 +139,7 @@ class Neighbors(Step):
     """
 
     name = "neighbors"
-    version = 1
+    version = 2  # 2: the CPU graph from analysis.self_knn (faiss's up to float32 rounding)
     requires = ("inference",)
     # Its (N, k) neighbour arrays are not sample-table columns: it declares none.
     order = 50

@@ -117,6 +117,7 @@ class MCDistances(_Distances):
     """Distance to in-distribution data, MC-averaged embeddings. Higher = farther."""
 
     name = "mc_distances"
+    version = 2  # 2: its own graph from analysis.self_knn on the CPU
     variant = "mc"
     requires = ("mc_dropout",)
     order = 70
@@ -138,6 +139,7 @@ class MCDistances(_Distances):
 
 class _JointNeighbors(Step):
     variant: str
+    version = 2  # 2: the CPU graph from analysis.self_knn
     datasets = ("extra",)
 
     @classmethod
