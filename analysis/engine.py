@@ -23,7 +23,7 @@ from analysis.forward import model_lock
 from analysis.registry import StepContext, get_step, make_config
 from cache import Artifact, ArtifactStore, stable_hash
 from core.datasets import ImageDataset
-from core.memory import release_freed_memory
+from core.memory import release_freed_memory, release_mapped_arrays
 from models.checkpoint import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -160,6 +160,10 @@ class Engine:
                     # Hold the memory-mapped copy, so the computed arrays can be freed.
                     artifact = self.store.get(key) or artifact
                 release_freed_memory()  # the step's temporaries, handed back to the OS
+                # and the pages it read of memory-mapped inputs and images (read again
+                # from the file if touched)
+                release_mapped_arrays([*(a for art in inputs.values() for a in art.values()),
+                                       self.dataset.images])
                 seconds = time.perf_counter() - started
                 log.info("computed %s in %.2f s", name, seconds)
                 self.records.append(StepRecord(name, "computed", seconds, key, started))

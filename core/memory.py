@@ -55,23 +55,31 @@ def _madvise():
     return fn
 
 
-def _shared_file_mapping(start: int, end: int) -> bool:
-    """Whether ``[start, end)`` lies in one read-only shared mapping of a file
+def _shared_file_mappings() -> list[tuple[int, int]]:
+    """``(start, end)`` of this process's read-only shared mappings of files
     (``/proc/self/maps``: permissions ``r--s``/``r-xs`` and a path)."""
+    ranges = []
     try:
         with open("/proc/self/maps") as fh:
             for line in fh:
                 parts = line.split(maxsplit=5)
-                lo, hi = (int(x, 16) for x in parts[0].split("-"))
-                if lo <= start and end <= hi:
-                    perms, path = parts[1], parts[5].strip() if len(parts) > 5 else ""
-                    return perms[1] == "-" and perms[3] == "s" and path.startswith("/")
+                perms, path = parts[1], parts[5].strip() if len(parts) > 5 else ""
+                if perms[1] == "-" and perms[3] == "s" and path.startswith("/"):
+                    lo, hi = (int(x, 16) for x in parts[0].split("-"))
+                    ranges.append((lo, hi))
     except (OSError, ValueError, IndexError):
-        pass
-    return False
+        return []
+    return ranges
 
 
-def release_mapped_pages(array) -> bool:
+def _shared_file_mapping(start: int, end: int,
+                         ranges: list[tuple[int, int]] | None = None) -> bool:
+    """Whether ``[start, end)`` lies in one read-only shared mapping of a file."""
+    ranges = _shared_file_mappings() if ranges is None else ranges
+    return any(lo <= start and end <= hi for lo, hi in ranges)
+
+
+def release_mapped_pages(array, _ranges: list[tuple[int, int]] | None = None) -> bool:
     """Drop this process's resident pages of a read-only array mapped from a file.
 
     A memory-mapped cache column (see :mod:`cache.columnar`) stays resident once
@@ -98,10 +106,55 @@ def release_mapped_pages(array) -> bool:
         return False
     start = array.__array_interface__["data"][0]
     end = start + array.nbytes
-    if not _shared_file_mapping(start, end):
+    if not _shared_file_mapping(start, end, _ranges):
         return False
     import mmap
 
     page = mmap.PAGESIZE
     lo, hi = -(-start // page) * page, end // page * page  # the pages wholly inside
     return hi > lo and madvise(lo, hi - lo, MADV_DONTNEED) == 0
+
+
+def release_mapped_arrays(arrays) -> int:
+    """:func:`release_mapped_pages` of each array (``/proc/self/maps`` read once).
+
+    The engine calls it on a step's inputs and its dataset's images after the
+    step ran: whatever the step read of memory-mapped cache columns and of the
+    image store stops counting in the process's resident memory (a 1,000,000-
+    sample run held about 2.8 GB of such pages at its peak).
+
+    Parameters
+    ----------
+    arrays : iterable of numpy.ndarray (anything else is skipped)
+
+    Returns
+    -------
+    int
+        How many arrays were released.
+    """
+    import numpy as np
+
+    arrays = [a for a in arrays if isinstance(a, np.ndarray)]
+    if not arrays or _madvise() is None:
+        return 0
+    ranges = _shared_file_mappings()
+    return sum(release_mapped_pages(a, ranges) for a in arrays)
+
+
+def mapping_rss(array) -> int:
+    """Resident bytes of the whole mapping that holds ``array`` (``/proc/self/smaps``'s
+    ``Rss``), or -1 when it cannot be read (not Linux)."""
+    address = array.__array_interface__["data"][0]
+    try:
+        with open("/proc/self/smaps") as fh:
+            inside = False
+            for line in fh:
+                head = line.split(maxsplit=1)[0]
+                if not head.endswith(":"):  # a mapping's first line: "lo-hi perms ..."
+                    lo, hi = (int(x, 16) for x in head.split("-"))
+                    inside = lo <= address < hi
+                elif inside and head == "Rss:":
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return -1

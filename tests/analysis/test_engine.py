@@ -169,6 +169,24 @@ def test_a_large_result_is_held_memory_mapped_once_computed(tiny_model, small_ds
     np.testing.assert_array_equal(fresh.artifact("inference")["embedding"], held["embedding"])
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="madvise and /proc: Linux")
+def test_pages_a_step_read_of_its_mapped_inputs_are_released(tiny_model, small_ds, cache_dir):
+    """Once a step has run, the pages it read of its memory-mapped inputs no longer
+    count in the process's memory, and the inputs read the same afterwards."""
+    from core.memory import mapping_rss
+
+    session = AnalysisSession(tiny_model, small_ds, ArtifactStore(cache_dir, columnar_min_mb=0),
+                              "cpu", progress=False, mc_samples=4, projections=())
+    session.run(["inference"])
+    emb = session.engine.get("inference")["embedding"]
+    copy = np.array(emb)  # reads every page of the mapped column
+    held = mapping_rss(emb)
+    assert held >= emb.nbytes
+    session.run(["neighbors"])  # reads the embedding, then releases it
+    assert mapping_rss(emb) <= held - emb.nbytes + 8192  # a partial page at each end
+    np.testing.assert_array_equal(emb, copy)
+
+
 def test_killed_cli_run_recovers(tiny_run, tiny_model, digits, data_root, cache_dir):
     limit = 400
     ds = load_dataset(digits, "test", data_root=data_root, limit=limit)

@@ -57,3 +57,20 @@ def test_memory_that_is_not_a_file_mapping_is_left_alone():
     anonymous.flags.writeable = False
     assert not release_mapped_pages(anonymous)  # read-only, but the heap: never zeroed
     np.testing.assert_array_equal(anonymous[-3:], [4194301, 4194302, 4194303])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="madvise and /proc: Linux")
+def test_release_mapped_arrays_releases_each_mapped_array_once(tmp_path):
+    from core.memory import mapping_rss, release_mapped_arrays
+
+    arrays = []
+    for i in range(3):
+        np.save(tmp_path / f"c{i}.npy", np.full((1 << 20,), i, dtype=np.float32))  # 4 MB
+        arrays.append(np.load(tmp_path / f"c{i}.npy", mmap_mode="r"))
+    sums = [float(a.sum()) for a in arrays]
+    assert all(mapping_rss(a) >= 4 << 20 for a in arrays)
+    heap = np.ones(1 << 20, dtype=np.float32)
+    assert release_mapped_arrays([*arrays, heap, None, "text"]) == 3
+    assert all(mapping_rss(a) <= 8192 for a in arrays)  # a partial page at most
+    assert [float(a.sum()) for a in arrays] == sums
+    assert heap.sum() == 1 << 20
