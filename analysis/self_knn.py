@@ -12,8 +12,10 @@ hold one.
 
 So that the k-th distances drop early and few runs hold a candidate, the
 rows are first put in the order of seeded k-means cells (faiss), and the
-block pairs are visited nearest first: the diagonal blocks, then their
-neighbours. The order changes the work, not the answer.
+block pairs are visited nearest first: the diagonal blocks (which must come
+first: they fill the empty heaps), then their neighbours. The order changes
+the work, not the distances: only among candidates tied with a row's k-th
+distance (exact duplicates, say) can it change which ones are kept.
 
 The neighbours are chosen by ``|q|^2 + |p|^2 - 2 q.p`` in float32, as faiss
 chooses them, after centring the vectors (which shrinks the norms and so the
@@ -63,7 +65,7 @@ def self_knn(x: np.ndarray, k: int, *, seed: int = 0) -> tuple[np.ndarray, np.nd
     if not 1 <= k < n:
         raise ConfigError(f"k={k} neighbours needs at least k+1 samples; there are {n}.")
     with np.errstate(over="ignore", invalid="ignore"):  # reported below, by sample
-        finite = np.einsum("ij,ij->i", x, x, dtype=np.float64) < FAR / 8
+        finite = np.einsum("ij,ij->i", x, x, dtype=np.float64) < FAR / 16
     if not finite.all():
         bad = int(np.flatnonzero(~finite)[0])
         raise ConfigError(f"The vectors of a kNN graph must be finite; sample {bad} has a NaN, "
@@ -78,7 +80,7 @@ def self_knn(x: np.ndarray, k: int, *, seed: int = 0) -> tuple[np.ndarray, np.nd
     heap_val = np.full((n, k), FAR, np.float32)
     heap_idx = np.full((n, k), -1, np.int64)
     scan = _kernels()[0]
-    products = torch.empty(TILE, BLOCK)
+    products = torch.empty(min(TILE, BLOCK, n), min(BLOCK, n))
     for i0, j0 in _block_pairs(n):
         j1 = min(j0 + BLOCK, n)
         base = xs[j0:j1].T
@@ -89,6 +91,8 @@ def self_knn(x: np.ndarray, k: int, *, seed: int = 0) -> tuple[np.ndarray, np.nd
                 _fill(g, norm[j0:j1], j0, t0, heap_val, heap_idx)
             else:  # the tile's rows against the block's and, transposed, the other way round
                 scan(g, norm[t0:t1], norm[j0:j1], t0, j0, heap_val, heap_idx)
+    if (heap_idx < 0).any():  # a place no candidate reached: never, for 1 <= k < n
+        raise RuntimeError("self_knn: a row has fewer than k neighbours; this is a bug.")
     out_idx = np.empty_like(heap_idx)
     out_idx[order] = order[heap_idx]  # row r of the ordered rows is sample order[r]
     return _exact_distances(x, out_idx)
@@ -135,7 +139,8 @@ def _cell_order(x: np.ndarray, seed: int) -> np.ndarray:
         return np.arange(n)
     if cells < 2:
         return np.arange(n)
-    kmeans = faiss.Kmeans(d, cells, niter=10, seed=seed, max_points_per_centroid=64)
+    kmeans = faiss.Kmeans(d, cells, niter=10, seed=seed, max_points_per_centroid=64,
+                          min_points_per_centroid=1)  # small sets: no warning, still fine
     kmeans.train(x)
     cell = kmeans.index.search(x, 1)[1][:, 0]
     return np.argsort(cell, kind="stable").astype(np.int64)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import sys
 
 import numpy as np
@@ -70,7 +71,8 @@ def test_release_mapped_arrays_releases_each_mapped_array_once(tmp_path):
     sums = [float(a.sum()) for a in arrays]
     assert all(mapping_rss(a) >= 4 << 20 for a in arrays)
     heap = np.ones(1 << 20, dtype=np.float32)
+    heap.flags.writeable = False  # read-only, so only the mapping check can refuse it
     assert release_mapped_arrays([*arrays, heap, None, "text"]) == 3
-    assert all(mapping_rss(a) <= 8192 for a in arrays)  # a partial page at most
+    assert all(mapping_rss(a) <= 2 * mmap.PAGESIZE for a in arrays)  # partial pages only
     assert [float(a.sum()) for a in arrays] == sums
     assert heap.sum() == 1 << 20
