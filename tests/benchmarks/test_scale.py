@@ -33,13 +33,17 @@ def test_growth_exponent_is_the_slope_on_log_axes():
 
 
 def test_table_lists_every_step_size_and_quality_figure():
-    rows = [_row(1000, {"neighbors": 1.0}, knn_recall=0.97),
-            _row(4000, {"neighbors": 4.0}, knn_recall=0.95)]
+    # the keys the neighbors step writes for an approximate graph (analysis.steps.neighbors)
+    rows = [_row(1000, {"neighbors": 1.0}, graph_k=90, knn_method="exact"),
+            _row(4000, {"neighbors": 4.0}, graph_k=90, knn_method="ivf_flat", ann_recall=0.95,
+                 ann_recall_at_10=0.99, ann_nprobe=8)]
     text = format_scale({"mc_samples": 20, "runs": {"inprocess": {"rows": rows,
                                                                   "growth": growth(rows)}}})
     assert "1,000" in text and "4,000" in text and "neighbors" in text
     assert "1.00" in text  # the exponent
-    assert "neighbors.knn_recall 0.970" in text and "neighbors.knn_recall 0.950" in text
+    assert "neighbors.knn_method exact" in text and "neighbors.knn_method ivf_flat" in text
+    assert "neighbors.ann_recall 0.950" in text and "neighbors.ann_recall_at_10 0.990" in text
+    assert "nprobe" not in text and "graph_k" not in text
 
 
 def test_table_gives_the_anonymous_peak_when_the_rows_have_it():
