@@ -3,9 +3,11 @@
 umap-learn optimises its layout in numba code compiled without ``nogil``, on
 one core. For the 35 s a 70,000-sample map takes, it holds this process's GIL,
 so no other thread runs Python meanwhile (another step, the dashboard's
-callbacks) and the second core idles. From :data:`APART_MIN` samples up the
-map runs in a child interpreter (``python -m analysis.apart FOLDER``) instead,
-while this process goes on with other work:
+callbacks) and the second core idles; above ``fit_max`` samples, so do the
+fit on a sample and ``transform``'s placing of the others (about 430 s at
+1,000,000). From :data:`APART_MIN` samples up the map runs in a child
+interpreter (``python -m analysis.apart FOLDER``) instead, while this process
+goes on with other work:
 
 - the arguments go to a private temporary folder (mode 0700) as ``.npy``
   files and a ``call.json`` of plain values; the result comes back as one
@@ -45,7 +47,8 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 # name -> "module:function"; the child calls nothing else.
-FUNCTIONS = {"umap_map": "analysis.steps.projection:umap_map"}
+FUNCTIONS = {"umap_map": "analysis.steps.projection:umap_map",
+             "umap_sampled": "analysis.steps.projection:umap_sampled"}
 # From this many samples a map runs apart; below, starting a child (about 3 s of
 # imports) costs more than the core it frees.
 APART_MIN = 20_000

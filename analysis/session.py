@@ -209,8 +209,8 @@ class AnalysisSession:
 
         Steps run one after another in plan order, except background ones
         (:meth:`Step.background`: UMAP from ``analysis.apart.APART_MIN`` samples
-        up to its ``fit_max``, whose layout then runs in a child process, see
-        :mod:`analysis.apart`). Each is started in a second thread as soon as its
+        up, whose layout, or fit and placing on a sample, then runs in a child
+        process, see :mod:`analysis.apart`). Each is started in a second thread as soon as its
         inputs are in memory; the others go on, a step that requires it waits for
         it, and the run ends when it has. While it runs, the other steps' thread
         pools (OpenMP: torch, faiss; OpenBLAS) use one core fewer: a pool spinning

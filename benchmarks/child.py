@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -26,26 +27,54 @@ print("BENCH " + json.dumps({{"rc": rc, "seconds": time.perf_counter() - t,
 """
 
 
+# Prepended to every child's code: it exits once the read end of a pipe from the
+# benchmark ends, i.e. when the benchmark is gone (a kill of the benchmark alone
+# would otherwise leave a long child running and skew the next measurement).
+WATCH_PARENT = """import os as _os, threading as _threading
+def _watch_parent(fd={fd}):
+    while _os.read(fd, 4096):
+        pass
+    _os._exit(1)
+_threading.Thread(target=_watch_parent, daemon=True).start()
+"""
+
+
 def run_child(code: str, args: list[str], env: dict[str, str], keep_stdout: bool = False,
               show_stderr: bool = False) -> dict:
     """Run ``code`` in a fresh interpreter; return its ``BENCH {...}`` line (and its stdout).
 
     ``show_stderr`` lets the child's standard error through (progress of a long run)
-    instead of keeping it for the error message.
+    instead of keeping it for the error message. The child ends with this process
+    (see :data:`WATCH_PARENT`), and on any exception here, an interrupt included.
     """
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", code, *args], env=env, stdout=subprocess.PIPE,
-                          stderr=None if show_stderr else subprocess.PIPE,
-                          text=True, cwd=Path(__file__).resolve().parent.parent)
+    read, write = os.pipe()
+    try:
+        proc = subprocess.Popen([sys.executable, "-c", WATCH_PARENT.format(fd=read) + code, *args],
+                                env=env, stdout=subprocess.PIPE, pass_fds=(read,),
+                                stderr=None if show_stderr else subprocess.PIPE,
+                                text=True, cwd=Path(__file__).resolve().parent.parent)
+        os.close(read)
+        read = -1
+        try:
+            stdout, stderr = proc.communicate()
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+    finally:
+        for fd in (read, write):
+            if fd >= 0:
+                os.close(fd)
     wall = time.perf_counter() - started
-    for line in proc.stdout.splitlines():
+    for line in stdout.splitlines():
         if line.startswith("BENCH "):
             out = json.loads(line[6:])
             out["wall_s"] = wall
             if keep_stdout:
-                out["stdout"] = proc.stdout
+                out["stdout"] = stdout
             return out
-    detail = proc.stderr[-3000:] if proc.stderr else "(its errors are printed above)"
+    detail = stderr[-3000:] if stderr else "(its errors are printed above)"
     raise RuntimeError(f"benchmark child failed ({proc.returncode}):\n{detail}")
 
 

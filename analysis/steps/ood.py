@@ -29,7 +29,7 @@ from analysis.steps.projection import (
     tsne_map,
     tsne_sampled,
     umap_anywhere,
-    umap_sampled,
+    umap_sampled_anywhere,
 )
 from cache import Artifact
 from cache.keys import OMIT_AT_DEFAULT
@@ -197,8 +197,9 @@ class _JointMap(Step):
     datasets = ("extra",)
     calls_model = False  # the embeddings only
 
-    def background(self, n: int, config) -> bool:  # the joint UMAP: see umap_anywhere
-        return self.method == "umap" and apart.APART_MIN <= n <= config.fit_max
+    def background(self, n: int, config) -> bool:  # the joint UMAP: see umap_anywhere and
+        # umap_sampled_anywhere
+        return self.method == "umap" and n >= apart.APART_MIN
 
     @classmethod
     def planned(cls, plan: Plan) -> bool:
@@ -227,7 +228,7 @@ class _JointMap(Step):
         else:
             group = (np.arange(len(feats)) >= n_in).astype(np.int64)
             fitted = stratified_sample(group, config.fit_sample, config.seed)
-            sampled = umap_sampled if self.method == "umap" else tsne_sampled
+            sampled = umap_sampled_anywhere if self.method == "umap" else tsne_sampled
             coords = sampled(feats, fitted, seed=config.seed)
         k = min(config.overlap_k, len(feats) - 2)
         low = map_knn(coords, k)

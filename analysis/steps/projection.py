@@ -129,6 +129,20 @@ def umap_anywhere(features: np.ndarray, knn_idx: np.ndarray, knn_dist: np.ndarra
     return umap_map(features, knn_idx, knn_dist, **kwargs)
 
 
+def umap_sampled_anywhere(features: np.ndarray, fitted: np.ndarray, **kwargs) -> np.ndarray:
+    """:func:`umap_sampled`, in a child interpreter from ``apart.APART_MIN`` samples up.
+
+    Above ``fit_max`` the layout of the fit and of ``transform``'s placing are
+    umap-learn's seeded, single-threaded numba loops (about 430 s of one core at
+    1,000,000 samples); apart, the other steps use the second core meanwhile.
+    Same result (``transform_seed`` is fixed).
+    """
+    if len(features) >= apart.APART_MIN:
+        return apart.call_apart("umap_sampled", [features, np.asarray(fitted, np.int64)],
+                                **kwargs)
+    return umap_sampled(features, fitted, **kwargs)
+
+
 def tsne_map(features: np.ndarray, knn_idx: np.ndarray, knn_dist: np.ndarray, *,
              perplexity: float = 30.0, seed: int = 0, n_iter: int = 150,
              exaggeration_iter: int = 125, progress: bool = False) -> np.ndarray:
@@ -415,7 +429,7 @@ class UMAPProjection(_Projection):
         fit_sample: int = _fit_sample()
 
     def background(self, n: int, config: Config) -> bool:
-        return apart.APART_MIN <= n <= config.fit_max  # umap_anywhere's child process
+        return n >= apart.APART_MIN  # umap_anywhere's or umap_sampled_anywhere's child
 
     def project(self, feats, idx, dist, config: Config, progress: bool) -> np.ndarray:
         return umap_anywhere(feats, idx, dist, n_neighbors=config.n_neighbors,
@@ -423,8 +437,9 @@ class UMAPProjection(_Projection):
                              n_epochs=config.n_epochs)
 
     def project_sampled(self, feats, fitted, config: Config, progress: bool) -> np.ndarray:
-        return umap_sampled(feats, fitted, n_neighbors=config.n_neighbors,
-                            min_dist=config.min_dist, seed=config.seed, n_epochs=config.n_epochs)
+        return umap_sampled_anywhere(feats, fitted, n_neighbors=config.n_neighbors,
+                                     min_dist=config.min_dist, seed=config.seed,
+                                     n_epochs=config.n_epochs)
 
 
 @register

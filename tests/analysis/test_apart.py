@@ -14,7 +14,13 @@ from sklearn.datasets import load_digits
 
 from analysis.apart import FUNCTIONS, call_apart, main
 from analysis.steps.neighbors import knn_graph
-from analysis.steps.projection import umap_anywhere, umap_map
+from analysis.steps.projection import (
+    stratified_sample,
+    umap_anywhere,
+    umap_map,
+    umap_sampled,
+    umap_sampled_anywhere,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -32,6 +38,36 @@ def test_the_child_gives_the_same_map(digits_graph):
     apart = call_apart("umap_map", [x, idx, dist], seed=3, n_epochs=100)
     assert apart.dtype == here.dtype and apart.shape == (600, 2)
     np.testing.assert_array_equal(apart, here)
+
+
+def test_the_child_gives_the_same_sampled_map():
+    """Above ``fit_max`` the fit on a sample and the placing of the rest run apart too."""
+    data = load_digits()
+    x = data.data.astype(np.float32)
+    fitted = stratified_sample(data.target, 600, seed=1)
+    here = umap_sampled(x, fitted, seed=2, n_epochs=60)
+    apart = call_apart("umap_sampled", [x, fitted], seed=2, n_epochs=60)
+    assert apart.dtype == np.float32 and apart.shape == (len(x), 2)
+    assert np.isfinite(apart).all()
+    np.testing.assert_array_equal(apart, here)
+
+
+def test_umap_sampled_anywhere_goes_apart_from_the_threshold(monkeypatch):
+    import analysis.apart as apart
+
+    x = load_digits().data[:300].astype(np.float32)
+    fitted = np.arange(0, 300, 2)
+    calls = []
+    monkeypatch.setattr(apart, "call_apart", lambda *a, **k: calls.append((a, k)) or "apart")
+    monkeypatch.setattr(apart, "APART_MIN", len(x))
+    assert umap_sampled_anywhere(x, fitted, seed=4) == "apart"
+    (name, (sent_x, sent_fitted)), kwargs = calls[0]
+    assert name == "umap_sampled" and kwargs == {"seed": 4}
+    assert sent_fitted.dtype == np.int64
+    np.testing.assert_array_equal(sent_fitted, fitted)
+    monkeypatch.setattr(apart, "APART_MIN", len(x) + 1)
+    assert umap_sampled_anywhere(x, fitted, seed=4, n_epochs=20).shape == (len(x), 2)
+    assert len(calls) == 1
 
 
 def test_umap_anywhere_goes_apart_from_the_threshold(digits_graph, monkeypatch):
@@ -96,7 +132,7 @@ def test_only_the_table_s_functions_are_called(tmp_path):
     with pytest.raises(KeyError):
         main([str(tmp_path)])
     assert not (tmp_path / "pwned").exists() and not Path("pwned").exists()
-    assert set(FUNCTIONS) == {"umap_map"}
+    assert set(FUNCTIONS) == {"umap_map", "umap_sampled"}
 
 
 def test_arrays_are_read_without_pickle(tmp_path):

@@ -294,7 +294,7 @@ def test_run_starts_the_umap_map_as_soon_as_its_inputs_are_ready(tiny_model, sma
     config = session.engine.config("umap")
     assert not get_step("umap").background(len(small_ds), config)
     assert get_step("umap").background(apart.APART_MIN, config)
-    assert not get_step("umap").background(config.fit_max + 1, config)  # fitted on a sample
+    assert get_step("umap").background(config.fit_max + 1, config)  # fitted on a sample, apart
     assert not get_step("slices").background(10**6, session.engine.config("slices"))
     monkeypatch.setattr(apart, "APART_MIN", len(small_ds))
     children = []
@@ -313,6 +313,33 @@ def test_run_starts_the_umap_map_as_soon_as_its_inputs_are_ready(tiny_model, sma
     assert turns == alone.steps and children == ["umap_map"]
     np.testing.assert_array_equal(alone.artifact("umap")["coords"],
                                   session.artifact("umap")["coords"])
+
+
+def test_a_sampled_umap_map_runs_apart_beside_the_later_steps(tiny_model, small_ds, cache_dir,
+                                                                monkeypatch):
+    """Past ``fit_max`` the map is fitted on a sample and the rest placed, in the child as
+    well, beside the steps after the neighbours; the same map as in this process."""
+    import analysis.apart as apart
+
+    opts = {"umap": {"fit_max": 150, "fit_sample": 100}}
+    monkeypatch.setattr(apart, "APART_MIN", len(small_ds))
+    children = []
+    real = apart.call_apart
+    monkeypatch.setattr(apart, "call_apart", lambda *a, **k: children.append(a[0]) or real(*a, **k))
+    session = make_session(tiny_model, small_ds, cache_dir, projections=("umap",),
+                           step_options=opts)
+    records = {r.name: r for r in session.run()}
+    assert children == ["umap_sampled"]
+    umap, slices = records["umap"], records["slices"]
+    assert umap.started < slices.started < umap.started + umap.seconds  # they overlapped
+    art = session.artifact("umap")
+    assert art["fitted"].sum() == 100 and np.isfinite(art["coords"]).all()
+    monkeypatch.setattr(apart, "APART_MIN", 10**9)  # now in this process, in turn
+    alone = make_session(tiny_model, small_ds, cache_dir.parent / "alone", projections=("umap",),
+                         step_options=opts)
+    alone.run(background=False)
+    assert children == ["umap_sampled"]
+    np.testing.assert_array_equal(alone.artifact("umap")["coords"], art["coords"])
 
 
 def test_an_error_in_a_background_step_reaches_the_caller(tiny_model, small_ds, cache_dir,
