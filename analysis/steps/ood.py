@@ -192,8 +192,9 @@ class _JointMap(Step):
     graph: str
     title: str  # how the dashboard names the map ("UMAP, MC dropout")
     version = 5  # 2: UMAP PCA init; 3: t-SNE Barnes-Hut below 5,000; 4: 150 iterations;
-    # 5: map neighbours for the quality figures from a k-d tree (float64); the t-SNE
-    # maps' 6 (125 early-exaggeration iterations, were 250) is set in _joint
+    # 5: map neighbours for the quality figures from a k-d tree (float64); 6, set in
+    # _joint: t-SNE 125 early-exaggeration iterations (were 250), UMAP past fit_max the
+    # rest placed in blocks
     datasets = ("extra",)
     calls_model = False  # the embeddings only
 
@@ -274,7 +275,7 @@ def _joint(name: str, method: str, variant: str, order: int) -> type[Step]:
     return register(type(name, (_JointMap,), {
         "name": name, "method": method, "variant": variant, "graph": graph, "__doc__": doc,
         "title": title, "order": order, "declares": declares,
-        "version": 6 if method == "tsne" else 5,
+        "version": 6,  # UMAP's 6: past fit_max, the rest placed in blocks (umap_sampled)
         "requires": (source, graph), "uses_reference": (source,)}))
 
 
