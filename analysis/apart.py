@@ -47,8 +47,8 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 # name -> "module:function"; the child calls nothing else.
-FUNCTIONS = {"umap_map": "analysis.steps.projection:umap_map",
-             "umap_sampled": "analysis.steps.projection:umap_sampled"}
+FUNCTIONS = {"umap_map": "analysis.maps:umap_map",
+             "umap_sampled": "analysis.maps:umap_sampled"}
 # From this many samples a map runs apart; below, starting a child (about 3 s of
 # imports) costs more than the core it frees.
 APART_MIN = 20_000

@@ -50,18 +50,18 @@ def run_child(code: str, args: list[str], env: dict[str, str], keep_stdout: bool
     started = time.perf_counter()
     read, write = os.pipe()
     try:
-        proc = subprocess.Popen([sys.executable, "-c", WATCH_PARENT.format(fd=read) + code, *args],
-                                env=env, stdout=subprocess.PIPE, pass_fds=(read,),
-                                stderr=None if show_stderr else subprocess.PIPE,
-                                text=True, cwd=Path(__file__).resolve().parent.parent)
-        os.close(read)
-        read = -1
-        try:
-            stdout, stderr = proc.communicate()
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
+        with subprocess.Popen([sys.executable, "-c", WATCH_PARENT.format(fd=read) + code, *args],
+                              env=env, stdout=subprocess.PIPE, pass_fds=(read,),
+                              stderr=None if show_stderr else subprocess.PIPE,
+                              text=True, cwd=Path(__file__).resolve().parent.parent) as proc:
+            os.close(read)
+            read = -1
+            try:
+                stdout, stderr = proc.communicate()
+            except BaseException:
+                proc.kill()
+                proc.wait()
+                raise
     finally:
         for fd in (read, write):
             if fd >= 0:

@@ -295,6 +295,11 @@ def test_run_starts_the_umap_map_as_soon_as_its_inputs_are_ready(tiny_model, sma
     assert not get_step("umap").background(len(small_ds), config)
     assert get_step("umap").background(apart.APART_MIN, config)
     assert get_step("umap").background(config.fit_max + 1, config)  # fitted on a sample, apart
+    for joint in ("joint_umap", "mc_joint_umap", "joint_tsne", "mc_joint_tsne"):
+        step = get_step(joint)
+        for n in (apart.APART_MIN, step.Config().fit_max + 1):
+            assert step.background(n, step.Config()) == joint.endswith("umap")
+        assert not step.background(apart.APART_MIN - 1, step.Config())
     assert not get_step("slices").background(10**6, session.engine.config("slices"))
     monkeypatch.setattr(apart, "APART_MIN", len(small_ds))
     children = []

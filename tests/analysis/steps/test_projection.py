@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+import analysis.maps as maps
 from analysis.engine import Engine
 from analysis.quality import map_quality
 from analysis.registry import make_config
@@ -145,26 +146,30 @@ def test_sampled_map_is_n_by_2_finite_faithful_and_deterministic(method, session
 def test_umap_places_the_rest_in_blocks_as_well_as_in_one_call(session_2k, monkeypatch):
     """The held-out samples go to umap-learn's transform a block at a time (its graph is the
     size of a block), their neighbours found in one search; the map is as faithful."""
-    import analysis.steps.projection as projection
     from analysis.quality import trustworthiness
 
-    umap = projection.import_umap()
+    umap = maps.import_umap()
     emb = np.asarray(session_2k.engine.get("inference")["embedding"])
     fit_rows = stratified_sample(session_2k.dataset.labels, 800, 0)
     rest = np.setdiff1d(np.arange(len(emb)), fit_rows)
     one = umap_sampled(emb, fit_rows)  # 1,200 held out: one block
-    calls, searches = [], []
-    real_transform, real_query = umap.UMAP.transform, projection.SampleSearch.query
+    calls, searches, handed = [], [], []
+    real_transform, real_query = umap.UMAP.transform, maps.SampleSearch.query
+    real_found = maps.FoundNeighbours.query
     monkeypatch.setattr(umap.UMAP, "transform",
                         lambda self, x: calls.append(len(x)) or real_transform(self, x))
-    monkeypatch.setattr(projection.SampleSearch, "query",
+    monkeypatch.setattr(maps.SampleSearch, "query",
                         lambda self, q, k, epsilon=None: searches.append(len(q))
                         or real_query(self, q, k, epsilon))
-    monkeypatch.setattr(projection, "PLACE_BLOCK", 300)
+    monkeypatch.setattr(maps.FoundNeighbours, "query",
+                        lambda self, q, k, epsilon=None: handed.append(self.block is not None)
+                        or real_found(self, q, k, epsilon))
+    monkeypatch.setattr(maps, "PLACE_BLOCK", 300)
     blocks = umap_sampled(emb, fit_rows)
     assert calls == [300, 300, 300, 300] and searches == [1200]
+    assert handed == [False, True, True, True, True]  # one search, then each block's share
     np.testing.assert_array_equal(blocks[fit_rows], one[fit_rows])
-    assert np.isfinite(blocks).all() and not np.array_equal(blocks[rest], one[rest])
+    assert np.isfinite(blocks).all()
     k = 10
     for rows in (rest, np.arange(len(emb))):  # measured: 0.9779 / 0.9773 held out,
         # 0.9798 / 0.9794 all
@@ -173,6 +178,18 @@ def test_umap_places_the_rest_in_blocks_as_well_as_in_one_call(session_2k, monke
         assert abs(t_one - t_blocks) < 0.005
     shift = np.linalg.norm(blocks[rest] - one[rest], axis=1)
     assert np.median(shift) < 0.02 * np.ptp(one, 0).max()  # measured: 0.069 of 12.8
+
+
+def test_found_neighbours_refuse_queries_that_are_not_their_block():
+    rng = np.random.default_rng(0)
+    base, block = rng.normal(size=(50, 4)), rng.normal(size=(6, 4)).astype(np.float32)
+    search = maps.FoundNeighbours(base)
+    idx, dist = search.query(block, 5)  # no block set: a search
+    search.block = (block, idx, dist)
+    np.testing.assert_array_equal(search.query(block.copy(), 3)[0], idx[:, :3])
+    for wrong, k in ((block[:5], 5), (block[::-1], 5), (block, 6)):
+        with pytest.raises(RuntimeError, match="not the block"):
+            search.query(wrong, k)
 
 
 def test_tsne_exaggeration_iterations_reach_openTSNE(digits, data_root):
