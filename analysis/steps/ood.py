@@ -18,19 +18,19 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from analysis import ann, apart
-from analysis.ood import neighbor_overlap
-from analysis.quality import map_knn, map_quality
-from analysis.registry import Column, Plan, Step, StepContext, register
-from analysis.steps.centroids import centroid_distances, class_centroids
-from analysis.steps.neighbors import knn_search, scaled_knn_graph
-from analysis.steps.projection import (
-    split_quality,
+from analysis.maps import (
     stratified_sample,
     tsne_map,
     tsne_sampled,
     umap_anywhere,
     umap_sampled_anywhere,
 )
+from analysis.ood import neighbor_overlap
+from analysis.quality import map_knn, map_quality
+from analysis.registry import Column, Plan, Step, StepContext, register
+from analysis.steps.centroids import centroid_distances, class_centroids
+from analysis.steps.neighbors import knn_search, scaled_knn_graph
+from analysis.steps.projection import split_quality
 from cache import Artifact
 from cache.keys import OMIT_AT_DEFAULT
 from core.errors import ConfigError

@@ -29,19 +29,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from analysis import apart
-from analysis.maps import (  # noqa: F401 (other modules import these from here too)
-    FoundNeighbours,
-    SampleSearch,
+from analysis.maps import (
     _held_out,
-    import_umap,
     stratified_sample,
     tsne_map,
     tsne_sampled,
     umap_anywhere,
-    umap_map,
-    umap_sampled,
     umap_sampled_anywhere,
-    with_self,
 )
 from analysis.quality import map_quality, trustworthiness
 from analysis.registry import Column, Plan, Step, StepContext, register

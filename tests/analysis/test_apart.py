@@ -13,14 +13,14 @@ import pytest
 from sklearn.datasets import load_digits
 
 from analysis.apart import FUNCTIONS, call_apart, main
-from analysis.steps.neighbors import knn_graph
-from analysis.steps.projection import (
+from analysis.maps import (
     stratified_sample,
     umap_anywhere,
     umap_map,
     umap_sampled,
     umap_sampled_anywhere,
 )
+from analysis.steps.neighbors import knn_graph
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -149,7 +149,7 @@ def test_umap_s_kernels_are_cached_for_the_next_process(tmp_path):
     folder = tmp_path / "numba"
     folder.mkdir(mode=0o700)
     code = ("import numpy as np\n"
-            "from analysis.steps.projection import umap_map\n"
+            "from analysis.maps import umap_map\n"
             "from analysis.steps.neighbors import knn_graph\n"
             "x = np.random.default_rng(0).normal(size=(300, 8)).astype(np.float32)\n"
             "umap_map(x, *knn_graph(x, 15), n_epochs=10)\n")

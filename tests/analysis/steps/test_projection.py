@@ -17,17 +17,17 @@ import pytest
 import torch
 
 from analysis.engine import Engine
-from analysis.quality import map_quality
-from analysis.registry import make_config
-from analysis.session import AnalysisSession
-from analysis.steps.neighbors import knn_graph
-from analysis.steps.projection import (
+from analysis.maps import (
     stratified_sample,
     tsne_map,
     tsne_sampled,
     umap_map,
     umap_sampled,
 )
+from analysis.quality import map_quality
+from analysis.registry import make_config
+from analysis.session import AnalysisSession
+from analysis.steps.neighbors import knn_graph
 from cache import stable_hash
 from core.datasets import load_dataset
 
